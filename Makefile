@@ -1,0 +1,61 @@
+# lorac — build, test, bench.  `make` builds build/lorac; see README.md.
+CC      ?= gcc
+PKGS     = openblas hdf5 libpcre2-8 libcjson yaml-0.1
+CFLAGS  ?= -O3 -march=native
+CFLAGS  += -std=gnu11 -Wall -Wextra -fopenmp -MMD -MP -I. -Iautograd -Imodel -Idata -Itrain -Ieval \
+           -I/usr/include/stb $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ljpeg -lm -fopenmp
+BUILD   ?= build
+
+MODULES  = autograd model data train eval
+LIB_SRC  = $(filter-out train/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
+TEST_SRC = $(wildcard tests/test_*.c)
+TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+TOKENIZER = .cache/tokenizer/tokenizer.json
+
+.PHONY: all deps tokenizer test bench asan fixtures demo clean
+all: $(BUILD)/lorac
+
+# System packages (apt-get as root when something is missing) and the Llama 3 tokenizer.
+deps:
+	@bash scripts/deps.sh
+tokenizer: $(TOKENIZER)
+$(TOKENIZER):
+	@bash scripts/fetch_tokenizer.sh .cache/tokenizer
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/lorac: $(BUILD)/train/main.o $(LIB_OBJ)
+	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/test.h $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(LIB_OBJ) -o $@ $(LDLIBS)
+
+test: deps
+	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac $(TEST_BIN)
+	@BUILD=$(BUILD) bash tests/run.sh
+
+asan:
+	@$(MAKE) --no-print-directory test BUILD=build-asan \
+	    CFLAGS="-O1 -g -march=native -fsanitize=address,undefined -fno-omit-frame-pointer" \
+	    LDLIBS="$(LDLIBS) -fsanitize=address,undefined"
+
+bench: deps
+	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac
+	@bash scripts/bench.sh
+
+demo: deps
+	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac
+	@bash scripts/demo.sh
+
+fixtures:
+	/usr/bin/python3 tests/gen_fixtures.py
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,283 @@
+// ag.c — tensors, the arena, the tape, parameters and the RNG (see ag.h).
+#define _GNU_SOURCE
+#include "ag.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+const char *const ag_op_names[AG_OP_COUNT] = {
+    [AG_OP_NONE] = "none",           [AG_OP_LINEAR] = "linear",
+    [AG_OP_LORA_LINEAR] = "lora_linear", [AG_OP_ADD] = "add",
+    [AG_OP_MUL] = "mul",             [AG_OP_SCALE] = "scale",
+    [AG_OP_RMSNORM] = "rmsnorm",     [AG_OP_LAYERNORM] = "layernorm",
+    [AG_OP_ROPE] = "rope",           [AG_OP_ATTENTION] = "attention",
+    [AG_OP_SWIGLU] = "swiglu",       [AG_OP_GELU] = "gelu",
+    [AG_OP_GELU_TANH] = "gelu_tanh", [AG_OP_EMBEDDING] = "embedding",
+    [AG_OP_CONCAT_ROWS] = "concat_rows", [AG_OP_SCATTER_ROWS] = "scatter_rows",
+    [AG_OP_CROSS_ENTROPY] = "cross_entropy",
+};
+
+// --- tensors
+
+int64_t ag_numel(int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    return n;
+}
+
+ag_tensor ag_wrap(float *data, int ndim, const int64_t *shape, const char *name) {
+    AG_ASSERT(ndim >= 0 && ndim <= AG_MAXDIM, "ndim %d", ndim);
+    ag_tensor t = {0};
+    t.data = data;
+    t.ndim = ndim;
+    for (int i = 0; i < ndim; i++) t.shape[i] = shape[i];
+    t.numel = ag_numel(ndim, shape);
+    t.name = name;
+    return t;
+}
+
+ag_tensor ag_wrap2(float *data, int64_t d0, int64_t d1, const char *name) {
+    int64_t s[2] = {d0, d1};
+    return ag_wrap(data, 2, s, name);
+}
+
+ag_tensor ag_wrap1(float *data, int64_t d0, const char *name) { return ag_wrap(data, 1, &d0, name); }
+
+char *ag_shape_str(const ag_tensor *t, char *buf, size_t n) {
+    if (!t) {
+        snprintf(buf, n, "(null)");
+        return buf;
+    }
+    size_t k = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < t->ndim && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, i ? ", %lld" : "%lld", (long long)t->shape[i]);
+    if (k < n) snprintf(buf + k, n - k, "]");
+    return buf;
+}
+
+int ag_same_shape(const ag_tensor *a, const ag_tensor *b) {
+    if (a->ndim != b->ndim) return 0;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return 0;
+    return 1;
+}
+
+// --- arena
+
+int ag_arena_init(ag_arena *a, size_t cap) {
+    memset(a, 0, sizeof *a);
+    void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return err_set("arena: cannot reserve %zu MiB: %s", cap >> 20, strerror(errno));
+    a->base = p;
+    a->cap = cap;
+    return 0;
+}
+
+void *ag_arena_alloc(ag_arena *a, size_t bytes, const char *what) {
+    size_t start = (a->used + 63) & ~(size_t)63;
+    if (start + bytes > a->cap || start + bytes < start) {
+        err_set("arena exhausted: %s needs %zu bytes, %zu of %zu MiB in use (high-water %zu MiB); "
+                "raise the arena size",
+                what ? what : "allocation", bytes, a->used >> 20, a->cap >> 20, a->high >> 20);
+        return NULL;
+    }
+    a->used = start + bytes;
+    if (a->used > a->high) a->high = a->used;
+    return a->base + start;
+}
+
+void ag_arena_reset(ag_arena *a) { a->used = 0; }
+
+void ag_arena_free(ag_arena *a) {
+    if (a->base) munmap(a->base, a->cap);
+    memset(a, 0, sizeof *a);
+}
+
+// --- context and tape
+
+int ag_ctx_init(ag_ctx *c, size_t arena_bytes) {
+    memset(c, 0, sizeof *c);
+    if (ag_arena_init(&c->arena, arena_bytes) != 0) return -1;
+    c->grad_enabled = 1;
+    c->rng = 0x9E3779B97F4A7C15ULL;
+    return 0;
+}
+
+void ag_ctx_free(ag_ctx *c) {
+    ag_arena_free(&c->arena);
+    free(c->nodes);
+    memset(c, 0, sizeof *c);
+}
+
+void ag_ctx_reset(ag_ctx *c) {
+    c->nnodes = 0;
+    ag_arena_reset(&c->arena);
+}
+
+int ag_set_grad(ag_ctx *c, int on) {
+    int old = c->grad_enabled;
+    c->grad_enabled = on;
+    return old;
+}
+
+void *ag_alloc(ag_ctx *c, size_t bytes, const char *what) { return ag_arena_alloc(&c->arena, bytes, what); }
+
+ag_tensor *ag_new(ag_ctx *c, int ndim, const int64_t *shape) {
+    AG_ASSERT(ndim >= 0 && ndim <= AG_MAXDIM, "ndim %d", ndim);
+    int64_t n = ag_numel(ndim, shape);
+    ag_tensor *t = ag_alloc(c, sizeof *t, "tensor header");
+    if (!t) return NULL;
+    float *d = ag_alloc(c, (size_t)n * sizeof(float), "tensor data");
+    if (!d) return NULL;
+    *t = ag_wrap(d, ndim, shape, NULL);
+    return t;
+}
+
+ag_tensor *ag_new2(ag_ctx *c, int64_t d0, int64_t d1) {
+    int64_t s[2] = {d0, d1};
+    return ag_new(c, 2, s);
+}
+
+ag_tensor *ag_new1(ag_ctx *c, int64_t d0) { return ag_new(c, 1, &d0); }
+
+ag_tensor *ag_zeros2(ag_ctx *c, int64_t d0, int64_t d1) {
+    ag_tensor *t = ag_new2(c, d0, d1);
+    if (t) memset(t->data, 0, (size_t)t->numel * sizeof(float));
+    return t;
+}
+
+int ag_needs_grad(const ag_ctx *c, ag_tensor *const *in, int nin) {
+    if (!c->grad_enabled) return 0;
+    for (int i = 0; i < nin; i++)
+        if (in[i] && in[i]->requires_grad) return 1;
+    return 0;
+}
+
+ag_node *ag_record(ag_ctx *c, ag_op op, ag_tensor *out, ag_tensor *const *in, int nin,
+                   ag_backward_fn backward) {
+    AG_ASSERT(nin <= AG_MAXIN, "op %s: %d inputs", ag_op_names[op], nin);
+    out->requires_grad = 0;
+    if (!ag_needs_grad(c, in, nin)) return NULL;
+    if (c->nnodes == c->cap_nodes) {
+        c->cap_nodes = c->cap_nodes ? 2 * c->cap_nodes : 256;
+        c->nodes = xrealloc(c->nodes, (size_t)c->cap_nodes * sizeof *c->nodes);
+    }
+    ag_node *n = &c->nodes[c->nnodes++];
+    memset(n, 0, sizeof *n);
+    n->op = op;
+    n->out = out;
+    n->nin = nin;
+    for (int i = 0; i < nin; i++) n->in[i] = in[i];
+    n->backward = backward;
+    out->requires_grad = 1;
+    return n;
+}
+
+float *ag_grad(ag_ctx *c, ag_tensor *t) {
+    if (!t || !t->requires_grad) return NULL;
+    if (!t->grad) {
+        AG_ASSERT(!t->is_param, "parameter %s has no gradient buffer", t->name ? t->name : "?");
+        t->grad = ag_alloc(c, (size_t)t->numel * sizeof(float), "gradient");
+        if (!t->grad) return NULL;
+        memset(t->grad, 0, (size_t)t->numel * sizeof(float));
+    }
+    return t->grad;
+}
+
+int ag_backward(ag_ctx *c, ag_tensor *loss) {
+    if (!loss) return -1;
+    if (loss->numel != 1) {
+        char s[64];
+        return err_set("backward: the loss must be a scalar, got shape %s", ag_shape_str(loss, s, sizeof s));
+    }
+    if (!loss->requires_grad) return err_set("backward: the loss does not depend on any trainable tensor");
+    float *g = ag_grad(c, loss);
+    if (!g) return -1;
+    g[0] += 1.0f;
+    for (int i = c->nnodes - 1; i >= 0; i--) {
+        ag_node *n = &c->nodes[i];
+        if (!n->out->grad) continue;   // nothing flowed into this output
+        // Inputs' gradient buffers exist before the kernel runs (so it can accumulate).
+        for (int j = 0; j < n->nin; j++)
+            if (n->in[j] && n->in[j]->requires_grad && !ag_grad(c, n->in[j])) return -1;
+        n->backward(c, n);
+    }
+    // every gradient has its tensor's shape by construction (allocated from numel);
+    // check that the tape did not write past them via the arena bound
+    AG_ASSERT(c->arena.used <= c->arena.cap, "arena overrun");
+    return 0;
+}
+
+// --- parameters
+
+ag_tensor *ag_params_add(ag_params *p, const char *name, int ndim, const int64_t *shape) {
+    AG_ASSERT(!p->data, "ag_params_add after ag_params_alloc");
+    if (p->n == p->cap) {
+        p->cap = p->cap ? 2 * p->cap : 64;
+        p->t = xrealloc(p->t, (size_t)p->cap * sizeof *p->t);
+    }
+    ag_tensor *t = xcalloc(1, sizeof *t);
+    *t = ag_wrap(NULL, ndim, shape, xstrdup(name));
+    t->requires_grad = 1;
+    t->is_param = 1;
+    p->t[p->n++] = t;
+    p->total += t->numel;
+    return t;
+}
+
+int ag_params_alloc(ag_params *p) {
+    size_t bytes = (size_t)p->total * sizeof(float);
+    p->data = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    p->grad = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (!p->data || !p->grad) return err_set("parameters: out of memory for %lld floats", (long long)p->total);
+    memset(p->data, 0, bytes);
+    memset(p->grad, 0, bytes);
+    int64_t off = 0;
+    for (int i = 0; i < p->n; i++) {
+        p->t[i]->data = p->data + off;
+        p->t[i]->grad = p->grad + off;
+        off += p->t[i]->numel;
+    }
+    return 0;
+}
+
+void ag_params_zero_grad(ag_params *p) {
+    if (p->grad) memset(p->grad, 0, (size_t)p->total * sizeof(float));
+}
+
+ag_tensor *ag_params_find(const ag_params *p, const char *name) {
+    for (int i = 0; i < p->n; i++)
+        if (!strcmp(p->t[i]->name, name)) return p->t[i];
+    return NULL;
+}
+
+void ag_params_free(ag_params *p) {
+    for (int i = 0; i < p->n; i++) {
+        free((char *)p->t[i]->name);
+        free(p->t[i]);
+    }
+    free(p->t);
+    free(p->data);
+    free(p->grad);
+    memset(p, 0, sizeof *p);
+}
+
+// --- RNG
+
+uint64_t ag_rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+float ag_rng_uniform(uint64_t *s) { return (float)(ag_rng_next(s) >> 40) * (1.0f / 16777216.0f); }
+
+float ag_rng_normal(uint64_t *s) {
+    double u1 = ((double)(ag_rng_next(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    double u2 = (double)(ag_rng_next(s) >> 11) * (1.0 / 9007199254740992.0);
+    return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+}

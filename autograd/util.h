@@ -1,0 +1,77 @@
+// util.h — errors, asserts and small file helpers shared by every module.
+//
+// Two kinds of failure are kept apart (see STYLE.md):
+//   - internal invariants: AG_ASSERT(cond, fmt, ...) prints file:line and aborts. Bugs only.
+//   - user input and I/O: functions return -1 (or NULL) after err_set(...) recorded one
+//     message naming the file, the line/tensor/key, what was expected and what was found.
+//     The CLI prints it as a single `error: <message>` line and exits 1.
+#ifndef LORAC_UTIL_H
+#define LORAC_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#if defined(__GNUC__)
+#define AG_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define AG_PRINTF(a, b)
+#endif
+
+// --- errors
+
+// Records the message (printf-style, thread-local) and returns -1, so `return err_set(...)`.
+int err_set(const char *fmt, ...) AG_PRINTF(1, 2);
+// Prepends "prefix: " to the current message (e.g. the file name added by a caller).
+int err_prefix(const char *fmt, ...) AG_PRINTF(1, 2);
+const char *err_get(void);   // "" when no error was recorded
+void err_clear(void);
+
+// Always-on internal invariant check (never for user input).
+#define AG_ASSERT(cond, ...)                                                              \
+    do {                                                                                   \
+        if (!(cond)) ag_assert_fail(__FILE__, __LINE__, #cond, __VA_ARGS__);              \
+    } while (0)
+_Noreturn void ag_assert_fail(const char *file, int line, const char *cond, const char *fmt,
+                              ...) AG_PRINTF(4, 5);
+
+// Allocation that cannot fail silently: aborts with the size on out-of-memory.
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+
+// --- files
+
+// Reads a whole file into a NUL-terminated buffer. Returns NULL (err_set) on failure.
+char *file_read_all(const char *path, size_t *len_out);
+int file_exists(const char *path);
+int dir_exists(const char *path);
+int mkdir_p(const char *path);            // like `mkdir -p`; -1 + err_set on failure
+int rm_rf(const char *path);              // removes a file or a folder tree; -1 on failure
+// path join into a fresh malloc'd string: a + "/" + b
+char *path_join(const char *a, const char *b);
+// folder part of a path ("." when none), malloc'd
+char *path_dirname(const char *path);
+
+// Atomic output: write to "<path>.tmp.<pid>", fsync, rename over path, fsync the folder.
+// Usage: af = afile_open(path); fwrite(..., af->fp); ...; afile_commit(af) or afile_abort(af).
+typedef struct afile {
+    FILE *fp;
+    char *path;
+    char *tmp;
+} afile;
+afile *afile_open(const char *path);      // NULL + err_set on failure
+int afile_commit(afile *af);              // checks every write, fsyncs, renames; frees af
+void afile_abort(afile *af);              // removes the temp file; frees af
+int file_write_atomic(const char *path, const void *data, size_t len);
+int fsync_dir(const char *dir);
+
+// --- hashing (FNV-1a 64 over bytes; used for tokenizer/model identity attributes)
+uint64_t hash64(const void *data, size_t len, uint64_t seed);
+int file_hash64(const char *path, uint64_t *out);   // -1 + err_set on I/O failure
+
+// --- time
+double now_seconds(void);   // monotonic clock
+
+#endif

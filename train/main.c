@@ -1,0 +1,81 @@
+// main.c — the `lorac` entry point: dispatches to the subcommands declared in cli.h.
+// A command whose implementation has not been linked in is reported, not crashed on.
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "util.h"
+
+#pragma weak cmd_train
+#pragma weak cmd_eval
+#pragma weak cmd_generate
+#pragma weak cmd_tokenize
+#pragma weak cmd_prepare
+#pragma weak cmd_merge
+#pragma weak cmd_make_tiny
+
+typedef struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *usage;
+} command;
+
+static const command commands[] = {
+    {"train", cmd_train, "train CONFIG.yaml [key=value ...]"},
+    {"eval", cmd_eval,
+     "eval --model DIR --data FILE [--adapter DIR] [--vision DIR --projector DIR] [--max-length N] "
+     "[--stride S] [--json]"},
+    {"generate", cmd_generate,
+     "generate --model DIR [--adapter DIR] [--vision DIR --projector DIR --image FILE] --prompt TEXT "
+     "[--chat] [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]"},
+    {"tokenize", cmd_tokenize, "tokenize --model DIR [--bos] [--chat] [TEXT]"},
+    {"prepare", cmd_prepare, "prepare CONFIG.yaml [key=value ...] --out FILE.h5"},
+    {"merge", cmd_merge, "merge --model DIR --adapter DIR --out DIR"},
+    {"make-tiny", cmd_make_tiny, "make-tiny --out DIR [--kind llama|siglip] [--seed N] [--preset NAME]"},
+};
+#define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
+
+int cli_fail(void) {
+    fprintf(stderr, "error: %s\n", err_get()[0] ? err_get() : "unknown failure");
+    return 1;
+}
+
+int cli_usage(const char *cmd, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    const char *u = NULL;
+    for (int i = 0; i < NCOMMANDS; i++)
+        if (!strcmp(commands[i].name, cmd)) u = commands[i].usage;
+    fprintf(stderr, "error: %s (usage: lorac %s)\n", msg, u ? u : cmd);
+    return 2;
+}
+
+static void usage(FILE *fp) {
+    fprintf(fp, "lorac — LoRA fine-tuning for LLaMA-3.2 and SigLIP on the CPU\n\nusage:\n");
+    for (int i = 0; i < NCOMMANDS; i++) fprintf(fp, "  lorac %s\n", commands[i].usage);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (int i = 0; i < NCOMMANDS; i++) {
+        if (strcmp(argv[1], commands[i].name)) continue;
+        if (!commands[i].fn) {
+            fprintf(stderr, "error: lorac %s: not built into this binary yet\n", argv[1]);
+            return 1;
+        }
+        return commands[i].fn(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "error: unknown command '%s' (try: lorac --help)\n", argv[1]);
+    return 2;
+}
