@@ -193,10 +193,16 @@ int ag_backward(ag_ctx *c, ag_tensor *loss) {
         char s[64];
         return err_set("backward: the loss must be a scalar, got shape %s", ag_shape_str(loss, s, sizeof s));
     }
-    if (!loss->requires_grad) return err_set("backward: the loss does not depend on any trainable tensor");
-    float *g = ag_grad(c, loss);
+    float one = 1.0f;
+    return ag_backward_from(c, loss, &one);
+}
+
+int ag_backward_from(ag_ctx *c, ag_tensor *out, const float *dout) {
+    if (!out) return -1;
+    if (!out->requires_grad) return err_set("backward: the output does not depend on any trainable tensor");
+    float *g = ag_grad(c, out);
     if (!g) return -1;
-    g[0] += 1.0f;
+    for (int64_t i = 0; i < out->numel; i++) g[i] += dout[i];
     for (int i = c->nnodes - 1; i >= 0; i--) {
         ag_node *n = &c->nodes[i];
         if (!n->out->grad) continue;   // nothing flowed into this output

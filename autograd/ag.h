@@ -139,6 +139,8 @@ ag_node *ag_record(ag_ctx *c, ag_op op, ag_tensor *out, ag_tensor *const *in, in
 float *ag_grad(ag_ctx *c, ag_tensor *t);
 // Runs the tape backwards from a scalar loss (seeded with dloss = 1).
 int ag_backward(ag_ctx *c, ag_tensor *loss);
+// Runs the tape backwards from any output, seeded with dout (same numel as out).
+int ag_backward_from(ag_ctx *c, ag_tensor *out, const float *dout);
 
 // --- trainable parameters: one contiguous block
 

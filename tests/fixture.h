@@ -1,0 +1,92 @@
+// fixture.h — reads golden fixtures written by tests/fixtures_io.py: a safetensors file of
+// F32 / I32 / I64 tensors (header: u64 length + JSON, then raw little-endian bytes). Kept
+// independent of model/safetensors so the harness does not depend on the code under test.
+//
+//   fixture *fx = fixture_load("tests/fixtures/ops_linear.safetensors");
+//   const float *x = fixture_f32(fx, "x", &n);   // NULL (and a FAIL line) when missing
+#ifndef LORAC_FIXTURE_H
+#define LORAC_FIXTURE_H
+
+#include <cJSON.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct fixture {
+    char *path;
+    unsigned char *buf;   // whole file
+    size_t len;
+    cJSON *header;
+    size_t data_off;
+} fixture;
+
+static inline fixture *fixture_load(const char *path) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) { printf("FAIL fixture %s: cannot open (run `make fixtures`)\n", path); return NULL; }
+    fseek(fp, 0, SEEK_END);
+    long len = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    fixture *f = calloc(1, sizeof *f);
+    f->buf = malloc((size_t)len + 1);
+    f->len = (size_t)len;
+    if (fread(f->buf, 1, (size_t)len, fp) != (size_t)len) { fclose(fp); printf("FAIL fixture %s: short read\n", path); return NULL; }
+    fclose(fp);
+    uint64_t hl;
+    memcpy(&hl, f->buf, 8);
+    char *h = malloc(hl + 1);
+    memcpy(h, f->buf + 8, hl);
+    h[hl] = 0;
+    f->header = cJSON_Parse(h);
+    free(h);
+    f->data_off = 8 + hl;
+    f->path = strdup(path);
+    if (!f->header) { printf("FAIL fixture %s: bad header\n", path); return NULL; }
+    return f;
+}
+
+// Raw pointer to a tensor's bytes; *numel and (optional) shape/ndim filled.
+static inline const void *fixture_raw(fixture *f, const char *name, const char *dtype, long *numel,
+                                      long *shape, int *ndim) {
+    if (!f) return NULL;
+    cJSON *e = cJSON_GetObjectItemCaseSensitive(f->header, name);
+    if (!e) { printf("FAIL fixture %s: no tensor '%s'\n", f->path, name); return NULL; }
+    const char *dt = cJSON_GetObjectItem(e, "dtype")->valuestring;
+    if (strcmp(dt, dtype)) { printf("FAIL fixture %s: '%s' is %s, want %s\n", f->path, name, dt, dtype); return NULL; }
+    cJSON *sh = cJSON_GetObjectItem(e, "shape");
+    long n = 1;
+    int k = 0;
+    cJSON *d;
+    cJSON_ArrayForEach(d, sh) {
+        if (shape) shape[k] = (long)d->valuedouble;
+        k++;
+        n *= (long)d->valuedouble;
+    }
+    if (ndim) *ndim = k;
+    if (numel) *numel = n;
+    cJSON *off = cJSON_GetObjectItem(e, "data_offsets");
+    return f->buf + f->data_off + (size_t)cJSON_GetArrayItem(off, 0)->valuedouble;
+}
+
+static inline const float *fixture_f32(fixture *f, const char *name, long *numel) {
+    return fixture_raw(f, name, "F32", numel, NULL, NULL);
+}
+static inline const int32_t *fixture_i32(fixture *f, const char *name, long *numel) {
+    return fixture_raw(f, name, "I32", numel, NULL, NULL);
+}
+// a scalar stored in the header's __metadata__ (string) as a double, or def when absent
+static inline double fixture_meta(fixture *f, const char *key, double def) {
+    if (!f) return def;
+    cJSON *m = cJSON_GetObjectItem(f->header, "__metadata__");
+    cJSON *v = m ? cJSON_GetObjectItem(m, key) : NULL;
+    return v && cJSON_IsString(v) ? atof(v->valuestring) : def;
+}
+static inline void fixture_free(fixture *f) {
+    if (!f) return;
+    cJSON_Delete(f->header);
+    free(f->buf);
+    free(f->path);
+    free(f);
+}
+
+#endif

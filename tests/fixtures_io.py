@@ -1,0 +1,36 @@
+"""Write golden fixtures as safetensors (F32/I32/I64) without the safetensors package.
+
+    save_fixture(path, {"x": np_or_torch_array, ...}, meta={"eps": 1e-5})
+
+Read back in C with tests/fixture.h. Used by every tests/gen_*.py generator.
+"""
+import json
+import struct
+
+import numpy as np
+
+_DT = {np.dtype("float32"): "F32", np.dtype("int32"): "I32", np.dtype("int64"): "I64",
+       np.dtype("uint8"): "U8"}
+
+
+def save_fixture(path, tensors, meta=None):
+    header, blobs, off = {}, [], 0
+    if meta:
+        header["__metadata__"] = {k: repr(v) if not isinstance(v, str) else v for k, v in meta.items()}
+    for name, arr in tensors.items():
+        if hasattr(arr, "detach"):
+            arr = arr.detach().cpu().numpy()
+        arr = np.ascontiguousarray(arr)
+        if arr.dtype == np.float64:
+            arr = arr.astype(np.float32)
+        b = arr.tobytes()
+        header[name] = {"dtype": _DT[arr.dtype], "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header, separators=(",", ":")).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
