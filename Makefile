@@ -1,6 +1,6 @@
 # lorac — build, test, bench.  `make` builds build/lorac; see README.md.
 CC      ?= gcc
-PKGS     = openblas hdf5 libpcre2-8 libcjson yaml-0.1
+PKGS     = openblas hdf5 libpcre2-8 libcjson yaml-0.1 stb
 CFLAGS  ?= -O3 -march=native
 CFLAGS  += -std=gnu11 -Wall -Wextra -fopenmp -MMD -MP -I. -Iautograd -Imodel -Idata -Itrain -Ieval \
            -I/usr/include/stb $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -53,7 +53,7 @@ demo: deps
 	@bash scripts/demo.sh
 
 fixtures:
-	/usr/bin/python3 tests/gen_fixtures.py
+	set -e; for g in tests/gen_*.py; do echo "== $$g"; /usr/bin/python3 $$g; done
 
 clean:
 	rm -rf build build-asan
