@@ -8,16 +8,13 @@
 
 #include "safetensors.h"
 
-const char *const lora_target_names[LORA_NTARGETS] = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                                       "gate_proj", "up_proj", "down_proj"};
-
 int lora_parse_target(const char *name, unsigned *mask, const char *what) {
     if (!strcmp(name, "all-linear") || !strcmp(name, "all_linear")) {
-        *mask |= (1u << LORA_NTARGETS) - 1;
+        *mask |= (1u << LLAMA_NPROJ) - 1;
         return 0;
     }
-    for (int t = 0; t < LORA_NTARGETS; t++)
-        if (!strcmp(name, lora_target_names[t])) {
+    for (int t = 0; t < LLAMA_NPROJ; t++)
+        if (!strcmp(name, llama_proj_names[t])) {
             *mask |= 1u << t;
             return 0;
         }
@@ -30,19 +27,19 @@ void lora_proj_shape(const hf_llama_config *mc, int t, int64_t *out, int64_t *in
     int64_t C = mc->hidden_size, I = mc->intermediate_size;
     int64_t q = (int64_t)mc->num_heads * mc->head_dim, kv = (int64_t)mc->num_kv_heads * mc->head_dim;
     switch (t) {
-    case LORA_Q: *out = q, *in = C; break;
-    case LORA_K:
-    case LORA_V: *out = kv, *in = C; break;
-    case LORA_O: *out = C, *in = q; break;
-    case LORA_GATE:
-    case LORA_UP: *out = I, *in = C; break;
+    case LLAMA_Q: *out = q, *in = C; break;
+    case LLAMA_K:
+    case LLAMA_V: *out = kv, *in = C; break;
+    case LLAMA_O: *out = C, *in = q; break;
+    case LLAMA_GATE:
+    case LLAMA_UP: *out = I, *in = C; break;
     default: *out = C, *in = I; break;
     }
 }
 
 void lora_key(char *buf, size_t n, int layer, int t, char AB) {
     snprintf(buf, n, "base_model.model.model.layers.%d.%s.%s.lora_%c.weight", layer,
-             t <= LORA_O ? "self_attn" : "mlp", lora_target_names[t], AB);
+             t <= LLAMA_O ? "self_attn" : "mlp", llama_proj_names[t], AB);
 }
 
 static int lora_setup(lora_adapter *a, const hf_llama_config *mc, const lora_config *lc) {
@@ -52,14 +49,14 @@ static int lora_setup(lora_adapter *a, const hf_llama_config *mc, const lora_con
     if (!lc->targets) return err_set("lora: no target projections");
     a->num_layers = mc->num_layers;
     a->scale = lc->use_rslora ? lc->alpha / sqrtf((float)lc->r) : lc->alpha / (float)lc->r;
-    a->slots = xcalloc((size_t)mc->num_layers * LORA_NTARGETS, sizeof *a->slots);
+    a->slots = xcalloc((size_t)mc->num_layers * LLAMA_NPROJ, sizeof *a->slots);
     char key[256];
     for (int l = 0; l < mc->num_layers; l++)
-        for (int t = 0; t < LORA_NTARGETS; t++) {
+        for (int t = 0; t < LLAMA_NPROJ; t++) {
             if (!(lc->targets & (1u << t))) continue;
             int64_t out, in;
             lora_proj_shape(mc, t, &out, &in);
-            llama_lora_slot *s = &a->slots[l * LORA_NTARGETS + t];
+            llama_lora_slot *s = &a->slots[l * LLAMA_NPROJ + t];
             int64_t sa[2] = {lc->r, in}, sb[2] = {out, lc->r};
             lora_key(key, sizeof key, l, t, 'A');
             s->A = ag_params_add(&a->params, key, 2, sa);
@@ -75,7 +72,7 @@ static int lora_setup(lora_adapter *a, const hf_llama_config *mc, const lora_con
 int lora_create(lora_adapter *a, const hf_llama_config *mc, const lora_config *lc, uint64_t seed) {
     if (lora_setup(a, mc, lc) != 0) return -1;
     uint64_t rng = seed ^ 0x4C6F5241ULL;   // "LoRA"
-    for (int i = 0; i < a->num_layers * LORA_NTARGETS; i++) {
+    for (int i = 0; i < a->num_layers * LLAMA_NPROJ; i++) {
         llama_lora_slot *s = &a->slots[i];
         if (!s->A) continue;
         // kaiming_uniform_(a=sqrt(5)): gain = sqrt(2/(1+5)), bound = gain*sqrt(3/fan_in) = 1/sqrt(fan_in)
@@ -87,7 +84,7 @@ int lora_create(lora_adapter *a, const hf_llama_config *mc, const lora_config *l
 }
 
 void lora_set_dropout(lora_adapter *a, float p) {
-    for (int i = 0; i < a->num_layers * LORA_NTARGETS; i++) a->slots[i].dropout = p;
+    for (int i = 0; i < a->num_layers * LLAMA_NPROJ; i++) a->slots[i].dropout = p;
 }
 
 void lora_free(lora_adapter *a) {
@@ -129,8 +126,8 @@ int lora_save(const lora_adapter *a, const char *dir) {
     cJSON_AddItemToObject(j, "rank_pattern", cJSON_CreateObject());
     cJSON_AddNullToObject(j, "revision");
     cJSON *tm = cJSON_AddArrayToObject(j, "target_modules");
-    for (int t = 0; t < LORA_NTARGETS; t++)
-        if (a->cfg.targets & (1u << t)) cJSON_AddItemToArray(tm, cJSON_CreateString(lora_target_names[t]));
+    for (int t = 0; t < LLAMA_NPROJ; t++)
+        if (a->cfg.targets & (1u << t)) cJSON_AddItemToArray(tm, cJSON_CreateString(llama_proj_names[t]));
     cJSON_AddStringToObject(j, "task_type", "CAUSAL_LM");
     cJSON_AddBoolToObject(j, "use_dora", 0);
     cJSON_AddBoolToObject(j, "use_rslora", a->cfg.use_rslora);

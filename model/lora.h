@@ -15,15 +15,14 @@
 #include "hfconfig.h"
 #include "llama.h"
 
-enum { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN, LORA_NTARGETS };
-extern const char *const lora_target_names[LORA_NTARGETS];   // "q_proj", ...
+// Targets are the Llama projections (llama_proj: LLAMA_Q .. LLAMA_DOWN, llama_proj_names).
 
 typedef struct lora_config {
     int r;
     float alpha;
     float dropout;
     int use_rslora;
-    unsigned targets;            // bit LORA_Q.. set for each adapted projection
+    unsigned targets;            // bit LLAMA_Q.. set for each adapted projection
     char base_model[1024];       // base_model_name_or_path
 } lora_config;
 
@@ -32,7 +31,7 @@ typedef struct lora_adapter {
     int num_layers;
     float scale;                 // s
     ag_params params;            // all A and B factors, PEFT key names
-    llama_lora_slot *slots;      // [num_layers * LORA_NTARGETS] (A NULL where not adapted)
+    llama_lora_slot *slots;      // [num_layers * LLAMA_NPROJ] (A NULL where not adapted)
     llama_lora view;             // what llama_forward takes
 } lora_adapter;
 

@@ -1,0 +1,439 @@
+// trainer.c — the LoRA training loop, checkpoints, metrics and resume (see trainer.h).
+#define _GNU_SOURCE
+#include "trainer.h"
+
+#include <cJSON.h>
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "ckpt.h"
+#include "lora.h"
+#include "plot.h"
+#include "ppl.h"
+#include "safetensors.h"
+#include "tokenizer.h"
+
+// --- one step
+
+int train_micro_step(ag_ctx *c, const llama_model *m, const llama_lora *lora, const data_batch *b,
+                     float norm, double *loss) {
+    ag_ctx_reset(c);
+    ag_tensor *h = llama_forward(c, m, lora, b->ids, NULL, b->n, b->pos, b->kv_begin);
+    ag_tensor *l = ag_cross_entropy(c, h, (ag_tensor *)&m->w.lm_head, b->targets, norm);
+    if (!l) return -1;
+    *loss += l->data[0];
+    if (b->n_supervised == 0) return 0;
+    return ag_backward(c, l);
+}
+
+int train_opt_step(ag_adamw *opt, ag_params *p, float lr, float max_norm, double *grad_norm) {
+    double norm = ag_grad_norm(p->grad, p->total);
+    *grad_norm = norm;
+    if (!isfinite(norm)) return err_set("gradient norm is not finite (%g)", norm);
+    if (max_norm > 0) ag_clip_grad_norm(p->grad, p->total, max_norm);
+    ag_adamw_step(opt, p->data, p->grad, lr);
+    return 0;
+}
+
+// --- the run
+
+static volatile sig_atomic_t g_interrupted;
+static void on_sigint(int sig) {
+    (void)sig;
+    if (g_interrupted) signal(SIGINT, SIG_DFL);   // a second Ctrl-C ends at once
+    g_interrupted = 1;
+}
+
+typedef struct run {
+    cfg_train *cfg;
+    tok_tokenizer *tok;
+    llama_model model;
+    lora_adapter lora;
+    ag_adamw opt;
+    ag_ctx ctx;
+    data_set train, eval;
+    data_loader loader;
+    data_batch *mb;            // [grad_accum]
+    int64_t step, total;
+    int64_t tokens_seen;
+    // history for the loss curve
+    double *hx, *hy, *ex, *ey;
+    int nh, ne, caph, cape;
+    FILE *metrics;
+    int tty;
+} run;
+
+static void push(double **x, double **y, int *n, int *cap, double a, double b) {
+    if (*n == *cap) {
+        *cap = *cap ? 2 * *cap : 256;
+        *x = xrealloc(*x, (size_t)*cap * sizeof **x);
+        *y = xrealloc(*y, (size_t)*cap * sizeof **y);
+    }
+    (*x)[*n] = a;
+    (*y)[(*n)++] = b;
+}
+
+static int write_adapter(void *user, const char *dir) { return lora_save(&((run *)user)->lora, dir); }
+
+static char *state_json(run *R) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "step", (double)R->step);
+    cJSON_AddNumberToObject(j, "total_steps", (double)R->total);
+    data_pos p = data_loader_tell(&R->loader);
+    cJSON *d = cJSON_AddObjectToObject(j, "data");
+    cJSON_AddNumberToObject(d, "epoch", (double)p.epoch);
+    cJSON_AddNumberToObject(d, "cursor", (double)p.cursor);
+    char rng[32];
+    snprintf(rng, sizeof rng, "%016llx", (unsigned long long)R->ctx.rng);
+    cJSON_AddStringToObject(j, "rng", rng);
+    cJSON_AddNumberToObject(j, "tokens_seen", (double)R->tokens_seen);
+    char *cj = cfg_to_json(R->cfg);
+    cJSON_AddItemToObject(j, "config", cJSON_Parse(cj));
+    free(cj);
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    return s;
+}
+
+static int save_checkpoint(run *R) {
+    char *s = state_json(R);
+    int rc = ckpt_save(R->cfg->output_dir, R->step, write_adapter, R, &R->opt, s, R->cfg->train.keep_last);
+    free(s);
+    return rc;
+}
+
+static int restore(run *R, const char *dir) {
+    char *s = ckpt_read_state(dir);
+    if (!s) return -1;
+    cJSON *j = cJSON_Parse(s);
+    free(s);
+    int rc = -1;
+    cJSON *st = j ? cJSON_GetObjectItem(j, "step") : NULL, *d = j ? cJSON_GetObjectItem(j, "data") : NULL;
+    cJSON *rng = j ? cJSON_GetObjectItem(j, "rng") : NULL, *cf = j ? cJSON_GetObjectItem(j, "config") : NULL;
+    if (!cJSON_IsNumber(st) || !cJSON_IsObject(d) || !cJSON_IsString(rng)) {
+        err_set("%s/trainer_state.json: expected step, data and rng fields", dir);
+        goto done;
+    }
+    if (cf) {   // warn when the run's config differs from the checkpoint's in anything but length/resume
+        char *txt = cJSON_PrintUnformatted(cf);
+        cfg_train old;
+        if (cfg_from_json(&old, txt, dir) == 0) {
+            old.train.max_steps = R->cfg->train.max_steps;
+            old.resume = R->cfg->resume;
+            const char *k = cfg_first_diff(&old, R->cfg);
+            if (k) fprintf(stderr, "warning: %s differs from the checkpoint's config; the run will not match an uninterrupted one\n", k);
+            cfg_free(&old);
+        }
+        free(txt);
+    }
+    R->step = (int64_t)st->valuedouble;
+    data_pos p = {(int64_t)cJSON_GetObjectItem(d, "epoch")->valuedouble,
+                  (int64_t)cJSON_GetObjectItem(d, "cursor")->valuedouble};
+    if (data_loader_seek(&R->loader, p) != 0) goto done;
+    R->ctx.rng = strtoull(rng->valuestring, NULL, 16);
+    cJSON *ts = cJSON_GetObjectItem(j, "tokens_seen");
+    R->tokens_seen = cJSON_IsNumber(ts) ? (int64_t)ts->valuedouble : 0;
+    // weights: load into a fresh adapter, copy into ours (same layout)
+    lora_adapter tmp;
+    if (lora_load(&tmp, &R->model.cfg, dir) != 0) goto done;
+    if (tmp.params.total != R->lora.params.total) {
+        err_set("%s: the adapter has %lld parameters, this run's config makes %lld (lora.r or lora.targets changed?)",
+                dir, (long long)tmp.params.total, (long long)R->lora.params.total);
+        lora_free(&tmp);
+        goto done;
+    }
+    for (int i = 0; i < R->lora.params.n; i++) {
+        ag_tensor *a = R->lora.params.t[i], *b = ag_params_find(&tmp.params, a->name);
+        AG_ASSERT(b && b->numel == a->numel, "adapter layout");
+        memcpy(a->data, b->data, (size_t)a->numel * sizeof(float));
+    }
+    lora_free(&tmp);
+    if (ckpt_load_optimizer(dir, &R->opt) != 0) goto done;
+    rc = 0;
+done:
+    cJSON_Delete(j);
+    return rc;
+}
+
+// Keeps metrics.jsonl lines up to `step` (a resumed run rewrites what came after) and
+// reloads the loss history from them.
+static int metrics_open(run *R, int64_t keep_upto) {
+    char *path = path_join(R->cfg->output_dir, "metrics.jsonl");
+    char *old = keep_upto > 0 ? file_read_all(path, NULL) : NULL;
+    err_clear();
+    afile *af = afile_open(path);
+    if (!af) {
+        free(path);
+        free(old);
+        return -1;
+    }
+    for (char *line = old ? strtok(old, "\n") : NULL; line; line = strtok(NULL, "\n")) {
+        cJSON *j = cJSON_Parse(line);
+        cJSON *s = j ? cJSON_GetObjectItem(j, "step") : NULL;
+        if (cJSON_IsNumber(s) && s->valuedouble <= keep_upto) {
+            fprintf(af->fp, "%s\n", line);
+            cJSON *l = cJSON_GetObjectItem(j, "loss"), *e = cJSON_GetObjectItem(j, "eval_loss");
+            if (cJSON_IsNumber(l)) push(&R->hx, &R->hy, &R->nh, &R->caph, s->valuedouble, l->valuedouble);
+            if (cJSON_IsNumber(e)) push(&R->ex, &R->ey, &R->ne, &R->cape, s->valuedouble, e->valuedouble);
+        }
+        cJSON_Delete(j);
+    }
+    free(old);
+    int rc = afile_commit(af);
+    if (rc == 0) {
+        R->metrics = fopen(path, "a");
+        if (!R->metrics) rc = err_set("%s: cannot append", path);
+    }
+    free(path);
+    return rc;
+}
+
+static void fmt_eta(char *buf, size_t n, double s) {
+    if (!isfinite(s) || s < 0) s = 0;
+    long t = (long)s;
+    snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
+}
+
+static int run_eval(run *R, double *loss, double *ppl) {
+    int64_t M = R->cfg->data.max_seq_len;
+    eval_result res;
+    lora_set_dropout(&R->lora, 0);
+    int rc = eval_perplexity(&R->ctx, &R->model, &R->lora.view, &R->eval, M, M, 4 * M, &res, NULL, NULL);
+    lora_set_dropout(&R->lora, R->cfg->lora.dropout);
+    if (rc) return -1;
+    *loss = res.tokens ? res.nll / (double)res.tokens : NAN;
+    *ppl = exp(*loss);
+    return 0;
+}
+
+static void log_eval(run *R, double loss, double ppl) {
+    fprintf(R->metrics, "{\"step\": %lld, \"eval_loss\": %.6f, \"eval_ppl\": %.4f}\n", (long long)R->step, loss, ppl);
+    fflush(R->metrics);
+    push(&R->ex, &R->ey, &R->ne, &R->cape, (double)R->step, loss);
+    fprintf(stderr, "%sstep %lld/%lld  eval_loss %.4f  eval_ppl %.3f\n", R->tty ? "\r\033[K" : "",
+            (long long)R->step, (long long)R->total, loss, ppl);
+}
+
+static int64_t arena_bytes(const cfg_train *cfg, const hf_llama_config *mc) {
+    if (cfg->train.arena_mb > 0) return cfg->train.arena_mb << 20;
+    // activations kept per row per layer: about 10 C + 4 I floats (+ attention, LoRA); take
+    // twice that for gradients, for the largest micro-batch, then reserve (pages are only
+    // committed when touched)
+    int64_t rows = (int64_t)cfg->data.max_seq_len * cfg->train.batch_size;
+    int64_t per = (int64_t)mc->num_layers * (12 * (int64_t)mc->hidden_size + 5 * (int64_t)mc->intermediate_size) * 4;
+    int64_t need = 2 * rows * per + ((int64_t)1 << 28);
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGE_SIZE);
+    int64_t ram = (int64_t)pages * psz;
+    return need < ram ? need : ram;
+}
+
+int train_run(cfg_train *cfg) {
+    if (strcmp(cfg->mode, "lora")) {
+        err_set("%s: mode '%s' is not supported by this build yet (supported: lora)", cfg->config_path ? cfg->config_path : "config",
+                cfg->mode);
+        return 1;
+    }
+    run R_ = {0}, *R = &R_;
+    R->cfg = cfg;
+    R->tty = isatty(2);
+    int status = 1;
+    if (cfg->train.threads > 0) {
+        omp_set_num_threads(cfg->train.threads);
+        openblas_set_num_threads(cfg->train.threads);
+    }
+    if (mkdir_p(cfg->output_dir) != 0) return 1;
+    double t_load = now_seconds();
+    R->tok = tok_load(cfg->model);
+    if (!R->tok || llama_load(cfg->model, &R->model) != 0) goto out;
+    data_opts o = data_opts_default();
+    o.format = cfg->data.format;
+    o.template_ = cfg->data.template_;
+    o.train_on_prompt = cfg->data.train_on_prompt;
+    o.skip_bad_lines = cfg->data.skip_bad_lines;
+    o.max_seq_len = cfg->data.max_seq_len;
+    o.truncate = !strcmp(cfg->data.truncation, "truncate");
+    if (data_load(&R->train, cfg->data.train, R->tok, &o) != 0) goto out;
+    if (R->train.n == 0) {
+        err_set("%s: no usable records (%lld malformed, %lld over max_seq_len=%d)", cfg->data.train,
+                (long long)R->train.n_skipped_bad, (long long)R->train.n_dropped_long, cfg->data.max_seq_len);
+        goto out;
+    }
+    if (cfg->data.eval && data_load(&R->eval, cfg->data.eval, R->tok, &o) != 0) goto out;
+    fprintf(stderr, "data: %s: %lld records, %lld tokens (%lld malformed skipped, %lld dropped and %lld truncated at max_seq_len=%d)\n",
+            cfg->data.train, (long long)R->train.n, (long long)R->train.n_tokens, (long long)R->train.n_skipped_bad,
+            (long long)R->train.n_dropped_long, (long long)R->train.n_truncated, cfg->data.max_seq_len);
+    if (cfg->data.eval)
+        fprintf(stderr, "data: %s: %lld eval records\n", cfg->data.eval, (long long)R->eval.n);
+
+    // adapter
+    lora_config lc = {.r = cfg->lora.r, .alpha = cfg->lora.alpha, .dropout = cfg->lora.dropout, .use_rslora = cfg->lora.use_rslora};
+    snprintf(lc.base_model, sizeof lc.base_model, "%s", cfg->model);
+    for (int i = 0; i < cfg->lora.n_targets; i++)
+        if (lora_parse_target(cfg->lora.targets[i], &lc.targets, "lora.targets") != 0) goto out;
+    if (cfg->lora.init) {
+        if (lora_load(&R->lora, &R->model.cfg, cfg->lora.init) != 0) goto out;
+        lora_set_dropout(&R->lora, cfg->lora.dropout);
+        fprintf(stderr, "lora: starting from %s (r=%d, alpha=%g)\n", cfg->lora.init, R->lora.cfg.r, R->lora.cfg.alpha);
+    } else if (lora_create(&R->lora, &R->model.cfg, &lc, cfg->train.seed) != 0) {
+        goto out;
+    }
+    if (ag_adamw_init(&R->opt, R->lora.params.total, cfg->optim.beta1, cfg->optim.beta2, cfg->optim.eps,
+                      cfg->optim.weight_decay) != 0)
+        goto out;
+    if (ag_ctx_init(&R->ctx, (size_t)arena_bytes(cfg, &R->model.cfg)) != 0) goto out;
+    R->ctx.training = 1;
+    R->ctx.rng = cfg->train.seed * 0x9E3779B97F4A7C15ULL + 1;
+    data_loader_opts lo = {.batch_size = cfg->train.batch_size, .max_seq_len = cfg->data.max_seq_len,
+                           .packing = cfg->data.packing, .shuffle = cfg->data.shuffle, .seed = cfg->train.seed};
+    if (data_loader_init(&R->loader, &R->train, &lo) != 0) goto out;
+    R->total = cfg->train.max_steps > 0 ? cfg->train.max_steps
+                                        : data_loader_steps_for_epochs(&R->loader, cfg->train.epochs, cfg->train.grad_accum);
+    if (cfg->resume) {
+        char *dir = ckpt_find_latest(cfg->output_dir);
+        if (dir) {
+            int rc = restore(R, dir);
+            if (rc == 0) fprintf(stderr, "resume: continuing from %s (step %lld of %lld)\n", dir, (long long)R->step, (long long)R->total);
+            free(dir);
+            if (rc) goto out;
+        } else {
+            fprintf(stderr, "resume: no checkpoint in %s/checkpoints, starting from scratch\n", cfg->output_dir);
+        }
+    }
+    if (metrics_open(R, R->step) != 0) goto out;
+    fprintf(stderr, "lora: r=%d alpha=%g (scale %g) on %d projections x %d layers: %lld trainable parameters; "
+                    "%lld optimizer steps of %d x %d records; loaded in %.1fs\n",
+            R->lora.cfg.r, R->lora.cfg.alpha, R->lora.scale, __builtin_popcount(R->lora.cfg.targets), R->model.cfg.num_layers,
+            (long long)R->lora.params.total, (long long)R->total, cfg->train.batch_size, cfg->train.grad_accum,
+            now_seconds() - t_load);
+
+    if (R->eval.n > 0 && R->step == 0) {
+        double el, ep;
+        if (run_eval(R, &el, &ep) != 0) goto out;
+        log_eval(R, el, ep);
+    }
+
+    g_interrupted = 0;
+    struct sigaction sa = {0};
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int accum = cfg->train.grad_accum;
+    R->mb = xcalloc((size_t)accum, sizeof *R->mb);
+    double t_start = now_seconds();
+    int64_t first_step = R->step;
+    int last_saved = -1;
+    while (R->step < R->total) {
+        double t0 = now_seconds();
+        int64_t nsup = 0, rows = 0;
+        for (int k = 0; k < accum; k++) {
+            data_loader_next(&R->loader, &R->mb[k]);
+            nsup += R->mb[k].n_supervised;
+            rows += R->mb[k].n;
+        }
+        ag_params_zero_grad(&R->lora.params);
+        double loss = 0, gnorm = 0;
+        float lr = cfg_lr_at(cfg, R->step, R->total);
+        for (int k = 0; k < accum; k++)
+            if (train_micro_step(&R->ctx, &R->model, &R->lora.view, &R->mb[k], nsup > 0 ? (float)nsup : 1.0f, &loss) != 0)
+                goto out;
+        if (R->step == 0 && cfg->train.dump_grads) {
+            st_writer *w = st_writer_new();
+            for (int i = 0; i < R->lora.params.n; i++) {
+                ag_tensor *t = R->lora.params.t[i];
+                st_writer_add(w, t->name, ST_F32, t->ndim, t->shape, t->grad);
+            }
+            int rc = st_writer_write(w, cfg->train.dump_grads);
+            st_writer_free(w);
+            if (rc) goto out;
+        }
+        if (!isfinite(loss)) {
+            char *last = ckpt_find_latest(cfg->output_dir);
+            err_set("step %lld: the loss is not finite (%g); stopping without an update (last good checkpoint: %s)",
+                    (long long)R->step, loss, last ? last : "none");
+            free(last);
+            goto out;
+        }
+        if (train_opt_step(&R->opt, &R->lora.params, lr, cfg->optim.grad_clip, &gnorm) != 0) {
+            char *last = ckpt_find_latest(cfg->output_dir);
+            err_prefix("step %lld", (long long)R->step);
+            fprintf(stderr, "note: last good checkpoint: %s\n", last ? last : "none");
+            free(last);
+            goto out;
+        }
+        R->step++;
+        R->tokens_seen += rows;
+        double dt = now_seconds() - t0, elapsed = now_seconds() - t_start;
+        double eta = elapsed / (double)(R->step - first_step) * (double)(R->total - R->step);
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        fprintf(R->metrics,
+                "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6f, \"tokens\": %lld, "
+                "\"supervised\": %lld, \"tokens_per_s\": %.1f, \"step_s\": %.3f, \"epoch\": %lld, \"peak_rss_mb\": %.0f}\n",
+                (long long)R->step, loss, lr, gnorm, (long long)rows, (long long)nsup, rows / dt, dt,
+                (long long)data_loader_tell(&R->loader).epoch, ru.ru_maxrss / 1024.0);
+        fflush(R->metrics);
+        push(&R->hx, &R->hy, &R->nh, &R->caph, (double)R->step, loss);
+        char e[32];
+        fmt_eta(e, sizeof e, eta);
+        if (R->tty)
+            fprintf(stderr, "\r\033[Kstep %lld/%lld  loss %.4f  lr %.3g  gnorm %.3f  %.0f tok/s  ETA %s", (long long)R->step,
+                    (long long)R->total, loss, lr, gnorm, rows / dt, e);
+        else if (cfg->train.log_every <= 1 || R->step % cfg->train.log_every == 0 || R->step == R->total)
+            fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3g  gnorm %.3f  %.0f tok/s  ETA %s\n", (long long)R->step,
+                    (long long)R->total, loss, lr, gnorm, rows / dt, e);
+        if (R->eval.n > 0 && cfg->train.eval_every > 0 && R->step % cfg->train.eval_every == 0 && R->step < R->total) {
+            double el, ep;
+            if (run_eval(R, &el, &ep) != 0) goto out;
+            log_eval(R, el, ep);
+        }
+        if ((cfg->train.save_every > 0 && R->step % cfg->train.save_every == 0) || R->step == R->total || g_interrupted) {
+            if (save_checkpoint(R) != 0) goto out;
+            last_saved = (int)R->step;
+        }
+        if (g_interrupted) {
+            fprintf(stderr, "%sinterrupted: checkpoint saved at step %lld; resume with resume=true\n", R->tty ? "\n" : "",
+                    (long long)R->step);
+            status = 130;
+            goto out;
+        }
+    }
+    if (R->tty) fputc('\n', stderr);
+    if (last_saved != (int)R->step && save_checkpoint(R) != 0) goto out;
+    if (R->eval.n > 0) {
+        double el, ep;
+        if (run_eval(R, &el, &ep) != 0) goto out;
+        log_eval(R, el, ep);
+    }
+    if (lora_save(&R->lora, cfg->output_dir) != 0) goto out;
+    char *svg = path_join(cfg->output_dir, "loss.svg");
+    int prc = plot_loss_svg(svg, R->hx, R->hy, R->nh, R->ex, R->ey, R->ne, "lorac: loss");
+    free(svg);
+    if (prc) goto out;
+    fprintf(stderr, "done: adapter in %s (adapter_model.safetensors, adapter_config.json), metrics.jsonl, loss.svg\n",
+            cfg->output_dir);
+    status = 0;
+out:
+    if (status == 1) fprintf(stderr, "error: %s\n", err_get());
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (R->metrics) fclose(R->metrics);
+    for (int k = 0; R->mb && k < accum; k++) data_batch_free(&R->mb[k]);
+    free(R->mb);
+    free(R->hx), free(R->hy), free(R->ex), free(R->ey);
+    data_loader_free(&R->loader);
+    data_set_free(&R->train);
+    data_set_free(&R->eval);
+    ag_ctx_free(&R->ctx);
+    ag_adamw_free(&R->opt);
+    if (R->lora.slots) lora_free(&R->lora);
+    llama_free(&R->model);
+    if (R->tok) tok_free(R->tok);
+    return status;
+}
