@@ -1,0 +1,116 @@
+// cmd_eval.c — `lorac eval --model DIR --data FILE [--adapter DIR] [--max-length N]
+// [--stride S] [--json]`: perplexity with the contract's sliding window.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "lora.h"
+#include "ppl.h"
+#include "tokenizer.h"
+
+static int parse_int(const char *s, int64_t *out) {
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (!*s || *end) return -1;
+    *out = v;
+    return 0;
+}
+
+typedef struct progress_state {
+    int tty;
+    double t0;
+} progress_state;
+
+static void on_progress(void *user, int64_t done, int64_t total, const eval_result *r) {
+    progress_state *p = user;
+    if (!p->tty) return;
+    double dt = now_seconds() - p->t0;
+    fprintf(stderr, "\r\033[Keval: %lld/%lld documents  ppl %.3f  %.0f tok/s", (long long)done, (long long)total,
+            r->tokens ? exp(r->nll / (double)r->tokens) : NAN, dt > 0 ? r->rows / dt : 0);
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *model = NULL, *data = NULL, *adapter = NULL, *vision = NULL, *projector = NULL, *format = "auto",
+               *template_ = "llama3";
+    int64_t M = 1024, S = 512, batch_rows = 0;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int has = i + 1 < argc;
+        if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--model") && has) model = argv[++i];
+        else if (!strcmp(a, "--data") && has) data = argv[++i];
+        else if (!strcmp(a, "--adapter") && has) adapter = argv[++i];
+        else if (!strcmp(a, "--vision") && has) vision = argv[++i];
+        else if (!strcmp(a, "--projector") && has) projector = argv[++i];
+        else if (!strcmp(a, "--format") && has) format = argv[++i];
+        else if (!strcmp(a, "--template") && has) template_ = argv[++i];
+        else if (!strcmp(a, "--max-length") && has) {
+            if (parse_int(argv[++i], &M) || M < 2) return cli_usage("eval", "--max-length: expected an integer >= 2, found '%s'", argv[i]);
+        } else if (!strcmp(a, "--stride") && has) {
+            if (parse_int(argv[++i], &S) || S < 1) return cli_usage("eval", "--stride: expected an integer >= 1, found '%s'", argv[i]);
+        } else if (!strcmp(a, "--batch-tokens") && has) {
+            if (parse_int(argv[++i], &batch_rows) || batch_rows < 1)
+                return cli_usage("eval", "--batch-tokens: expected a positive integer, found '%s'", argv[i]);
+        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            printf("usage: lorac eval --model DIR --data FILE [--adapter DIR] [--max-length N] [--stride S] [--json]\n");
+            return 0;
+        } else
+            return cli_usage("eval", "unknown or incomplete option '%s'", a);
+    }
+    if (!model) return cli_usage("eval", "--model DIR is required");
+    if (!data) return cli_usage("eval", "--data FILE is required");
+    if (S > M) return cli_usage("eval", "--stride (%lld) must not exceed --max-length (%lld)", (long long)S, (long long)M);
+    if (vision || projector) {
+        err_set("eval: --vision/--projector are not supported by this build yet");
+        return cli_fail();
+    }
+    int status = 1;
+    tok_tokenizer *tok = NULL;
+    llama_model m = {0};
+    lora_adapter lora = {0};
+    data_set ds = {0};
+    ag_ctx c = {0};
+    if (!(tok = tok_load(model)) || llama_load(model, &m) != 0) goto out;
+    if (adapter && lora_load(&lora, &m.cfg, adapter) != 0) goto out;
+    if (adapter) lora_set_dropout(&lora, 0);
+    data_opts o = data_opts_default();
+    o.format = format;
+    o.template_ = template_;
+    if (data_load(&ds, data, tok, &o) != 0) goto out;
+    if (!batch_rows) batch_rows = M > 2048 ? M : 2048;
+    int64_t hint = (int64_t)m.cfg.num_layers * (12 * (int64_t)m.cfg.hidden_size + 5 * (int64_t)m.cfg.intermediate_size) * 4;
+    if (ag_ctx_init(&c, (size_t)(batch_rows * (int64_t)(m.cfg.hidden_size * 16 + m.cfg.intermediate_size * 4) * 4 + hint + ((int64_t)1 << 28))) != 0)
+        goto out;
+    progress_state ps = {isatty(2) && !json, now_seconds()};
+    eval_result r;
+    if (eval_perplexity(&c, &m, adapter ? &lora.view : NULL, &ds, M, S, batch_rows, &r, on_progress, &ps) != 0) goto out;
+    if (ps.tty) fputc('\n', stderr);
+    if (r.tokens == 0) {
+        err_set("%s: no tokens to score (%lld documents, %lld too short)", data, (long long)r.documents, (long long)r.empty);
+        goto out;
+    }
+    double nll = r.nll / (double)r.tokens, ppl = exp(nll);
+    if (json)
+        printf("{\"ppl\": %.6f, \"nll\": %.6f, \"tokens\": %lld, \"documents\": %lld}\n", ppl, nll, (long long)r.tokens,
+               (long long)r.documents);
+    else {
+        printf("ppl        %.4f\nnll        %.6f nats/token\ntokens     %lld scored\ndocuments  %lld", ppl, nll,
+               (long long)r.tokens, (long long)r.documents);
+        if (r.empty) printf(" (+%lld empty, skipped)", (long long)r.empty);
+        printf("\nspeed      %.0f tokens/s (%lld tokens through the model in %.2fs)\n", r.rows / r.seconds,
+               (long long)r.rows, r.seconds);
+    }
+    status = 0;
+out:
+    if (status) cli_fail();
+    ag_ctx_free(&c);
+    data_set_free(&ds);
+    if (lora.slots) lora_free(&lora);
+    llama_free(&m);
+    if (tok) tok_free(tok);
+    return status;
+}
