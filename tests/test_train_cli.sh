@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# End-to-end `lorac train` on the tiny model: outputs, PEFT layout, resume equality after
+# Ctrl-C and after kill -9, dump_grads, lora.init, and malformed-input errors.
+set -u
+cd "$(dirname "$0")/.."
+L=${LORAC:-build/lorac}
+T=${BUILD:-build}/tmp/train_cli
+rm -rf "$T" && mkdir -p "$T"
+pass=0; fail=0
+ok() { pass=$((pass + 1)); [ -n "${TEST_VERBOSE:-}" ] && echo "ok $1"; return 0; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; }
+check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
+
+$L make-tiny --out "$T/model" --seed 7 >/dev/null 2>"$T/mk.err" || { cat "$T/mk.err"; echo "0 passed, 1 failed"; exit 1; }
+head -n 64 data/demo/train.jsonl > "$T/train.jsonl"
+head -n 8 data/demo/eval.jsonl > "$T/eval.jsonl"
+common=(model="$T/model" data.train="$T/train.jsonl" data.eval="$T/eval.jsonl" train.max_steps=12
+        train.batch_size=2 train.grad_accum=2 lora.r=4 lora.dropout=0.1 train.eval_every=6 data.shuffle=true)
+
+# 1. an uninterrupted run
+$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/a" train.save_every=4 train.keep_last=2 \
+    train.dump_grads="$T/grads.safetensors" >"$T/a.out" 2>"$T/a.err"
+check "train exits 0" [ $? -eq 0 ]
+check "adapter written" [ -s "$T/a/adapter_model.safetensors" -a -s "$T/a/adapter_config.json" ]
+check "loss curve written" grep -q "<svg" "$T/a/loss.svg"
+check "metrics has 12 steps" [ "$(grep -c '"loss"' "$T/a/metrics.jsonl")" -eq 12 ]
+check "metrics has eval" grep -q '"eval_ppl"' "$T/a/metrics.jsonl"
+check "keep_last=2 keeps 2 checkpoints" [ "$(ls "$T/a/checkpoints" | wc -l)" -eq 2 ]
+check "final checkpoint complete" [ -s "$T/a/checkpoints/step_0000012/optimizer.safetensors" -a -s "$T/a/checkpoints/step_0000012/trainer_state.json" ]
+check "PEFT config fields" grep -q '"peft_type": "LORA"' "$T/a/adapter_config.json"
+check "PEFT keys" grep -aq 'base_model.model.model.layers.1.mlp.down_proj.lora_B.weight' "$T/a/adapter_model.safetensors"
+check "format pt metadata" grep -aq '"format":"pt"' "$T/a/adapter_model.safetensors"
+check "dump_grads written" grep -aq 'layers.0.self_attn.q_proj.lora_A.weight' "$T/grads.safetensors"
+first=$(grep -m1 '"loss"' "$T/a/metrics.jsonl" | sed 's/.*"loss": \([0-9.]*\).*/\1/')
+last=$(grep '"loss"' "$T/a/metrics.jsonl" | tail -1 | sed 's/.*"loss": \([0-9.]*\).*/\1/')
+check "loss falls ($first -> $last)" awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }'
+
+# 2. Ctrl-C then resume ends byte-identical
+$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/b" train.save_every=100 >"$T/b.out" 2>"$T/b.err" &
+pid=$!
+for _ in $(seq 1 500); do
+  [ -f "$T/b/metrics.jsonl" ] && [ "$(grep -c '"loss"' "$T/b/metrics.jsonl" 2>/dev/null)" -ge 3 ] && break
+  sleep 0.01
+done
+kill -INT $pid 2>/dev/null
+wait $pid; rc=$?
+check "SIGINT exits 130 (got $rc)" [ $rc -eq 130 ]
+check "SIGINT saved a checkpoint" [ -n "$(ls "$T/b/checkpoints" 2>/dev/null)" ]
+$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/b" train.save_every=100 resume=true >"$T/b2.out" 2>"$T/b2.err"
+check "resume exits 0" [ $? -eq 0 ]
+check "resume after Ctrl-C is byte-identical" cmp -s "$T/a/adapter_model.safetensors" "$T/b/adapter_model.safetensors"
+check "resumed optimizer state identical" cmp -s "$T/a/checkpoints/step_0000012/optimizer.safetensors" "$T/b/checkpoints/step_0000012/optimizer.safetensors"
+
+# 3. kill -9 mid-run, resume from the last complete checkpoint
+$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/c" train.save_every=2 >"$T/c.out" 2>"$T/c.err" &
+pid=$!
+for _ in $(seq 1 500); do
+  [ -n "$(ls "$T/c/checkpoints" 2>/dev/null | grep -v tmp)" ] && [ "$(grep -c '"loss"' "$T/c/metrics.jsonl" 2>/dev/null)" -ge 5 ] && break
+  sleep 0.01
+done
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/c" train.save_every=2 resume=true >"$T/c2.out" 2>"$T/c2.err"
+check "resume after kill -9 exits 0" [ $? -eq 0 ]
+check "resume after kill -9 is byte-identical" cmp -s "$T/a/adapter_model.safetensors" "$T/c/adapter_model.safetensors"
+
+# 4. lora.init continues from an adapter
+$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/d" lora.init="$T/a" train.max_steps=2 >"$T/d.out" 2>"$T/d.err"
+check "lora.init run exits 0" [ $? -eq 0 ]
+check "lora.init is announced" grep -q "starting from" "$T/d.err"
+
+# 5. malformed input: one error line naming file:line and field, exit 1
+printf '%s\n' '{"instruction": "a", "output": "b"}' '{"instruction": "a", "output": ' > "$T/bad.jsonl"
+$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/e" data.train="$T/bad.jsonl" >"$T/e.out" 2>"$T/e.err"
+rc=$?
+check "bad JSON exits 1" [ $rc -eq 1 ]
+check "bad JSON names file:line" grep -q "^error: .*bad.jsonl:2" "$T/e.err"
+printf '%s\n' '{"instruction": "a", "output": "b"}' '{"instruction": 3, "output": "b"}' '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]}' > "$T/bad2.jsonl"
+$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/f" data.train="$T/bad2.jsonl" >"$T/f.out" 2>"$T/f.err"
+check "wrong field type names the field" grep -q "^error: .*bad2.jsonl:2.*instruction" "$T/f.err"
+$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/g" data.train="$T/bad2.jsonl" data.skip_bad_lines=true train.max_steps=1 >"$T/g.out" 2>"$T/g.err"
+check "skip_bad_lines runs and counts" grep -q "2 malformed skipped" "$T/g.err"
+$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/h" optim.lrr=1 >/dev/null 2>"$T/h.err"
+rc=$?
+check "unknown override key exits 1 with error" [ $rc -eq 1 ] && grep -q "^error: .*optim.lrr" "$T/h.err"
+$L train >/dev/null 2>"$T/i.err"
+check "missing config is a usage error (2)" [ $? -eq 2 ]
+$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/j" model="$T/nonexistent" >/dev/null 2>"$T/j.err"
+check "missing model names the path" grep -q "^error: .*nonexistent" "$T/j.err"
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
