@@ -22,6 +22,11 @@
 #include "safetensors.h"
 #include "util.h"
 
+// cli_fail/cli_usage live in train/main.c, which test binaries do not link: weak references
+// let tests link the library (they never run this command).
+#pragma weak cli_fail
+#pragma weak cli_usage
+
 #define TRANSFORMERS_VERSION "4.46.0"
 
 // --- deterministic weights
