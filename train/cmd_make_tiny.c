@@ -24,8 +24,6 @@
 
 // cli_fail/cli_usage live in train/main.c, which test binaries do not link: weak references
 // let tests link the library (they never run this command).
-#pragma weak cli_fail
-#pragma weak cli_usage
 
 #define TRANSFORMERS_VERSION "4.46.0"
 

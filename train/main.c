@@ -31,7 +31,9 @@ static const command commands[] = {
     {"tokenize", cmd_tokenize, "tokenize --model DIR [--bos] [--chat] [TEXT]"},
     {"prepare", cmd_prepare, "prepare CONFIG.yaml [key=value ...] --out FILE.h5"},
     {"merge", cmd_merge, "merge --model DIR --adapter DIR --out DIR"},
-    {"make-tiny", cmd_make_tiny, "make-tiny --out DIR [--kind llama|siglip] [--seed N] [--preset NAME]"},
+    {"make-tiny", cmd_make_tiny,
+     "make-tiny --out DIR [--kind llama|siglip] [--seed N] [--preset llama-3.2-1b|siglip-base-patch16-224] "
+     "[--dtype bf16|f16|f32] [--tokenizer DIR] [--force]"},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
 
