@@ -22,9 +22,6 @@
 #include "safetensors.h"
 #include "util.h"
 
-// cli_fail/cli_usage live in train/main.c, which test binaries do not link: weak references
-// let tests link the library (they never run this command).
-
 #define TRANSFORMERS_VERSION "4.46.0"
 
 // --- deterministic weights
