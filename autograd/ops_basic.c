@@ -156,37 +156,47 @@ ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *b) {
 
 #define RNG_GAMMA 0x9E3779B97F4A7C15ULL   // splitmix64's increment (ag_rng_next)
 
-// the draw made at state st (st already advanced), exactly as ag_rng_uniform
-static inline float rng_mix_uniform(uint64_t z) {
+// Draw j (0-based) after state st, exactly as ag_rng_uniform: (mix(st + (j+1)·γ) >> 40)·2⁻²⁴.
+// It is < p iff the integer (mix >> 40) is < ceil(p·2²⁴) (both sides exact), so the mask
+// compares integers; each element's state is computed directly, which lets the loops below
+// vectorize.
+static inline uint64_t rng_draw24(uint64_t st, int64_t j) {
+    uint64_t z = st + (uint64_t)(j + 1) * RNG_GAMMA;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z ^= z >> 31;
-    return (float)(z >> 40) * (1.0f / 16777216.0f);
+    return (z ^ (z >> 31)) >> 40;
 }
 
-// Rows [r0, r1) of the dropout mask of x[N,In] (stream s0): xd[i-r0, :] = kept ? x·inv : 0.
-// With dx (backward): dx[i, :] += kept ? t[i-r0, :]·inv : 0 as well.
+static uint64_t drop_threshold(float p) { return (uint64_t)ceil((double)p * 16777216.0); }
+
+// Rows [r0, r1) of x[N,In] through dropout (stream s0): xd[i-r0, :] = kept ? x·inv : 0.
+// With dx (backward) also dx[i, :] += kept ? t[i-r0, :]·inv : 0.
 static void dropout_rows(float *xd, float *dx, const float *t, const float *x, int64_t r0, int64_t r1,
                          int64_t In, uint64_t s0, float p, float inv) {
+    uint64_t thr = drop_threshold(p);
 #pragma omp parallel for schedule(static) if ((r1 - r0) * In >= PAR_MIN / 4)
     for (int64_t i = r0; i < r1; i++) {
         uint64_t st = s0 + (uint64_t)(i * In) * RNG_GAMMA;
         const float *xi = x + i * In;
         float *xdi = xd + (i - r0) * In;
-        const float *ti = t ? t + (i - r0) * In : NULL;
-        float *dxi = dx ? dx + i * In : NULL;
-        for (int64_t j = 0; j < In; j++) {
-            st += RNG_GAMMA;
-            int keep = rng_mix_uniform(st) >= p;
-            xdi[j] = keep ? xi[j] * inv : 0.0f;
-            if (dxi && keep) dxi[j] += ti[j] * inv;
+        if (dx) {
+            const float *ti = t + (i - r0) * In;
+            float *dxi = dx + i * In;
+            for (int64_t j = 0; j < In; j++) {
+                int keep = rng_draw24(st, j) >= thr;
+                xdi[j] = keep ? xi[j] * inv : 0.0f;
+                dxi[j] += keep ? ti[j] * inv : 0.0f;
+            }
+        } else {
+            for (int64_t j = 0; j < In; j++) xdi[j] = rng_draw24(st, j) >= thr ? xi[j] * inv : 0.0f;
         }
     }
 }
 
-// rows per block of the dropout scratch (about 2 MB per [rows, In] buffer)
+// Rows per block of dropout scratch ([rows, In] floats, at most 2M floats = 8 MB per buffer):
+// the whole batch at once for typical shapes, bounded memory for very long ones.
 static int64_t dropout_block_rows(int64_t N, int64_t In) {
-    int64_t bs = ((int64_t)1 << 19) / (In > 0 ? In : 1);
+    int64_t bs = ((int64_t)1 << 21) / (In > 0 ? In : 1);
     if (bs < 8) bs = 8;
     return imin(bs, N > 0 ? N : 1);
 }
@@ -306,10 +316,7 @@ ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, a
         c->arena.used = mark;
         return y;
     }
-    // y = x Wᵀ
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)In, 1.0f, x->data, (int)In,
-                W->data, (int)In, 0.0f, y->data, (int)O);
-    // u = drop(x) Aᵀ
+    // u = drop(x) Aᵀ (first: the OpenMP dropout pass and the BLAS calls are not interleaved)
     if (!drop) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)r, (int)In, 1.0f, x->data, (int)In,
                     A->data, (int)In, 0.0f, u, (int)r);
@@ -329,7 +336,9 @@ ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, a
                         A->data, (int)In, 0.0f, u + r0 * r, (int)r);
         }
     }
-    // y += s · u Bᵀ
+    // y = x Wᵀ + s · u Bᵀ
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)In, 1.0f, x->data, (int)In,
+                W->data, (int)In, 0.0f, y->data, (int)O);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)r, scale, u, (int)r, B->data,
                 (int)r, 1.0f, y->data, (int)O);
     c->arena.used = mark;
