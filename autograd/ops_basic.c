@@ -128,10 +128,9 @@ ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *b) {
     shape[x->ndim - 1] = O;
     ag_tensor *y = op_out(c, "linear", x->ndim, shape);
     if (!y) return NULL;
-    if (b) {
-#pragma omp parallel for schedule(static) if (N * O >= PAR_MIN)
+    // bias rows first (serially: memory-bound, and no OpenMP region right before the BLAS call)
+    if (b)
         for (int64_t i = 0; i < N; i++) memcpy(y->data + i * O, b->data, (size_t)O * sizeof(float));
-    }
     if (N > 0 && O > 0)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)In, 1.0f, x->data, (int)In,
                     W->data, (int)In, b ? 1.0f : 0.0f, y->data, (int)O);
@@ -228,8 +227,8 @@ static void lora_linear_backward(ag_ctx *c, ag_node *n) {
                         dx, In);
         return;
     }
-    // with dropout, a block of rows at a time: t = du A, then (mask replayed) dx += mask∘t/(1-p)
-    // and xd = drop(x), then dA += duᵀ xd
+    // with dropout, per block of rows (one block for typical shapes): t = du A, then the mask
+    // replayed: dx += mask∘t/(1-p) and xd = drop(x), then dA += duᵀ xd
     float inv = 1.0f / (1.0f - p);
     int64_t bs = dropout_block_rows(N, In);
     scratch sc;
@@ -322,12 +321,8 @@ ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, a
                     A->data, (int)In, 0.0f, u, (int)r);
     } else {
         int64_t bs = dropout_block_rows(N, In);
-        float *xd = ag_alloc(c, (size_t)(bs * In) * sizeof(float), "lora_linear dropout scratch");
-        if (!xd) {
-            err_prefix("lora_linear");
-            if (nd) c->nnodes--;
-            return NULL;
-        }
+        scratch sc;
+        float *xd = scratch_get(c, &sc, (size_t)(bs * In) * sizeof(float));
         float inv = 1.0f / (1.0f - dropout);
         for (int64_t r0 = 0; r0 < N; r0 += bs) {
             int64_t m = imin(bs, N - r0);
@@ -335,6 +330,7 @@ ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, a
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)r, (int)In, 1.0f, xd, (int)In,
                         A->data, (int)In, 0.0f, u + r0 * r, (int)r);
         }
+        scratch_release(c, &sc);
     }
     // y = x Wᵀ + s · u Bᵀ
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)In, 1.0f, x->data, (int)In,
