@@ -56,21 +56,26 @@ double ag_clip_grad_norm(float *g, int64_t n, double max_norm) {
     return norm;
 }
 
+// The rounding steps follow torch's fp32 kernels (p·decay rounded first, fused multiply-adds
+// where ATen uses them, m·step divided last), so trajectories match it to an ulp or so; the
+// compiler must not contract the other operations.
+__attribute__((optimize("fp-contract=off")))
 void ag_adamw_step(ag_adamw *o, float *p, const float *g, float lr) {
     o->t++;
     double b1 = o->beta1, b2 = o->beta2;
     double bc1 = 1 - pow(b1, (double)o->t), bc2 = 1 - pow(b2, (double)o->t);
     float decay = (float)(1 - (double)lr * o->weight_decay);
     float c1 = (float)(1 - b1), c2 = (float)(1 - b2), fb1 = o->beta1, fb2 = o->beta2;
-    float step = (float)(lr / bc1), bc2s = (float)sqrt(bc2), eps = o->eps;
+    float nstep = (float)(-(double)lr / bc1), bc2s = (float)sqrt(bc2), eps = o->eps;
     float *m = o->m, *v = o->v;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < o->n; i++) {
         float gi = g[i];
-        float mi = fb1 * m[i] + c1 * gi;
-        float vi = fb2 * v[i] + c2 * gi * gi;
+        float pi = p[i] * decay;                      // decoupled weight decay
+        float mi = fmaf(gi, c1, fb1 * m[i]);          // m = β1 m + (1−β1) g
+        float vi = fmaf(c2 * gi, gi, fb2 * v[i]);     // v = β2 v + (1−β2) g²
         m[i] = mi, v[i] = vi;
-        float denom = sqrtf(vi) / bc2s + eps;
-        p[i] = p[i] * decay - step * (mi / denom);
+        float denom = sqrtf(vi) / bc2s + eps;         // √v / √(1−β2ᵗ) + ε
+        p[i] = pi + (nstep * mi) / denom;             // p −= lr/(1−β1ᵗ) · m / denom
     }
 }
