@@ -329,7 +329,10 @@ static void attn_fwd_tile(const attn_dims *a, const float *q, const float *k, co
                 continue;
             }
             float m = -INFINITY;
-            for (int64_t j = b; j < e; j++) m = fmaxf(m, sr[j] * a->scale);
+            for (int64_t j = b; j < e; j++) {
+                float x = sr[j] * a->scale;
+                m = x > m ? x : m;
+            }
             if (m > mx[r]) {
                 float f = expf(mx[r] - m);   // 0 on the first tile
                 l[r] *= f;
