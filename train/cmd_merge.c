@@ -1,0 +1,206 @@
+// cmd_merge.c — `lorac merge --model DIR --adapter DIR --out DIR`: a new Hugging Face model
+// folder with the LoRA adapter merged into the base weights, W' = W + s·B·A, each tensor in
+// its input dtype and sharded like the input; every other file of the folder is copied.
+// The output folder is built under a temporary name and renamed when complete.
+#define _GNU_SOURCE
+#include <cJSON.h>
+#include <cblas.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "hfconfig.h"
+#include "lora.h"
+#include "safetensors.h"
+
+typedef struct merge_ctx {
+    const st_model *st;
+    const lora_adapter *lora;
+    char *cur;             // tensor whose merged values are in buf
+    float *buf;
+} merge_ctx;
+
+// (layer, projection) of a base weight name, or -1
+static int target_of(const char *name, int *layer) {
+    int l, n = 0;
+    char mod[32], proj[32];
+    if (sscanf(name, "model.layers.%d.%31[a-z_].%31[a-z_].weight%n", &l, mod, proj, &n) != 3 || name[n]) return -1;
+    for (int t = 0; t < LLAMA_NPROJ; t++)
+        if (!strcmp(proj, llama_proj_names[t]) && !strcmp(mod, t <= LLAMA_O ? "self_attn" : "mlp")) {
+            *layer = l;
+            return t;
+        }
+    return -1;
+}
+
+static void merged_fill(void *user, const char *name, float *dst, int64_t start, int64_t count) {
+    merge_ctx *m = user;
+    if (!m->cur || strcmp(m->cur, name)) {   // first chunk of this tensor: W + s·B·A in fp32
+        const st_tensor *t = st_find(m->st, name);
+        int layer, p = target_of(name, &layer);
+        const llama_lora_slot *s = &m->lora->slots[layer * LLAMA_NPROJ + p];
+        int64_t out = t->shape[0], in = t->shape[1];
+        free(m->buf);
+        m->buf = xmalloc((size_t)(out * in) * sizeof(float));
+        AG_ASSERT(st_read_f32(t, m->buf) == 0, "%s", err_get());   // dtype checked before
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)out, (int)in, (int)s->A->shape[0], s->scale,
+                    s->B->data, (int)s->A->shape[0], s->A->data, (int)in, 1.0f, m->buf, (int)in);
+        free(m->cur);
+        m->cur = xstrdup(name);
+    }
+    memcpy(dst, m->buf + start, (size_t)count * sizeof(float));
+}
+
+static int copy_file(const char *src, const char *dst) {
+    size_t n;
+    char *d = file_read_all(src, &n);
+    if (!d) return -1;
+    int rc = file_write_atomic(dst, d, n);
+    free(d);
+    return rc;
+}
+
+// copies every file of src (and one level of sub-folders, e.g. original/) except weights
+static int copy_folder(const char *src, const char *dst, int depth) {
+    DIR *d = opendir(src);
+    if (!d) return err_set("%s: cannot open folder: %s", src, strerror(errno));
+    struct dirent *e;
+    int rc = 0;
+    while (rc == 0 && (e = readdir(d))) {
+        const char *n = e->d_name;
+        if (n[0] == '.') continue;
+        size_t L = strlen(n);
+        if ((L > 12 && !strcmp(n + L - 12, ".safetensors")) || !strcmp(n, "model.safetensors.index.json")) continue;
+        char *s = path_join(src, n), *t = path_join(dst, n);
+        if (dir_exists(s)) {
+            if (depth < 1) rc = mkdir_p(t) || copy_folder(s, t, depth + 1);
+        } else if (file_exists(s)) {
+            rc = copy_file(s, t);
+        }
+        free(s);
+        free(t);
+    }
+    closedir(d);
+    return rc;
+}
+
+static int write_shard(const st_model *st, const lora_adapter *lora, const char *path, const char *shard,
+                       cJSON *weight_map) {
+    st_writer *w = st_writer_new();
+    merge_ctx mc = {st, lora, NULL, NULL};
+    for (int i = 0; i < st_count(st); i++) {
+        const st_tensor *t = st_get(st, i);
+        if (shard) {
+            cJSON *f = cJSON_GetObjectItemCaseSensitive(weight_map, t->name);
+            if (!cJSON_IsString(f) || strcmp(f->valuestring, shard)) continue;
+        }
+        int layer, p = target_of(t->name, &layer);
+        if (p >= 0 && layer < lora->num_layers && lora->slots[layer * LLAMA_NPROJ + p].A)
+            st_writer_add_fill(w, t->name, t->dtype, t->ndim, t->shape, merged_fill, &mc);
+        else
+            st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data);
+    }
+    int rc = st_writer_write(w, path);
+    st_writer_free(w);
+    free(mc.buf);
+    free(mc.cur);
+    return rc;
+}
+
+int cmd_merge(int argc, char **argv) {
+    const char *model = NULL, *adapter = NULL, *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        int has = i + 1 < argc;
+        if (!strcmp(argv[i], "--model") && has) model = argv[++i];
+        else if (!strcmp(argv[i], "--adapter") && has) adapter = argv[++i];
+        else if (!strcmp(argv[i], "--out") && has) out = argv[++i];
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: lorac merge --model DIR --adapter DIR --out DIR\n");
+            return 0;
+        } else
+            return cli_usage("merge", "unknown or incomplete option '%s'", argv[i]);
+    }
+    if (!model || !adapter || !out) return cli_usage("merge", "--model, --adapter and --out are required");
+    if (dir_exists(out)) {
+        err_set("%s: the output folder exists; choose a new one", out);
+        return cli_fail();
+    }
+    hf_llama_config mc;
+    lora_adapter lora = {0};
+    st_model *st = NULL;
+    cJSON *index = NULL;
+    char *tmp = NULL;
+    int status = 1;
+    if (hf_llama_config_load(model, &mc) != 0 || !(st = st_open(model)) || hf_llama_check_weights(st, &mc) != 0) goto done;
+    if (lora_load(&lora, &mc, adapter) != 0) goto done;
+    size_t n = strlen(out) + 32;
+    tmp = xmalloc(n);
+    snprintf(tmp, n, "%s.tmp%d", out, (int)getpid());
+    rm_rf(tmp);
+    if (mkdir_p(tmp) != 0 || copy_folder(model, tmp, 0) != 0) goto done;
+    char *ipath = path_join(model, "model.safetensors.index.json");
+    if (file_exists(ipath)) {   // sharded like the input: same shard files, same index
+        char *txt = file_read_all(ipath, NULL);
+        index = txt ? cJSON_Parse(txt) : NULL;
+        free(txt);
+        cJSON *wm = index ? cJSON_GetObjectItemCaseSensitive(index, "weight_map") : NULL;
+        if (!cJSON_IsObject(wm)) {
+            err_set("%s: expected a weight_map object", ipath);
+            free(ipath);
+            goto done;
+        }
+        char **shards = NULL;
+        int ns = 0;
+        cJSON *e;
+        cJSON_ArrayForEach(e, wm) {
+            int seen = 0;
+            for (int k = 0; k < ns; k++) seen |= !strcmp(shards[k], e->valuestring);
+            if (!seen) {
+                shards = xrealloc(shards, (size_t)(ns + 1) * sizeof *shards);
+                shards[ns++] = e->valuestring;
+            }
+        }
+        int rc = 0;
+        for (int k = 0; k < ns && rc == 0; k++) {
+            char *p = path_join(tmp, shards[k]);
+            rc = write_shard(st, &lora, p, shards[k], wm);
+            free(p);
+        }
+        free(shards);
+        char *txt2 = cJSON_Print(index);
+        char *op = path_join(tmp, "model.safetensors.index.json");
+        if (rc == 0) rc = file_write_atomic(op, txt2, strlen(txt2));
+        free(op);
+        free(txt2);
+        free(ipath);
+        if (rc) goto done;
+    } else {
+        free(ipath);
+        char *p = path_join(tmp, "model.safetensors");
+        int rc = write_shard(st, &lora, p, NULL, NULL);
+        free(p);
+        if (rc) goto done;
+    }
+    if (fsync_dir(tmp) != 0) goto done;
+    if (rename(tmp, out) != 0) {
+        err_set("%s: cannot rename to %s: %s", tmp, out, strerror(errno));
+        goto done;
+    }
+    fprintf(stderr, "merged %s (r=%d, scale %g) into %s -> %s\n", adapter, lora.cfg.r, lora.scale, model, out);
+    status = 0;
+done:
+    if (status) {
+        cli_fail();
+        if (tmp) rm_rf(tmp);
+    }
+    free(tmp);
+    cJSON_Delete(index);
+    if (lora.slots) lora_free(&lora);
+    if (st) st_close(st);
+    return status;
+}
