@@ -151,7 +151,7 @@ ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *b) {
 // stored: splitmix64 advances its state by a constant, so draw k of a stream starting at s0
 // is the mix of s0 + (k+1)·γ. Any row can be regenerated on its own (in parallel), and
 // backward replays the forward's mask from the saved s0. Saved state: u = drop(x)Aᵀ [N,r]
-// plus room for du [N,r] — 2·N·r floats.
+// only; backward's du [N,r] and the dropout buffers are transient scratch.
 
 #define RNG_GAMMA 0x9E3779B97F4A7C15ULL   // splitmix64's increment (ag_rng_next)
 
@@ -207,7 +207,7 @@ static void lora_linear_backward(ag_ctx *c, ag_node *n) {
     int drop = (int)n->i[4];
     uint64_t s0 = (uint64_t)n->i[5];
     float s = n->f[0], p = n->f[1];
-    float *u = n->saved, *du = u + (int64_t)N * r;   // [N, r] each
+    float *u = n->saved;   // [N, r]
     float *dx = ag_grad(c, x), *dA = ag_grad(c, A), *dB = ag_grad(c, B);
     if (N == 0) return;
     if (dB)   // dB[O,r] += s · dyᵀ u
@@ -217,6 +217,8 @@ static void lora_linear_backward(ag_ctx *c, ag_node *n) {
                     dx, In);
     if (!dx && !dA) return;
     // du[N,r] = s · dy B
+    scratch sd;
+    float *du = scratch_get(c, &sd, (size_t)N * (size_t)r * sizeof(float));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, O, s, dy, O, B->data, r, 0.0f, du, r);
     if (!drop) {
         if (dA)   // dA[r,In] += duᵀ x
@@ -225,6 +227,7 @@ static void lora_linear_backward(ag_ctx *c, ag_node *n) {
         if (dx)   // dx += du A
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, In, r, 1.0f, du, r, A->data, In, 1.0f,
                         dx, In);
+        scratch_release(c, &sd);
         return;
     }
     // with dropout, per block of rows (one block for typical shapes): t = du A, then the mask
@@ -244,6 +247,7 @@ static void lora_linear_backward(ag_ctx *c, ag_node *n) {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, In, m, 1.0f, dub, r, xd, In, 1.0f, dA, In);
     }
     scratch_release(c, &sc);
+    scratch_release(c, &sd);
 }
 
 ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, ag_tensor *B, float scale,
@@ -295,7 +299,7 @@ ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, a
     ag_node *nd = ag_record(c, AG_OP_LORA_LINEAR, y, in, 4, lora_linear_backward);
     float *u;   // [N, r]
     if (nd) {
-        if (!(u = op_save(c, "lora_linear", (size_t)(2 * N * r) * sizeof(float)))) return NULL;
+        if (!(u = op_save(c, "lora_linear", (size_t)(N * r) * sizeof(float)))) return NULL;
         nd->saved = u;
         nd->i[0] = N;
         nd->i[1] = In;
