@@ -11,6 +11,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_make_tiny(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 // Prints `error: <msg>` (the message recorded by err_set) on stderr; returns 1.
 int cli_fail(void);
