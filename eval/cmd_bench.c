@@ -31,26 +31,26 @@ static double peak_rss_mb(void) {
 
 // FLOPs of the model's matmuls for T rows (forward), attention included, lm-head for `sup` rows
 static double model_flops(const hf_llama_config *c, double T, double sup) {
-    double C = c->hidden_size, I = c->intermediate_size, H = c->num_heads, K = c->num_kv_heads, D = c->head_dim;
-    double lin = C * (H * D + 2 * K * D) + H * D * C + 3 * C * I;
-    double attn = 2.0 * T * T * H * D;   // causal: half of 2·(QKᵀ + PV)
+    double C = c->hidden_size, F = c->intermediate_size, nh = c->num_heads, nkv = c->num_kv_heads, hd = c->head_dim;
+    double lin = C * (nh * hd + 2 * nkv * hd) + nh * hd * C + 3 * C * F;
+    double attn = 2.0 * T * T * nh * hd;   // causal: half of 2·(QKᵀ + PV)
     return c->num_layers * (2.0 * T * lin + attn) + 2.0 * sup * c->vocab_size * C;
 }
 
 static double bench_sgemm(int T, int iters) {
-    int C = 2048, I = 8192;
-    float *x = xcalloc((size_t)T * I, 4), *w = xcalloc((size_t)I * C, 4), *y = xcalloc((size_t)T * I, 4);
-    for (size_t i = 0; i < (size_t)I * C; i++) w[i] = 0.01f * (float)(i % 7);
-    for (size_t i = 0; i < (size_t)T * I; i++) x[i] = 0.01f * (float)(i % 5);
+    int C = 2048, F = 8192;
+    float *x = xcalloc((size_t)T * F, 4), *w = xcalloc((size_t)F * C, 4), *y = xcalloc((size_t)T * F, 4);
+    for (size_t i = 0; i < (size_t)F * C; i++) w[i] = 0.01f * (float)(i % 7);
+    for (size_t i = 0; i < (size_t)T * F; i++) x[i] = 0.01f * (float)(i % 5);
     double *t = xmalloc((size_t)iters * sizeof *t);
     for (int it = 0; it <= iters; it++) {
         double t0 = now_seconds();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, C, C, 1, x, C, w, C, 0, y, C);    // q/o-like
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, I, C, 1, x, C, w, C, 0, y, I);    // gate/up-like
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, I, 1, x, I, w, C, 0, y, C);  // dx-like
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, F, C, 1, x, C, w, C, 0, y, F);    // gate/up-like
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, F, 1, x, F, w, C, 0, y, C);  // dx-like
         if (it) t[it - 1] = now_seconds() - t0;
     }
-    double flops = 2.0 * T * ((double)C * C + 2.0 * I * C);
+    double flops = 2.0 * T * ((double)C * C + 2.0 * F * C);
     double g = flops / median(t, iters) / 1e9;
     free(x), free(w), free(y), free(t);
     return g;

@@ -241,6 +241,7 @@ int train_run(cfg_train *cfg) {
         return 1;
     }
     run R_ = {0}, *R = &R_;
+    int accum = 0;
     R->cfg = cfg;
     R->tty = isatty(2);
     int status = 1;
@@ -324,7 +325,7 @@ int train_run(cfg_train *cfg) {
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    int accum = cfg->train.grad_accum;
+    accum = cfg->train.grad_accum;
     R->mb = xcalloc((size_t)accum, sizeof *R->mb);
     double t_start = now_seconds();
     int64_t first_step = R->step;
