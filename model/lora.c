@@ -95,6 +95,27 @@ void lora_free(lora_adapter *a) {
 
 // --- PEFT files
 
+// cJSON_Print with two-space indents and "key": value, as Python's json.dump(indent=2) writes
+static char *json_pretty(const cJSON *j) {
+    char *raw = cJSON_Print(j);
+    size_t n = strlen(raw);
+    char *out = xmalloc(2 * n + 2), *o = out;
+    int in_str = 0;
+    for (const char *p = raw; *p; p++) {
+        if (*p == '"' && (p == raw || p[-1] != '\\')) in_str = !in_str;
+        if (!in_str && *p == '\t') {
+            if (p > raw && p[-1] == ':') *o++ = ' ';
+            else *o++ = ' ', *o++ = ' ';
+            continue;
+        }
+        *o++ = *p;
+    }
+    *o++ = '\n';
+    *o = 0;
+    free(raw);
+    return out;
+}
+
 int lora_save(const lora_adapter *a, const char *dir) {
     if (mkdir_p(dir) != 0) return -1;
     st_writer *w = st_writer_new();
@@ -131,7 +152,7 @@ int lora_save(const lora_adapter *a, const char *dir) {
     cJSON_AddStringToObject(j, "task_type", "CAUSAL_LM");
     cJSON_AddBoolToObject(j, "use_dora", 0);
     cJSON_AddBoolToObject(j, "use_rslora", a->cfg.use_rslora);
-    char *txt = cJSON_Print(j);
+    char *txt = json_pretty(j);
     cJSON_Delete(j);
     path = path_join(dir, "adapter_config.json");
     rc = file_write_atomic(path, txt, strlen(txt));
