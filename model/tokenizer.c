@@ -275,7 +275,8 @@ static inline uint64_t pair_key(int32_t a, int32_t b) {
     return ((uint64_t)(uint32_t)(a + 1) << 32) | (uint32_t)b;
 }
 
-// Adds (a, b) -> id at rank; the first (lowest) rank of a pair wins.
+// Sets (a, b) -> (rank, id); a pair listed twice keeps its last entry, as HF's merge map does
+// (tiktoken's derived pairs always repeat the same rank and id).
 static void merge_add(tok_tokenizer *t, int32_t a, int32_t b, int32_t rank, int32_t id) {
     if (2 * (t->nmerges + 1) > t->mmask + 1) {   // grow
         mslot *old = t->mt;
@@ -301,10 +302,8 @@ static void merge_add(tok_tokenizer *t, int32_t a, int32_t b, int32_t rank, int3
             return;
         }
         if (s->key == key) {
-            if (rank < s->rank) {
-                s->rank = rank;
-                s->id = id;
-            }
+            s->rank = rank;
+            s->id = id;
             return;
         }
     }
@@ -476,18 +475,22 @@ static int regex_compile(tok_tokenizer *t, const char *src) {
 
 // --- hash of the whole tokenizer
 
+static inline uint64_t hchain(uint64_t h, const void *p, size_t n) {
+    return mix64(h ^ hash_bytes(p, n)) + n;
+}
+
 static void compute_hash(tok_tokenizer *t, int tiktoken_ranks) {
-    uint64_t h = hash64("lorac-tokenizer-v1", 18, 0);
-    h = hash64(&t->nvocab, sizeof t->nvocab, h);
+    uint64_t h = hchain(0, "lorac-tokenizer-v1", 18);
+    h = hchain(h, &t->nvocab, sizeof t->nvocab);
     for (int id = 0; id < t->nvocab; id++) {
         uint32_t hdr[2] = {t->kind[id], t->len[id]};
-        h = hash64(hdr, sizeof hdr, h);
-        h = hash64(piece_of(t, id), t->len[id], h);
+        h = hchain(h, hdr, sizeof hdr);
+        h = hchain(h, piece_of(t, id), t->len[id]);
     }
-    h = hash64(t->pattern, strlen(t->pattern), h);
-    h = hash64(&t->whole_piece, sizeof t->whole_piece, h);
+    h = hchain(h, t->pattern, strlen(t->pattern));
+    h = hchain(h, &t->whole_piece, sizeof t->whole_piece);
     if (tiktoken_ranks) {
-        h = hash64("tiktoken-ranks", 14, h);
+        h = hchain(h, "tiktoken-ranks", 14);
     } else {
         // merges in rank order (the table is unordered: gather then sort by rank)
         size_t m = 0;
@@ -508,7 +511,7 @@ static void compute_hash(tok_tokenizer *t, int tiktoken_ranks) {
         for (size_t i = 0; i < m; i++) byrank[r[4 * i]] = (int64_t)i;
         for (int64_t k = 0; k <= maxr; k++) {
             if (byrank[k] < 0) continue;
-            h = hash64(&r[4 * byrank[k]], 4 * sizeof *r, h);
+            h = hchain(h, &r[4 * byrank[k]], 4 * sizeof *r);
         }
         free(byrank);
         free(r);

@@ -1,7 +1,10 @@
 // tokenizer.h — the Llama 3 tokenizer: byte-level BPE over the Llama 3 pre-tokenizer regex,
 // read from a model folder's tokenizer.json (HF) or original/tokenizer.model (tiktoken),
 // with the 256 special tokens (ids 128000..128255) and the Llama 3 chat rendering.
-// Encoding equals tiktoken / HF tokenizers, including invalid UTF-8 input.
+// Encoding equals tiktoken / HF tokenizers, including invalid UTF-8 input: that is first repaired
+// the standard way (each maximal invalid subpart -> U+FFFD, as Python's decode(errors="replace"),
+// Rust's from_utf8_lossy and WHATWG's TextDecoder do), then encoded as HF does the decoded text.
+// tok_encode is thread-safe (the tokenizer is read-only after tok_load).
 #ifndef LORAC_TOKENIZER_H
 #define LORAC_TOKENIZER_H
 
