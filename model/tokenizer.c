@@ -401,8 +401,15 @@ uint64_t tok_hash(const tok_tokenizer *t) { return t->hash; }
 // White_Space (Unicode), as \s in Onig and Rust regex; PCRE2's UCP \s also has U+180E.
 #define WS_RANGES "\\t-\\r \\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
 
-// Rewrites \s and \S into explicit White_Space classes and the Llama 3 contractions group into
-// an ASCII-only case fold. Returns NULL (err_set) for a \S inside a character class.
+// Digits (Nd) assigned in Unicode 15 and 16, which PCRE2 10.42's Unicode 14 tables lack but HF
+// tokenizers' Oniguruma has; the only code points of planes 0-3 whose ids differed from HF's.
+#define N_NEW_RANGES                                                                              \
+    "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}\\x{11F50}-\\x{11F59}\\x{16130}-\\x{16139}" \
+    "\\x{16D70}-\\x{16D79}\\x{1CCF0}-\\x{1CCF9}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}\\x{1E5F1}-\\x{1E5FA}"
+
+// Rewrites \s and \S into explicit White_Space classes, adds the newer digits to \p{N}, and turns
+// the Llama 3 contractions group into an ASCII-only case fold. Returns NULL (err_set) for a \S
+// inside a character class.
 static char *pattern_translate(const char *pat) {
     static const char *contr = "(?i:'s|'t|'re|'ve|'m|'ll|'d)";
     static const char *contr_ascii = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])";
@@ -420,6 +427,15 @@ static char *pattern_translate(const char *pat) {
             continue;
         }
         char c = pat[i];
+        if (!strncmp(pat + i, "\\p{N}", 5)) {
+            const char *rep = in_class ? "\\p{N}" N_NEW_RANGES : "[\\p{N}" N_NEW_RANGES "]";
+            size_t l = strlen(rep);
+            if (k + l + 1 > cap) o = xrealloc(o, cap = 2 * cap + l);
+            memcpy(o + k, rep, l);
+            k += l;
+            i += 5;
+            continue;
+        }
         if (c == '\\' && i + 1 < n) {
             char e = pat[i + 1];
             if (e == 's' || e == 'S') {
