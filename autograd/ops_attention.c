@@ -222,24 +222,24 @@ static void transpose(float *restrict dst, int64_t ldd, const float *restrict sr
 typedef int32_t v8i __attribute__((vector_size(32)));
 
 static inline v8 exp8(v8 x) {
-    const v8 hi = {0}, lo = {0};
-    v8 xc = x;
-    v8i big = xc > hi + 88.3762626647949f, small = xc < lo - 87.3365447504f;   // masks (-1 / 0)
-    xc = (v8)(((v8i)xc & ~big) | ((v8i)(hi + 88.3762626647949f) & big));
-    xc = (v8)(((v8i)xc & ~small) | ((v8i)(lo - 87.3365447504f) & small));
-    v8 t = xc * 1.44269504088896341f + 12582912.0f;          // round(x / ln2) in the low mantissa bits
-    v8i n = (v8i)t - (v8i)(hi + 12582912.0f);
-    v8 fn = t - 12582912.0f;
-    v8 r = xc - fn * 0.693359375f;
+    const v8 zero = {0}, xmax = zero + 88.3762626647949f, xmin = zero - 87.3365447504f;
+    const v8 magic = zero + 12582912.0f;   // 1.5·2²³: adding it rounds to an integer
+    v8i big = x > xmax, small = x < xmin;   // lane masks (-1 / 0)
+    x = (v8)(((v8i)x & ~big) | ((v8i)xmax & big));
+    x = (v8)(((v8i)x & ~small) | ((v8i)xmin & small));
+    v8 t = x * 1.44269504088896341f + magic;   // n = round(x / ln2) in the low mantissa bits
+    v8i n = (v8i)t - (v8i)magic;
+    v8 fn = t - magic;
+    v8 r = x - fn * 0.693359375f;               // r = x − n·ln2 (ln2 split in two parts)
     r = r - fn * -2.12194440e-4f;
     v8 p = r * 1.9875691500E-4f + 1.3981999507E-3f;
     p = p * r + 8.3334519073E-3f;
     p = p * r + 4.1665795894E-2f;
     p = p * r + 1.6666665459E-1f;
     p = p * r + 5.0000001201E-1f;
-    v8 y = p * (r * r) + r + 1.0f;
-    v8 scale2n = (v8)((n + 127) << 23);
-    return (v8)((v8i)(y * scale2n) & ~small);
+    v8 y = p * (r * r) + r + 1.0f;              // e^r
+    v8 pow2n = (v8)((n + 127) << 23);
+    return (v8)((v8i)(y * pow2n) & ~small);     // exp(x < −87.34) = 0
 }
 
 // row[j] = exp(row[j]·scale − bias) for j in [b, e), 0 elsewhere in [0, n); returns Σ row
