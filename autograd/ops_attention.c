@@ -35,7 +35,9 @@ static void rope_table(float *cs, float *sn, int32_t pos, const float *inv_freq,
     }
 }
 
-// out = rot(x, +θ) (dir = +1) or the inverse rotation added into out (dir = -1, backward)
+// out = rot(x, θ), or (backward) the inverse rotation added into out. Products are rounded
+// before the sum (no fused multiply-add), as HF's q·cos + rotate_half(q)·sin does.
+__attribute__((optimize("fp-contract=off")))
 static void rope_apply(float *out, const float *x, int64_t N, int nheads, int D, const int32_t *pos,
                        const float *inv_freq, int backward) {
     int half = D / 2;
