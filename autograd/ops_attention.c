@@ -547,8 +547,8 @@ ag_tensor *ag_attention(ag_ctx *c, ag_tensor *q, ag_tensor *k, ag_tensor *v, int
         int64_t b = kv_begin ? kv_begin[i] : 0, e = kv_end ? kv_end[i] : Nk - Nq + i + 1;
         if (b < 0 || b > e || e > Nk) {
             arena_release(c, mark);
-            return err_set("attention: query row %lld has key range [%lld, %lld) outside [0, %lld] or reversed "
-                           "(q %s, k %s)", (long long)i, (long long)b, (long long)e, (long long)Nk, s1, s2), NULL;
+            return err_set("attention: query row %lld has key range [%lld, %lld); need 0 <= begin <= end <= Nk = "
+                           "%lld (q %s, k %s)", (long long)i, (long long)b, (long long)e, (long long)Nk, s1, s2), NULL;
         }
         beg[i] = (int32_t)b, end[i] = (int32_t)e;
     }
