@@ -13,11 +13,7 @@
 #include "chat.h"
 #include "util.h"
 
-#define T_BOS "<|begin_of_text|>"
-#define T_EOS "<|end_of_text|>"
-#define T_EOT "<|eot_id|>"
-#define T_SH "<|start_header_id|>"
-#define T_EH "<|end_header_id|>"
+#define T_EOS "<|end_of_text|>"   // the others: CHAT_BOS, CHAT_SH, CHAT_EH, CHAT_EOT (chat.h)
 #define IMAGE_MARK "<image>"
 
 static const char *ALPACA_PROMPT_INPUT =
@@ -180,12 +176,12 @@ typedef struct msg {
 // Renders messages; `want_image` marks where the single "<image>" of a user message goes.
 static int render_chat(ctx *c, render *r, const msg *m, int nm, int want_image) {
     int images = 0, assistants = 0;
-    r_puts(r, T_BOS);
+    r_puts(r, CHAT_BOS);
     for (int i = 0; i < nm; i++) {
         int is_assistant = !strcmp(m[i].role, "assistant");
-        r_puts(r, T_SH);
+        r_puts(r, CHAT_SH);
         r_puts(r, m[i].role);
-        r_puts(r, T_EH "\n\n");
+        r_puts(r, CHAT_EH "\n\n");
         size_t begin = r->n;
         const char *s = m[i].content;
         size_t n = m[i].len;
@@ -208,7 +204,7 @@ static int render_chat(ctx *c, render *r, const msg *m, int nm, int want_image) 
         } else {
             r_put(r, s, n);
         }
-        r_puts(r, T_EOT);
+        r_puts(r, CHAT_EOT);
         if (is_assistant) {
             assistants++;
             r_span(r, begin, r->n);   // the content and its <|eot_id|>
@@ -385,7 +381,7 @@ static int build_record(ctx *c, const cJSON *obj, data_record *rec) {
         int has_input = inp && inp[0];
         if (tpl == TPL_ALPACA_CLASSIC) {
             if (!out[0]) return CTX_ERR(c, "field 'output': expected the response text, found an empty string");
-            r_puts(&r, T_BOS);
+            r_puts(&r, CHAT_BOS);
             size_t need = strlen(ins) + (inp ? strlen(inp) : 0) + strlen(ALPACA_PROMPT_INPUT) + 1;
             char *p = xmalloc(need);
             if (has_input) snprintf(p, need, ALPACA_PROMPT_INPUT, ins, inp);
@@ -414,7 +410,7 @@ static int build_record(ctx *c, const cJSON *obj, data_record *rec) {
         const char *text;
         if (get_str(c, obj, "text", "text", 1, &text)) return -1;
         if (!text[0]) return CTX_ERR(c, "field 'text': expected a document, found an empty string");
-        r_puts(&r, T_BOS);
+        r_puts(&r, CHAT_BOS);
         size_t begin = r.n;
         r_puts(&r, text);
         r_span(&r, begin, r.n);   // with the BOS unsupervised, all but the first token
@@ -423,7 +419,7 @@ static int build_record(ctx *c, const cJSON *obj, data_record *rec) {
         if (get_str(c, obj, "caption", "caption", 1, &cap)) return -1;
         if (!cap[0]) return CTX_ERR(c, "field 'caption': expected the caption text, found an empty string");
         if (resolve_image(c, obj, rec)) return -1;
-        r_puts(&r, T_BOS);
+        r_puts(&r, CHAT_BOS);
         r.split = (int64_t)r.n;
         r_puts(&r, cap);
         r_puts(&r, T_EOS);
@@ -555,9 +551,9 @@ static int read_txt(data_reader *rd, data_record *rec) {
     }
     render r = {0};
     r.split = -1;
-    r_puts(&r, T_BOS);
+    r_puts(&r, CHAT_BOS);
     r_put(&r, buf, len);
-    r_span(&r, strlen(T_BOS), r.n);
+    r_span(&r, strlen(CHAT_BOS), r.n);
     free(buf);
     memset(rec, 0, sizeof *rec);
     rec->line = 1;
