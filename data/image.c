@@ -143,18 +143,23 @@ static int decode_jpeg(const char *name, const unsigned char *data, size_t len, 
 
 // --- PNG and BMP (stb_image)
 
+static const char *stb_reason(void) {
+    const char *r = stbi_failure_reason();
+    return r && *r ? r : "decoder failed";
+}
+
 static int decode_stb(const char *name, const char *fmt, const unsigned char *data, size_t len,
                       int64_t max_pixels, img_u8 *out) {
     if (len > 0x7fffffff) return err_set("%s: %s file too large (%zu bytes)", name, fmt, len);
     int w, h, n;
     if (!stbi_info_from_memory(data, (int)len, &w, &h, &n))
-        return err_set("%s: corrupt %s: %s", name, fmt, stbi_failure_reason());
+        return err_set("%s: corrupt %s (stb_image: %s)", name, fmt, stb_reason());
     if (check_pixels(name, w, h, max_pixels)) return -1;
     size_t np = (size_t)w * h;
     if (stbi_is_16_bit_from_memory(data, (int)len)) {
         // 16-bit PNG: take the 4-channel expansion and apply PIL's per-mode 16->8 rule.
         stbi_us *p = stbi_load_16_from_memory(data, (int)len, &w, &h, &n, 4);
-        if (!p) return err_set("%s: corrupt %s: %s", name, fmt, stbi_failure_reason());
+        if (!p) return err_set("%s: corrupt %s (stb_image: %s)", name, fmt, stb_reason());
         unsigned char *rgb = xmalloc(np * 3);
         for (size_t i = 0; i < np; i++)
             for (int c = 0; c < 3; c++) {
@@ -171,13 +176,68 @@ static int decode_stb(const char *name, const char *fmt, const unsigned char *da
     // 8-bit (and 1/2/4-bit) PNG, BMP: stb expands gray/palette to RGB and drops alpha, which
     // is PIL's convert("RGB") for L, LA, P, RGBA (no compositing).
     unsigned char *p = stbi_load_from_memory(data, (int)len, &w, &h, &n, 3);
-    if (!p) return err_set("%s: corrupt %s: %s", name, fmt, stbi_failure_reason());
+    if (!p) return err_set("%s: corrupt %s (stb_image: %s)", name, fmt, stb_reason());
     unsigned char *rgb = xmalloc(np * 3);
     memcpy(rgb, p, np * 3);
     stbi_image_free(p);
     out->w = w;
     out->h = h;
     out->rgb = rgb;
+    return 0;
+}
+
+// PNG chunk walk with PIL's strictness: chunks before the first IDAT must be complete with
+// a correct CRC (PIL verifies them); IDAT and later CRCs are not checked (PIL does not). A
+// file that stops after complete image data without IEND loads in PIL, while stb_image
+// rejects it, so a copy with IEND appended is handed to stb (*fixed, malloc'd) then.
+static uint32_t png_crc(const unsigned char *p, size_t n) {
+    uint32_t t[256];
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        t[i] = c;
+    }
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) c = t[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+static uint32_t be32(const unsigned char *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int check_png(const char *name, const unsigned char *d, size_t len, unsigned char **fixed,
+                     size_t *fixed_len) {
+    *fixed = NULL;
+    size_t pos = 8, last_end = 8;
+    int seen_idat = 0;
+    for (;;) {
+        if (pos + 8 > len) break;
+        uint32_t n = be32(d + pos);
+        char type[5] = {0};
+        memcpy(type, d + pos + 4, 4);
+        for (int i = 0; i < 4; i++)
+            if ((unsigned char)type[i] < 0x20 || (unsigned char)type[i] > 0x7e) type[i] = '?';
+        int idat = !memcmp(type, "IDAT", 4);
+        if (idat) seen_idat = 1;
+        if (n > 0x7fffffffu || pos + 12 + (size_t)n > len) {
+            if (!seen_idat || idat)
+                return err_set("%s: truncated PNG: the file ends inside chunk '%s' (%zu bytes, "
+                               "the chunk needs %zu)", name, type, len, pos + 12 + (size_t)n);
+            break;
+        }
+        if (!seen_idat && png_crc(d + pos + 4, (size_t)n + 4) != be32(d + pos + 8 + n))
+            return err_set("%s: corrupt PNG: bad CRC in chunk '%s' at byte %zu", name, type, pos);
+        pos += 12 + (size_t)n;
+        last_end = pos;
+        if (!memcmp(type, "IEND", 4)) return 0;
+    }
+    if (!seen_idat) return err_set("%s: truncated PNG: no image data (IDAT) in %zu bytes", name, len);
+    static const unsigned char iend[12] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xAE, 0x42, 0x60, 0x82};
+    *fixed = xmalloc(last_end + 12);
+    memcpy(*fixed, d, last_end);
+    memcpy(*fixed + last_end, iend, 12);
+    *fixed_len = last_end + 12;
     return 0;
 }
 
@@ -382,8 +442,14 @@ int img_decode_rgb(const char *name, const unsigned char *d, size_t len, int64_t
     if (len == 0) return err_set("%s: empty file (0 bytes), expected an image", name);
     if (len >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF)
         return decode_jpeg(name, d, len, max_pixels, out);
-    if (len >= 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8))
-        return decode_stb(name, "PNG", d, len, max_pixels, out);
+    if (len >= 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8)) {
+        unsigned char *fixed;
+        size_t flen;
+        if (check_png(name, d, len, &fixed, &flen)) return -1;
+        int rc = decode_stb(name, "PNG", fixed ? fixed : d, fixed ? flen : len, max_pixels, out);
+        free(fixed);
+        return rc;
+    }
     if (len >= 6 && (!memcmp(d, "GIF87a", 6) || !memcmp(d, "GIF89a", 6)))
         return decode_gif(name, d, len, max_pixels, out);
     if (len >= 2 && d[0] == 'B' && d[1] == 'M') {

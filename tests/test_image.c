@@ -176,7 +176,7 @@ static void expect_error(const char *file, int64_t max_pixels, const char *want)
 
 static void test_bad_inputs(void) {
     expect_error("truncated.jpg", 0, "truncated JPEG");
-    expect_error("truncated.png", 0, "corrupt PNG");
+    expect_error("truncated.png", 0, "truncated PNG");
     expect_error("truncated.gif", 0, "truncated GIF");
     expect_error("empty.png", 0, "empty file");
     expect_error("garbage.jpg", 0, "not an image");
@@ -211,6 +211,29 @@ static void test_jpeg_cut_and_limits(void) {
     }
 }
 
+// PNG: a file that stops after complete image data without IEND loads in PIL (so here too);
+// a bad CRC in a chunk before IDAT is an error in PIL (so here too).
+static void test_png_cut_and_crc(void) {
+    const char *path = IMG_DIR "rgb.png";
+    size_t len;
+    char *buf = file_read_all(path, &len);
+    if (!buf) { CHECK(0, "%s", err_get()); return; }
+    long shape[3];
+    const unsigned char *ref = ref_u8("dec/rgb.png", shape);
+    img_u8 im;
+    int rc = img_decode_rgb(path, (unsigned char *)buf, len - 12, 0, &im);   // IEND removed
+    CHECK(rc == 0, "%s", err_get());
+    if (!rc && ref) {
+        CHECK(im.w == shape[1] && im.h == shape[0] && !memcmp(im.rgb, ref, (size_t)im.w * im.h * 3),
+              "PNG without IEND decoded differently");
+        img_free(&im);
+    }
+    buf[20] ^= 1;   // inside IHDR (width): CRC no longer matches
+    CHECK(img_decode_rgb(path, (unsigned char *)buf, len, 0, &im) == -1, "bad IHDR CRC accepted");
+    CHECK(strstr(err_get(), "bad CRC in chunk 'IHDR'") != NULL, "'%s'", err_get());
+    free(buf);
+}
+
 int main(void) {
     fx = fixture_load("tests/fixtures/image_ref.safetensors");
     if (!fx) { printf("0 passed, 1 failed\n"); return 1; }
@@ -228,6 +251,7 @@ int main(void) {
     RUN(test_preprocess_matches_hf);
     RUN(test_bad_inputs);
     RUN(test_jpeg_cut_and_limits);
+    RUN(test_png_cut_and_crc);
     fixture_free(fx);
     return test_summary();
 }
