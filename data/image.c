@@ -1,14 +1,17 @@
-// image.c — decoding (JPEG via libjpeg-turbo, PNG/BMP via stb_image, GIF by a small LZW
-// decoder), PIL-exact bicubic resize and SigLIP normalization. See image.h.
+// image.c — decoding (JPEG via libjpeg-turbo, PNG/BMP via stb_image, GIF and 16-bit BMP by
+// small decoders of our own), PIL-exact bicubic resize and SigLIP normalization. See image.h.
 //
 // Exactness notes (PIL 9.4 is the reference):
 //   - JPEG: PIL's JpegDecode leaves libjpeg's defaults (JDCT_ISLOW, fancy upsampling, no
 //     scaling) and only sets out_color_space (RGB or GRAYSCALE), so we do the same.
-//     A file that ends before the last scanline is an error in PIL (no LOAD_TRUNCATED_IMAGES);
-//     a missing EOI after complete scan data is accepted, as in PIL.
+//     CMYK/YCCK JPEGs are read as PIL does (inverted Adobe CMYK, then PIL's CMYK->RGB).
+//     A file that ends before the last scanline is an error in PIL (no LOAD_TRUNCATED_IMAGES),
+//     and so is one cut just before EOI (libjpeg suspends on the last MCU), as here.
 //   - 16-bit PNG: PIL reads RGB/RGBA/LA 16-bit through rawmodes "RGB;16B", "RGBA;16B",
 //     "LA;16B" (the most significant byte); 16-bit gray opens as mode "I" and convert("RGB")
 //     clips it to 0..255. stb's own 16->8 conversion is not used.
+//   - PNG: chunks before IDAT must have good CRCs (PIL checks them), IEND may be missing.
+//   - BMP: 16-bit pixels scale a 5/6-bit channel v to v * 255 / 31 (or 63) as PIL's unpackers.
 //   - GIF: PIL's first frame is a P (or L) image of the logical screen size (enlarged to
 //     contain the frame), filled with the GCE transparency index (else 0) outside the frame,
 //     colors from the local palette, else the global one, entries beyond it a gray ramp.
@@ -72,6 +75,21 @@ static void jpg_emit(j_common_ptr c, int level) {
     // other warnings (corrupt-data notices) are ignored, as PIL does
 }
 
+// PIL reads every 4-component JPEG with rawmode "CMYK;I" (Adobe's inverted CMYK, libjpeg
+// converting YCCK to CMYK) and convert("RGB") then computes, per channel,
+// (255 - K) - (C * (255 - K)) / 255 with the rounded divide x/255 ~ ((x+128)>>8 + x+128)>>8.
+static void cmyk_inverted_to_rgb(unsigned char *dst, const unsigned char *src, int w) {
+    for (int x = 0; x < w; x++) {
+        const unsigned char *p = src + 4 * x;
+        int nk = p[3];   // 255 - K, K being the inverted sample
+        for (int c = 0; c < 3; c++) {
+            int t = (255 - p[c]) * nk + 128;
+            int v = nk - (((t >> 8) + t) >> 8);
+            dst[3 * x + c] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+        }
+    }
+}
+
 static int decode_jpeg(const char *name, const unsigned char *data, size_t len, int64_t max_pixels,
                        img_u8 *out) {
     struct jpeg_decompress_struct cinfo;
@@ -96,20 +114,15 @@ static int decode_jpeg(const char *name, const unsigned char *data, size_t len, 
         return err_set("%s: truncated JPEG: the file ends inside the header (%zu bytes)", name, len);
     }
     int nc = cinfo.num_components;
-    if (nc == 4) {
+    if (nc != 1 && nc != 3 && nc != 4) {
         jpeg_destroy_decompress(&cinfo);
-        return err_set("%s: unsupported: CMYK JPEG (4 components, %s); convert it to RGB first",
-                       name, cinfo.jpeg_color_space == JCS_YCCK ? "YCCK" : "CMYK");
-    }
-    if (nc != 1 && nc != 3) {
-        jpeg_destroy_decompress(&cinfo);
-        return err_set("%s: unsupported JPEG: expected 1 or 3 color components, found %d", name, nc);
+        return err_set("%s: unsupported JPEG: expected 1, 3 or 4 color components, found %d", name, nc);
     }
     if (check_pixels(name, cinfo.image_width, cinfo.image_height, max_pixels)) {
         jpeg_destroy_decompress(&cinfo);
         return -1;
     }
-    cinfo.out_color_space = nc == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    cinfo.out_color_space = nc == 1 ? JCS_GRAYSCALE : nc == 3 ? JCS_RGB : JCS_CMYK;
     jpeg_start_decompress(&cinfo);
     int w = (int)cinfo.output_width, h = (int)cinfo.output_height, oc = cinfo.output_components;
     AG_ASSERT(oc == nc, "libjpeg output components %d != %d", oc, nc);
@@ -121,8 +134,10 @@ static int decode_jpeg(const char *name, const unsigned char *data, size_t len, 
         if (jpeg_read_scanlines(&cinfo, &rp, 1) != 1) break;
         unsigned char *dst = rgb + (size_t)y * w * 3;
         if (oc == 3) memcpy(dst, row, (size_t)w * 3);
-        else
+        else if (oc == 1)
             for (int x = 0; x < w; x++) dst[3 * x] = dst[3 * x + 1] = dst[3 * x + 2] = row[x];
+        else
+            cmyk_inverted_to_rgb(dst, row, w);
     }
     if (jerr.eof || (int)cinfo.output_scanline < h) {
         int got = (int)cinfo.output_scanline;
@@ -241,19 +256,55 @@ static int check_png(const char *name, const unsigned char *d, size_t len, unsig
     return 0;
 }
 
-// BMP features stb_image decodes differently from PIL (or not at all) are refused up front.
-static int check_bmp(const char *name, const unsigned char *d, size_t len) {
-    if (len < 30) return err_set("%s: truncated BMP: %zu bytes, the headers need at least 30", name, len);
-    unsigned hsz = d[14] | d[15] << 8 | (unsigned)d[16] << 16 | (unsigned)d[17] << 24;
-    if (hsz < 40) return 0;   // OS/2 core header: no compression field, 1/4/8/24-bit
-    if (len < 34) return err_set("%s: truncated BMP: %zu bytes", name, len);
+// BMP features stb_image decodes differently from PIL (or not at all): 16-bit pixels (PIL
+// scales a 5/6-bit channel v to v * 255 / 31 or / 63, stb replicates bits) are decoded here;
+// RLE is refused. Returns 1 when the file is left to stb_image.
+static uint32_t le32(const unsigned char *p) {
+    return p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int decode_bmp16(const char *name, const unsigned char *d, size_t len, int64_t max_pixels,
+                        img_u8 *out) {
+    if (len < 54) return len < 30 ? err_set("%s: truncated BMP: %zu bytes", name, len) : 1;
+    uint32_t hsz = le32(d + 14), comp = le32(d + 30), off = le32(d + 10);
     int bpp = d[28] | d[29] << 8;
-    unsigned comp = d[30] | d[31] << 8 | (unsigned)d[32] << 16 | (unsigned)d[33] << 24;
-    if (bpp == 16)
-        return err_set("%s: unsupported: 16-bit BMP (PIL scales 5/6-bit channels differently "
-                       "from stb_image); convert it to 24-bit or PNG", name);
-    if (comp == 1 || comp == 2)
+    if (hsz >= 40 && (comp == 1 || comp == 2))
         return err_set("%s: unsupported: RLE-compressed BMP; convert it to PNG", name);
+    if (hsz < 40 || bpp != 16) return 1;
+    int32_t w = (int32_t)le32(d + 18), hh = (int32_t)le32(d + 22);
+    int topdown = hh < 0;
+    int64_t h = topdown ? -(int64_t)hh : hh;
+    int rshift = 10, gbits = 5;   // BI_RGB: 5-5-5 ("BGR;15")
+    if (comp == 3) {
+        if (len < 66) return err_set("%s: truncated BMP: bit-field masks cut", name);
+        uint32_t rm = le32(d + 54), gm = le32(d + 58), bm = le32(d + 62);
+        if (rm == 0xF800 && gm == 0x7E0 && bm == 0x1F) rshift = 11, gbits = 6;   // "BGR;16"
+        else if (!(rm == 0x7C00 && gm == 0x3E0 && bm == 0x1F))
+            return err_set("%s: unsupported 16-bit BMP bit fields r=%#x g=%#x b=%#x, expected "
+                           "5-6-5 or 5-5-5", name, rm, gm, bm);
+    } else if (comp != 0) {
+        return err_set("%s: unsupported BMP compression %u", name, comp);
+    }
+    if (check_pixels(name, w, h, max_pixels)) return -1;
+    size_t stride = ((size_t)w * 2 + 3) & ~(size_t)3;
+    if (off > len || (len - off) / stride < (size_t)h)
+        return err_set("%s: truncated BMP: %zu bytes, the pixel data needs %zu", name, len,
+                       (size_t)off + stride * (size_t)h);
+    unsigned char *rgb = xmalloc((size_t)w * h * 3);
+    int gmax = (1 << gbits) - 1;
+    for (int64_t y = 0; y < h; y++) {
+        const unsigned char *row = d + off + stride * (size_t)(topdown ? y : h - 1 - y);
+        unsigned char *o = rgb + (size_t)y * w * 3;
+        for (int x = 0; x < w; x++) {
+            unsigned v = row[2 * x] | row[2 * x + 1] << 8;
+            o[3 * x] = (unsigned char)(((v >> rshift) & 31) * 255 / 31);
+            o[3 * x + 1] = (unsigned char)(((v >> 5) & gmax) * 255 / gmax);
+            o[3 * x + 2] = (unsigned char)((v & 31) * 255 / 31);
+        }
+    }
+    out->w = w;
+    out->h = (int)h;
+    out->rgb = rgb;
     return 0;
 }
 
@@ -453,8 +504,8 @@ int img_decode_rgb(const char *name, const unsigned char *d, size_t len, int64_t
     if (len >= 6 && (!memcmp(d, "GIF87a", 6) || !memcmp(d, "GIF89a", 6)))
         return decode_gif(name, d, len, max_pixels, out);
     if (len >= 2 && d[0] == 'B' && d[1] == 'M') {
-        if (check_bmp(name, d, len)) return -1;
-        return decode_stb(name, "BMP", d, len, max_pixels, out);
+        int rc = decode_bmp16(name, d, len, max_pixels, out);
+        return rc <= 0 ? rc : decode_stb(name, "BMP", d, len, max_pixels, out);
     }
     const char *other = sniff_other(d, len);
     if (other)

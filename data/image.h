@@ -20,7 +20,7 @@ typedef struct img_u8 {
 } img_u8;
 
 // Decodes JPEG (baseline/progressive, 3- or 1-component), PNG (1..16 bit, gray, gray+alpha,
-// RGB, RGBA, palette), GIF (first frame) and BMP (1/4/8/24/32 bit, uncompressed) into RGB8
+// RGB, RGBA, palette), GIF (first frame) and BMP (1/4/8/16/24/32 bit, not RLE) into RGB8
 // exactly as PIL's open + convert("RGB"). Returns 0, or -1 + err_set naming the file
 // (missing/empty/truncated/corrupt file, unsupported format such as CMYK JPEG, or more than
 // max_pixels pixels; max_pixels 0 = IMG_DEFAULT_MAX_PIXELS, < 0 = no limit).

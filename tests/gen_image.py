@@ -94,7 +94,7 @@ def main():
     im_tall.save(P("tall_422.jpg"), quality=92, subsampling=1)
     im_small.save(P("q75_444.jpg"), quality=75, subsampling=0)
     im_small.convert("L").save(P("gray.jpg"), quality=90)
-    im_small.convert("CMYK").save(P("cmyk.jpg"), quality=90)                # error case
+    im_small.convert("CMYK").save(P("cmyk.jpg"), quality=90)                # Adobe inverted CMYK
     # PNG
     im_small.save(P("rgb.png"))
     rgba = np.dstack([small, np.linspace(0, 255, 67 * 45).reshape(45, 67).astype(np.uint8)])
@@ -118,6 +118,11 @@ def main():
     im_small.quantize(256).save(P("palette8.bmp"))
     Image.fromarray(rgba, "RGBA").save(P("rgba32.bmp"))
     im_small.convert("1").save(P("bilevel.bmp"))
+    # 16-bit 5-6-5 bit-field BMP (PIL cannot write one)
+    px = (small[..., 0].astype(np.uint16) >> 3 << 11) | (small[..., 1].astype(np.uint16) >> 2 << 5) | (small[..., 2] >> 3)
+    rows = b"".join(np.ascontiguousarray(px[i]).astype("<u2").tobytes() + b"\0" * ((-67 * 2) % 4) for i in range(44, -1, -1))
+    hdr = struct.pack("<IiiHHIIiiII", 40, 67, 45, 1, 16, 3, len(rows), 2835, 2835, 0, 0) + struct.pack("<III", 0xF800, 0x7E0, 0x1F)
+    open(P("rgb565.bmp"), "wb").write(b"BM" + struct.pack("<IHHI", 14 + len(hdr) + len(rows), 0, 0, 14 + len(hdr)) + hdr + rows)
     # GIF
     im_small.quantize(256).save(P("photo.gif"))                             # interlaced by default
     im_tall.quantize(16).save(P("tmp16.gif"), interlace=False, transparency=5)
@@ -145,10 +150,10 @@ def main():
     # references from PIL
     T = {}
     decoded = {}
-    good = ["big.jpg", "small.jpg", "progressive.jpg", "tall_422.jpg", "q75_444.jpg", "gray.jpg",
+    good = ["big.jpg", "small.jpg", "progressive.jpg", "tall_422.jpg", "q75_444.jpg", "gray.jpg", "cmyk.jpg",
             "rgb.png", "rgba.png", "palette.png", "palette4.png", "gray.png", "gray_alpha.png",
             "bilevel.png", "rgb16.png", "rgba16.png", "gray16.png", "gray_alpha16.png",
-            "rgb.bmp", "palette8.bmp", "rgba32.bmp", "bilevel.bmp", "photo.gif", "offset16.gif",
+            "rgb.bmp", "palette8.bmp", "rgba32.bmp", "bilevel.bmp", "rgb565.bmp", "photo.gif", "offset16.gif",
             "gray.gif"]
     for n in good:
         with Image.open(P(n)) as im:
@@ -157,12 +162,12 @@ def main():
         decoded[n] = rgb
         T["dec/" + n] = rgb
         print(f"{n:18s} mode {mode:5s} {rgb.shape[1]}x{rgb.shape[0]}")
-    for n in ["cmyk.jpg", "truncated.jpg", "truncated.png", "truncated.gif", "empty.png", "garbage.jpg",
+    for n in ["truncated.jpg", "truncated.png", "truncated.gif", "empty.png", "garbage.jpg",
               "corrupt.jpg", "huge.png", "unsupported.webp"]:
         try:
             with Image.open(P(n)) as im:
                 im.convert("RGB")
-            print(f"{n:18s} PIL loads it" + (" (lorac rejects by design)" if n in ("cmyk.jpg", "unsupported.webp") else " (!)"))
+            print(f"{n:18s} PIL loads it" + (" (lorac rejects by design)" if n == "unsupported.webp" else " (!)"))
         except Exception as e:  # noqa: BLE001
             print(f"{n:18s} PIL error: {type(e).__name__}: {str(e)[:70]}")
 
