@@ -208,6 +208,12 @@ ag_tensor *ag_cross_entropy(ag_ctx *c, ag_tensor *h, ag_tensor *W, const int32_t
 // No-grad: per-row NLL (nll[i] for rows with targets[i] >= 0, else 0), same chunking.
 int ag_nll_rows(ag_ctx *c, const ag_tensor *h, const ag_tensor *W, const int32_t *targets,
                 float *nll);
+// The same two with an explicit vocabulary chunk (logits columns per sgemm; 0 = default),
+// for tests that need several chunks at a small V.
+ag_tensor *ag_cross_entropy_chunked(ag_ctx *c, ag_tensor *h, ag_tensor *W, const int32_t *targets,
+                                    float norm, int chunk);
+int ag_nll_rows_chunked(ag_ctx *c, const ag_tensor *h, const ag_tensor *W, const int32_t *targets,
+                        float *nll, int chunk);
 
 // --- AdamW over one contiguous parameter block (decoupled weight decay, bias correction)
 

@@ -1,0 +1,890 @@
+// ops_basic.c — the basic differentiable ops: linear and LoRA linear, elementwise add / mul /
+// scale, RMSNorm and LayerNorm, the activations (SwiGLU, exact and tanh GELU), the embedding
+// gather and the row concatenation / scatter. Each forward is followed by its backward, which
+// accumulates (+=) into the gradient of every input that requires one (see ag.h).
+//
+// Shapes follow the legend of ag.h. Row-wise ops see a tensor [..., C] as [N, C] with N the
+// product of the leading dims. Large products go through cblas_sgemm (row-major), always
+// called outside OpenMP regions; OpenMP loops write disjoint outputs. Reductions over rows
+// (bias / norm-weight / broadcast gradients) are split by column blocks, each summed serially
+// over the rows, so results are bit-identical run to run and for any thread count.
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ag.h"
+
+// --- helpers
+
+#define PAR_MIN 16384   // elements below which a loop stays serial (thread start-up dominates)
+#define COLBLK 64       // columns per block in the deterministic column reductions
+
+// shape string for error messages; the buffer lives until the end of the enclosing block
+#define SHP(t) ag_shape_str((t), (char[64]){0}, 64)
+
+static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// product of all dims but the last (the rows of a [..., C] tensor)
+static int64_t lead_rows(const ag_tensor *t) { return t->ndim ? ag_numel(t->ndim - 1, t->shape) : 1; }
+static int64_t last_dim(const ag_tensor *t) { return t->ndim ? t->shape[t->ndim - 1] : 1; }
+
+// the output tensor of an op; on a full arena the message gets the op's name in front
+static ag_tensor *op_out(ag_ctx *c, const char *op, int ndim, const int64_t *shape) {
+    ag_tensor *t = ag_new(c, ndim, shape);
+    if (!t) err_prefix("%s: output", op);
+    return t;
+}
+
+// Saved state of the node just recorded; on a full arena the node is dropped again (the op
+// then returns NULL, so nothing downstream can reach it).
+static void *op_save(ag_ctx *c, const char *op, size_t bytes) {
+    void *p = ag_alloc(c, bytes, "saved state");
+    if (!p) {
+        err_prefix("%s", op);
+        c->nnodes--;
+    }
+    return p;
+}
+
+// Transient scratch: taken from the arena above everything allocated so far and given back
+// with scratch_release (the arena is a bump allocator and nothing else allocates meanwhile).
+// Falls back to the heap when the arena has no room (backward kernels cannot fail).
+typedef struct scratch {
+    size_t mark;
+    void *heap;
+} scratch;
+
+static void *scratch_get(ag_ctx *c, scratch *s, size_t bytes) {
+    s->mark = c->arena.used;
+    s->heap = NULL;
+    size_t start = (c->arena.used + 63) & ~(size_t)63;
+    if (start <= c->arena.cap && c->arena.cap - start >= bytes) return ag_alloc(c, bytes, "scratch");
+    return s->heap = xmalloc(bytes ? bytes : 1);
+}
+
+static void scratch_release(ag_ctx *c, scratch *s) {
+    if (s->heap) free(s->heap);
+    else c->arena.used = s->mark;
+}
+
+// dst[j] += Σ_i src[i·cols + j] over rows i: column blocks in parallel, rows serially.
+static void colsum_acc(float *dst, const float *src, int64_t rows, int64_t cols) {
+    int64_t nb = (cols + COLBLK - 1) / COLBLK;
+#pragma omp parallel for schedule(static) if (rows * cols >= PAR_MIN)
+    for (int64_t bk = 0; bk < nb; bk++) {
+        int64_t j0 = bk * COLBLK, nj = imin(COLBLK, cols - j0);
+        double acc[COLBLK] = {0};
+        for (int64_t i = 0; i < rows; i++) {
+            const float *s = src + i * cols + j0;
+            for (int64_t j = 0; j < nj; j++) acc[j] += s[j];
+        }
+        for (int64_t j = 0; j < nj; j++) dst[j0 + j] += (float)acc[j];
+    }
+}
+
+// dst[n] += src[n]
+static void vec_acc(float *dst, const float *src, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) dst[i] += src[i];
+}
+
+// --- linear: y[N,O] = x[N,In] · W[O,In]ᵀ (+ b[O])
+
+static void linear_backward(ag_ctx *c, ag_node *n) {
+    ag_tensor *x = n->in[0], *W = n->in[1], *b = n->in[2];
+    const float *dy = n->out->grad;   // [N, O]
+    int N = (int)n->i[0], In = (int)n->i[1], O = (int)n->i[2];
+    float *dx = ag_grad(c, x), *dW = ag_grad(c, W), *db = ag_grad(c, b);
+    if (N == 0) return;
+    if (dx)   // dx[N,In] += dy[N,O] · W[O,In]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, In, O, 1.0f, dy, O, W->data, In, 1.0f,
+                    dx, In);
+    if (dW)   // dW[O,In] += dyᵀ · x
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, In, N, 1.0f, dy, O, x->data, In, 1.0f, dW,
+                    In);
+    if (db) colsum_acc(db, dy, N, O);
+}
+
+ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *b) {
+    if (!x || !W) return NULL;
+    if (W->ndim != 2 || x->ndim < 1 || last_dim(x) != W->shape[1]) {
+        err_set("linear: x [N, In] %s does not match W [O, In] %s (x's last dim must equal W's columns)",
+                SHP(x), SHP(W));
+        return NULL;
+    }
+    int64_t O = W->shape[0], In = W->shape[1], N = lead_rows(x);
+    if (O == 0 || In == 0) {
+        err_set("linear: W %s has an empty dimension", SHP(W));
+        return NULL;
+    }
+    if (b && b->numel != O) {
+        err_set("linear: bias b %s does not match W [O, In] %s (b needs O = %lld values)", SHP(b), SHP(W),
+                (long long)O);
+        return NULL;
+    }
+    int64_t shape[AG_MAXDIM];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = O;
+    ag_tensor *y = op_out(c, "linear", x->ndim, shape);
+    if (!y) return NULL;
+    // bias rows first (serially: memory-bound, and no OpenMP region right before the BLAS call)
+    if (b)
+        for (int64_t i = 0; i < N; i++) memcpy(y->data + i * O, b->data, (size_t)O * sizeof(float));
+    if (N > 0 && O > 0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)In, 1.0f, x->data, (int)In,
+                    W->data, (int)In, b ? 1.0f : 0.0f, y->data, (int)O);
+    ag_tensor *in[3] = {x, W, b};
+    ag_node *nd = ag_record(c, AG_OP_LINEAR, y, in, 3, linear_backward);
+    if (nd) {
+        nd->i[0] = N;
+        nd->i[1] = In;
+        nd->i[2] = O;
+    }
+    return y;
+}
+
+// --- LoRA linear: y[N,O] = x Wᵀ + s · (drop(x) Aᵀ) Bᵀ, W[O,In] frozen, A[r,In], B[O,r]
+//
+// Dropout (inverted: kept values scaled by 1/(1-p)) draws one ag_rng_uniform per element of
+// x, row-major, from c->rng; an element is dropped when its draw is < p. The mask is never
+// stored: splitmix64 advances its state by a constant, so draw k of a stream starting at s0
+// is the mix of s0 + (k+1)·γ. Any row can be regenerated on its own (in parallel), and
+// backward replays the forward's mask from the saved s0. Saved state: u = drop(x)Aᵀ [N,r]
+// only; backward's du [N,r] and the dropout buffers are transient scratch.
+
+#define RNG_GAMMA 0x9E3779B97F4A7C15ULL   // splitmix64's increment (ag_rng_next)
+
+// Draw j (0-based) after state st, exactly as ag_rng_uniform: (mix(st + (j+1)·γ) >> 40)·2⁻²⁴.
+// It is < p iff the integer (mix >> 40) is < ceil(p·2²⁴) (both sides exact), so the mask
+// compares integers; each element's state is computed directly, which lets the loops below
+// vectorize.
+static inline uint64_t rng_draw24(uint64_t st, int64_t j) {
+    uint64_t z = st + (uint64_t)(j + 1) * RNG_GAMMA;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return (z ^ (z >> 31)) >> 40;
+}
+
+static uint64_t drop_threshold(float p) { return (uint64_t)ceil((double)p * 16777216.0); }
+
+// Rows [r0, r1) of x[N,In] through dropout (stream s0): xd[i-r0, :] = kept ? x·inv : 0.
+// With dx (backward) also dx[i, :] += kept ? t[i-r0, :]·inv : 0.
+static void dropout_rows(float *xd, float *dx, const float *t, const float *x, int64_t r0, int64_t r1,
+                         int64_t In, uint64_t s0, float p, float inv) {
+    uint64_t thr = drop_threshold(p);
+#pragma omp parallel for schedule(static) if ((r1 - r0) * In >= PAR_MIN / 4)
+    for (int64_t i = r0; i < r1; i++) {
+        uint64_t st = s0 + (uint64_t)(i * In) * RNG_GAMMA;
+        const float *xi = x + i * In;
+        float *xdi = xd + (i - r0) * In;
+        if (dx) {
+            const float *ti = t + (i - r0) * In;
+            float *dxi = dx + i * In;
+            for (int64_t j = 0; j < In; j++) {
+                int keep = rng_draw24(st, j) >= thr;
+                xdi[j] = keep ? xi[j] * inv : 0.0f;
+                dxi[j] += keep ? ti[j] * inv : 0.0f;
+            }
+        } else {
+            for (int64_t j = 0; j < In; j++) xdi[j] = rng_draw24(st, j) >= thr ? xi[j] * inv : 0.0f;
+        }
+    }
+}
+
+// Rows per block of dropout scratch ([rows, In] floats, at most 2M floats = 8 MB per buffer):
+// the whole batch at once for typical shapes, bounded memory for very long ones.
+static int64_t dropout_block_rows(int64_t N, int64_t In) {
+    int64_t bs = ((int64_t)1 << 21) / (In > 0 ? In : 1);
+    if (bs < 8) bs = 8;
+    return imin(bs, N > 0 ? N : 1);
+}
+
+static void lora_linear_backward(ag_ctx *c, ag_node *n) {
+    ag_tensor *x = n->in[0], *W = n->in[1], *A = n->in[2], *B = n->in[3];
+    const float *dy = n->out->grad;   // [N, O]
+    int N = (int)n->i[0], In = (int)n->i[1], O = (int)n->i[2], r = (int)n->i[3];
+    int drop = (int)n->i[4];
+    uint64_t s0 = (uint64_t)n->i[5];
+    float s = n->f[0], p = n->f[1];
+    float *u = n->saved;   // [N, r]
+    float *dx = ag_grad(c, x), *dA = ag_grad(c, A), *dB = ag_grad(c, B);
+    if (N == 0) return;
+    if (dB)   // dB[O,r] += s · dyᵀ u
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, r, N, s, dy, O, u, r, 1.0f, dB, r);
+    if (dx)   // dx[N,In] += dy W  (the large product)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, In, O, 1.0f, dy, O, W->data, In, 1.0f,
+                    dx, In);
+    if (!dx && !dA) return;
+    // du[N,r] = s · dy B
+    scratch sd;
+    float *du = scratch_get(c, &sd, (size_t)N * (size_t)r * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, O, s, dy, O, B->data, r, 0.0f, du, r);
+    if (!drop) {
+        if (dA)   // dA[r,In] += duᵀ x
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, In, N, 1.0f, du, r, x->data, In, 1.0f,
+                        dA, In);
+        if (dx)   // dx += du A
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, In, r, 1.0f, du, r, A->data, In, 1.0f,
+                        dx, In);
+        scratch_release(c, &sd);
+        return;
+    }
+    // with dropout, per block of rows (one block for typical shapes): t = du A, then the mask
+    // replayed: dx += mask∘t/(1-p) and xd = drop(x), then dA += duᵀ xd
+    float inv = 1.0f / (1.0f - p);
+    int64_t bs = dropout_block_rows(N, In);
+    scratch sc;
+    float *xd = scratch_get(c, &sc, (size_t)(2 * bs * In) * sizeof(float)), *t = xd + bs * In;
+    for (int64_t r0 = 0; r0 < N; r0 += bs) {
+        int m = (int)imin(bs, N - r0);
+        const float *dub = du + r0 * r;
+        if (dx)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, In, r, 1.0f, dub, r, A->data, In, 0.0f,
+                        t, In);
+        dropout_rows(xd, dx, dx ? t : NULL, x->data, r0, r0 + m, In, s0, p, inv);
+        if (dA)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, In, m, 1.0f, dub, r, xd, In, 1.0f, dA, In);
+    }
+    scratch_release(c, &sc);
+    scratch_release(c, &sd);
+}
+
+ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, ag_tensor *B, float scale,
+                          float dropout) {
+    if (!x || !W || !A || !B) return NULL;
+    if (W->ndim != 2 || x->ndim < 1 || last_dim(x) != W->shape[1]) {
+        err_set("lora_linear: x [N, In] %s does not match W [O, In] %s (x's last dim must equal W's columns)",
+                SHP(x), SHP(W));
+        return NULL;
+    }
+    int64_t O = W->shape[0], In = W->shape[1], N = lead_rows(x);
+    if (O == 0 || In == 0) {
+        err_set("lora_linear: W %s has an empty dimension", SHP(W));
+        return NULL;
+    }
+    if (A->ndim != 2 || A->shape[1] != In) {
+        err_set("lora_linear: A [r, In] %s does not match W [O, In] %s", SHP(A), SHP(W));
+        return NULL;
+    }
+    int64_t r = A->shape[0];
+    if (r == 0) {
+        err_set("lora_linear: A %s has rank 0", SHP(A));
+        return NULL;
+    }
+    if (B->ndim != 2 || B->shape[0] != O || B->shape[1] != r) {
+        err_set("lora_linear: B [O, r] %s does not match W [O, In] %s and A [r, In] %s", SHP(B), SHP(W),
+                SHP(A));
+        return NULL;
+    }
+    if (W->requires_grad) {
+        err_set("lora_linear: W %s must be frozen but requires a gradient (use ag_linear to train it)",
+                SHP(W));
+        return NULL;
+    }
+    if (!(dropout >= 0.0f && dropout < 1.0f)) {
+        err_set("lora_linear: dropout %g is outside [0, 1)", (double)dropout);
+        return NULL;
+    }
+    int64_t shape[AG_MAXDIM];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = O;
+    ag_tensor *y = op_out(c, "lora_linear", x->ndim, shape);
+    if (!y) return NULL;
+    int drop = c->training && dropout > 0.0f;
+    uint64_t s0 = c->rng;
+    if (drop) c->rng = s0 + (uint64_t)(N * In) * RNG_GAMMA;   // N·In draws, as if made one by one
+
+    ag_tensor *in[4] = {x, W, A, B};
+    ag_node *nd = ag_record(c, AG_OP_LORA_LINEAR, y, in, 4, lora_linear_backward);
+    float *u;   // [N, r]
+    if (nd) {
+        if (!(u = op_save(c, "lora_linear", (size_t)(N * r) * sizeof(float)))) return NULL;
+        nd->saved = u;
+        nd->i[0] = N;
+        nd->i[1] = In;
+        nd->i[2] = O;
+        nd->i[3] = r;
+        nd->i[4] = drop;
+        nd->i[5] = (int64_t)s0;
+        nd->f[0] = scale;
+        nd->f[1] = dropout;
+    }
+    size_t mark = c->arena.used;   // everything below is transient
+    if (!nd && !(u = ag_alloc(c, (size_t)(N * r) * sizeof(float), "lora_linear scratch u"))) {
+        err_prefix("lora_linear");
+        return NULL;
+    }
+    if (N == 0) {
+        c->arena.used = mark;
+        return y;
+    }
+    // u = drop(x) Aᵀ (first: the OpenMP dropout pass and the BLAS calls are not interleaved)
+    if (!drop) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)r, (int)In, 1.0f, x->data, (int)In,
+                    A->data, (int)In, 0.0f, u, (int)r);
+    } else {
+        int64_t bs = dropout_block_rows(N, In);
+        scratch sc;
+        float *xd = scratch_get(c, &sc, (size_t)(bs * In) * sizeof(float));
+        float inv = 1.0f / (1.0f - dropout);
+        for (int64_t r0 = 0; r0 < N; r0 += bs) {
+            int64_t m = imin(bs, N - r0);
+            dropout_rows(xd, NULL, NULL, x->data, r0, r0 + m, In, s0, dropout, inv);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)r, (int)In, 1.0f, xd, (int)In,
+                        A->data, (int)In, 0.0f, u + r0 * r, (int)r);
+        }
+        scratch_release(c, &sc);
+    }
+    // y = x Wᵀ + s · u Bᵀ
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)In, 1.0f, x->data, (int)In,
+                W->data, (int)In, 0.0f, y->data, (int)O);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)r, scale, u, (int)r, B->data,
+                (int)r, 1.0f, y->data, (int)O);
+    c->arena.used = mark;
+    return y;
+}
+
+// --- add: y = a + b, b[bn] repeated over a's leading rows when bn divides a's size
+
+static void add_backward(ag_ctx *c, ag_node *n) {
+    const float *dy = n->out->grad;
+    int64_t an = n->out->numel, bn = n->in[1]->numel;
+    float *da = ag_grad(c, n->in[0]), *db = ag_grad(c, n->in[1]);
+    if (da) vec_acc(da, dy, an);
+    if (db) {
+        if (bn == an) vec_acc(db, dy, an);
+        else colsum_acc(db, dy, an / bn, bn);
+    }
+}
+
+ag_tensor *ag_add(ag_ctx *c, ag_tensor *a, ag_tensor *b) {
+    if (!a || !b) return NULL;
+    if (b->numel == 0 ? a->numel != 0 : a->numel % b->numel != 0) {
+        err_set("add: b %s cannot be broadcast over a %s (b's size must divide a's; b is repeated over "
+                "a's leading rows)", SHP(b), SHP(a));
+        return NULL;
+    }
+    ag_tensor *y = op_out(c, "add", a->ndim, a->shape);
+    if (!y) return NULL;
+    int64_t an = a->numel, bn = b->numel, reps = bn ? an / bn : 0;
+    const float *ad = a->data, *bd = b->data;
+    float *yd = y->data;
+    if (reps <= 1) {
+#pragma omp parallel for schedule(static) if (an >= PAR_MIN)
+        for (int64_t i = 0; i < an; i++) yd[i] = ad[i] + bd[i];
+    } else {
+#pragma omp parallel for schedule(static) if (an >= PAR_MIN)
+        for (int64_t k = 0; k < reps; k++)
+            for (int64_t j = 0; j < bn; j++) yd[k * bn + j] = ad[k * bn + j] + bd[j];
+    }
+    ag_tensor *in[2] = {a, b};
+    ag_record(c, AG_OP_ADD, y, in, 2, add_backward);
+    return y;
+}
+
+// --- mul: y = a ∘ b (same shape)
+
+static void mul_backward(ag_ctx *c, ag_node *n) {
+    const float *dy = n->out->grad, *ad = n->in[0]->data, *bd = n->in[1]->data;
+    int64_t m = n->out->numel;
+    float *da = ag_grad(c, n->in[0]), *db = ag_grad(c, n->in[1]);
+    if (da) {
+#pragma omp parallel for schedule(static) if (m >= PAR_MIN)
+        for (int64_t i = 0; i < m; i++) da[i] += dy[i] * bd[i];
+    }
+    if (db) {
+#pragma omp parallel for schedule(static) if (m >= PAR_MIN)
+        for (int64_t i = 0; i < m; i++) db[i] += dy[i] * ad[i];
+    }
+}
+
+ag_tensor *ag_mul(ag_ctx *c, ag_tensor *a, ag_tensor *b) {
+    if (!a || !b) return NULL;
+    if (!ag_same_shape(a, b)) {
+        err_set("mul: a %s and b %s must have the same shape", SHP(a), SHP(b));
+        return NULL;
+    }
+    ag_tensor *y = op_out(c, "mul", a->ndim, a->shape);
+    if (!y) return NULL;
+    int64_t m = a->numel;
+    const float *ad = a->data, *bd = b->data;
+    float *yd = y->data;
+#pragma omp parallel for schedule(static) if (m >= PAR_MIN)
+    for (int64_t i = 0; i < m; i++) yd[i] = ad[i] * bd[i];
+    ag_tensor *in[2] = {a, b};
+    ag_record(c, AG_OP_MUL, y, in, 2, mul_backward);
+    return y;
+}
+
+// --- scale: y = s·a
+
+static void scale_backward(ag_ctx *c, ag_node *n) {
+    const float *dy = n->out->grad;
+    float s = n->f[0], *da = ag_grad(c, n->in[0]);
+    int64_t m = n->out->numel;
+    if (!da) return;
+#pragma omp parallel for schedule(static) if (m >= PAR_MIN)
+    for (int64_t i = 0; i < m; i++) da[i] += s * dy[i];
+}
+
+ag_tensor *ag_scale(ag_ctx *c, ag_tensor *a, float s) {
+    if (!a) return NULL;
+    ag_tensor *y = op_out(c, "scale", a->ndim, a->shape);
+    if (!y) return NULL;
+    int64_t m = a->numel;
+    const float *ad = a->data;
+    float *yd = y->data;
+#pragma omp parallel for schedule(static) if (m >= PAR_MIN)
+    for (int64_t i = 0; i < m; i++) yd[i] = s * ad[i];
+    ag_node *nd = ag_record(c, AG_OP_SCALE, y, &a, 1, scale_backward);
+    if (nd) nd->f[0] = s;
+    return y;
+}
+
+// --- RMSNorm (HF Llama, fp32): y = w ∘ (x · rstd), rstd = 1/√(mean(x²) + eps). Saves rstd [N].
+
+static void rmsnorm_backward(ag_ctx *c, ag_node *n) {
+    ag_tensor *x = n->in[0], *w = n->in[1];
+    const float *dy = n->out->grad, *xd = x->data, *wd = w->data, *rstd = n->saved;
+    int64_t N = n->i[0], C = n->i[1];
+    float *dx = ag_grad(c, x), *dw = ag_grad(c, w);
+    if (dx) {
+        // dx = rstd·w∘dy − rstd³·x·(Σₖ dyₖ wₖ xₖ)/C
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+        for (int64_t i = 0; i < N; i++) {
+            const float *xi = xd + i * C, *gi = dy + i * C;
+            float *dxi = dx + i * C, r = rstd[i];
+            double dot = 0;
+            for (int64_t j = 0; j < C; j++) dot += (double)gi[j] * wd[j] * xi[j];
+            float k = (float)(dot / (double)C) * r * r * r;
+            for (int64_t j = 0; j < C; j++) dxi[j] += r * wd[j] * gi[j] - k * xi[j];
+        }
+    }
+    if (dw) {
+        // dw[j] = Σᵢ dy[i,j]·x[i,j]·rstd[i]
+        int64_t nb = (C + COLBLK - 1) / COLBLK;
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+        for (int64_t bk = 0; bk < nb; bk++) {
+            int64_t j0 = bk * COLBLK, nj = imin(COLBLK, C - j0);
+            double acc[COLBLK] = {0};
+            for (int64_t i = 0; i < N; i++) {
+                const float *xi = xd + i * C + j0, *gi = dy + i * C + j0;
+                float r = rstd[i];
+                for (int64_t j = 0; j < nj; j++) acc[j] += gi[j] * (xi[j] * r);
+            }
+            for (int64_t j = 0; j < nj; j++) dw[j0 + j] += (float)acc[j];
+        }
+    }
+}
+
+ag_tensor *ag_rmsnorm(ag_ctx *c, ag_tensor *x, ag_tensor *w, float eps) {
+    if (!x || !w) return NULL;
+    int64_t C = last_dim(x), N = lead_rows(x);
+    if (x->ndim < 1 || w->ndim != 1 || w->shape[0] != C || C == 0) {
+        err_set("rmsnorm: x [N, C] %s does not match w [C] %s", SHP(x), SHP(w));
+        return NULL;
+    }
+    ag_tensor *y = op_out(c, "rmsnorm", x->ndim, x->shape);
+    if (!y) return NULL;
+    ag_tensor *in[2] = {x, w};
+    ag_node *nd = ag_record(c, AG_OP_RMSNORM, y, in, 2, rmsnorm_backward);
+    float *rstd = NULL;   // [N]
+    if (nd) {
+        if (!(rstd = op_save(c, "rmsnorm", (size_t)N * sizeof(float)))) return NULL;
+        nd->saved = rstd;
+        nd->i[0] = N;
+        nd->i[1] = C;
+    }
+    const float *xd = x->data, *wd = w->data;
+    float *yd = y->data;
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+    for (int64_t i = 0; i < N; i++) {
+        const float *xi = xd + i * C;
+        float *yi = yd + i * C;
+        double ss = 0;
+        for (int64_t j = 0; j < C; j++) ss += (double)xi[j] * xi[j];
+        float r = 1.0f / sqrtf((float)(ss / (double)C) + eps);
+        for (int64_t j = 0; j < C; j++) yi[j] = wd[j] * (xi[j] * r);
+        if (rstd) rstd[i] = r;
+    }
+    return y;
+}
+
+// --- LayerNorm: y = (x − μ)·rstd ∘ w (+ b), biased variance. Saves μ and rstd [N] each.
+
+static void layernorm_backward(ag_ctx *c, ag_node *n) {
+    ag_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
+    const float *dy = n->out->grad, *xd = x->data, *wd = w->data;
+    const float *mu = n->saved, *rstd = mu + n->i[0];
+    int64_t N = n->i[0], C = n->i[1];
+    float *dx = ag_grad(c, x), *dw = ag_grad(c, w), *db = ag_grad(c, b);
+    if (dx) {
+        // g = dy∘w, x̂ = (x−μ)·rstd: dx = rstd·(g − mean(g) − x̂·mean(g∘x̂))
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+        for (int64_t i = 0; i < N; i++) {
+            const float *xi = xd + i * C, *gi = dy + i * C;
+            float *dxi = dx + i * C, m = mu[i], r = rstd[i];
+            double sg = 0, sgx = 0;
+            for (int64_t j = 0; j < C; j++) {
+                float g = gi[j] * wd[j], xh = (xi[j] - m) * r;
+                sg += g;
+                sgx += (double)g * xh;
+            }
+            float mg = (float)(sg / (double)C), mgx = (float)(sgx / (double)C);
+            for (int64_t j = 0; j < C; j++) {
+                float g = gi[j] * wd[j], xh = (xi[j] - m) * r;
+                dxi[j] += r * (g - mg - xh * mgx);
+            }
+        }
+    }
+    if (dw) {
+        int64_t nb = (C + COLBLK - 1) / COLBLK;
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+        for (int64_t bk = 0; bk < nb; bk++) {
+            int64_t j0 = bk * COLBLK, nj = imin(COLBLK, C - j0);
+            double acc[COLBLK] = {0};
+            for (int64_t i = 0; i < N; i++) {
+                const float *xi = xd + i * C + j0, *gi = dy + i * C + j0;
+                float m = mu[i], r = rstd[i];
+                for (int64_t j = 0; j < nj; j++) acc[j] += gi[j] * ((xi[j] - m) * r);
+            }
+            for (int64_t j = 0; j < nj; j++) dw[j0 + j] += (float)acc[j];
+        }
+    }
+    if (db) colsum_acc(db, dy, N, C);
+}
+
+ag_tensor *ag_layernorm(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *b, float eps) {
+    if (!x || !w) return NULL;
+    int64_t C = last_dim(x), N = lead_rows(x);
+    if (x->ndim < 1 || w->ndim != 1 || w->shape[0] != C || C == 0) {
+        err_set("layernorm: x [N, C] %s does not match w [C] %s", SHP(x), SHP(w));
+        return NULL;
+    }
+    if (b && (b->ndim != 1 || b->shape[0] != C)) {
+        err_set("layernorm: x [N, C] %s does not match b [C] %s", SHP(x), SHP(b));
+        return NULL;
+    }
+    ag_tensor *y = op_out(c, "layernorm", x->ndim, x->shape);
+    if (!y) return NULL;
+    ag_tensor *in[3] = {x, w, b};
+    ag_node *nd = ag_record(c, AG_OP_LAYERNORM, y, in, 3, layernorm_backward);
+    float *mu = NULL, *rstd = NULL;   // [N] each
+    if (nd) {
+        if (!(mu = op_save(c, "layernorm", (size_t)(2 * N) * sizeof(float)))) return NULL;
+        rstd = mu + N;
+        nd->saved = mu;
+        nd->i[0] = N;
+        nd->i[1] = C;
+    }
+    const float *xd = x->data, *wd = w->data, *bd = b ? b->data : NULL;
+    float *yd = y->data;
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+    for (int64_t i = 0; i < N; i++) {
+        const float *xi = xd + i * C;
+        float *yi = yd + i * C;
+        double s = 0, ss = 0;
+        for (int64_t j = 0; j < C; j++) s += xi[j];
+        double md = s / (double)C;
+        for (int64_t j = 0; j < C; j++) ss += (xi[j] - md) * (xi[j] - md);
+        float m = (float)md, r = (float)(1.0 / sqrt(ss / (double)C + (double)eps));
+        if (bd)
+            for (int64_t j = 0; j < C; j++) yi[j] = (xi[j] - m) * r * wd[j] + bd[j];
+        else
+            for (int64_t j = 0; j < C; j++) yi[j] = (xi[j] - m) * r * wd[j];
+        if (mu) {
+            mu[i] = m;
+            rstd[i] = r;
+        }
+    }
+    return y;
+}
+
+// --- SwiGLU: y = silu(gate) ∘ up, silu(g) = g·σ(g)
+
+static void swiglu_backward(ag_ctx *c, ag_node *n) {
+    const float *dy = n->out->grad, *gd = n->in[0]->data, *ud = n->in[1]->data;
+    float *dg = ag_grad(c, n->in[0]), *du = ag_grad(c, n->in[1]);
+    int64_t m = n->out->numel;
+#pragma omp parallel for schedule(static) if (m >= PAR_MIN)
+    for (int64_t i = 0; i < m; i++) {
+        float g = gd[i], sg = 1.0f / (1.0f + expf(-g));
+        if (dg) dg[i] += dy[i] * ud[i] * (sg * (1.0f + g * (1.0f - sg)));
+        if (du) du[i] += dy[i] * (g * sg);
+    }
+}
+
+ag_tensor *ag_swiglu(ag_ctx *c, ag_tensor *gate, ag_tensor *up) {
+    if (!gate || !up) return NULL;
+    if (!ag_same_shape(gate, up)) {
+        err_set("swiglu: gate %s and up %s must have the same shape", SHP(gate), SHP(up));
+        return NULL;
+    }
+    ag_tensor *y = op_out(c, "swiglu", gate->ndim, gate->shape);
+    if (!y) return NULL;
+    int64_t m = gate->numel;
+    const float *gd = gate->data, *ud = up->data;
+    float *yd = y->data;
+#pragma omp parallel for schedule(static) if (m >= PAR_MIN)
+    for (int64_t i = 0; i < m; i++) yd[i] = gd[i] / (1.0f + expf(-gd[i])) * ud[i];
+    ag_tensor *in[2] = {gate, up};
+    ag_record(c, AG_OP_SWIGLU, y, in, 2, swiglu_backward);
+    return y;
+}
+
+// --- GELU, exact: y = x·Φ(x) = ½x(1 + erf(x/√2))
+
+static void gelu_backward(ag_ctx *c, ag_node *n) {
+    const float *dy = n->out->grad, *xd = n->in[0]->data;
+    float *dx = ag_grad(c, n->in[0]);
+    int64_t m = n->out->numel;
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+    if (!dx) return;
+#pragma omp parallel for schedule(static) if (m >= PAR_MIN)
+    for (int64_t i = 0; i < m; i++) {
+        float x = xd[i];
+        float cdf = 0.5f * (1.0f + erff(x * (float)M_SQRT1_2)), pdf = expf(-0.5f * x * x) * inv_sqrt_2pi;
+        dx[i] += dy[i] * (cdf + x * pdf);
+    }
+}
+
+ag_tensor *ag_gelu(ag_ctx *c, ag_tensor *x) {
+    if (!x) return NULL;
+    ag_tensor *y = op_out(c, "gelu", x->ndim, x->shape);
+    if (!y) return NULL;
+    int64_t m = x->numel;
+    const float *xd = x->data;
+    float *yd = y->data;
+#pragma omp parallel for schedule(static) if (m >= PAR_MIN)
+    for (int64_t i = 0; i < m; i++) yd[i] = xd[i] * 0.5f * (1.0f + erff(xd[i] * (float)M_SQRT1_2));
+    ag_record(c, AG_OP_GELU, y, &x, 1, gelu_backward);
+    return y;
+}
+
+// --- GELU, tanh approximation (PyTorch approximate='tanh', HF gelu_pytorch_tanh):
+//     y = ½x(1 + tanh(β(x + κx³))), β = √(2/π), κ = 0.044715
+
+#define GELU_BETA 0.7978845608028654f
+#define GELU_KAPPA 0.044715f
+
+static void gelu_tanh_backward(ag_ctx *c, ag_node *n) {
+    const float *dy = n->out->grad, *xd = n->in[0]->data;
+    float *dx = ag_grad(c, n->in[0]);
+    int64_t m = n->out->numel;
+    if (!dx) return;
+#pragma omp parallel for schedule(static) if (m >= PAR_MIN)
+    for (int64_t i = 0; i < m; i++) {
+        float x = xd[i], x2 = x * x;
+        float t = tanhf(GELU_BETA * (x + GELU_KAPPA * x2 * x));
+        float d = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * x2);
+        dx[i] += dy[i] * d;
+    }
+}
+
+ag_tensor *ag_gelu_tanh(ag_ctx *c, ag_tensor *x) {
+    if (!x) return NULL;
+    ag_tensor *y = op_out(c, "gelu_tanh", x->ndim, x->shape);
+    if (!y) return NULL;
+    int64_t m = x->numel;
+    const float *xd = x->data;
+    float *yd = y->data;
+#pragma omp parallel for schedule(static) if (m >= PAR_MIN)
+    for (int64_t i = 0; i < m; i++) {
+        float v = xd[i];
+        yd[i] = 0.5f * v * (1.0f + tanhf(GELU_BETA * (v + GELU_KAPPA * v * v * v)));
+    }
+    ag_record(c, AG_OP_GELU_TANH, y, &x, 1, gelu_tanh_backward);
+    return y;
+}
+
+// --- embedding: y[n,C] = table[ids[i]] (ids copied into the arena when recorded)
+
+static void embedding_backward(ag_ctx *c, ag_node *n) {
+    const float *dy = n->out->grad;
+    const int32_t *ids = n->aux[0];
+    int64_t m = n->i[0], C = n->i[1];
+    float *dt = ag_grad(c, n->in[0]);
+    if (!dt) return;
+    // repeated ids add into the same row: column blocks in parallel, rows in order
+    int64_t nb = (C + COLBLK - 1) / COLBLK;
+#pragma omp parallel for schedule(static) if (m * C >= PAR_MIN)
+    for (int64_t bk = 0; bk < nb; bk++) {
+        int64_t j0 = bk * COLBLK, nj = imin(COLBLK, C - j0);
+        for (int64_t i = 0; i < m; i++) {
+            float *d = dt + (int64_t)ids[i] * C + j0;
+            const float *g = dy + i * C + j0;
+            for (int64_t j = 0; j < nj; j++) d[j] += g[j];
+        }
+    }
+}
+
+ag_tensor *ag_embedding(ag_ctx *c, ag_tensor *table, const int32_t *ids, int64_t n) {
+    if (!table) return NULL;
+    if (table->ndim != 2) {
+        err_set("embedding: table %s must be [V, C]", SHP(table));
+        return NULL;
+    }
+    if (n < 0 || (n > 0 && !ids)) {
+        err_set("embedding: %lld ids given %s", (long long)n, ids ? "" : "as a NULL array");
+        return NULL;
+    }
+    int64_t V = table->shape[0], C = table->shape[1];
+    for (int64_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= V) {
+            err_set("embedding: ids[%lld] = %d is out of range for table %s (V = %lld; valid ids are 0..%lld)",
+                    (long long)i, ids[i], SHP(table), (long long)V, (long long)V - 1);
+            return NULL;
+        }
+    ag_tensor *y = op_out(c, "embedding", 2, (int64_t[2]){n, C});
+    if (!y) return NULL;
+    const float *td = table->data;
+    float *yd = y->data;
+#pragma omp parallel for schedule(static) if (n * C >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) memcpy(yd + i * C, td + (int64_t)ids[i] * C, (size_t)C * sizeof(float));
+    ag_node *nd = ag_record(c, AG_OP_EMBEDDING, y, &table, 1, embedding_backward);
+    if (nd) {
+        int32_t *saved = op_save(c, "embedding", (size_t)n * sizeof(int32_t));
+        if (!saved) return NULL;
+        if (n) memcpy(saved, ids, (size_t)n * sizeof(int32_t));
+        nd->aux[0] = saved;
+        nd->i[0] = n;
+        nd->i[1] = C;
+    }
+    return y;
+}
+
+// --- concat_rows: parts[k] [Nₖ, ...] -> [ΣNₖ, ...] (same trailing shape)
+
+static void concat_rows_backward(ag_ctx *c, ag_node *n) {
+    const float *dy = n->out->grad;
+    int64_t off = 0;
+    for (int k = 0; k < n->nin; k++) {
+        ag_tensor *p = n->in[k];
+        float *dp = ag_grad(c, p);
+        if (dp) vec_acc(dp, dy + off, p->numel);
+        off += p->numel;
+    }
+}
+
+ag_tensor *ag_concat_rows(ag_ctx *c, ag_tensor *const *parts, int nparts) {
+    if (!parts || nparts <= 0) {
+        err_set("concat_rows: no parts to concatenate (%d)", nparts);
+        return NULL;
+    }
+    for (int k = 0; k < nparts; k++)
+        if (!parts[k]) return NULL;
+    const ag_tensor *p0 = parts[0];
+    int64_t rows = 0;
+    for (int k = 0; k < nparts; k++) {
+        const ag_tensor *p = parts[k];
+        int ok = p->ndim >= 1 && p->ndim == p0->ndim;
+        for (int d = 1; ok && d < p->ndim; d++) ok = p->shape[d] == p0->shape[d];
+        if (!ok) {
+            err_set("concat_rows: part %d %s does not match part 0 %s (all parts need the same trailing "
+                    "shape)", k, SHP(p), SHP(p0));
+            return NULL;
+        }
+        rows += p->shape[0];
+    }
+    if (nparts > AG_MAXIN) {   // a node holds at most AG_MAXIN inputs: concatenate groups first
+        int ng = (nparts + AG_MAXIN - 1) / AG_MAXIN;
+        ag_tensor **grp = xmalloc((size_t)ng * sizeof *grp);
+        ag_tensor *y = NULL;
+        int g = 0;
+        for (; g < ng; g++)
+            if (!(grp[g] = ag_concat_rows(c, parts + g * AG_MAXIN, (int)imin(AG_MAXIN, nparts - g * AG_MAXIN))))
+                break;
+        if (g == ng) y = ag_concat_rows(c, grp, ng);
+        free(grp);
+        return y;
+    }
+    int64_t shape[AG_MAXDIM];
+    memcpy(shape, p0->shape, sizeof shape);
+    shape[0] = rows;
+    ag_tensor *y = op_out(c, "concat_rows", p0->ndim, shape);
+    if (!y) return NULL;
+    int64_t off = 0;
+    for (int k = 0; k < nparts; k++) {
+        const float *src = parts[k]->data;
+        float *dst = y->data + off;
+        int64_t m = parts[k]->numel;
+#pragma omp parallel for schedule(static) if (m >= PAR_MIN)
+        for (int64_t i = 0; i < m; i++) dst[i] = src[i];
+        off += m;
+    }
+    ag_record(c, AG_OP_CONCAT_ROWS, y, parts, nparts, concat_rows_backward);
+    return y;
+}
+
+// --- scatter_rows: y = base [N, ...] with row rows[j] replaced by src[j] (src [M, ...]).
+// Saves map[N] (int32): the src row written into each output row, or -1.
+
+static void scatter_rows_backward(ag_ctx *c, ag_node *n) {
+    const float *dy = n->out->grad;
+    const int32_t *map = n->saved;
+    int64_t N = n->i[0], C = n->i[1];
+    float *dbase = ag_grad(c, n->in[0]), *dsrc = ag_grad(c, n->in[1]);
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+    for (int64_t i = 0; i < N; i++) {
+        float *d = map[i] < 0 ? (dbase ? dbase + i * C : NULL) : (dsrc ? dsrc + (int64_t)map[i] * C : NULL);
+        if (!d) continue;
+        const float *g = dy + i * C;
+        for (int64_t j = 0; j < C; j++) d[j] += g[j];
+    }
+}
+
+ag_tensor *ag_scatter_rows(ag_ctx *c, ag_tensor *base, ag_tensor *src, const int32_t *rows) {
+    if (!base || !src) return NULL;
+    int ok = base->ndim >= 1 && src->ndim == base->ndim;
+    for (int d = 1; ok && d < base->ndim; d++) ok = src->shape[d] == base->shape[d];
+    if (!ok) {
+        err_set("scatter_rows: src %s does not match base %s (rows of the same trailing shape needed)",
+                SHP(src), SHP(base));
+        return NULL;
+    }
+    int64_t N = base->shape[0], M = src->shape[0], C = N ? base->numel / N : 0;
+    if (M > 0 && !rows) {
+        err_set("scatter_rows: %lld src rows but no row indices", (long long)M);
+        return NULL;
+    }
+    ag_tensor *y = op_out(c, "scatter_rows", base->ndim, base->shape);
+    if (!y) return NULL;
+    size_t mark = c->arena.used;
+    int32_t *map = ag_alloc(c, (size_t)N * sizeof(int32_t), "scatter_rows row map");
+    if (!map) {
+        err_prefix("scatter_rows");
+        return NULL;
+    }
+    for (int64_t i = 0; i < N; i++) map[i] = -1;
+    for (int64_t j = 0; j < M; j++) {
+        if (rows[j] < 0 || rows[j] >= N) {
+            err_set("scatter_rows: rows[%lld] = %d is out of range for base %s (N = %lld)", (long long)j, rows[j],
+                    SHP(base), (long long)N);
+            c->arena.used = mark;
+            return NULL;
+        }
+        if (map[rows[j]] >= 0) {
+            err_set("scatter_rows: rows[%lld] = %d repeats rows[%d] (rows must be distinct)", (long long)j,
+                    rows[j], map[rows[j]]);
+            c->arena.used = mark;
+            return NULL;
+        }
+        map[rows[j]] = (int32_t)j;
+    }
+    const float *bd = base->data, *sd = src->data;
+    float *yd = y->data;
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+    for (int64_t i = 0; i < N; i++)
+        memcpy(yd + i * C, map[i] < 0 ? bd + i * C : sd + (int64_t)map[i] * C, (size_t)C * sizeof(float));
+    ag_tensor *in[2] = {base, src};
+    ag_node *nd = ag_record(c, AG_OP_SCATTER_ROWS, y, in, 2, scatter_rows_backward);
+    if (nd) {
+        nd->saved = map;
+        nd->i[0] = N;
+        nd->i[1] = C;
+    } else {
+        c->arena.used = mark;
+    }
+    return y;
+}
