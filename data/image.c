@@ -483,6 +483,7 @@ static const char *sniff_other(const unsigned char *d, size_t len) {
     if (len >= 4 && (!memcmp(d, "II*\0", 4) || !memcmp(d, "MM\0*", 4))) return "TIFF";
     if (len >= 12 && !memcmp(d + 4, "ftyp", 4)) return "HEIF/AVIF";
     if (len >= 2 && d[0] == 'P' && d[1] >= '1' && d[1] <= '7') return "PNM";
+    if (len >= 4 && !memcmp(d, "\0\0\1\0", 4)) return "ICO";
     return NULL;
 }
 
