@@ -688,17 +688,22 @@ void img_normalize_chw(float *chw, const img_u8 *im, const img_norm *norm) {
     }
 }
 
-int img_preprocess(const char *path, int size, const img_norm *norm, int64_t max_pixels,
-                   float *chw) {
-    if (size <= 0) return err_set("%s: bad image size %d", path, size);
+int img_preprocess_image(const img_u8 *im, int size, const img_norm *norm, float *chw) {
+    if (size <= 0) return err_set("bad model image size %d, expected > 0", size);
     img_norm def = img_norm_siglip();
-    if (!norm) norm = &def;
-    img_u8 im, rs;
-    if (img_load_rgb(path, max_pixels, &im)) return -1;
-    int rc = img_resize_bicubic(&im, size, size, &rs);
-    img_free(&im);
-    if (rc) return err_prefix("%s", path);
-    img_normalize_chw(chw, &rs, norm);
+    img_u8 rs;
+    if (img_resize_bicubic(im, size, size, &rs)) return -1;
+    img_normalize_chw(chw, &rs, norm ? norm : &def);
     img_free(&rs);
     return 0;
+}
+
+int img_preprocess(const char *path, int size, const img_norm *norm, int64_t max_pixels,
+                   float *chw) {
+    if (size <= 0) return err_set("%s: bad model image size %d, expected > 0", path, size);
+    img_u8 im;
+    if (img_load_rgb(path, max_pixels, &im)) return -1;
+    int rc = img_preprocess_image(&im, size, norm, chw);
+    img_free(&im);
+    return rc ? err_prefix("%s", path) : 0;
 }

@@ -1,7 +1,7 @@
 // image.h — image decoding and SigLIP preprocessing: the only place in lorac that decodes
 // images. Pixels equal PIL 9.4's Image.open(path).convert("RGB") (JPEG through libjpeg-turbo
-// with PIL's decoder settings; PNG and BMP through stb_image; GIF first frame by our own LZW
-// decoder with PIL's first-frame rules), resize equals PIL's Image.resize(..., BICUBIC), and
+// with PIL's decoder settings; PNG and BMP through stb_image; GIF first frame and 16-bit BMP
+// by small decoders of our own with PIL's rules), resize equals PIL's Image.resize(..., BICUBIC), and
 // img_preprocess equals the Hugging Face SigLIP image processor (resize, rescale, normalize).
 //
 // Dimension legend: H, W image height and width; S the square model input size.
@@ -19,11 +19,12 @@ typedef struct img_u8 {
     unsigned char *rgb;   // [H][W][3] RGB8 interleaved, malloc'd
 } img_u8;
 
-// Decodes JPEG (baseline/progressive, 3- or 1-component), PNG (1..16 bit, gray, gray+alpha,
-// RGB, RGBA, palette), GIF (first frame) and BMP (1/4/8/16/24/32 bit, not RLE) into RGB8
-// exactly as PIL's open + convert("RGB"). Returns 0, or -1 + err_set naming the file
-// (missing/empty/truncated/corrupt file, unsupported format such as CMYK JPEG, or more than
-// max_pixels pixels; max_pixels 0 = IMG_DEFAULT_MAX_PIXELS, < 0 = no limit).
+// Decodes JPEG (baseline/progressive; gray, YCbCr/RGB, CMYK/YCCK), PNG (1..16 bit, gray,
+// gray+alpha, RGB, RGBA, palette, interlaced), GIF (first frame) and BMP (1/4/8/16/24/32 bit,
+// not RLE) into RGB8 exactly as PIL's open + convert("RGB"); no EXIF rotation, no ICC/gamma.
+// Returns 0, or -1 + err_set naming the file (missing/empty/truncated/corrupt file,
+// unsupported format such as WebP/TIFF/RLE BMP, or more than max_pixels pixels;
+// max_pixels 0 = IMG_DEFAULT_MAX_PIXELS, < 0 = no limit). On error out is {0, 0, NULL}.
 int img_load_rgb(const char *path, int64_t max_pixels, img_u8 *out);
 // Same from bytes already in memory; name is used in error messages only.
 int img_decode_rgb(const char *name, const unsigned char *data, size_t len, int64_t max_pixels,
@@ -44,6 +45,10 @@ img_norm img_norm_siglip(void);   // mean = std = 0.5, rescale 1/255
 // Converts RGB8 [H][W][3] to CHW float [3][H][W] as transformers' rescale + normalize:
 // x = float32(double(v) * rescale); out = (x - mean[c]) / std[c] in float32.
 void img_normalize_chw(float *chw, const img_u8 *im, const img_norm *norm);
+
+// Resize an already decoded image to S x S and normalize into chw [3][S][S] (norm NULL =
+// SigLIP defaults). -1 + err_set on a bad size.
+int img_preprocess_image(const img_u8 *im, int size, const img_norm *norm, float *chw);
 
 // Full SigLIP preprocessing: load, resize to size x size, rescale, normalize, CHW.
 // chw: [3][S][S]. norm NULL = img_norm_siglip(). -1 + err_set naming the file.
