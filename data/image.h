@@ -1,8 +1,9 @@
 // image.h — image decoding and SigLIP preprocessing: the only place in lorac that decodes
 // images. Pixels equal PIL 9.4's Image.open(path).convert("RGB") (JPEG through libjpeg-turbo
 // with PIL's decoder settings; PNG and BMP through stb_image; GIF first frame and 16-bit BMP
-// by small decoders of our own with PIL's rules), resize equals PIL's Image.resize(..., BICUBIC), and
-// img_preprocess equals the Hugging Face SigLIP image processor (resize, rescale, normalize).
+// by small decoders of our own with PIL's rules), resize equals PIL's Image.resize(...,
+// BICUBIC), and img_preprocess equals the Hugging Face SigLIP image processor (resize,
+// rescale, normalize).
 //
 // Dimension legend: H, W image height and width; S the square model input size.
 #ifndef LORAC_IMAGE_H
