@@ -35,7 +35,9 @@ static void rope_table(float *cs, float *sn, int32_t pos, const float *inv_freq,
     }
 }
 
-// out = rot(x, +θ) (dir = +1) or the inverse rotation added into out (dir = -1, backward)
+// out = rot(x, θ), or (backward) the inverse rotation added into out. Products are rounded
+// before the sum (no fused multiply-add), as HF's q·cos + rotate_half(q)·sin does.
+__attribute__((optimize("fp-contract=off")))
 static void rope_apply(float *out, const float *x, int64_t N, int nheads, int D, const int32_t *pos,
                        const float *inv_freq, int backward) {
     int half = D / 2;
@@ -222,24 +224,24 @@ static void transpose(float *restrict dst, int64_t ldd, const float *restrict sr
 typedef int32_t v8i __attribute__((vector_size(32)));
 
 static inline v8 exp8(v8 x) {
-    const v8 hi = {0}, lo = {0};
-    v8 xc = x;
-    v8i big = xc > hi + 88.3762626647949f, small = xc < lo - 87.3365447504f;   // masks (-1 / 0)
-    xc = (v8)(((v8i)xc & ~big) | ((v8i)(hi + 88.3762626647949f) & big));
-    xc = (v8)(((v8i)xc & ~small) | ((v8i)(lo - 87.3365447504f) & small));
-    v8 t = xc * 1.44269504088896341f + 12582912.0f;          // round(x / ln2) in the low mantissa bits
-    v8i n = (v8i)t - (v8i)(hi + 12582912.0f);
-    v8 fn = t - 12582912.0f;
-    v8 r = xc - fn * 0.693359375f;
+    const v8 zero = {0}, xmax = zero + 88.3762626647949f, xmin = zero - 87.3365447504f;
+    const v8 magic = zero + 12582912.0f;   // 1.5·2²³: adding it rounds to an integer
+    v8i big = x > xmax, small = x < xmin;   // lane masks (-1 / 0)
+    x = (v8)(((v8i)x & ~big) | ((v8i)xmax & big));
+    x = (v8)(((v8i)x & ~small) | ((v8i)xmin & small));
+    v8 t = x * 1.44269504088896341f + magic;   // n = round(x / ln2) in the low mantissa bits
+    v8i n = (v8i)t - (v8i)magic;
+    v8 fn = t - magic;
+    v8 r = x - fn * 0.693359375f;               // r = x − n·ln2 (ln2 split in two parts)
     r = r - fn * -2.12194440e-4f;
     v8 p = r * 1.9875691500E-4f + 1.3981999507E-3f;
     p = p * r + 8.3334519073E-3f;
     p = p * r + 4.1665795894E-2f;
     p = p * r + 1.6666665459E-1f;
     p = p * r + 5.0000001201E-1f;
-    v8 y = p * (r * r) + r + 1.0f;
-    v8 scale2n = (v8)((n + 127) << 23);
-    return (v8)((v8i)(y * scale2n) & ~small);
+    v8 y = p * (r * r) + r + 1.0f;              // e^r
+    v8 pow2n = (v8)((n + 127) << 23);
+    return (v8)((v8i)(y * pow2n) & ~small);     // exp(x < −87.34) = 0
 }
 
 // row[j] = exp(row[j]·scale − bias) for j in [b, e), 0 elsewhere in [0, n); returns Σ row
@@ -545,8 +547,8 @@ ag_tensor *ag_attention(ag_ctx *c, ag_tensor *q, ag_tensor *k, ag_tensor *v, int
         int64_t b = kv_begin ? kv_begin[i] : 0, e = kv_end ? kv_end[i] : Nk - Nq + i + 1;
         if (b < 0 || b > e || e > Nk) {
             arena_release(c, mark);
-            return err_set("attention: query row %lld has key range [%lld, %lld) outside [0, %lld] or reversed "
-                           "(q %s, k %s)", (long long)i, (long long)b, (long long)e, (long long)Nk, s1, s2), NULL;
+            return err_set("attention: query row %lld has key range [%lld, %lld); need 0 <= begin <= end <= Nk = "
+                           "%lld (q %s, k %s)", (long long)i, (long long)b, (long long)e, (long long)Nk, s1, s2), NULL;
         }
         beg[i] = (int32_t)b, end[i] = (int32_t)e;
     }

@@ -275,7 +275,8 @@ static inline uint64_t pair_key(int32_t a, int32_t b) {
     return ((uint64_t)(uint32_t)(a + 1) << 32) | (uint32_t)b;
 }
 
-// Adds (a, b) -> id at rank; the first (lowest) rank of a pair wins.
+// Sets (a, b) -> (rank, id); a pair listed twice keeps its last entry, as HF's merge map does
+// (tiktoken's derived pairs always repeat the same rank and id).
 static void merge_add(tok_tokenizer *t, int32_t a, int32_t b, int32_t rank, int32_t id) {
     if (2 * (t->nmerges + 1) > t->mmask + 1) {   // grow
         mslot *old = t->mt;
@@ -301,10 +302,8 @@ static void merge_add(tok_tokenizer *t, int32_t a, int32_t b, int32_t rank, int3
             return;
         }
         if (s->key == key) {
-            if (rank < s->rank) {
-                s->rank = rank;
-                s->id = id;
-            }
+            s->rank = rank;
+            s->id = id;
             return;
         }
     }
@@ -402,8 +401,15 @@ uint64_t tok_hash(const tok_tokenizer *t) { return t->hash; }
 // White_Space (Unicode), as \s in Onig and Rust regex; PCRE2's UCP \s also has U+180E.
 #define WS_RANGES "\\t-\\r \\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}"
 
-// Rewrites \s and \S into explicit White_Space classes and the Llama 3 contractions group into
-// an ASCII-only case fold. Returns NULL (err_set) for a \S inside a character class.
+// Digits (Nd) assigned in Unicode 15 and 16, which PCRE2 10.42's Unicode 14 tables lack but HF
+// tokenizers' Oniguruma has; the only code points of planes 0-3 whose ids differed from HF's.
+#define N_NEW_RANGES                                                                              \
+    "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}\\x{11F50}-\\x{11F59}\\x{16130}-\\x{16139}" \
+    "\\x{16D70}-\\x{16D79}\\x{1CCF0}-\\x{1CCF9}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}\\x{1E5F1}-\\x{1E5FA}"
+
+// Rewrites \s and \S into explicit White_Space classes, adds the newer digits to \p{N}, and turns
+// the Llama 3 contractions group into an ASCII-only case fold. Returns NULL (err_set) for a \S
+// inside a character class.
 static char *pattern_translate(const char *pat) {
     static const char *contr = "(?i:'s|'t|'re|'ve|'m|'ll|'d)";
     static const char *contr_ascii = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])";
@@ -421,6 +427,15 @@ static char *pattern_translate(const char *pat) {
             continue;
         }
         char c = pat[i];
+        if (!strncmp(pat + i, "\\p{N}", 5)) {
+            const char *rep = in_class ? "\\p{N}" N_NEW_RANGES : "[\\p{N}" N_NEW_RANGES "]";
+            size_t l = strlen(rep);
+            if (k + l + 1 > cap) o = xrealloc(o, cap = 2 * cap + l);
+            memcpy(o + k, rep, l);
+            k += l;
+            i += 5;
+            continue;
+        }
         if (c == '\\' && i + 1 < n) {
             char e = pat[i + 1];
             if (e == 's' || e == 'S') {
@@ -476,43 +491,22 @@ static int regex_compile(tok_tokenizer *t, const char *src) {
 
 // --- hash of the whole tokenizer
 
-static void compute_hash(tok_tokenizer *t, int tiktoken_ranks) {
-    uint64_t h = hash64("lorac-tokenizer-v1", 18, 0);
-    h = hash64(&t->nvocab, sizeof t->nvocab, h);
+static inline uint64_t hchain(uint64_t h, const void *p, size_t n) {
+    return mix64(h ^ hash_bytes(p, n)) + n;
+}
+
+// merges_hash: the merges in rank order (HF), or a constant for tiktoken's implicit ranks.
+static void compute_hash(tok_tokenizer *t, uint64_t merges_hash) {
+    uint64_t h = hchain(0, "lorac-tokenizer-v1", 18);
+    h = hchain(h, &t->nvocab, sizeof t->nvocab);
     for (int id = 0; id < t->nvocab; id++) {
         uint32_t hdr[2] = {t->kind[id], t->len[id]};
-        h = hash64(hdr, sizeof hdr, h);
-        h = hash64(piece_of(t, id), t->len[id], h);
+        h = hchain(h, hdr, sizeof hdr);
+        h = hchain(h, piece_of(t, id), t->len[id]);
     }
-    h = hash64(t->pattern, strlen(t->pattern), h);
-    h = hash64(&t->whole_piece, sizeof t->whole_piece, h);
-    if (tiktoken_ranks) {
-        h = hash64("tiktoken-ranks", 14, h);
-    } else {
-        // merges in rank order (the table is unordered: gather then sort by rank)
-        size_t m = 0;
-        int64_t *r = xmalloc((t->nmerges + 1) * sizeof *r * 4);
-        for (uint64_t i = 0; i <= t->mmask; i++) {
-            if (!t->mt[i].key) continue;
-            r[4 * m] = t->mt[i].rank;
-            r[4 * m + 1] = (int64_t)(t->mt[i].key >> 32) - 1;
-            r[4 * m + 2] = (int64_t)(uint32_t)t->mt[i].key;
-            r[4 * m + 3] = t->mt[i].id;
-            m++;
-        }
-        // ranks are unique merge-list positions; place by rank (counting) to avoid qsort on quads
-        int64_t maxr = -1;
-        for (size_t i = 0; i < m; i++) if (r[4 * i] > maxr) maxr = r[4 * i];
-        int64_t *byrank = xmalloc((size_t)(maxr + 1 > 0 ? maxr + 1 : 1) * sizeof *byrank);
-        for (int64_t i = 0; i <= maxr; i++) byrank[i] = -1;
-        for (size_t i = 0; i < m; i++) byrank[r[4 * i]] = (int64_t)i;
-        for (int64_t k = 0; k <= maxr; k++) {
-            if (byrank[k] < 0) continue;
-            h = hash64(&r[4 * byrank[k]], 4 * sizeof *r, h);
-        }
-        free(byrank);
-        free(r);
-    }
+    h = hchain(h, t->pattern, strlen(t->pattern));
+    h = hchain(h, &t->whole_piece, sizeof t->whole_piece);
+    h = hchain(h, &merges_hash, sizeof merges_hash);
     t->hash = h;
 }
 
@@ -703,18 +697,22 @@ static int load_hf(tok_tokenizer *t, const char *path) {
     merges_alloc(t, (size_t)cJSON_GetArraySize(merges));
     int rank = 0;
     unsigned char *ab = NULL;
-    size_t abcap = 0;
+    size_t abcap = 0, tmpcap = 256;
+    char *tmp = xmalloc(tmpcap);
+    uint64_t mh = hchain(0, "merges", 6);
     cJSON_ArrayForEach(it, merges) {
         const char *a, *b;
-        char *tmp = NULL;
         if (cJSON_IsString(it)) {
             const char *sp = strchr(it->valuestring, ' ');
             if (!sp || strchr(sp + 1, ' ')) {
                 err_set("%s: model.merges[%d]: expected \"left right\", found \"%s\"", path, rank, it->valuestring);
                 free(ab);
+                free(tmp);
                 goto done;
             }
-            tmp = xstrdup(it->valuestring);
+            size_t l = strlen(it->valuestring);
+            if (l + 1 > tmpcap) tmp = xrealloc(tmp, tmpcap = 2 * l + 1);
+            memcpy(tmp, it->valuestring, l + 1);
             tmp[sp - it->valuestring] = 0;
             a = tmp;
             b = tmp + (sp - it->valuestring) + 1;
@@ -725,6 +723,7 @@ static int load_hf(tok_tokenizer *t, const char *path) {
         } else {
             err_set("%s: model.merges[%d]: expected a \"left right\" string or a [left, right] pair", path, rank);
             free(ab);
+            free(tmp);
             goto done;
         }
         size_t la = strlen(a), lb = strlen(b), na, nb;
@@ -740,13 +739,15 @@ static int load_hf(tok_tokenizer *t, const char *path) {
             goto done;
         }
         merge_add(t, ia, ib, rank, iab);
-        free(tmp);
+        int32_t trip[3] = {ia, ib, iab};
+        mh = hchain(mh, trip, sizeof trip);
         rank++;
     }
     free(ab);
+    free(tmp);
     specials_index(t);
     if (regex_compile(t, path)) goto done;
-    compute_hash(t, 0);
+    compute_hash(t, mh);
     rc = 0;
 done:
     free(buf);
@@ -944,7 +945,7 @@ static int load_tiktoken(tok_tokenizer *t, const char *path, const char *dir) {
     }
     specials_index(t);
     if (regex_compile(t, path)) goto fail;
-    compute_hash(t, 1);
+    compute_hash(t, hchain(0, "tiktoken-ranks", 14));
     rc = 0;
 fail:
     free(text);

@@ -116,6 +116,9 @@ const SCRIPTS = [
   "ᠮᠣᠩᠭᠣᠯ\u180eᠪᠢᠴᠢᠭ", "ꦗꦮ ᬅᬓ᭄ᬱᬭ", "𓀀𓀁 𐍈 𝄞", "\u0000nul\u0001ctl\u007f\u0080\u009f",
 ];
 for (const s of SCRIPTS) texts.push([s, 1]);
+// digits assigned in Unicode 15/16 (PCRE2 10.42 has Unicode 14 tables; see N_NEW_RANGES)
+for (const base of [0x10d40, 0x116d0, 0x116da, 0x11bf0, 0x11f50, 0x16130, 0x16d70, 0x1ccf0, 0x1d2c0, 0x1e4f0, 0x1e5f1])
+  texts.push([`x ${cp(base)}${cp(base + 1)} ${cp(base + 2)}${cp(base + 3)}${cp(base + 4)}${cp(base + 5)} 1${cp(base + 9)}`, 1]);
 const CODE = [
   "int main(void) {\n\tprintf(\"hi\\n\");\n\treturn 0;\n}\n",
   "def f(x):\n    if x > 0:\n        return x ** 2  # square\n    return -x\n\n\nprint(f(3))",
