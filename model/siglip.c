@@ -78,10 +78,7 @@ int siglip_load(const char *dir, siglip_model *m) {
     rc = 0;
 done:
     st_close(st);
-    if (rc != 0) {
-        err_prefix("siglip: %s", dir);
-        siglip_free(m);
-    }
+    if (rc != 0) siglip_free(m);   // the message already names the file and tensor
     return rc;
 }
 
