@@ -7,7 +7,8 @@
    transcription of transformers' SiglipVisionTransformer (modeling_siglip.py: Conv2d patch
    embedding, position_embedding(position_ids), pre-LN encoder layers with eager attention
    and softmax in fp32, gelu_pytorch_tanh MLP, post_layernorm), hidden_states[i] for every i
-   (`hidden_<i>`) and `last_hidden_state`.
+   (`hidden_<i>`) and `last_hidden_state`; `gelu.last_hidden_state` for the same weights with
+   hidden_act "gelu" (exact erf).
 3. tests/fixtures/projector_ref.safetensors: for `linear` and `mlp2x_gelu` (nn.Linear /
    nn.GELU() as LLaVA's builder): weights, features, a random upstream gradient dout, the
    output and the gradients of (out * dout).sum() w.r.t. every weight and the features.
@@ -85,8 +86,9 @@ def dummies():
     }
 
 
-def siglip_forward(W, pixels):
-    """transformers SiglipVisionTransformer.forward (eval, eager attention), all hidden states."""
+def siglip_forward(W, pixels, act="gelu_pytorch_tanh"):
+    """transformers SiglipVisionTransformer.forward (eval, eager attention), all hidden states.
+    act: gelu_pytorch_tanh (SigLIP's) or gelu (exact erf, ACT2FN["gelu"])."""
     C, H, p, eps = CFG["hidden_size"], CFG["num_attention_heads"], CFG["patch_size"], CFG["layer_norm_eps"]
     D = C // H
     scale = D ** -0.5
@@ -116,7 +118,7 @@ def siglip_forward(W, pixels):
         x = r + lin(o, "self_attn.out_proj")
         r = x
         h = F.layer_norm(x, (C,), W[L + "layer_norm2.weight"], W[L + "layer_norm2.bias"], eps)
-        h = lin(F.gelu(lin(h, "mlp.fc1"), approximate="tanh"), "mlp.fc2")
+        h = lin(F.gelu(lin(h, "mlp.fc1"), approximate="tanh" if act != "gelu" else "none"), "mlp.fc2")
         x = r + h
         hidden.append(x)
     last = F.layer_norm(x, (C,), W[pre + "post_layernorm.weight"], W[pre + "post_layernorm.bias"], eps)
@@ -141,6 +143,9 @@ def gen_siglip():
     for i, h in enumerate(hidden):
         t["hidden_%d" % i] = h.reshape(-1, CFG["hidden_size"])
     t["last_hidden_state"] = last.reshape(-1, CFG["hidden_size"])
+    with torch.no_grad():   # the same weights with hidden_act "gelu" (exact)
+        _, last = siglip_forward(W, pixels, act="gelu")
+    t["gelu.last_hidden_state"] = last.reshape(-1, CFG["hidden_size"])
     path = os.path.join(OUT, "siglip_ref.safetensors")
     save_fixture(path, t, meta={"num_layers": CFG["num_hidden_layers"]})
     print("wrote", folder, "and", path)

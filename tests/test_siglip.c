@@ -110,35 +110,51 @@ static void test_batching(void) {
     siglip_free(&m);
 }
 
-// A full SiglipModel config (vision_config nested) over the same weights.
-static void test_full_siglip_config(void) {
-    const char *dir = test_tmpdir("siglip_full");
+// The tiny weights under another config.json: features `sel` must match fixture `ref`.
+static void check_variant(const char *name, const char *config, int sel, const char *ref_name) {
+    const char *dir = test_tmpdir(name);
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "cp " TINY "/model.safetensors '%s'/", dir);
     CHECK(system(cmd) == 0, "cp");
-    write_text(dir, "config.json",
-               "{\"architectures\": [\"SiglipModel\"], \"model_type\": \"siglip\",\n"
-               " \"text_config\": {\"hidden_size\": 32},\n"
-               " \"vision_config\": {\"hidden_size\": 32, \"intermediate_size\": 64, \"num_hidden_layers\": 3,\n"
-               "   \"num_attention_heads\": 4, \"image_size\": 32, \"patch_size\": 8, \"layer_norm_eps\": 1e-5}}\n");
+    write_text(dir, "config.json", config);
     siglip_model m;
     int rc = siglip_load(dir, &m);
-    CHECK(rc == 0, "load: %s", err_get());
+    CHECK(rc == 0, "%s: load: %s", name, err_get());
     if (rc) return;
     fixture *fx = fixture_load(REF);
     long n;
     const float *pix = fixture_f32(fx, "pixels", &n);
-    const float *ref = fixture_f32(fx, "hidden_2", &n);
+    const float *ref = fixture_f32(fx, ref_name, &n);
     ag_ctx c;
     ag_ctx_init(&c, siglip_arena_bytes(&m, 2));
     float *out = malloc(sizeof(float) * n);
-    CHECK(siglip_features(&c, &m, pix, 2, -2, out) == 0, "%s", err_get());
+    CHECK(siglip_features(&c, &m, pix, 2, sel, out) == 0, "%s", err_get());
     double e = max_rel_err(out, ref, n, 1e-6);
-    CHECK(e <= TOL, "rel err %.3g", e);
+    // tighter than TOL: tanh vs exact GELU differ by 2.5e-4 here, and we reach ~1e-6
+    CHECK(e <= 2e-5, "%s: rel err %.3g", name, e);
     free(out);
     ag_ctx_free(&c);
     fixture_free(fx);
     siglip_free(&m);
+}
+
+// A full SiglipModel config (vision_config nested) over the same weights.
+static void test_full_siglip_config(void) {
+    check_variant("siglip_full",
+                  "{\"architectures\": [\"SiglipModel\"], \"model_type\": \"siglip\",\n"
+                  " \"text_config\": {\"hidden_size\": 32},\n"
+                  " \"vision_config\": {\"hidden_size\": 32, \"intermediate_size\": 64, \"num_hidden_layers\": 3,\n"
+                  "   \"num_attention_heads\": 4, \"image_size\": 32, \"patch_size\": 8, \"layer_norm_eps\": 1e-5}}\n",
+                  -2, "hidden_2");
+}
+
+// hidden_act "gelu" is the exact (erf) GELU
+static void test_exact_gelu_config(void) {
+    check_variant("siglip_gelu",
+                  "{\"model_type\": \"siglip_vision_model\", \"hidden_size\": 32, \"intermediate_size\": 64,\n"
+                  " \"num_hidden_layers\": 3, \"num_attention_heads\": 4, \"image_size\": 32, \"patch_size\": 8,\n"
+                  " \"layer_norm_eps\": 1e-5, \"hidden_act\": \"gelu\"}\n",
+                  -1, "gelu.last_hidden_state");
 }
 
 // Writes DIR with the tiny config and the tiny weights, minus `drop` and with `reshape`
@@ -442,6 +458,7 @@ int main(void) {
     RUN(test_hidden_states);
     RUN(test_batching);
     RUN(test_full_siglip_config);
+    RUN(test_exact_gelu_config);
     RUN(test_bad_folders);
     RUN(test_make_tiny_folder);
     RUN(test_projector_vs_torch);
