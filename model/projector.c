@@ -136,6 +136,17 @@ int projector_save(const projector *p, const char *dir, int select_layer, int nu
     return rc;
 }
 
+int projector_save_grads(const projector *p, const char *path) {
+    st_writer *w = st_writer_new();
+    for (int i = 0; i < p->params.n; i++) {
+        const ag_tensor *t = p->params.t[i];
+        st_writer_add_f32(w, t->name, ST_F32, t->ndim, t->shape, t->grad);
+    }
+    int rc = st_writer_write(w, path);
+    st_writer_free(w);
+    return rc;
+}
+
 // An integer key of the config, >= lo.
 static int cfg_int(const cJSON *root, const char *path, const char *key, int lo, int *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);

@@ -47,6 +47,9 @@ ag_tensor *projector_forward(ag_ctx *c, const projector *p, ag_tensor *features)
 // Writes DIR/projector.safetensors and DIR/projector_config.json (each atomically; DIR is
 // created when missing).
 int projector_save(const projector *p, const char *dir, int select_layer, int num_patches);
+// Writes the current gradients (params.grad) as F32 safetensors at PATH under the same
+// names (train.dump_grads).
+int projector_save_grads(const projector *p, const char *path);
 // Reads a folder written by projector_save, validating the config and every tensor (names,
 // shapes, no strays). -1 + err_set naming the file and key/tensor.
 int projector_load(projector *p, const char *dir);

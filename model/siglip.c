@@ -200,8 +200,9 @@ int siglip_features(ag_ctx *c, const siglip_model *m, const float *pixels, int B
     }
     rc = 0;
 done:
-    if (rc != 0) err_prefix("siglip_features (%d images of %dx%d; arena needs about %zu MiB)", B, S, S,
-                            siglip_arena_bytes(m, B) >> 20);
+    if (rc != 0)
+        err_prefix("siglip_features (%d images of %dx%d; the arena needs about %.1f MiB, see siglip_arena_bytes)",
+                   B, S, S, siglip_arena_bytes(m, B) / 1048576.0);
     c->arena.used = mark0;
     ag_set_grad(c, grad);
     return rc;

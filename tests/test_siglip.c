@@ -295,6 +295,22 @@ static void test_projector_vs_torch(void) {
             CHECK(e <= TOL, "%s d%s rel err %.3g", kinds[k], t->name, e);
             if (getenv("TEST_VERBOSE")) printf("%s d%s rel err %.3g\n", kinds[k], t->name, e);
         }
+        {   // the gradients as written for train.dump_grads
+            const char *dir = test_tmpdir("projector_grads");
+            char *gp = path_join(dir, "grads.safetensors");
+            CHECK(projector_save_grads(&p, gp) == 0, "save grads: %s", err_get());
+            st_model *st = st_open(gp);
+            CHECK(st && st_count(st) == p.params.n, "grads file: %s", err_get());
+            for (int i = 0; st && i < p.params.n; i++) {
+                ag_tensor *t = p.params.t[i];
+                const st_tensor *g = st_find(st, t->name);
+                CHECK(g && g->dtype == ST_F32 && st_numel(g) == t->numel &&
+                          memcmp(g->data, t->grad, sizeof(float) * t->numel) == 0,
+                      "grad %s", t->name);
+            }
+            st_close(st);
+            free(gp);
+        }
         snprintf(n, sizeof n, "%s.dfeatures", kinds[k]);
         e = max_rel_err(feats->grad, fixture_f32(fx, n, &cnt), N * Cv, 1e-6);
         CHECK(e <= TOL, "%s dfeatures rel err %.3g", kinds[k], e);
