@@ -154,7 +154,7 @@ int siglip_features(ag_ctx *c, const siglip_model *m, const float *pixels, int B
     int H = cfg->num_heads, p = cfg->patch_size, S = cfg->image_size;
     int64_t pin = (int64_t)cfg->num_channels * p * p;
     float eps = cfg->layer_norm_eps;
-    float scale = 1.0f / sqrtf((float)(C / H));
+    float scale = (float)(1.0 / sqrt((double)(C / H)));   // head_dim ** -0.5 (a double in HF)
     int tanh_act = strcmp(cfg->hidden_act, "gelu") != 0;
 
     int grad = ag_set_grad(c, 0);
