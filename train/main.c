@@ -1,6 +1,5 @@
 // main.c — the `lorac` entry point: dispatches to the subcommands declared in cli.h.
 // A command whose implementation has not been linked in is reported, not crashed on.
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -32,27 +31,11 @@ static const command commands[] = {
     {"tokenize", cmd_tokenize, "tokenize --model DIR [--bos] [--chat] [TEXT]"},
     {"prepare", cmd_prepare, "prepare CONFIG.yaml [key=value ...] --out FILE.h5"},
     {"merge", cmd_merge, "merge --model DIR --adapter DIR --out DIR"},
-    {"make-tiny", cmd_make_tiny, "make-tiny --out DIR [--kind llama|siglip] [--seed N] [--preset NAME]"},
+    {"make-tiny", cmd_make_tiny,
+     "make-tiny --out DIR [--kind llama|siglip] [--seed N] [--preset llama-3.2-1b|siglip-base-patch16-224] "
+     "[--dtype bf16|f16|f32] [--tokenizer DIR] [--force]"},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
-
-int cli_fail(void) {
-    fprintf(stderr, "error: %s\n", err_get()[0] ? err_get() : "unknown failure");
-    return 1;
-}
-
-int cli_usage(const char *cmd, const char *fmt, ...) {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    const char *u = NULL;
-    for (int i = 0; i < NCOMMANDS; i++)
-        if (!strcmp(commands[i].name, cmd)) u = commands[i].usage;
-    fprintf(stderr, "error: %s (usage: lorac %s)\n", msg, u ? u : cmd);
-    return 2;
-}
 
 static void usage(FILE *fp) {
     fprintf(fp, "lorac — LoRA fine-tuning for LLaMA-3.2 and SigLIP on the CPU\n\nusage:\n");
