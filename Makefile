@@ -1,11 +1,16 @@
 # lorac — build, test, bench.  `make` builds build/lorac; see README.md.
 CC      ?= gcc
-PKGS     = openblas hdf5 libpcre2-8 libcjson yaml-0.1 stb
+PKGS     = hdf5 libpcre2-8 libcjson yaml-0.1 stb
+# OpenBLAS: the OpenMP build (Debian's libopenblas0-openmp), so BLAS and our OpenMP loops share
+# one thread pool instead of two sets of spinning threads fighting for the cores; the header
+# comes from libopenblas-dev.
+BLASDIR  = /usr/lib/x86_64-linux-gnu/openblas-openmp
+BLAS     = -L$(BLASDIR) -l:libopenblas.so.0 -Wl,-rpath,$(BLASDIR)
 OPT     ?= -O3 -march=native
 SAN     ?=
 CFLAGS  := $(OPT) $(SAN) $(CFLAGS) -std=gnu11 -Wall -Wextra -fopenmp -MMD -MP -I. -Iautograd -Imodel -Idata -Itrain -Ieval \
-           -I/usr/include/stb $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ljpeg -lm -fopenmp $(SAN)
+           $(shell pkg-config --cflags openblas $(PKGS) 2>/dev/null)
+LDLIBS  := $(BLAS) $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ljpeg -lm -fopenmp $(SAN)
 BUILD   ?= build
 
 MODULES  = autograd model data train eval

@@ -35,7 +35,9 @@ static void rope_table(float *cs, float *sn, int32_t pos, const float *inv_freq,
     }
 }
 
-// out = rot(x, +θ) (dir = +1) or the inverse rotation added into out (dir = -1, backward)
+// out = rot(x, θ), or (backward) the inverse rotation added into out. Products are rounded
+// before the sum (no fused multiply-add), as HF's q·cos + rotate_half(q)·sin does.
+__attribute__((optimize("fp-contract=off")))
 static void rope_apply(float *out, const float *x, int64_t N, int nheads, int D, const int32_t *pos,
                        const float *inv_freq, int backward) {
     int half = D / 2;
@@ -112,8 +114,18 @@ static inline v8 ld8(const float *p) {
 }
 static inline void st8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 
-static void mm(float *restrict C, int64_t ldc, const float *restrict A, int64_t lda,
-               const float *restrict B, int64_t ldb, int m, int n, int k, int acc) {
+// MR_BIG rows × 16 columns of C in registers: 16 accumulators when the ISA has 32 vector
+// registers (AVX-512VL), 8 otherwise. Every path sums over k in the same order with fused
+// multiply-adds, so a C element does not depend on which path computed it.
+#if defined(__AVX512VL__)
+#define MR_BIG 8
+#else
+#define MR_BIG 4
+#endif
+
+// 4 rows × 16 columns in registers, then 8-column and scalar remainders
+static void mm4(float *restrict C, int64_t ldc, const float *restrict A, int64_t lda,
+                const float *restrict B, int64_t ldb, int m, int n, int k, int acc) {
     int i = 0;
     for (; i + 4 <= m; i += 4) {
         const float *a0 = A + i * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
@@ -170,10 +182,88 @@ static void mm(float *restrict C, int64_t ldc, const float *restrict A, int64_t 
     }
 }
 
+static void mm(float *restrict C, int64_t ldc, const float *restrict A, int64_t lda,
+               const float *restrict B, int64_t ldb, int m, int n, int k, int acc) {
+    int i = 0;
+#if MR_BIG > 4
+    for (; i + MR_BIG <= m; i += MR_BIG) {
+        int j = 0;
+        for (; j + 16 <= n; j += 16) {
+            v8 x[MR_BIG][2];
+#pragma GCC unroll 8
+            for (int r = 0; r < MR_BIG; r++) {
+                if (acc) x[r][0] = ld8(C + (i + r) * ldc + j), x[r][1] = ld8(C + (i + r) * ldc + j + 8);
+                else x[r][0] = (v8){0}, x[r][1] = (v8){0};
+            }
+            for (int p = 0; p < k; p++) {
+                v8 b0 = ld8(B + p * ldb + j), b1 = ld8(B + p * ldb + j + 8);
+#pragma GCC unroll 8
+                for (int r = 0; r < MR_BIG; r++) {
+                    float s = A[(i + r) * lda + p];
+                    x[r][0] += s * b0, x[r][1] += s * b1;
+                }
+            }
+#pragma GCC unroll 8
+            for (int r = 0; r < MR_BIG; r++)
+                st8(C + (i + r) * ldc + j, x[r][0]), st8(C + (i + r) * ldc + j + 8, x[r][1]);
+        }
+        if (j < n) mm4(C + i * ldc + j, ldc, A + i * lda, lda, B + j, ldb, MR_BIG, n - j, k, acc);
+    }
+#endif
+    if (i < m) mm4(C + i * ldc, ldc, A + i * lda, lda, B, ldb, m - i, n, k, acc);
+}
+
 // dst[d, j] = src[j, d] for j < n, d < D (dst row stride ldd)
 static void transpose(float *restrict dst, int64_t ldd, const float *restrict src, int64_t lds, int n, int D) {
     for (int j = 0; j < n; j++)
         for (int d = 0; d < D; d++) dst[d * ldd + j] = src[j * lds + d];
+}
+
+// --- vectorized exp (Cody–Waite reduction, Cephes polynomial; ~1 ulp on [-87.3, 88.7], 0 below)
+
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+static inline v8 exp8(v8 x) {
+    const v8 zero = {0}, xmax = zero + 88.3762626647949f, xmin = zero - 87.3365447504f;
+    const v8 magic = zero + 12582912.0f;   // 1.5·2²³: adding it rounds to an integer
+    v8i big = x > xmax, small = x < xmin;   // lane masks (-1 / 0)
+    x = (v8)(((v8i)x & ~big) | ((v8i)xmax & big));
+    x = (v8)(((v8i)x & ~small) | ((v8i)xmin & small));
+    v8 t = x * 1.44269504088896341f + magic;   // n = round(x / ln2) in the low mantissa bits
+    v8i n = (v8i)t - (v8i)magic;
+    v8 fn = t - magic;
+    v8 r = x - fn * 0.693359375f;               // r = x − n·ln2 (ln2 split in two parts)
+    r = r - fn * -2.12194440e-4f;
+    v8 p = r * 1.9875691500E-4f + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    v8 y = p * (r * r) + r + 1.0f;              // e^r
+    v8 pow2n = (v8)((n + 127) << 23);
+    return (v8)((v8i)(y * pow2n) & ~small);     // exp(x < −87.34) = 0
+}
+
+// row[j] = exp(row[j]·scale − bias) for j in [b, e), 0 elsewhere in [0, n); returns Σ row
+static float row_exp(float *row, int n, int64_t b, int64_t e, float scale, float bias) {
+    v8 acc = {0};
+    int64_t j = b;
+    for (; j + 8 <= e; j += 8) {
+        v8 p = exp8(ld8(row + j) * scale - bias);
+        st8(row + j, p);
+        acc += p;
+    }
+    if (j < e) {   // tail: padded with -inf, whose exp is 0
+        float tmp[8];
+        for (int t = 0; t < 8; t++) tmp[t] = j + t < e ? row[j + t] * scale - bias : -INFINITY;
+        v8 p = exp8(ld8(tmp));
+        st8(tmp, p);
+        acc += p;
+        for (int64_t t = 0; j + t < e; t++) row[j + t] = tmp[t];
+    }
+    for (int64_t t = 0; t < b; t++) row[t] = 0;
+    for (int64_t t = e; t < n; t++) row[t] = 0;
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
 // --- attention
@@ -242,8 +332,8 @@ static void attn_fwd_tile(const attn_dims *a, const float *q, const float *k, co
             }
             float m = -INFINITY;
             for (int64_t j = b; j < e; j++) {
-                sr[j] *= a->scale;
-                if (sr[j] > m) m = sr[j];
+                float x = sr[j] * a->scale;
+                m = x > m ? x : m;
             }
             if (m > mx[r]) {
                 float f = expf(mx[r] - m);   // 0 on the first tile
@@ -252,14 +342,7 @@ static void attn_fwd_tile(const attn_dims *a, const float *q, const float *k, co
                 for (int d = 0; d < D; d++) ar[d] *= f;
                 mx[r] = m;
             }
-            float sum = 0, mr = mx[r];
-            for (int64_t j = 0; j < b; j++) sr[j] = 0;
-            for (int64_t j = b; j < e; j++) {
-                sr[j] = expf(sr[j] - mr);
-                sum += sr[j];
-            }
-            for (int64_t j = e; j < bk; j++) sr[j] = 0;
-            l[r] += sum;
+            l[r] += row_exp(sr, bk, b, e, a->scale, mx[r]);
         }
         mm(acc, D, s, BK, v + j0 * a->ldk + (int64_t)g * D, a->ldk, bq, D, bk, 1);
     }
@@ -286,12 +369,14 @@ static void attn_p_ds(const attn_dims *a, float *s, float *dp, int64_t i0, int b
         if (b < 0) b = 0;
         if (e > bk) e = bk;
         float L = lse[(i0 + r) * a->H + h], Di = Dr[(i0 + r) * a->H + h];
-        for (int64_t j = 0; j < bk; j++) {
-            float p = 0;
-            if (j >= b && j < e) p = expf(sr[j] * a->scale - L);
-            sr[j] = p;
-            if (dr) dr[j] = p * (dr[j] - Di);
+        if (b >= e) {
+            memset(sr, 0, (size_t)bk * sizeof *sr);
+            if (dr) memset(dr, 0, (size_t)bk * sizeof *dr);
+            continue;
         }
+        row_exp(sr, bk, b, e, a->scale, L);
+        if (dr)
+            for (int j = 0; j < bk; j++) dr[j] = sr[j] * (dr[j] - Di);
     }
 }
 
@@ -462,8 +547,8 @@ ag_tensor *ag_attention(ag_ctx *c, ag_tensor *q, ag_tensor *k, ag_tensor *v, int
         int64_t b = kv_begin ? kv_begin[i] : 0, e = kv_end ? kv_end[i] : Nk - Nq + i + 1;
         if (b < 0 || b > e || e > Nk) {
             arena_release(c, mark);
-            return err_set("attention: query row %lld has key range [%lld, %lld) outside [0, %lld] or reversed "
-                           "(q %s, k %s)", (long long)i, (long long)b, (long long)e, (long long)Nk, s1, s2), NULL;
+            return err_set("attention: query row %lld has key range [%lld, %lld); need 0 <= begin <= end <= Nk = "
+                           "%lld (q %s, k %s)", (long long)i, (long long)b, (long long)e, (long long)Nk, s1, s2), NULL;
         }
         beg[i] = (int32_t)b, end[i] = (int32_t)e;
     }

@@ -128,10 +128,9 @@ ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *b) {
     shape[x->ndim - 1] = O;
     ag_tensor *y = op_out(c, "linear", x->ndim, shape);
     if (!y) return NULL;
-    if (b) {
-#pragma omp parallel for schedule(static) if (N * O >= PAR_MIN)
+    // bias rows first (serially: memory-bound, and no OpenMP region right before the BLAS call)
+    if (b)
         for (int64_t i = 0; i < N; i++) memcpy(y->data + i * O, b->data, (size_t)O * sizeof(float));
-    }
     if (N > 0 && O > 0)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)In, 1.0f, x->data, (int)In,
                     W->data, (int)In, b ? 1.0f : 0.0f, y->data, (int)O);
@@ -152,41 +151,51 @@ ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *b) {
 // stored: splitmix64 advances its state by a constant, so draw k of a stream starting at s0
 // is the mix of s0 + (k+1)·γ. Any row can be regenerated on its own (in parallel), and
 // backward replays the forward's mask from the saved s0. Saved state: u = drop(x)Aᵀ [N,r]
-// plus room for du [N,r] — 2·N·r floats.
+// only; backward's du [N,r] and the dropout buffers are transient scratch.
 
 #define RNG_GAMMA 0x9E3779B97F4A7C15ULL   // splitmix64's increment (ag_rng_next)
 
-// the draw made at state st (st already advanced), exactly as ag_rng_uniform
-static inline float rng_mix_uniform(uint64_t z) {
+// Draw j (0-based) after state st, exactly as ag_rng_uniform: (mix(st + (j+1)·γ) >> 40)·2⁻²⁴.
+// It is < p iff the integer (mix >> 40) is < ceil(p·2²⁴) (both sides exact), so the mask
+// compares integers; each element's state is computed directly, which lets the loops below
+// vectorize.
+static inline uint64_t rng_draw24(uint64_t st, int64_t j) {
+    uint64_t z = st + (uint64_t)(j + 1) * RNG_GAMMA;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z ^= z >> 31;
-    return (float)(z >> 40) * (1.0f / 16777216.0f);
+    return (z ^ (z >> 31)) >> 40;
 }
 
-// Rows [r0, r1) of the dropout mask of x[N,In] (stream s0): xd[i-r0, :] = kept ? x·inv : 0.
-// With dx (backward): dx[i, :] += kept ? t[i-r0, :]·inv : 0 as well.
+static uint64_t drop_threshold(float p) { return (uint64_t)ceil((double)p * 16777216.0); }
+
+// Rows [r0, r1) of x[N,In] through dropout (stream s0): xd[i-r0, :] = kept ? x·inv : 0.
+// With dx (backward) also dx[i, :] += kept ? t[i-r0, :]·inv : 0.
 static void dropout_rows(float *xd, float *dx, const float *t, const float *x, int64_t r0, int64_t r1,
                          int64_t In, uint64_t s0, float p, float inv) {
+    uint64_t thr = drop_threshold(p);
 #pragma omp parallel for schedule(static) if ((r1 - r0) * In >= PAR_MIN / 4)
     for (int64_t i = r0; i < r1; i++) {
         uint64_t st = s0 + (uint64_t)(i * In) * RNG_GAMMA;
         const float *xi = x + i * In;
         float *xdi = xd + (i - r0) * In;
-        const float *ti = t ? t + (i - r0) * In : NULL;
-        float *dxi = dx ? dx + i * In : NULL;
-        for (int64_t j = 0; j < In; j++) {
-            st += RNG_GAMMA;
-            int keep = rng_mix_uniform(st) >= p;
-            xdi[j] = keep ? xi[j] * inv : 0.0f;
-            if (dxi && keep) dxi[j] += ti[j] * inv;
+        if (dx) {
+            const float *ti = t + (i - r0) * In;
+            float *dxi = dx + i * In;
+            for (int64_t j = 0; j < In; j++) {
+                int keep = rng_draw24(st, j) >= thr;
+                xdi[j] = keep ? xi[j] * inv : 0.0f;
+                dxi[j] += keep ? ti[j] * inv : 0.0f;
+            }
+        } else {
+            for (int64_t j = 0; j < In; j++) xdi[j] = rng_draw24(st, j) >= thr ? xi[j] * inv : 0.0f;
         }
     }
 }
 
-// rows per block of the dropout scratch (about 2 MB per [rows, In] buffer)
+// Rows per block of dropout scratch ([rows, In] floats, at most 2M floats = 8 MB per buffer):
+// the whole batch at once for typical shapes, bounded memory for very long ones.
 static int64_t dropout_block_rows(int64_t N, int64_t In) {
-    int64_t bs = ((int64_t)1 << 19) / (In > 0 ? In : 1);
+    int64_t bs = ((int64_t)1 << 21) / (In > 0 ? In : 1);
     if (bs < 8) bs = 8;
     return imin(bs, N > 0 ? N : 1);
 }
@@ -198,7 +207,7 @@ static void lora_linear_backward(ag_ctx *c, ag_node *n) {
     int drop = (int)n->i[4];
     uint64_t s0 = (uint64_t)n->i[5];
     float s = n->f[0], p = n->f[1];
-    float *u = n->saved, *du = u + (int64_t)N * r;   // [N, r] each
+    float *u = n->saved;   // [N, r]
     float *dx = ag_grad(c, x), *dA = ag_grad(c, A), *dB = ag_grad(c, B);
     if (N == 0) return;
     if (dB)   // dB[O,r] += s · dyᵀ u
@@ -208,6 +217,8 @@ static void lora_linear_backward(ag_ctx *c, ag_node *n) {
                     dx, In);
     if (!dx && !dA) return;
     // du[N,r] = s · dy B
+    scratch sd;
+    float *du = scratch_get(c, &sd, (size_t)N * (size_t)r * sizeof(float));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, O, s, dy, O, B->data, r, 0.0f, du, r);
     if (!drop) {
         if (dA)   // dA[r,In] += duᵀ x
@@ -216,10 +227,11 @@ static void lora_linear_backward(ag_ctx *c, ag_node *n) {
         if (dx)   // dx += du A
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, In, r, 1.0f, du, r, A->data, In, 1.0f,
                         dx, In);
+        scratch_release(c, &sd);
         return;
     }
-    // with dropout, a block of rows at a time: t = du A, then (mask replayed) dx += mask∘t/(1-p)
-    // and xd = drop(x), then dA += duᵀ xd
+    // with dropout, per block of rows (one block for typical shapes): t = du A, then the mask
+    // replayed: dx += mask∘t/(1-p) and xd = drop(x), then dA += duᵀ xd
     float inv = 1.0f / (1.0f - p);
     int64_t bs = dropout_block_rows(N, In);
     scratch sc;
@@ -235,6 +247,7 @@ static void lora_linear_backward(ag_ctx *c, ag_node *n) {
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, In, m, 1.0f, dub, r, xd, In, 1.0f, dA, In);
     }
     scratch_release(c, &sc);
+    scratch_release(c, &sd);
 }
 
 ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, ag_tensor *B, float scale,
@@ -286,7 +299,7 @@ ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, a
     ag_node *nd = ag_record(c, AG_OP_LORA_LINEAR, y, in, 4, lora_linear_backward);
     float *u;   // [N, r]
     if (nd) {
-        if (!(u = op_save(c, "lora_linear", (size_t)(2 * N * r) * sizeof(float)))) return NULL;
+        if (!(u = op_save(c, "lora_linear", (size_t)(N * r) * sizeof(float)))) return NULL;
         nd->saved = u;
         nd->i[0] = N;
         nd->i[1] = In;
@@ -306,21 +319,14 @@ ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, a
         c->arena.used = mark;
         return y;
     }
-    // y = x Wᵀ
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)In, 1.0f, x->data, (int)In,
-                W->data, (int)In, 0.0f, y->data, (int)O);
-    // u = drop(x) Aᵀ
+    // u = drop(x) Aᵀ (first: the OpenMP dropout pass and the BLAS calls are not interleaved)
     if (!drop) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)r, (int)In, 1.0f, x->data, (int)In,
                     A->data, (int)In, 0.0f, u, (int)r);
     } else {
         int64_t bs = dropout_block_rows(N, In);
-        float *xd = ag_alloc(c, (size_t)(bs * In) * sizeof(float), "lora_linear dropout scratch");
-        if (!xd) {
-            err_prefix("lora_linear");
-            if (nd) c->nnodes--;
-            return NULL;
-        }
+        scratch sc;
+        float *xd = scratch_get(c, &sc, (size_t)(bs * In) * sizeof(float));
         float inv = 1.0f / (1.0f - dropout);
         for (int64_t r0 = 0; r0 < N; r0 += bs) {
             int64_t m = imin(bs, N - r0);
@@ -328,8 +334,11 @@ ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, a
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)r, (int)In, 1.0f, xd, (int)In,
                         A->data, (int)In, 0.0f, u + r0 * r, (int)r);
         }
+        scratch_release(c, &sc);
     }
-    // y += s · u Bᵀ
+    // y = x Wᵀ + s · u Bᵀ
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)In, 1.0f, x->data, (int)In,
+                W->data, (int)In, 0.0f, y->data, (int)O);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)r, scale, u, (int)r, B->data,
                 (int)r, 1.0f, y->data, (int)O);
     c->arena.used = mark;

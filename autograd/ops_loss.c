@@ -47,8 +47,8 @@ static void ce_gather(const ce_problem *p, float *hg, int64_t r0, int64_t mb) {
         memcpy(hg + r * p->C, p->h + (int64_t)p->rows[r0 + r] * p->C, (size_t)p->C * sizeof(float));
 }
 
-// lse[M] (fp32) and nll[M] (double) for every supervised row. scr: ce_scratch_floats(p, 0).
-static void ce_forward(const ce_problem *p, float *scr, float *lse, double *nll) {
+// lse[M] and nll[M] (double) for every supervised row. scr: ce_scratch_floats(p, 0).
+static void ce_forward(const ce_problem *p, float *scr, double *lse, double *nll) {
     int64_t C = p->C, V = p->V;
     int64_t rb = p->M < CE_ROWS ? p->M : CE_ROWS;
     double *sum = xmalloc((size_t)rb * 2 * sizeof *sum), *tlogit = sum + rb;   // per row of a block
@@ -82,7 +82,7 @@ static void ce_forward(const ce_problem *p, float *scr, float *lse, double *nll)
         }
         for (int64_t r = 0; r < mb; r++) {
             double L = (double)mx[r] + log(sum[r]);
-            lse[r0 + r] = (float)L;
+            lse[r0 + r] = L;
             nll[r0 + r] = L - tlogit[r];
         }
     }
@@ -91,7 +91,7 @@ static void ce_forward(const ce_problem *p, float *scr, float *lse, double *nll)
 }
 
 // dh[N, C] (h's gradient) += dloss/norm · (softmax − onehot) · W for every supervised row.
-static void ce_backward(const ce_problem *p, const float *lse, float g, float *scr, float *dh) {
+static void ce_backward(const ce_problem *p, const double *lse, float g, float *scr, float *dh) {
     int64_t C = p->C, V = p->V;
     for (int64_t r0 = 0; r0 < p->M; r0 += CE_ROWS) {
         int64_t mb = p->M - r0 < CE_ROWS ? p->M - r0 : CE_ROWS;
@@ -104,8 +104,9 @@ static void ce_backward(const ce_problem *p, const float *lse, float g, float *s
                         p->W + v0 * C, (int)C, 0.0f, logits, (int)cv);
 #pragma omp parallel for schedule(static)
             for (int64_t r = 0; r < mb; r++) {
-                float *l = logits + r * cv, L = lse[r0 + r];
-                for (int64_t j = 0; j < cv; j++) l[j] = expf(l[j] - L) * g;
+                float *l = logits + r * cv;
+                double L = lse[r0 + r];
+                for (int64_t j = 0; j < cv; j++) l[j] = expf((float)((double)l[j] - L)) * g;
                 int64_t t = p->tgt[r0 + r] - v0;
                 if (t >= 0 && t < cv) l[t] -= g;
             }
@@ -172,7 +173,7 @@ ag_tensor *ag_cross_entropy_chunked(ag_ctx *c, ag_tensor *h, ag_tensor *W, const
     if (!out || !rows) return NULL;
     int32_t *tgt = rows + M;
     ce_check("cross_entropy", h, W, targets, rows, tgt);
-    float *lse = ag_alloc(c, (size_t)(M + 1) * sizeof *lse, "cross_entropy lse");
+    double *lse = ag_alloc(c, (size_t)(M + 1) * sizeof *lse, "cross_entropy lse");
     if (!lse) return NULL;
     size_t keep = c->arena.used;
     ce_problem p = {.h = h->data, .W = W->data, .C = h->shape[1], .V = W->shape[0], .M = M, .rows = rows,
@@ -219,7 +220,7 @@ int ag_nll_rows_chunked(ag_ctx *c, const ag_tensor *h, const ag_tensor *W, const
     for (int64_t i = 0; i < h->shape[0]; i++) nll[i] = 0;
     if (M == 0) return 0;
     int32_t *rows = xmalloc((size_t)M * 2 * sizeof *rows);
-    float *lse = xmalloc((size_t)M * sizeof *lse);
+    double *lse = xmalloc((size_t)M * sizeof *lse);
     double *d = xmalloc((size_t)M * sizeof *d);
     ce_check("nll_rows", h, W, targets, rows, rows + M);
     ce_problem p = {.h = h->data, .W = W->data, .C = h->shape[1], .V = W->shape[0], .M = M, .rows = rows,

@@ -364,6 +364,39 @@ static void test_ce_errors(void) {
     ag_ctx_free(&c);
 }
 
+// backward kernels accumulate (+=) into existing gradients: two passes give twice one pass
+static void test_accumulates(void) {
+    int N = 40, H = 4, K = 2, D = 8, V = 30;
+    float *q = fill(N * H * D, 41), *k = fill(N * K * D, 42), *v = fill(N * K * D, 43), *W = fill(V * H * D, 44);
+    float *dout = fill(N * H * D, 45), *g[3], *once[3];
+    int64_t n[3] = {N * H * D, N * K * D, N * K * D};
+    for (int j = 0; j < 3; j++) g[j] = malloc((size_t)n[j] * 4), once[j] = malloc((size_t)n[j] * 4);
+    int32_t pos[40], tgt[40];
+    float inv[4] = {1, 0.5f, 0.25f, 0.125f};
+    for (int i = 0; i < N; i++) pos[i] = i, tgt[i] = i % 3 ? (i * 7) % V : -1;
+    ag_ctx c;
+    ag_ctx_init(&c, (size_t)1 << 26);
+    ag_tensor tq = leaf(q, N, H * D, g[0]), tk = leaf(k, N, K * D, g[1]), tv = leaf(v, N, K * D, g[2]);
+    ag_tensor tw = ag_wrap2(W, V, H * D, "W");
+    for (int pass = 0; pass < 2; pass++) {
+        ag_ctx_reset(&c);
+        ag_tensor *qr = ag_rope(&c, &tq, H, pos, inv);
+        ag_tensor *o = ag_attention(&c, qr, &tk, &tv, H, K, NULL, NULL, 0.5f);
+        ag_tensor *L = ag_cross_entropy_chunked(&c, o, &tw, tgt, 7.0f, 8);
+        CHECK(L && ag_backward(&c, L) == 0, "%s", err_get());
+        if (pass == 0)
+            for (int j = 0; j < 3; j++) memcpy(once[j], g[j], (size_t)n[j] * 4);
+    }
+    for (int j = 0; j < 3; j++) {
+        double e = 0;
+        for (int64_t i = 0; i < n[j]; i++) e = fmax(e, fabs(g[j][i] - 2 * once[j][i]));
+        CHECK(e <= 1e-6 * fmax(1, fabs(once[j][0])), "input %d: second pass did not accumulate (err %.3g)", j, e);
+    }
+    for (int j = 0; j < 3; j++) free(g[j]), free(once[j]);
+    free(q), free(k), free(v), free(W), free(dout);
+    ag_ctx_free(&c);
+}
+
 int main(void) {
     RUN(test_rope_gradcheck);
     RUN(test_rope_fixture);
@@ -376,5 +409,6 @@ int main(void) {
     RUN(test_ce_gradcheck);
     RUN(test_ce_fixture);
     RUN(test_ce_errors);
+    RUN(test_accumulates);
     return test_summary();
 }

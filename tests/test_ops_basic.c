@@ -118,15 +118,16 @@ static void test_gradcheck_elementwise(void) {
     gc_input in[2] = {gin(rnd(12, -2, 2, 8), 2, 3, 4, 0, 1), gin(rnd(12, -2, 2, 9), 2, 3, 4, 0, 1)};
     gc("add", f_add, NULL, in, 2, 1e-2, 1e-3);
     gc("mul", f_mul, NULL, in, 2, 1e-2, 1e-3);
-    gc("swiglu", f_swiglu, NULL, in, 2, 1e-2, 1e-2);
+    gc("swiglu", f_swiglu, NULL, in, 2, 1e-2, 1e-3);
     opts o = {.a = -0.7f};
     gc("scale", f_scale, &o, in, 1, 1e-2, 1e-3);
-    gc("gelu", f_gelu, NULL, in, 1, 1e-2, 1e-2);
-    gc("gelu_tanh", f_gelu_tanh, NULL, in, 1, 1e-2, 1e-2);
+    gc("gelu", f_gelu, NULL, in, 1, 1e-2, 1e-3);
+    gc("gelu_tanh", f_gelu_tanh, NULL, in, 1, 1e-2, 1e-3);
     free_inputs(in, 2);
     // broadcast: b[4] over a[6,4], and b[2,4] over a[6,4]
     gc_input bc[2] = {gin(rnd(24, -2, 2, 10), 2, 6, 4, 0, 1), gin(rnd(4, -2, 2, 11), 1, 4, 0, 0, 1)};
     gc("add (b[C] broadcast)", f_add, NULL, bc, 2, 1e-2, 1e-3);
+    free(bc[1].data);
     bc[1] = gin(rnd(8, -2, 2, 12), 2, 2, 4, 0, 1);
     gc("add (b[P,C] broadcast)", f_add, NULL, bc, 2, 1e-2, 1e-3);
     free_inputs(bc, 2);
@@ -136,11 +137,11 @@ static void test_gradcheck_norms(void) {
     gc_input in[3] = {gin(rnd(32, -2, 2, 13), 2, 4, 8, 0, 1), gin(rnd(8, 0.5f, 1.5f, 14), 1, 8, 0, 0, 1),
                       gin(rnd(8, -1, 1, 15), 1, 8, 0, 0, 1)};
     opts o = {.a = 1e-5f};
-    gc("rmsnorm", f_rmsnorm, &o, in, 2, 1e-2, 1e-2);
+    gc("rmsnorm", f_rmsnorm, &o, in, 2, 1e-2, 1e-3);
     o.flag = 1;
-    gc("layernorm", f_layernorm, &o, in, 3, 1e-2, 1e-2);
+    gc("layernorm", f_layernorm, &o, in, 3, 1e-2, 1e-3);
     o.flag = 0;
-    gc("layernorm (no bias)", f_layernorm, &o, in, 2, 1e-2, 1e-2);
+    gc("layernorm (no bias)", f_layernorm, &o, in, 2, 1e-2, 1e-3);
     free_inputs(in, 3);
 }
 
@@ -168,7 +169,7 @@ static void test_gradcheck_chain(void) {
     gc_input in[5] = {gin(rnd(24, -2, 2, 22), 2, 4, 6, 0, 1), gin(rnd(6, 0.5f, 1.5f, 23), 1, 6, 0, 0, 1),
                       gin(rnd(36, -1, 1, 24), 2, 6, 6, 0, 0), gin(rnd(12, -1, 1, 25), 2, 2, 6, 0, 1),
                       gin(rnd(12, -1, 1, 26), 2, 6, 2, 0, 1)};
-    gc("chain rmsnorm->lora x2->swiglu+mul", f_chain, NULL, in, 5, 1e-2, 1e-2);
+    gc("chain rmsnorm->lora x2->swiglu+mul", f_chain, NULL, in, 5, 1e-2, 1e-3);
     free_inputs(in, 5);
 }
 
@@ -379,7 +380,7 @@ static void test_lora_dropout_mask(void) {
 // Wide input (several dropout blocks of rows) against a naive double-precision reference,
 // forward and backward.
 static void test_lora_dropout_blocks(void) {
-    enum { N = 21, IN = 1 << 16, O = 3, R = 2 };
+    enum { N = 70, IN = 1 << 16, O = 3, R = 2 };   // dropout blocks of 32 rows: 32 + 32 + 6
     const float p = 0.4f, s = 0.75f, inv = 1.0f / (1.0f - p);
     float *x = rnd((int64_t)N * IN, -1, 1, 31), *W = rnd((int64_t)O * IN, -1, 1, 32);
     float *A = rnd((int64_t)R * IN, -1, 1, 33), *B = rnd(O * R, -1, 1, 34), *dy = rnd(N * O, -1, 1, 35);
@@ -441,6 +442,45 @@ static void test_lora_dropout_blocks(void) {
     ag_ctx_free(&c);
     free(x), free(W), free(A), free(B), free(dy), free(mask), free(u), free(yr), free(du), free(dB), free(dA);
     free(yrf), free(dBf), free(dAf), free(dxf);
+}
+
+// Backward's dropout scratch falls back to the heap when the arena is full: same gradients.
+static void test_lora_scratch_fallback(void) {
+    enum { N = 10, IN = 64, O = 5, R = 3 };
+    float *x = rnd(N * IN, -1, 1, 90), *W = rnd(O * IN, -1, 1, 91), *A = rnd(R * IN, -1, 1, 92);
+    float *B = rnd(O * R, -1, 1, 93), *dy = rnd(N * O, -1, 1, 94);
+    float *g[2][3];
+    size_t cap = 1 << 20, used = 0;
+    for (int run = 0; run < 2; run++) {
+        ag_ctx c;
+        ag_ctx_init(&c, cap);
+        c.training = 1;
+        ag_tensor tx = leaf(x, 2, (int64_t[]){N, IN}), tW = ag_wrap2(W, O, IN, "W");
+        ag_tensor tA = leaf(A, 2, (int64_t[]){R, IN}), tB = leaf(B, 2, (int64_t[]){O, R});
+        ag_tensor *y = ag_lora_linear(&c, &tx, &tW, &tA, &tB, 0.5f, 0.5f);
+        CHECK(y && ag_backward_from(&c, y, dy) == 0, "run %d: %s", run, err_get());
+        g[run][0] = tx.grad, g[run][1] = tA.grad, g[run][2] = tB.grad;
+        if (run == 0) {
+            used = c.arena.used;
+            CHECK(c.arena.high > used, "scratch came from the arena (high %zu, used %zu)", c.arena.high, used);
+            cap = used + 64;   // the same allocations fit, the scratch does not
+            for (int k = 0; k < 3; k++) {
+                int64_t n = k == 0 ? N * IN : k == 1 ? R * IN : O * R;
+                float *cp = malloc((size_t)n * sizeof(float));
+                if (g[0][k]) memcpy(cp, g[0][k], (size_t)n * sizeof(float));
+                g[0][k] = cp;
+            }
+        } else {
+            CHECK(c.arena.high <= cap && c.arena.used == used, "run 2 used %zu high %zu", c.arena.used, c.arena.high);
+            CHECK(g[1][0] && !memcmp(g[0][0], g[1][0], N * IN * sizeof(float)) &&
+                      !memcmp(g[0][1], g[1][1], R * IN * sizeof(float)) &&
+                      !memcmp(g[0][2], g[1][2], O * R * sizeof(float)),
+                  "heap-scratch gradients differ from arena-scratch ones");
+        }
+        ag_ctx_free(&c);
+    }
+    for (int k = 0; k < 3; k++) free(g[0][k]);
+    free(x), free(W), free(A), free(B), free(dy);
 }
 
 // --- errors
@@ -660,6 +700,7 @@ int main(void) {
     RUN(test_fixtures);
     RUN(test_lora_dropout_mask);
     RUN(test_lora_dropout_blocks);
+    RUN(test_lora_scratch_fallback);
     RUN(test_errors);
     RUN(test_arena_exhausted);
     RUN(test_frozen_and_nograd);
