@@ -203,7 +203,17 @@ int gen_generate(const llama_model *m, const llama_lora *lora, const tok_tokeniz
     ag_ctx c;
     if (ag_ctx_init(&c, arena) != 0) return -1;
     llama_kv_cache kv;
-    if (llama_kv_cache_init(&kv, m, n_prompt + (o->max_new_tokens > 0 ? o->max_new_tokens : 1)) != 0) {
+    // positions beyond max_position_embeddings are not generated (reported in st->stopped)
+    int64_t maxpos = g->max_position_embeddings > 0 ? g->max_position_embeddings : INT64_MAX;
+    if (n_prompt > maxpos) {
+        ag_ctx_free(&c);
+        return err_set("generate: the prompt has %lld tokens, more than the model's "
+                       "max_position_embeddings (%lld)",
+                       (long long)n_prompt, (long long)maxpos);
+    }
+    int64_t cap = n_prompt + (o->max_new_tokens > 0 ? o->max_new_tokens : 1);
+    if (cap > maxpos) cap = maxpos;
+    if (llama_kv_cache_init(&kv, m, cap) != 0) {
         ag_ctx_free(&c);
         return -1;
     }
@@ -249,6 +259,10 @@ int gen_generate(const llama_model *m, const llama_lora *lora, const tok_tokeniz
         st->new_tokens++;
         if (emit(tok, &dec, id, out, text, textcap) != 0) goto done;
         if (i + 1 == o->max_new_tokens) break;   // the last token needs no forward
+        if (kv.len == kv.cap) {
+            st->stopped = 2;   // max_position_embeddings reached
+            break;
+        }
         ag_ctx_reset(&c);
         if (!(h = llama_forward_cached(&c, m, lora, &kv, &id, NULL, 1))) goto done;
         llama_logits(m, h->data, logits);

@@ -47,7 +47,7 @@ typedef struct gen_stats {
     double prefill_s;    // prompt forward (all chunks)
     double decode_s;     // token-by-token forwards (new_tokens - 1 of them, or fewer at EOS)
     int64_t decode_steps;
-    int stopped;         // 1 at an EOS id, 0 at max_new_tokens
+    int stopped;         // 0 at max_new_tokens, 1 at a stop id, 2 at max_position_embeddings
 } gen_stats;
 
 // Stop ids for a model folder: config.json's eos_token_id(s) plus generation_config.json's

@@ -278,15 +278,21 @@ int llama_kv_cache_init(llama_kv_cache *kv, const llama_model *m, int64_t cap) {
     kv->nlayers = m->cfg.num_layers;
     kv->k = xcalloc((size_t)kv->nlayers, sizeof *kv->k);
     kv->v = xcalloc((size_t)kv->nlayers, sizeof *kv->v);
+    size_t bytes = (size_t)(cap * kv->width) * sizeof(float);
     for (int l = 0; l < kv->nlayers; l++) {
-        kv->k[l] = xmalloc((size_t)(cap * kv->width) * sizeof(float));
-        kv->v[l] = xmalloc((size_t)(cap * kv->width) * sizeof(float));
+        kv->k[l] = malloc(bytes);
+        kv->v[l] = malloc(bytes);
+        if (!kv->k[l] || !kv->v[l]) {
+            llama_kv_cache_free(kv);
+            return err_set("kv cache: out of memory for %lld positions (%.1f GiB)", (long long)cap,
+                           2.0 * (double)bytes * kv->nlayers / (1 << 30));
+        }
     }
     return 0;
 }
 
 void llama_kv_cache_free(llama_kv_cache *kv) {
-    for (int l = 0; l < kv->nlayers; l++) {
+    for (int l = 0; l < kv->nlayers && kv->k; l++) {
         free(kv->k[l]);
         free(kv->v[l]);
     }

@@ -437,6 +437,17 @@ static void test_generate_greedy(void) {
     gen_generate(&m, NULL, NULL, b, nb, NULL, &o, NULL, 0, NULL, s3, &st);
     CHECK(!memcmp(s1, s2, sizeof s1), "sampling with a seed is not deterministic");
     CHECK(memcmp(s1, s3, sizeof s1), "different seeds gave the same 8 samples");
+    // the context ends at max_position_embeddings (256): 256 - nb positions forwarded, and the
+    // token sampled from the last one
+    o.temperature = 0;
+    o.max_new_tokens = 1000;
+    int32_t *many = calloc(1000, sizeof *many);
+    rc = gen_generate(&m, NULL, NULL, b, nb, NULL, &o, NULL, 0, NULL, many, &st);
+    CHECK(rc == 0 && st.stopped == 2 && st.new_tokens == 256 - nb + 1, "context limit: rc %d, stopped %d, %lld tokens",
+          rc, st.stopped, (long long)st.new_tokens);
+    rc = gen_generate(&m, NULL, NULL, many, 257, NULL, &o, NULL, 0, NULL, NULL, &st);
+    CHECK(rc != 0 && strstr(err_get(), "max_position_embeddings"), "prompt longer than the context: '%s'", err_get());
+    free(many);
     // stop ids come from config.json (eos_token_id [2, 3])
     int32_t ids[16];
     int n = gen_stop_ids(&m, ids, 16);

@@ -171,7 +171,7 @@ int cmd_generate(int argc, char **argv) {
     fprintf(stderr, "%sprompt tokens: %lld, generated tokens: %lld%s, load %.2f s, prefill %.3f s (%.1f tokens/s), "
             "decode %.2f tokens/s\n",
             isatty(STDOUT_FILENO) ? "\n" : "", (long long)st.prompt_tokens, (long long)st.new_tokens,
-            st.stopped ? " (stop token)" : "", load_s, st.prefill_s,
+            st.stopped == 1 ? " (stop token)" : st.stopped == 2 ? " (max_position_embeddings reached)" : "", load_s, st.prefill_s,
             st.prefill_s > 0 ? st.prompt_tokens / st.prefill_s : 0.0,
             st.decode_s > 0 ? st.decode_steps / st.decode_s : 0.0);
     rc = 0;
