@@ -153,11 +153,36 @@ ag_tensor *llama_embed(const llama_model *m) { return frozen(&m->w.embed); }
 
 // --- forward
 
+// One row without the tape (token-by-token decoding): y = W x (+ s·B(A x)) as matrix-vector
+// products. cblas_sgemv streams W once; sgemm with one row packs W first and runs ~3x slower
+// on this memory-bound step.
+static ag_tensor *proj_row(ag_ctx *c, ag_tensor *x, ag_tensor *W, const llama_lora_slot *s) {
+    int O = (int)W->shape[0], In = (int)W->shape[1];
+    if (x->shape[1] != In) return ag_linear(c, x, W, NULL);   // let the op report the mismatch
+    ag_tensor *y = ag_new2(c, 1, O);
+    if (!y) return NULL;
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, O, In, 1.0f, W->data, In, x->data, 1, 0.0f, y->data, 1);
+    if (s && s->A) {
+        int r = (int)s->A->shape[0];
+        if (s->A->shape[1] != In || s->B->shape[0] != O || s->B->shape[1] != r)
+            return ag_lora_linear(c, x, W, s->A, s->B, s->scale, s->dropout);   // reports shapes
+        float *u = ag_alloc(c, (size_t)r * sizeof *u, "lora row");
+        if (!u) return NULL;
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, r, In, 1.0f, s->A->data, In, x->data, 1, 0.0f, u, 1);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, O, r, s->scale, s->B->data, r, u, 1, 1.0f, y->data, 1);
+    }
+    return y;
+}
+
 static ag_tensor *proj(ag_ctx *c, const llama_model *m, const llama_lora *lora, int l, llama_proj p,
                        ag_tensor *x) {
     ag_tensor *W = &m->w.layers[l].proj[p];
     const llama_lora_slot *s = lora && lora->slots ? &lora->slots[l * LLAMA_NPROJ + p] : NULL;
-    if (s && s->A) return ag_lora_linear(c, x, W, s->A, s->B, s->scale, s->dropout);
+    if (s && !s->A) s = NULL;
+    if (x && !c->grad_enabled && x->ndim == 2 && x->shape[0] == 1 &&
+        !(s && c->training && s->dropout > 0))
+        return proj_row(c, x, W, s);
+    if (s) return ag_lora_linear(c, x, W, s->A, s->B, s->scale, s->dropout);
     return ag_linear(c, x, W, NULL);
 }
 
@@ -253,15 +278,21 @@ int llama_kv_cache_init(llama_kv_cache *kv, const llama_model *m, int64_t cap) {
     kv->nlayers = m->cfg.num_layers;
     kv->k = xcalloc((size_t)kv->nlayers, sizeof *kv->k);
     kv->v = xcalloc((size_t)kv->nlayers, sizeof *kv->v);
+    size_t bytes = (size_t)(cap * kv->width) * sizeof(float);
     for (int l = 0; l < kv->nlayers; l++) {
-        kv->k[l] = xmalloc((size_t)(cap * kv->width) * sizeof(float));
-        kv->v[l] = xmalloc((size_t)(cap * kv->width) * sizeof(float));
+        kv->k[l] = malloc(bytes);
+        kv->v[l] = malloc(bytes);
+        if (!kv->k[l] || !kv->v[l]) {
+            llama_kv_cache_free(kv);
+            return err_set("kv cache: out of memory for %lld positions (%.1f GiB)", (long long)cap,
+                           2.0 * (double)bytes * kv->nlayers / (1 << 30));
+        }
     }
     return 0;
 }
 
 void llama_kv_cache_free(llama_kv_cache *kv) {
-    for (int l = 0; l < kv->nlayers; l++) {
+    for (int l = 0; l < kv->nlayers && kv->k; l++) {
         free(kv->k[l]);
         free(kv->v[l]);
     }
