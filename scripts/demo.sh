@@ -16,6 +16,6 @@ echo "== perplexity after (with the adapter in build/demo-lora)"
 $L eval --model "$M" --adapter build/demo-lora --data data/demo/eval.jsonl --max-length 256 --stride 128
 echo "== sample (greedy, with the adapter)"
 $L generate --model "$M" --adapter build/demo-lora --chat --prompt "Give three tips for staying healthy." \
-    --temperature 0 --max-new-tokens 24 || true
+    --temperature 0 --max-new-tokens 24
 echo
 echo "demo outputs: build/demo-lora/{adapter_model.safetensors,adapter_config.json,metrics.jsonl,loss.svg}"

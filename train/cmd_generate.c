@@ -9,6 +9,7 @@
 
 #include "chat.h"
 #include "cli.h"
+#include "lora.h"
 #include "generate.h"
 #include "llama.h"
 #include "tokenizer.h"
@@ -125,14 +126,9 @@ int cmd_generate(int argc, char **argv) {
         err_set("--vision: image input is not supported yet (needs model/siglip and the projector)");
         return cli_fail();
     }
-    if (adapter) {
-        // Hook for the lead: load the PEFT adapter (model/lora) into a llama_lora with one
-        // slot per adapted projection and pass it to gen_generate instead of NULL.
-        err_set("%s: adapters not supported yet (--adapter needs the model/lora module)", adapter);
-        return cli_fail();
-    }
 
     llama_model m;
+    lora_adapter lora = {0};
     tok_tokenizer *tok = NULL;
     tok_ids ids = {0};
     char *text = NULL;
@@ -141,6 +137,10 @@ int cmd_generate(int argc, char **argv) {
     if (llama_load(model, &m) != 0) return cli_fail();
     double load_s = now_seconds() - t0;
     if (!(tok = tok_load(model))) goto done;
+    if (adapter) {
+        if (lora_load(&lora, &m.cfg, adapter) != 0) goto done;
+        lora_set_dropout(&lora, 0);
+    }
     int32_t bos = tok_special(tok, "<|begin_of_text|>");
     if (bos < 0) bos = m.cfg.bos_id;
     if (bos < 0) {
@@ -166,7 +166,7 @@ int cmd_generate(int argc, char **argv) {
     int32_t stop[16];
     int nstop = gen_stop_ids(&m, stop, 16);
     gen_stats st;
-    if (gen_generate(&m, NULL, tok, ids.ids, (int64_t)ids.n, NULL, &o, stop, nstop, stdout, NULL, &st) != 0)
+    if (gen_generate(&m, adapter ? &lora.view : NULL, tok, ids.ids, (int64_t)ids.n, NULL, &o, stop, nstop, stdout, NULL, &st) != 0)
         goto done;
     fprintf(stderr, "%sprompt tokens: %lld, generated tokens: %lld%s, load %.2f s, prefill %.3f s (%.1f tokens/s), "
             "decode %.2f tokens/s\n",
@@ -180,6 +180,7 @@ done:
     free(text);
     tok_ids_free(&ids);
     tok_free(tok);
+    if (lora.slots) lora_free(&lora);
     llama_free(&m);
     return rc;
 }

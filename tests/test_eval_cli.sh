@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# End-to-end `lorac eval`, `lorac merge` and `lorac generate --adapter` on the tiny model:
+# merged folder == base + adapter, JSON output, windows, and bad inputs.
+set -u
+cd "$(dirname "$0")/.."
+L=${LORAC:-build/lorac}
+T=${BUILD:-build}/tmp/eval_cli
+rm -rf "$T" && mkdir -p "$T"
+pass=0; fail=0
+ok() { pass=$((pass + 1)); [ -n "${TEST_VERBOSE:-}" ] && echo "ok $1"; return 0; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; }
+check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
+field() { sed 's/.*"'"$2"'": \([0-9.e+-]*\).*/\1/' <<<"$1"; }
+close() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= t * (b < 0 ? -b : b)) }'; }
+
+$L make-tiny --out "$T/m32" --dtype f32 --seed 3 >/dev/null 2>&1
+$L make-tiny --out "$T/m16" --seed 3 >/dev/null 2>&1
+head -n 40 data/demo/train.jsonl > "$T/train.jsonl"
+head -n 12 data/demo/eval.jsonl > "$T/eval.jsonl"
+# an adapter with non-zero B (a few steps of training)
+$L train configs/tiny-lora.yaml model="$T/m32" data.train="$T/train.jsonl" data.eval= output_dir="$T/ad" \
+    train.max_steps=4 lora.r=4 optim.lr=0.05 >/dev/null 2>"$T/train.err"
+check "adapter trained" [ -s "$T/ad/adapter_model.safetensors" ]
+
+j0=$($L eval --model "$T/m32" --data "$T/eval.jsonl" --json 2>/dev/null)
+check "eval --json prints the contract's object" grep -qE '^\{"ppl": [0-9.]+, "nll": [0-9.]+, "tokens": [0-9]+, "documents": 12\}$' <<<"$j0"
+ja=$($L eval --model "$T/m32" --adapter "$T/ad" --data "$T/eval.jsonl" --json 2>/dev/null)
+check "adapter changes the perplexity" [ "$(field "$ja" ppl)" != "$(field "$j0" ppl)" ]
+$L merge --model "$T/m32" --adapter "$T/ad" --out "$T/merged32" 2>"$T/merge.err"
+check "merge exits 0" [ $? -eq 0 ]
+check "merge copies config and tokenizer" [ -s "$T/merged32/config.json" -a -s "$T/merged32/tokenizer.json" ]
+check "merged weights keep the input dtype (F32)" grep -aq '"dtype":"F32"' "$T/merged32/model.safetensors"
+jm=$($L eval --model "$T/merged32" --data "$T/eval.jsonl" --json 2>/dev/null)
+check "eval(merged) == eval(base + adapter) (1e-5 rel): $(field "$jm" nll) vs $(field "$ja" nll)" close "$(field "$jm" nll)" "$(field "$ja" nll)" 1e-5
+$L merge --model "$T/m16" --adapter "$T/ad" --out "$T/merged16" 2>/dev/null
+check "BF16 merge keeps BF16" grep -aq '"dtype":"BF16"' "$T/merged16/model.safetensors"
+$L merge --model "$T/m32" --adapter "$T/ad" --out "$T/merged32" 2>"$T/e1.err"
+check "merge refuses an existing output folder" [ $? -eq 1 ] && grep -q "^error: .*merged32" "$T/e1.err"
+
+# windows: a long .txt document through several windows
+for i in $(seq 1 30); do cat data/demo/eval.jsonl; done | head -c 20000 > "$T/long.txt"
+jw=$($L eval --model "$T/m32" --data "$T/long.txt" --max-length 64 --stride 32 --json 2>/dev/null)
+check "sliding window scores each token once (.txt)" [ "$(field "$jw" tokens)" -gt 1000 ]
+check "one .txt document" grep -q '"documents": 1}' <<<"$jw"
+
+# generate with an adapter
+g1=$($L generate --model "$T/m32" --adapter "$T/ad" --prompt "Hello" --temperature 0 --max-new-tokens 6 2>/dev/null)
+g2=$($L generate --model "$T/merged32" --prompt "Hello" --temperature 0 --max-new-tokens 6 2>/dev/null)
+check "generate --adapter equals generate on the merged model" [ "$g1" = "$g2" ]
+
+# bad inputs
+$L eval --model "$T/m32" --data "$T/missing.jsonl" 2>"$T/e2.err"
+check "missing data file: exit 1, names it" [ $? -eq 1 ] && grep -q "^error: .*missing.jsonl" "$T/e2.err"
+printf '%s\n' '{"text": "fine"}' '{"text": 5}' > "$T/bad.jsonl"
+$L eval --model "$T/m32" --data "$T/bad.jsonl" 2>"$T/e3.err"
+check "malformed line: file:line and field" grep -q "^error: .*bad.jsonl:2.*text" "$T/e3.err"
+cp -r "$T/ad" "$T/ad_r8" && sed -i 's/"r": 4/"r": 8/' "$T/ad_r8/adapter_config.json"
+$L eval --model "$T/m32" --adapter "$T/ad_r8" --data "$T/eval.jsonl" 2>"$T/e4.err"
+check "adapter with other shapes: exit 1, names tensor and shapes" [ $? -eq 1 ] && grep -q "^error: .*lora_A.weight.*\[8, 64\]" "$T/e4.err"
+cp -r "$T/ad" "$T/ad_t" && sed -i 's/"q_proj",//' "$T/ad_t/adapter_config.json"
+$L merge --model "$T/m32" --adapter "$T/ad_t" --out "$T/never" 2>"$T/e5.err"
+check "merge refuses tensors for untargeted modules" [ $? -eq 1 ] && grep -q "q_proj.lora_A" "$T/e5.err"
+check "failed merge leaves no output" [ ! -e "$T/never" ] && [ -z "$(ls "$T" | grep never)" ]
+$L eval --model "$T/m32" --data "$T/eval.jsonl" --stride 0 2>/dev/null
+check "bad --stride is a usage error (2)" [ $? -eq 2 ]
+$L eval --data "$T/eval.jsonl" 2>/dev/null
+check "missing --model is a usage error (2)" [ $? -eq 2 ]
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
