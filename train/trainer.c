@@ -243,7 +243,8 @@ static int run_eval(run *R, double *loss, double *ppl) {
     int rc;
     if (R->vmode) {
         if (R->use_lora) lora_set_dropout(&R->lora, 0);
-        rc = vision_perplexity(&R->ctx, &R->model, R->use_lora ? &R->lora.view : NULL, &R->vis, &R->proj, &R->eval, M,
+        vision_source src = vision_tower_source(&R->vis);
+        rc = vision_perplexity(&R->ctx, &R->model, R->use_lora ? &R->lora.view : NULL, &src, &R->proj, &R->eval, M,
                                M, 4 * M, &res, NULL, NULL);
         if (R->use_lora) lora_set_dropout(&R->lora, R->cfg->lora.dropout);
     } else {

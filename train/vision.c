@@ -124,6 +124,18 @@ int vision_micro_step(ag_ctx *c, const llama_model *m, const llama_lora *lora, c
     return ag_backward(c, l);
 }
 
+// --- feature sources
+
+static int tower_fn(void *user, const data_record *r, float *out) {
+    const char *path = r->image;
+    return vision_features(user, &path, 1, out, NULL);
+}
+
+vision_source vision_tower_source(vision_tower *v) {
+    vision_source s = {tower_fn, v, v->P, v->C};
+    return s;
+}
+
 // --- perplexity
 
 typedef struct vwin {
@@ -173,7 +185,7 @@ static int vw_flush(ag_ctx *c, const llama_model *m, const llama_lora *lora, con
     return 0;
 }
 
-int vision_perplexity(ag_ctx *c, const llama_model *m, const llama_lora *lora, vision_tower *v,
+int vision_perplexity(ag_ctx *c, const llama_model *m, const llama_lora *lora, const vision_source *v,
                       const projector *p, const data_set *ds, int64_t M, int64_t S,
                       int64_t batch_rows, eval_result *res, eval_progress_fn progress, void *user) {
     memset(res, 0, sizeof *res);
@@ -184,7 +196,7 @@ int vision_perplexity(ag_ctx *c, const llama_model *m, const llama_lora *lora, v
     double t0 = now_seconds();
     int old_grad = ag_set_grad(c, 0), old_train = c->training;
     c->training = 0;
-    int P = v ? v->P : 0, Cv = v ? v->C : 0;
+    int P = v ? v->P : 0, Cv = v ? v->Cv : 0;
     vwin b = {0};
     float *nll = NULL, *img = P ? xmalloc((size_t)P * Cv * sizeof(float)) : NULL;
     int64_t nll_cap = 0, rcap = 0;
@@ -218,8 +230,7 @@ int vision_perplexity(ag_ctx *c, const llama_model *m, const llama_lora *lora, v
             continue;
         }
         if (has) {
-            const char *path = r->image;
-            if (vision_features(v, &path, 1, img, NULL) != 0) {
+            if (v->fn(v->user, r, img) != 0) {
                 rc = err_prefix("%s:%lld", ds->path, (long long)r->line);
                 break;
             }

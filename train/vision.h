@@ -71,12 +71,26 @@ int vision_micro_step(ag_ctx *c, const llama_model *m, const llama_lora *lora, c
                       const data_batch *b, const float *feats, const int32_t *targets, float norm,
                       double *loss);
 
+// --- where features come from (the tower, a feature cache, a test)
+
+// Writes the P visual rows of record r's image into out [P, Cv]. 0, or -1 + err_set.
+typedef int (*vision_feature_fn)(void *user, const data_record *r, float *out);
+typedef struct vision_source {
+    vision_feature_fn fn;
+    void *user;
+    int P, Cv;
+} vision_source;
+
+// A source computing the features of r->image with the tower (errors name the image file).
+vision_source vision_tower_source(vision_tower *v);
+
 // --- perplexity with images (CONTRACT.md "Perplexity")
 
 // As eval_perplexity, over the rows of each record with its P visual rows included
 // (windows of M rows, stride S, counting image rows; only supervised tokens are scored,
-// each predicted from the context inside its window). Records with an image need v and p.
-int vision_perplexity(ag_ctx *c, const llama_model *m, const llama_lora *lora, vision_tower *v,
+// each predicted from the context inside its window). Records with an image need src and p
+// (src NULL: such a record is an error naming its line).
+int vision_perplexity(ag_ctx *c, const llama_model *m, const llama_lora *lora, const vision_source *src,
                       const projector *p, const data_set *ds, int64_t M, int64_t S,
                       int64_t batch_rows, eval_result *res, eval_progress_fn progress, void *user);
 
