@@ -11,6 +11,8 @@ A full LLaVA-style step on tiny models: the committed tiny SigLIP (tests/fixture
     middle whose supervised tokens follow it; ids -1 on image rows, targets -1 on image rows
     except the last (it predicts the first token after the image when supervised);
   - `p.`: loss and projector gradients (mode projector: the Llama frozen);
+  - `gen.`: a greedy continuation (6 tokens) of a caption prompt with image 0 and the first
+    step's logits;
   - `pl.`: a LoRA (r=4, alpha=8, non-zero B, all seven projections) trained together with the
     projector: loss, projector gradients and LoRA gradients (PEFT names).
 The loss is the sum of token cross-entropies over the batch's targets / supervised tokens.
@@ -137,6 +139,30 @@ def main():
     for k, v in lora.items():
         fx["lora." + k] = v.detach()
         fx["pl.grad." + k] = v.grad
+    # greedy generation from a caption prompt (BOS, image 0, two caption tokens), projector only
+    with torch.no_grad():
+        first = seqs[0][2][:2]
+        gids = [1] + [-1] * P + first
+        out, margins = [], []
+        for _ in range(6):
+            g = torch.tensor(gids)
+            x = LW["model.embed_tokens.weight"][g.clamp(min=0)].clone()
+            x[1:1 + P] = proj(feats[:P])
+            W = dict(LW)
+            W["model.embed_tokens.weight"] = x
+            n = len(gids)
+            h = R.forward(cfg, W, torch.arange(n), torch.arange(n), torch.zeros(n, dtype=torch.long))
+            logits = h[-1] @ R.lm_head(cfg, LW).t()
+            if not out:
+                fx["gen.logits0"] = logits.clone()
+            top = torch.topk(logits, 2).values
+            margins.append(float(top[0] - top[1]))
+            t = int(torch.argmax(logits))
+            out.append(t)
+            gids.append(t)
+    fx["gen.prompt"] = torch.tensor([1] + [-1] * P + first).int()
+    fx["gen.out"] = torch.tensor(out).int()
+    print("greedy", out, "smallest top-2 margin %.4f" % min(margins))
     save_fixture(os.path.join(OUT, "vision_train_ref.safetensors"), fx,
                  meta={"rows": len(ids), "nsup": nsup, "num_patches": P, "r": r, "alpha": alpha})
     print("vision_train_ref: rows", len(ids), "supervised", nsup, "loss", float(fx["p.loss"]), float(fx["pl.loss"]))

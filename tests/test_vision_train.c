@@ -10,6 +10,7 @@
 #include "ag.h"
 #include "batch.h"
 #include "fixture.h"
+#include "generate.h"
 #include "llama.h"
 #include "lora.h"
 #include "projector.h"
@@ -192,6 +193,56 @@ static void test_projector_lora_step(void) {
     free(f);
 }
 
+// generation with the image spliced into the prompt embeddings (KV-cache path) vs torch
+static void test_generate(void) {
+    int nf;
+    float *f = features(&nf);
+    projector p;
+    CHECK(projector_create(&p, "mlp2x_gelu", 32, 32, 1) == 0, "%s", err_get());
+    CHECK(load_params(&p.params, "proj.") == 0, "projector weights from fixture");
+    int P = sig.cfg.num_patches;
+    long n = 0, nout = 0;
+    const int32_t *prompt = fixture_i32(fx, "gen.prompt", &n);
+    const int32_t *want = fixture_i32(fx, "gen.out", &nout);
+    const float *logits0 = fixture_f32(fx, "gen.logits0", NULL);
+    int32_t *rows = xmalloc((size_t)P * sizeof(int32_t));
+    for (int k = 0; k < P; k++) rows[k] = 1 + k;
+    ag_ctx c;
+    ag_ctx_init(&c, (size_t)1 << 26);
+    ag_set_grad(&c, 0);
+    ag_tensor *e = vision_embed(&c, &model, &p, prompt, n, f, rows, P);
+    CHECK(e != NULL, "embed: %s", err_get());
+    // the prefill's last-row logits
+    llama_kv_cache kv;
+    ag_ctx c2;
+    ag_ctx_init(&c2, (size_t)1 << 26);
+    CHECK(llama_kv_cache_init(&kv, &model, n + 8) == 0, "kv: %s", err_get());
+    ag_tensor *h = llama_forward_cached(&c2, &model, NULL, &kv, NULL, e, n);
+    CHECK(h != NULL, "cached forward: %s", err_get());
+    float *lg = xmalloc((size_t)model.cfg.vocab_size * sizeof(float));
+    llama_logits(&model, h->data + (n - 1) * model.cfg.hidden_size, lg);
+    double el = max_rel_err(lg, logits0, model.cfg.vocab_size, 1e-3);
+    CHECK(el <= 1e-4, "prefill logits rel err %.2e", el);
+    llama_kv_cache_free(&kv);
+    ag_ctx_free(&c2);
+    gen_opts o;
+    gen_opts_default(&o);
+    o.temperature = 0;
+    o.max_new_tokens = nout;
+    int32_t out[16];
+    gen_stats st;
+    CHECK(gen_generate(&model, NULL, NULL, prompt, n, e, &o, NULL, 0, NULL, out, &st) == 0, "generate: %s", err_get());
+    int same = st.new_tokens == nout;
+    for (long i = 0; same && i < nout; i++) same = out[i] == want[i];
+    CHECK(same, "greedy tokens differ from torch (%lld generated)", (long long)st.new_tokens);
+    printf("# generate with image: prefill logits rel err %.2e, %ld greedy tokens %s\n", el, nout, same ? "equal" : "DIFFER");
+    free(lg);
+    free(rows);
+    ag_ctx_free(&c);
+    projector_free(&p);
+    free(f);
+}
+
 int main(void) {
     fx = fixture_load(FX);
     if (!fx || llama_load("tests/fixtures/train-tiny", &model) != 0 || siglip_load("tests/fixtures/tiny-siglip", &sig) != 0) {
@@ -200,6 +251,7 @@ int main(void) {
     }
     RUN(test_projector_step);
     RUN(test_projector_lora_step);
+    RUN(test_generate);
     siglip_free(&sig);
     llama_free(&model);
     fixture_free(fx);
