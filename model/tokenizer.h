@@ -1,7 +1,10 @@
 // tokenizer.h — the Llama 3 tokenizer: byte-level BPE over the Llama 3 pre-tokenizer regex,
 // read from a model folder's tokenizer.json (HF) or original/tokenizer.model (tiktoken),
 // with the 256 special tokens (ids 128000..128255) and the Llama 3 chat rendering.
-// Encoding equals tiktoken / HF tokenizers, including invalid UTF-8 input.
+// Encoding equals tiktoken / HF tokenizers, including invalid UTF-8 input: that is first repaired
+// the standard way (each maximal invalid subpart -> U+FFFD, as Python's decode(errors="replace"),
+// Rust's from_utf8_lossy and WHATWG's TextDecoder do), then encoded as HF does the decoded text.
+// tok_encode is thread-safe (the tokenizer is read-only after tok_load).
 #ifndef LORAC_TOKENIZER_H
 #define LORAC_TOKENIZER_H
 
@@ -45,6 +48,21 @@ typedef struct tok_decoder {
 size_t tok_decode_step(const tok_tokenizer *t, tok_decoder *d, int32_t id, char *buf, size_t cap);
 // Whole-sequence decode into a malloc'd NUL-terminated string.
 char *tok_decode(const tok_tokenizer *t, const int32_t *ids, size_t n);
+// The same, also giving the length (the text may hold NUL bytes).
+char *tok_decode_n(const tok_tokenizer *t, const int32_t *ids, size_t n, size_t *out_len);
+// A buffer of this many bytes always holds one tok_decode_step output (3 * (longest piece + 8) + 1).
+size_t tok_decode_cap(const tok_tokenizer *t);
+// End of stream: a character still incomplete becomes U+FFFD (as tok_decode ends); resets d.
+// Streaming steps + flush give exactly tok_decode of the same ids.
+size_t tok_decode_flush(tok_decoder *d, char *buf, size_t cap);
+
+// UTF-8 helpers. tok_encode repairs invalid input itself: each maximal invalid subpart becomes
+// U+FFFD (Python's bytes.decode("utf-8", "replace"), Rust's from_utf8_lossy), then encodes that
+// text exactly as HF tokenizers / tiktoken do. So the bytes of the ids equal the *repaired* text:
+// callers that map token bytes back onto their input should repair it first.
+int tok_utf8_valid(const char *s, size_t len);
+// malloc'd NUL-terminated repaired copy of s[0..len); *out_len its length.
+char *tok_utf8_repair(const char *s, size_t len, size_t *out_len);
 
 // Hash identifying the tokenizer's vocabulary, merges and special tokens (for HDF5 caches).
 uint64_t tok_hash(const tok_tokenizer *t);
