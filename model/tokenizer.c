@@ -495,7 +495,8 @@ static inline uint64_t hchain(uint64_t h, const void *p, size_t n) {
     return mix64(h ^ hash_bytes(p, n)) + n;
 }
 
-static void compute_hash(tok_tokenizer *t, int tiktoken_ranks) {
+// merges_hash: the merges in rank order (HF), or a constant for tiktoken's implicit ranks.
+static void compute_hash(tok_tokenizer *t, uint64_t merges_hash) {
     uint64_t h = hchain(0, "lorac-tokenizer-v1", 18);
     h = hchain(h, &t->nvocab, sizeof t->nvocab);
     for (int id = 0; id < t->nvocab; id++) {
@@ -505,33 +506,7 @@ static void compute_hash(tok_tokenizer *t, int tiktoken_ranks) {
     }
     h = hchain(h, t->pattern, strlen(t->pattern));
     h = hchain(h, &t->whole_piece, sizeof t->whole_piece);
-    if (tiktoken_ranks) {
-        h = hchain(h, "tiktoken-ranks", 14);
-    } else {
-        // merges in rank order (the table is unordered: gather then sort by rank)
-        size_t m = 0;
-        int64_t *r = xmalloc((t->nmerges + 1) * sizeof *r * 4);
-        for (uint64_t i = 0; i <= t->mmask; i++) {
-            if (!t->mt[i].key) continue;
-            r[4 * m] = t->mt[i].rank;
-            r[4 * m + 1] = (int64_t)(t->mt[i].key >> 32) - 1;
-            r[4 * m + 2] = (int64_t)(uint32_t)t->mt[i].key;
-            r[4 * m + 3] = t->mt[i].id;
-            m++;
-        }
-        // ranks are unique merge-list positions; place by rank (counting) to avoid qsort on quads
-        int64_t maxr = -1;
-        for (size_t i = 0; i < m; i++) if (r[4 * i] > maxr) maxr = r[4 * i];
-        int64_t *byrank = xmalloc((size_t)(maxr + 1 > 0 ? maxr + 1 : 1) * sizeof *byrank);
-        for (int64_t i = 0; i <= maxr; i++) byrank[i] = -1;
-        for (size_t i = 0; i < m; i++) byrank[r[4 * i]] = (int64_t)i;
-        for (int64_t k = 0; k <= maxr; k++) {
-            if (byrank[k] < 0) continue;
-            h = hchain(h, &r[4 * byrank[k]], 4 * sizeof *r);
-        }
-        free(byrank);
-        free(r);
-    }
+    h = hchain(h, &merges_hash, sizeof merges_hash);
     t->hash = h;
 }
 
@@ -722,18 +697,22 @@ static int load_hf(tok_tokenizer *t, const char *path) {
     merges_alloc(t, (size_t)cJSON_GetArraySize(merges));
     int rank = 0;
     unsigned char *ab = NULL;
-    size_t abcap = 0;
+    size_t abcap = 0, tmpcap = 256;
+    char *tmp = xmalloc(tmpcap);
+    uint64_t mh = hchain(0, "merges", 6);
     cJSON_ArrayForEach(it, merges) {
         const char *a, *b;
-        char *tmp = NULL;
         if (cJSON_IsString(it)) {
             const char *sp = strchr(it->valuestring, ' ');
             if (!sp || strchr(sp + 1, ' ')) {
                 err_set("%s: model.merges[%d]: expected \"left right\", found \"%s\"", path, rank, it->valuestring);
                 free(ab);
+                free(tmp);
                 goto done;
             }
-            tmp = xstrdup(it->valuestring);
+            size_t l = strlen(it->valuestring);
+            if (l + 1 > tmpcap) tmp = xrealloc(tmp, tmpcap = 2 * l + 1);
+            memcpy(tmp, it->valuestring, l + 1);
             tmp[sp - it->valuestring] = 0;
             a = tmp;
             b = tmp + (sp - it->valuestring) + 1;
@@ -744,6 +723,7 @@ static int load_hf(tok_tokenizer *t, const char *path) {
         } else {
             err_set("%s: model.merges[%d]: expected a \"left right\" string or a [left, right] pair", path, rank);
             free(ab);
+            free(tmp);
             goto done;
         }
         size_t la = strlen(a), lb = strlen(b), na, nb;
@@ -759,13 +739,15 @@ static int load_hf(tok_tokenizer *t, const char *path) {
             goto done;
         }
         merge_add(t, ia, ib, rank, iab);
-        free(tmp);
+        int32_t trip[3] = {ia, ib, iab};
+        mh = hchain(mh, trip, sizeof trip);
         rank++;
     }
     free(ab);
+    free(tmp);
     specials_index(t);
     if (regex_compile(t, path)) goto done;
-    compute_hash(t, 0);
+    compute_hash(t, mh);
     rc = 0;
 done:
     free(buf);
@@ -963,7 +945,7 @@ static int load_tiktoken(tok_tokenizer *t, const char *path, const char *dir) {
     }
     specials_index(t);
     if (regex_compile(t, path)) goto fail;
-    compute_hash(t, 1);
+    compute_hash(t, hchain(0, "tiktoken-ranks", 14));
     rc = 0;
 fail:
     free(text);

@@ -1,6 +1,6 @@
 // tokenizer.h — the Llama 3 tokenizer: byte-level BPE over the Llama 3 pre-tokenizer regex,
 // read from a model folder's tokenizer.json (HF) or original/tokenizer.model (tiktoken),
-// with the 256 special tokens (ids 128000..128255) and the Llama 3 chat rendering.
+// with the 256 special tokens (ids 128000..128255); the chat rendering is in model/chat.h.
 // Encoding equals tiktoken / HF tokenizers, including invalid UTF-8 input: that is first repaired
 // the standard way (each maximal invalid subpart -> U+FFFD, as Python's decode(errors="replace"),
 // Rust's from_utf8_lossy and WHATWG's TextDecoder do), then encoded as HF does the decoded text.
@@ -46,7 +46,9 @@ typedef struct tok_decoder {
 // Writes the text that became complete with `id` into buf (at most cap-1 bytes, NUL
 // terminated); returns its length.
 size_t tok_decode_step(const tok_tokenizer *t, tok_decoder *d, int32_t id, char *buf, size_t cap);
-// Whole-sequence decode into a malloc'd NUL-terminated string.
+// Whole-sequence decode into a malloc'd NUL-terminated string: the ids' bytes (special tokens as
+// their text, unknown ids skipped) with invalid UTF-8 repaired, as HF tokenizers' decode; no
+// transformers-style clean_up_tokenization_spaces (it would change the text).
 char *tok_decode(const tok_tokenizer *t, const int32_t *ids, size_t n);
 // The same, also giving the length (the text may hold NUL bytes).
 char *tok_decode_n(const tok_tokenizer *t, const int32_t *ids, size_t n, size_t *out_len);

@@ -461,6 +461,103 @@ static void test_tiktoken(void) {
     free(dir);
 }
 
+// A small hand-made tokenizer.json: [a, b] merge pairs, ignore_merges on and off, added tokens
+// with and without the special flag, a GPT-2 style pre-tokenizer (ByteLevel with its regex).
+static char *write_small_hf(const char *name, int ignore_merges, int pairs) {
+    cJSON *root = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddStringToObject(model, "type", "BPE");
+    cJSON_AddBoolToObject(model, "ignore_merges", ignore_merges);
+    cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
+    // ids 0..255: the bytes in order, written in the GPT-2 byte alphabet (printable bytes as
+    // themselves, the others as U+0100...)
+    int id = 0, extra = 0;
+    for (int b = 0; b < 256; b++) {
+        int printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+        unsigned cp = printable ? (unsigned)b : 256u + (unsigned)extra++;
+        char u[4] = {0};
+        if (cp < 0x80) u[0] = (char)cp;
+        else { u[0] = (char)(0xC0 | cp >> 6); u[1] = (char)(0x80 | (cp & 63)); }
+        cJSON_AddNumberToObject(vocab, u, id++);
+    }
+    const char *more[] = {"ab", "abc", "abd", "\xC4\xA0" "a", "\xC4\xA0" "ab"};   // \xC4\xA0 = U+0120 = byte 0x20
+    for (int k = 0; k < 5; k++) cJSON_AddNumberToObject(vocab, more[k], id++);   // ids 256..260
+    cJSON *merges = cJSON_AddArrayToObject(model, "merges");
+    const char *m[][2] = {{"a", "b"}, {"ab", "c"}, {"\xC4\xA0", "a"}, {"\xC4\xA0" "a", "b"}};
+    for (int k = 0; k < 4; k++) {
+        if (pairs) {
+            cJSON *pr = cJSON_CreateArray();
+            cJSON_AddItemToArray(pr, cJSON_CreateString(m[k][0]));
+            cJSON_AddItemToArray(pr, cJSON_CreateString(m[k][1]));
+            cJSON_AddItemToArray(merges, pr);
+        } else {
+            char buf[32];
+            snprintf(buf, sizeof buf, "%s %s", m[k][0], m[k][1]);
+            cJSON_AddItemToArray(merges, cJSON_CreateString(buf));
+        }
+    }
+    cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
+    const char *at[] = {"<s>", "<x>"};
+    for (int k = 0; k < 2; k++) {
+        cJSON *a = cJSON_CreateObject();
+        cJSON_AddNumberToObject(a, "id", 300 + k);
+        cJSON_AddStringToObject(a, "content", at[k]);
+        cJSON_AddBoolToObject(a, "special", k == 0);
+        cJSON_AddItemToArray(added, a);
+    }
+    cJSON_AddNullToObject(root, "normalizer");
+    cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
+    cJSON_AddStringToObject(pre, "type", "ByteLevel");
+    cJSON_AddBoolToObject(pre, "add_prefix_space", 0);
+    char *text = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    const char *dir = test_tmpdir(name);
+    char *path = path_join(dir, "tokenizer.json");
+    CHECK(file_write_atomic(path, text, strlen(text)) == 0, "write %s", path);
+    free(path);
+    free(text);
+    return strdup(dir);
+}
+
+static int encode_is(const tok_tokenizer *t, const char *s, int allow, const int32_t *want, size_t n) {
+    tok_ids ids = {0};
+    int ok = tok_encode(t, s, strlen(s), allow, &ids) == 0 && ids.n == n && !memcmp(ids.ids, want, n * sizeof *want);
+    if (!ok) {
+        printf("  '%s':", s);
+        for (size_t i = 0; i < ids.n; i++) printf(" %d", ids.ids[i]);
+        printf("\n");
+    }
+    tok_ids_free(&ids);
+    return ok;
+}
+
+static void test_small_hf(void) {
+    for (int pairs = 0; pairs < 2; pairs++) {
+        for (int ign = 0; ign < 2; ign++) {
+            char *dir = write_small_hf("tok_small", ign, pairs);
+            tok_tokenizer *t = tok_load(dir);
+            CHECK(t, "load: %s", err_get());
+            free(dir);
+            if (!t) continue;
+            CHECK(tok_vocab_size(t) == 302, "vocab %d", tok_vocab_size(t));
+            int32_t w1[] = {257}, w2[] = {258}, w3[] = {256, 'd'}, w4[] = {32, 256, 'x'}, w7[] = {260},
+                    w8[] = {32, 256}, w9[] = {259};
+            CHECK(encode_is(t, "abc", 1, w1, 1), "merges ab, abc");
+            if (ign) CHECK(encode_is(t, "abd", 1, w2, 1), "ignore_merges: a vocab word is one token");
+            else CHECK(encode_is(t, "abd", 1, w3, 2), "without ignore_merges: merges only");
+            CHECK(encode_is(t, " abx", 1, w4, 3), "lowest rank first: (a b) before (Ġ a)");
+            if (ign) CHECK(encode_is(t, " ab", 1, w7, 1), "ignore_merges: whole piece");
+            else CHECK(encode_is(t, " ab", 1, w8, 2), "ranks: (a b) first, then no (Ġ ab)");
+            CHECK(encode_is(t, " a", 1, w9, 1), "(Ġ a)");
+            int32_t w5[] = {300, 301, 'a'};
+            CHECK(encode_is(t, "<s><x>a", 1, w5, 3), "added tokens split when allowed");
+            CHECK(tok_is_special(t, 300) && !tok_is_special(t, 301), "special flags");
+            int32_t w6[] = {'<', 's', '>'};
+            CHECK(encode_is(t, "<s>", 0, w6, 3), "added token as text");
+            tok_free(t);
+        }
+    }
+}
+
 static void test_errors(void) {
     err_clear();
     CHECK(!tok_load("build/tmp/no-such-model") && strstr(err_get(), "no-such-model") && strstr(err_get(), "tokenizer.json"),
@@ -549,6 +646,7 @@ int main(void) {
     RUN(test_trim_and_spaces);
     RUN(test_chat);
     RUN(test_tiktoken);
+    RUN(test_small_hf);
     RUN(test_errors);
     RUN(test_speed);
     tok_free(T);
