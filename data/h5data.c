@@ -54,6 +54,13 @@ static int h5_fail(const char *fmt, ...) {
     return err_set("%s", msg);
 }
 
+// File access: HDF5's file locking, ignored where the file system has none (NFS, some containers)
+static hid_t file_access(void) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_file_locking(fapl, 1, 1);
+    return fapl;
+}
+
 static hid_t vlen_utf8_type(void) {
     hid_t t = H5Tcopy(H5T_C_S1);
     H5Tset_size(t, H5T_VARIABLE);
@@ -302,7 +309,9 @@ data_h5_writer *data_h5_writer_open(const char *path, const char *source, const 
     w->pb = xmalloc(sizeof(int64_t) * (size_t)w->rcap);
     w->ib = xcalloc((size_t)w->rcap, sizeof(char *));
 
-    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fapl = file_access();
+    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
     if (w->file < 0) {
         h5_fail("%s: cannot create", w->tmp);
         writer_free(w);
@@ -326,8 +335,13 @@ const char *data_h5_writer_tmp_path(const data_h5_writer *w) { return w->tmp; }
 
 int data_h5_writer_add(data_h5_writer *w, const data_record *rec) {
     h5_quiet();
+    const char *ref = rec->image_ref ? rec->image_ref : rec->image;
     if (rec->n < 0 || (rec->n > 0 && (!rec->ids || !rec->mask)))
         return err_set("%s: record of line %lld has no tokens", w->path, (long long)rec->line);
+    if (rec->image_pos > rec->n || (rec->image_pos >= 0 && (!ref || !ref[0])))
+        return err_set("%s: record of line %lld: expected an image path and image_pos in [0, %lld], found %s "
+                       "and %lld", w->path, (long long)rec->line, (long long)rec->n, ref && ref[0] ? "a path" : "none",
+                       (long long)rec->image_pos);
     if (rec->image_pos >= 0 && !w->has_images && create_image_sets(w))
         return h5_fail("%s: cannot create the image datasets", w->tmp);
     if (w->tn + rec->n > w->tcap || w->rn == w->rcap) {
@@ -347,7 +361,7 @@ int data_h5_writer_add(data_h5_writer *w, const data_record *rec) {
     w->ob[w->rn] = w->t_total;
     w->lb[w->rn] = rec->line;
     w->pb[w->rn] = rec->image_pos >= 0 ? rec->image_pos : -1;
-    w->ib[w->rn] = rec->image_pos >= 0 && rec->image_ref ? xstrdup(rec->image_ref) : NULL;
+    w->ib[w->rn] = rec->image_pos >= 0 ? xstrdup(ref) : NULL;
     w->rn++;
     w->r_total++;
     return 0;
@@ -767,7 +781,9 @@ int data_h5_load(data_set *ds, const char *path, const tok_tokenizer *tok, const
         return err_set("%s: not an HDF5 file (no HDF5 signature; JSONL data should not be named .h5/.hdf5)",
                        path);
     }
-    h5_in in = {H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), path};
+    hid_t fapl = file_access();
+    h5_in in = {H5Fopen(path, H5F_ACC_RDONLY, fapl), path};
+    H5Pclose(fapl);
     if (in.file < 0)
         return h5_fail("%s: cannot read the HDF5 file (truncated or corrupt? re-run `lorac prepare`)", path);
     h5_arrays a = {0};

@@ -286,6 +286,11 @@ static void test_late_images(void) {
         bad += data_h5_writer_add(w, &r) != 0;
     }
     CHECK(bad == 0, "adds failed: %s", err_get());
+    data_record noimg = {ids, mask, 3, 1, NULL, NULL, 99};
+    CHECK(data_h5_writer_add(w, &noimg) == -1 && strstr(err_get(), "line 99") && strstr(err_get(), "image path"),
+          "image_pos without a path refused: %s", err_get());
+    data_record past = {ids, mask, 2, 3, "a.jpg", "a.jpg", 98};
+    CHECK(data_h5_writer_add(w, &past) == -1 && strstr(err_get(), "line 98"), "image_pos past the end refused: %s", err_get());
     CHECK(file_exists(data_h5_writer_tmp_path(w)) && !file_exists(h5), "only the temporary file exists while writing");
     CHECK(data_h5_writer_commit(w, 1, 2, 3) == 0, "commit: %s", err_get());
     data_set b;

@@ -104,6 +104,9 @@ expect 1 "projector mode" -- "$LORAC" prepare configs/tiny-projector.yaml model=
 check "feature caches not built" err_has "error: prepare: vision feature caches are not built yet"
 expect 1 "output folder missing" -- "$LORAC" prepare "$CFG" model="$M" --out "$T/no/such/dir/x.h5"
 check "names the output" err_has "no/such/dir/x.h5"
+cp data/demo/train.jsonl "$T/same.jsonl"
+expect 1 "--out is data.train" -- "$LORAC" prepare "$CFG" model="$M" data.train="$T/same.jsonl" --out "$T/same.jsonl"
+check "data.train untouched" cmp -s data/demo/train.jsonl "$T/same.jsonl"
 check "no output on errors" test ! -e "$T/x.h5"
 check "still no temporary files" no_leftovers "$T"
 

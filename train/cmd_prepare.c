@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "config.h"
@@ -98,6 +99,12 @@ int cmd_prepare(int argc, char **argv) {
     }
     if (data_is_h5(c.data.train)) {
         err_set("%s: data.train: expected a JSONL file, found an HDF5 file (already prepared)", c.data.train);
+        cfg_free(&c);
+        return cli_fail();
+    }
+    struct stat si, so;
+    if (stat(c.data.train, &si) == 0 && stat(out, &so) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino) {
+        err_set("%s: --out names the training data itself (data.train); choose another output file", out);
         cfg_free(&c);
         return cli_fail();
     }
