@@ -3,7 +3,8 @@
 // through the plain HDF5 API (names, dtypes, attributes, image datasets created after records were flushed),
 // refusals (another tokenizer hash, template, train_on_prompt, format), structural errors
 // (missing datasets, dtypes, offsets, vocabulary, masks, counters), corrupt/truncated files
-// with one error and no HDF5 stack printed, atomic output, and data_load_any's dispatch.
+// with one error and no HDF5 stack printed, a file written by h5py (tests/gen_h5data.py), atomic
+// output, and data_load_any's dispatch.
 // Uses the real Llama 3 tokenizer (TOKENIZER_DIR) and data/demo/train.jsonl.
 #include <fcntl.h>
 #include <hdf5.h>
@@ -600,6 +601,34 @@ static void test_corrupt(void) {
     expect_load_error(tpath("missing.h5"), &o, "missing file", "missing.h5", "cannot open", NULL);
 }
 
+// a file made with h5py (tests/gen_h5data.py): contiguous datasets, h5py's attribute types
+static void test_h5py_file(void) {
+    const char *p = tpath("h5py.h5");
+    CHECK(copy_file("tests/fixtures/h5data_h5py.h5", p) == 0, "copy fixture");
+    char hash[32];
+    snprintf(hash, sizeof hash, "%016" PRIx64, tok_hash(tok));
+    set_str_attr(p, "tokenizer_hash", hash);
+    data_opts o = data_opts_default();
+    o.num_patches = 4;
+    data_set ds;
+    CHECK(data_load_any(&ds, p, tok, &o) == 0, "load: %s", err_get());
+    CHECK(ds.n == 3 && ds.n_tokens == 9, "%lld records %lld tokens", (long long)ds.n, (long long)ds.n_tokens);
+    if (ds.n == 3) {
+        static const int32_t ids1[3] = {128000, 5, 6};
+        static const uint8_t m0[4] = {0, 1, 1, 1}, m1[3] = {0, 0, 1};
+        CHECK(ds.r[0].n == 4 && ds.r[0].ids[1] == 9906 && !memcmp(ds.r[0].mask, m0, 4) && ds.r[0].image_pos == -1 &&
+                  !ds.r[0].image && ds.r[0].line == 1,
+              "record 0");
+        CHECK(ds.r[1].n == 3 && !memcmp(ds.r[1].ids, ids1, 12) && !memcmp(ds.r[1].mask, m1, 3) && ds.r[1].image_pos == 1 &&
+                  streq(ds.r[1].image_ref, "img/c.jpg") && streq(ds.r[1].image, "data/img/c.jpg") && ds.r[1].line == 2,
+              "record 1: image %s ref %s", ds.r[1].image ? ds.r[1].image : "-", ds.r[1].image_ref ? ds.r[1].image_ref : "-");
+        CHECK(ds.r[2].n == 2 && ds.r[2].ids[1] == 100 && ds.r[2].image_pos == -1, "record 2");
+    }
+    data_set_free(&ds);
+    o.train_on_prompt = 1;   // h5py's bool attribute (an HDF5 enum) is read
+    expect_load_error(p, &o, "h5py bool", "train_on_prompt", "expected true", "found false", NULL);
+}
+
 // --- dispatch and atomic output
 
 static void test_dispatch_atomic(void) {
@@ -672,6 +701,7 @@ int main(void) {
     RUN(test_refusals);
     RUN(test_structure_errors);
     RUN(test_corrupt);
+    RUN(test_h5py_file);
     RUN(test_dispatch_atomic);
     tok_free(tok);
     tpath_free_all();
