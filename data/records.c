@@ -438,6 +438,8 @@ static int record_from_json(data_reader *rd, const char *text, size_t len, int64
     rec->line = line;
     ctx c = {rd, line, 0};
     *fatal = 0;
+    if (!tok_utf8_valid(text, len))   // the loss mask maps token bytes back onto the text
+        return err_set("%s:%lld: the line is not valid UTF-8 (JSONL files must be UTF-8)", rd->path, (long long)line);
     const char *end = NULL;
     cJSON *obj = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (obj) {   // only whitespace may follow the object
@@ -548,6 +550,10 @@ static int read_txt(data_reader *rd, data_record *rec) {
     if (len == 0) {
         free(buf);
         return err_set("%s: empty text document", rd->path);
+    }
+    if (!tok_utf8_valid(buf, len)) {
+        free(buf);
+        return err_set("%s: the text is not valid UTF-8", rd->path);
     }
     render r = {0};
     r.split = -1;

@@ -549,6 +549,26 @@ static void test_malformed(void) {
 
 // --- length policy
 
+// invalid UTF-8 is one error naming file:line (never an abort), or a counted skip
+static void test_invalid_utf8(void) {
+    char *p = write_file("utf8.jsonl", "{\"text\": \"ok\"}\n{\"text\": \"a\xff\xfe b\"}\n");
+    data_set ds = {0};
+    data_opts o = data_opts_default();
+    CHECK(data_load(&ds, p, tok, &o) != 0 && strstr(err_get(), "utf8.jsonl:2") && strstr(err_get(), "UTF-8"),
+          "got: %s", err_get());
+    data_set_free(&ds);
+    o.skip_bad_lines = 1;
+    CHECK(data_load(&ds, p, tok, &o) == 0 && ds.n == 1 && ds.n_skipped_bad == 1, "skip: %s", err_get());
+    data_set_free(&ds);
+    free(p);
+    p = write_file("utf8.txt", "some \xc3 text");
+    o.skip_bad_lines = 0;
+    CHECK(data_load(&ds, p, tok, &o) != 0 && strstr(err_get(), "utf8.txt") && strstr(err_get(), "UTF-8"), "got: %s",
+          err_get());
+    data_set_free(&ds);
+    free(p);
+}
+
 static void test_length(void) {
     data_opts o = data_opts_default();
     data_set ds;
@@ -874,6 +894,7 @@ int main(void) {
         RUN(test_demo_records);
         RUN(test_malformed);
         RUN(test_length);
+        RUN(test_invalid_utf8);
         RUN(test_reader_stream);
     }
     RUN(test_batch_order);

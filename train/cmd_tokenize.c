@@ -13,8 +13,6 @@
 #include "util.h"
 
 // cli_fail/cli_usage live in train/main.c, which test binaries do not link: weak references
-#pragma weak cli_fail
-#pragma weak cli_usage
 
 typedef struct tk_opts {
     int bos, chat;

@@ -1,0 +1,326 @@
+// llama.c — Llama 3 decoder: loading a HF folder into fp32, the packed forward on the tape
+// with LoRA hooks, and the KV-cached forward used by generation (see llama.h).
+#include "llama.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "safetensors.h"
+
+const char *const llama_proj_names[LLAMA_NPROJ] = {
+    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+};
+const char *const llama_proj_modules[LLAMA_NPROJ] = {
+    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+    "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj",
+};
+
+// --- loading
+
+// Loads one weight as fp32 after checking it exists and has the config's shape. `src` names
+// the weights file (or shard index) for messages.
+static int load_weight(st_model *st, const char *src, ag_tensor *t, const char *name, int ndim,
+                       int64_t d0, int64_t d1) {
+    int64_t shape[2] = {d0, d1};
+    if (!st_find(st, name)) {
+        if (ndim == 1)
+            return err_set("%s: missing tensor '%s' (expected shape [%lld] from config.json)", src,
+                           name, (long long)d0);
+        return err_set("%s: missing tensor '%s' (expected shape [%lld, %lld] from config.json)", src,
+                       name, (long long)d0, (long long)d1);
+    }
+    float *data = st_load_f32(st, name, ndim, shape);
+    if (!data) return -1;
+    *t = ag_wrap(data, ndim, shape, NULL);
+    return 0;
+}
+
+static int check_config(const char *dir, const hf_llama_config *g) {
+    if (g->vocab_size <= 0 || g->hidden_size <= 0 || g->intermediate_size <= 0 ||
+        g->num_layers <= 0 || g->num_heads <= 0 || g->num_kv_heads <= 0 || g->head_dim <= 0)
+        return err_set("%s/config.json: sizes must be positive (vocab_size %d, hidden_size %d, "
+                       "intermediate_size %d, num_hidden_layers %d, num_attention_heads %d, "
+                       "num_key_value_heads %d, head_dim %d)",
+                       dir, g->vocab_size, g->hidden_size, g->intermediate_size, g->num_layers,
+                       g->num_heads, g->num_kv_heads, g->head_dim);
+    if (g->num_heads % g->num_kv_heads)
+        return err_set("%s/config.json: num_attention_heads %d is not a multiple of "
+                       "num_key_value_heads %d",
+                       dir, g->num_heads, g->num_kv_heads);
+    if (g->head_dim % 2)
+        return err_set("%s/config.json: head_dim %d must be even (rotate-half RoPE)", dir, g->head_dim);
+    if (!(g->rms_norm_eps > 0) || !(g->rope_theta > 0))
+        return err_set("%s/config.json: rms_norm_eps (%g) and rope_theta (%g) must be positive", dir,
+                       g->rms_norm_eps, g->rope_theta);
+    return 0;
+}
+
+// A tensor of a layer the config does not have means the config and weights disagree.
+static int check_extra_layers(st_model *st, const char *dir, int nlayers) {
+    for (int i = 0; i < st_count(st); i++) {
+        const st_tensor *t = st_get(st, i);
+        int l;
+        if (sscanf(t->name, "model.layers.%d.", &l) == 1 && (l < 0 || l >= nlayers))
+            return err_set("%s: tensor '%s' belongs to layer %d but config.json has "
+                           "num_hidden_layers %d (config and weights disagree)",
+                           t->file ? t->file : dir, t->name, l, nlayers);
+    }
+    return 0;
+}
+
+static int load_weights(st_model *st, llama_model *m, const char *dir) {
+    const hf_llama_config *g = &m->cfg;
+    int64_t C = g->hidden_size, FF = g->intermediate_size, V = g->vocab_size;   // FF: I (cblas.h defines I)
+    int64_t QD = (int64_t)g->num_heads * g->head_dim, KD = (int64_t)g->num_kv_heads * g->head_dim;
+    if (check_extra_layers(st, dir, g->num_layers)) return -1;
+    llama_weights *w = &m->w;
+    if (load_weight(st, dir, &w->embed, "model.embed_tokens.weight", 2, V, C)) return -1;
+    if (load_weight(st, dir, &w->norm, "model.norm.weight", 1, C, 0)) return -1;
+    m->tied = g->tie_word_embeddings || !st_find(st, "lm_head.weight");
+    if (m->tied) w->lm_head = w->embed;
+    else if (load_weight(st, dir, &w->lm_head, "lm_head.weight", 2, V, C)) return -1;
+    const int64_t pshape[LLAMA_NPROJ][2] = {{QD, C}, {KD, C}, {KD, C}, {C, QD},
+                                            {FF, C}, {FF, C}, {C, FF}};
+    char name[256];
+    for (int l = 0; l < g->num_layers; l++) {
+        llama_layer *ly = &w->layers[l];
+        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+        if (load_weight(st, dir, &ly->attn_norm, name, 1, C, 0)) return -1;
+        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+        if (load_weight(st, dir, &ly->mlp_norm, name, 1, C, 0)) return -1;
+        for (int p = 0; p < LLAMA_NPROJ; p++) {
+            snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, llama_proj_modules[p]);
+            if (load_weight(st, dir, &ly->proj[p], name, 2, pshape[p][0], pshape[p][1])) return -1;
+        }
+    }
+    return 0;
+}
+
+int llama_load(const char *dir, llama_model *m) {
+    memset(m, 0, sizeof *m);
+    if (hf_llama_config_load(dir, &m->cfg) != 0) return -1;
+    if (check_config(dir, &m->cfg) != 0) return -1;
+    m->dir = xstrdup(dir);
+    m->w.layers = xcalloc((size_t)m->cfg.num_layers, sizeof *m->w.layers);
+    m->inv_freq = xmalloc((size_t)(m->cfg.head_dim / 2) * sizeof(float));
+    hf_llama_inv_freq(&m->cfg, m->inv_freq);
+    // the weights file named in messages: model.safetensors, or the shard index
+    char *src = path_join(dir, "model.safetensors");
+    if (!file_exists(src)) {
+        free(src);
+        src = path_join(dir, "model.safetensors.index.json");
+    }
+    st_model *st = st_open(dir);
+    int rc = st ? load_weights(st, m, src) : -1;
+    free(src);
+    if (st) st_close(st);
+    if (rc != 0) llama_free(m);
+    return rc;
+}
+
+void llama_free(llama_model *m) {
+    if (m->w.layers) {
+        for (int l = 0; l < m->cfg.num_layers; l++) {
+            llama_layer *ly = &m->w.layers[l];
+            free(ly->attn_norm.data);
+            free(ly->mlp_norm.data);
+            for (int p = 0; p < LLAMA_NPROJ; p++) free(ly->proj[p].data);
+        }
+        free(m->w.layers);
+    }
+    if (!m->tied) free(m->w.lm_head.data);
+    free(m->w.embed.data);
+    free(m->w.norm.data);
+    free(m->inv_freq);
+    free(m->dir);
+    memset(m, 0, sizeof *m);
+}
+
+ag_tensor *llama_proj_weight(const llama_model *m, int layer, llama_proj p) {
+    AG_ASSERT(layer >= 0 && layer < m->cfg.num_layers && p >= 0 && p < LLAMA_NPROJ, "layer %d proj %d",
+              layer, (int)p);
+    return &m->w.layers[layer].proj[p];
+}
+
+// Frozen weights are never written by ops (requires_grad 0); the op API takes non-const
+// tensors, so the model's const-ness is dropped here, in one place.
+static ag_tensor *frozen(const ag_tensor *t) { return (ag_tensor *)t; }
+
+ag_tensor *llama_lm_head(const llama_model *m) { return frozen(&m->w.lm_head); }
+ag_tensor *llama_embed(const llama_model *m) { return frozen(&m->w.embed); }
+
+// --- forward
+
+// One row without the tape (token-by-token decoding): y = W x (+ s·B(A x)) as matrix-vector
+// products. cblas_sgemv streams W once; sgemm with one row packs W first and runs ~3x slower
+// on this memory-bound step.
+static ag_tensor *proj_row(ag_ctx *c, ag_tensor *x, ag_tensor *W, const llama_lora_slot *s) {
+    int O = (int)W->shape[0], In = (int)W->shape[1];
+    if (x->shape[1] != In) return ag_linear(c, x, W, NULL);   // let the op report the mismatch
+    ag_tensor *y = ag_new2(c, 1, O);
+    if (!y) return NULL;
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, O, In, 1.0f, W->data, In, x->data, 1, 0.0f, y->data, 1);
+    if (s && s->A) {
+        int r = (int)s->A->shape[0];
+        if (s->A->shape[1] != In || s->B->shape[0] != O || s->B->shape[1] != r)
+            return ag_lora_linear(c, x, W, s->A, s->B, s->scale, s->dropout);   // reports shapes
+        float *u = ag_alloc(c, (size_t)r * sizeof *u, "lora row");
+        if (!u) return NULL;
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, r, In, 1.0f, s->A->data, In, x->data, 1, 0.0f, u, 1);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, O, r, s->scale, s->B->data, r, u, 1, 1.0f, y->data, 1);
+    }
+    return y;
+}
+
+static ag_tensor *proj(ag_ctx *c, const llama_model *m, const llama_lora *lora, int l, llama_proj p,
+                       ag_tensor *x) {
+    ag_tensor *W = &m->w.layers[l].proj[p];
+    const llama_lora_slot *s = lora && lora->slots ? &lora->slots[l * LLAMA_NPROJ + p] : NULL;
+    if (s && !s->A) s = NULL;
+    if (x && !c->grad_enabled && x->ndim == 2 && x->shape[0] == 1 &&
+        !(s && c->training && s->dropout > 0))
+        return proj_row(c, x, W, s);
+    if (s) return ag_lora_linear(c, x, W, s->A, s->B, s->scale, s->dropout);
+    return ag_linear(c, x, W, NULL);
+}
+
+// One decoder layer: x [N,C] -> x + attn(norm(x)) -> + mlp(norm(.)). With a KV cache, the
+// new rows' K,V are appended at kv->len and attention runs over the whole cache.
+static ag_tensor *layer_forward(ag_ctx *c, const llama_model *m, const llama_lora *lora, int l,
+                                ag_tensor *x, const int32_t *pos, const int32_t *kv_begin,
+                                llama_kv_cache *kv) {
+    const hf_llama_config *g = &m->cfg;
+    llama_layer *ly = &m->w.layers[l];
+    int H = g->num_heads, K = g->num_kv_heads;
+    float eps = g->rms_norm_eps;
+    ag_tensor *h = ag_rmsnorm(c, x, &ly->attn_norm, eps);
+    ag_tensor *q = ag_rope(c, proj(c, m, lora, l, LLAMA_Q, h), H, pos, m->inv_freq);
+    ag_tensor *k = ag_rope(c, proj(c, m, lora, l, LLAMA_K, h), K, pos, m->inv_freq);
+    ag_tensor *v = proj(c, m, lora, l, LLAMA_V, h);
+    if (!q || !k || !v) return NULL;
+    float scale = 1.0f / sqrtf((float)g->head_dim);
+    ag_tensor *a;
+    if (kv) {
+        int64_t N = x->shape[0], W = kv->width, n = kv->len + N;
+        memcpy(kv->k[l] + kv->len * W, k->data, (size_t)(N * W) * sizeof(float));
+        memcpy(kv->v[l] + kv->len * W, v->data, (size_t)(N * W) * sizeof(float));
+        ag_tensor kc = ag_wrap2(kv->k[l], n, W, "k_cache"), vc = ag_wrap2(kv->v[l], n, W, "v_cache");
+        a = ag_attention(c, q, &kc, &vc, H, K, NULL, NULL, scale);
+    } else {
+        a = ag_attention(c, q, k, v, H, K, kv_begin, NULL, scale);
+    }
+    x = ag_add(c, x, proj(c, m, lora, l, LLAMA_O, a));
+    h = ag_rmsnorm(c, x, &ly->mlp_norm, eps);
+    ag_tensor *u = ag_swiglu(c, proj(c, m, lora, l, LLAMA_GATE, h), proj(c, m, lora, l, LLAMA_UP, h));
+    return ag_add(c, x, proj(c, m, lora, l, LLAMA_DOWN, u));
+}
+
+// Embeds the inputs and runs every layer and the final norm. In no-grad mode the arena is
+// rewound after each layer (only the residual stream is kept).
+static ag_tensor *run(ag_ctx *c, const llama_model *m, const llama_lora *lora, const int32_t *ids,
+                      ag_tensor *embeds, int64_t N, const int32_t *pos, const int32_t *kv_begin,
+                      llama_kv_cache *kv) {
+    const hf_llama_config *g = &m->cfg;
+    int64_t C = g->hidden_size;
+    if ((ids == NULL) == (embeds == NULL))
+        return err_set("llama_forward: give exactly one of ids and embeds"), NULL;
+    if (N <= 0) return err_set("llama_forward: empty batch (N = %lld)", (long long)N), NULL;
+    if (embeds && (embeds->ndim != 2 || embeds->shape[0] != N || embeds->shape[1] != C)) {
+        char s[64];
+        return err_set("llama_forward: embeds must be [%lld, %lld], got %s", (long long)N,
+                       (long long)C, ag_shape_str(embeds, s, sizeof s)),
+               NULL;
+    }
+    ag_tensor *x = embeds ? embeds : ag_embedding(c, frozen(&m->w.embed), ids, N);
+    if (!x) return NULL;
+    ag_tensor *keep = NULL;
+    size_t mark = 0;
+    if (!c->grad_enabled) {
+        if (!(keep = ag_new2(c, N, C))) return NULL;
+        mark = c->arena.used;
+    }
+    for (int l = 0; l < g->num_layers; l++) {
+        x = layer_forward(c, m, lora, l, x, pos, kv_begin, kv);
+        if (!x) return NULL;
+        if (keep) {
+            memcpy(keep->data, x->data, (size_t)(N * C) * sizeof(float));
+            c->arena.used = mark;
+            x = keep;
+        }
+    }
+    return ag_rmsnorm(c, x, frozen(&m->w.norm), g->rms_norm_eps);
+}
+
+ag_tensor *llama_forward(ag_ctx *c, const llama_model *m, const llama_lora *lora,
+                         const int32_t *ids, ag_tensor *embeds, int64_t N,
+                         const int32_t *pos, const int32_t *kv_begin) {
+    if (!pos) return err_set("llama_forward: positions are required"), NULL;
+    for (int64_t i = 0; i < N; i++) {
+        if (pos[i] < 0)
+            return err_set("llama_forward: row %lld has negative position %d", (long long)i, pos[i]), NULL;
+        if (kv_begin && (kv_begin[i] < 0 || kv_begin[i] > i))
+            return err_set("llama_forward: row %lld has kv_begin %d (must be in [0, %lld])", (long long)i,
+                           kv_begin[i], (long long)i),
+                   NULL;
+    }
+    return run(c, m, lora, ids, embeds, N, pos, kv_begin, NULL);
+}
+
+// --- KV cache
+
+int llama_kv_cache_init(llama_kv_cache *kv, const llama_model *m, int64_t cap) {
+    memset(kv, 0, sizeof *kv);
+    if (cap <= 0) return err_set("kv cache: capacity must be positive, got %lld", (long long)cap);
+    kv->cap = cap;
+    kv->width = (int64_t)m->cfg.num_kv_heads * m->cfg.head_dim;
+    kv->nlayers = m->cfg.num_layers;
+    kv->k = xcalloc((size_t)kv->nlayers, sizeof *kv->k);
+    kv->v = xcalloc((size_t)kv->nlayers, sizeof *kv->v);
+    size_t bytes = (size_t)(cap * kv->width) * sizeof(float);
+    for (int l = 0; l < kv->nlayers; l++) {
+        kv->k[l] = malloc(bytes);
+        kv->v[l] = malloc(bytes);
+        if (!kv->k[l] || !kv->v[l]) {
+            llama_kv_cache_free(kv);
+            return err_set("kv cache: out of memory for %lld positions (%.1f GiB)", (long long)cap,
+                           2.0 * (double)bytes * kv->nlayers / (1 << 30));
+        }
+    }
+    return 0;
+}
+
+void llama_kv_cache_free(llama_kv_cache *kv) {
+    for (int l = 0; l < kv->nlayers && kv->k; l++) {
+        free(kv->k[l]);
+        free(kv->v[l]);
+    }
+    free(kv->k);
+    free(kv->v);
+    memset(kv, 0, sizeof *kv);
+}
+
+ag_tensor *llama_forward_cached(ag_ctx *c, const llama_model *m, const llama_lora *lora,
+                                llama_kv_cache *kv, const int32_t *ids, ag_tensor *embeds,
+                                int64_t N) {
+    if (kv->len + N > kv->cap)
+        return err_set("kv cache full: %lld cached + %lld new rows exceed its %lld rows",
+                       (long long)kv->len, (long long)N, (long long)kv->cap),
+               NULL;
+    if (N <= 0) return err_set("llama_forward_cached: empty batch (N = %lld)", (long long)N), NULL;
+    int32_t *pos = ag_alloc(c, (size_t)N * sizeof *pos, "positions");
+    if (!pos) return NULL;
+    for (int64_t i = 0; i < N; i++) pos[i] = (int32_t)(kv->len + i);
+    int was = ag_set_grad(c, 0);
+    ag_tensor *h = run(c, m, lora, ids, embeds, N, pos, NULL, kv);
+    ag_set_grad(c, was);
+    if (h) kv->len += N;
+    return h;
+}
+
+void llama_logits(const llama_model *m, const float *h, float *logits) {
+    const ag_tensor *W = &m->w.lm_head;
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)W->shape[0], (int)W->shape[1], 1.0f, W->data,
+                (int)W->shape[1], h, 1, 0.0f, logits, 1);
+}

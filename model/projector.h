@@ -1,0 +1,57 @@
+// projector.h — the trainable vision→text projector of LLaVA: `linear` (one Linear with
+// bias) or `mlp2x_gelu` (Linear, exact-erf GELU, Linear; both with bias), mapping vision
+// features [N, Cv] to text embeddings [N, Ct].
+//
+// Parameters live in one ag_params block under LLaVA's names:
+//   linear:     model.mm_projector.weight [Ct, Cv], model.mm_projector.bias [Ct]
+//   mlp2x_gelu: model.mm_projector.0.weight [Ct, Cv], model.mm_projector.0.bias [Ct],
+//               model.mm_projector.2.weight [Ct, Ct], model.mm_projector.2.bias [Ct]
+// A fresh projector takes PyTorch's default nn.Linear init: weight and bias ~ U(-1/√in, 1/√in)
+// (kaiming_uniform with a = √5), drawn in the order above from a splitmix64 stream.
+//
+// On disk (a folder): projector.safetensors (F32, the names above) and projector_config.json
+// {projector_type, select_layer, vision_hidden_size, text_hidden_size, num_patches}.
+#ifndef LORAC_PROJECTOR_H
+#define LORAC_PROJECTOR_H
+
+#include <stdint.h>
+
+#include "ag.h"
+
+typedef enum { PROJECTOR_LINEAR = 0, PROJECTOR_MLP2X_GELU = 1 } projector_kind;
+
+typedef struct projector {
+    projector_kind type;
+    int vision_hidden, text_hidden;   // Cv, Ct
+    int select_layer, num_patches;    // from projector_config.json (projector_load); -2, 0 after create
+    ag_params params;                 // every trainable tensor, one block
+    ag_tensor *w1;                    // [Ct, Cv]
+    ag_tensor *b1;                    // [Ct]
+    ag_tensor *w2;                    // [Ct, Ct] (mlp2x_gelu only, else NULL)
+    ag_tensor *b2;                    // [Ct]     (mlp2x_gelu only, else NULL)
+} projector;
+
+// "linear" / "mlp2x_gelu" -> kind; -1 + err_set naming the accepted values otherwise.
+int projector_type_parse(const char *s, projector_kind *out);
+const char *projector_type_name(projector_kind k);
+
+// A fresh projector with PyTorch's default Linear init from `seed`. -1 + err_set on an
+// unknown type or non-positive sizes.
+int projector_create(projector *p, const char *type, int vision_hidden, int text_hidden, uint64_t seed);
+void projector_free(projector *p);
+
+// features [N, Cv] -> [N, Ct], recorded on the tape (the parameters require grad; the
+// features usually do not). NULL + err_set on a shape mismatch.
+ag_tensor *projector_forward(ag_ctx *c, const projector *p, ag_tensor *features);
+
+// Writes DIR/projector.safetensors and DIR/projector_config.json (each atomically; DIR is
+// created when missing).
+int projector_save(const projector *p, const char *dir, int select_layer, int num_patches);
+// Writes the current gradients (params.grad) as F32 safetensors at PATH under the same
+// names (train.dump_grads).
+int projector_save_grads(const projector *p, const char *path);
+// Reads a folder written by projector_save, validating the config and every tensor (names,
+// shapes, no strays). -1 + err_set naming the file and key/tensor.
+int projector_load(projector *p, const char *dir);
+
+#endif

@@ -1,0 +1,209 @@
+// siglip.c — the SigLIP vision tower: loading from a HF folder and the no-grad forward to
+// any hidden state (see siglip.h). Every matmul is an ag_linear (cblas_sgemm).
+#include "siglip.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "safetensors.h"
+#include "util.h"
+
+// --- loading
+
+typedef struct loader {
+    const st_model *st;
+    siglip_model *m;
+} loader;
+
+// Loads `name` (shape [a] or [a, b]; b = 0 for 1-D) into *t, owned by the model.
+static int load_t(loader *L, ag_tensor *t, const char *name, int64_t a, int64_t b) {
+    int64_t shape[2] = {a, b};
+    int ndim = b ? 2 : 1;
+    float *d = st_load_f32(L->st, name, ndim, shape);
+    if (!d) return -1;
+    L->m->bufs[L->m->nbufs++] = d;
+    *t = ag_wrap(d, ndim, shape, NULL);
+    return 0;
+}
+
+int siglip_load(const char *dir, siglip_model *m) {
+    memset(m, 0, sizeof *m);
+    if (hf_siglip_config_load(dir, &m->cfg) != 0) return -1;
+    st_model *st = st_open(dir);
+    if (!st) return -1;
+    const hf_siglip_config *c = &m->cfg;
+    int rc = -1;
+    if (hf_siglip_check_weights(st, c) != 0) goto done;
+
+    int64_t C = c->hidden_size, I = c->intermediate_size, p = c->patch_size, P = c->num_patches;
+    int64_t pin = (int64_t)c->num_channels * p * p;
+    m->layers = xcalloc((size_t)c->num_layers, sizeof *m->layers);
+    m->bufs = xcalloc((size_t)(5 + 16 * c->num_layers), sizeof *m->bufs);
+    loader L = {st, m};
+    {   // the conv weight [C, 3, p, p] is read as the linear weight [C, 3·p·p] (same order)
+        int64_t pw[4] = {C, c->num_channels, p, p};
+        float *d = st_load_f32(st, "vision_model.embeddings.patch_embedding.weight", 4, pw);
+        if (!d) goto done;
+        m->bufs[m->nbufs++] = d;
+        m->patch_w = ag_wrap2(d, C, pin, "vision_model.embeddings.patch_embedding.weight");
+    }
+    if (load_t(&L, &m->patch_b, "vision_model.embeddings.patch_embedding.bias", C, 0) ||
+        load_t(&L, &m->pos, "vision_model.embeddings.position_embedding.weight", P, C) ||
+        load_t(&L, &m->post_ln_w, "vision_model.post_layernorm.weight", C, 0) ||
+        load_t(&L, &m->post_ln_b, "vision_model.post_layernorm.bias", C, 0))
+        goto done;
+    for (int l = 0; l < c->num_layers; l++) {
+        siglip_layer *y = &m->layers[l];
+        struct {
+            ag_tensor *t;
+            const char *k;
+            int64_t a, b;
+        } w[] = {{&y->ln1_w, "layer_norm1.weight", C, 0},    {&y->ln1_b, "layer_norm1.bias", C, 0},
+                 {&y->ln2_w, "layer_norm2.weight", C, 0},    {&y->ln2_b, "layer_norm2.bias", C, 0},
+                 {&y->q_w, "self_attn.q_proj.weight", C, C}, {&y->q_b, "self_attn.q_proj.bias", C, 0},
+                 {&y->k_w, "self_attn.k_proj.weight", C, C}, {&y->k_b, "self_attn.k_proj.bias", C, 0},
+                 {&y->v_w, "self_attn.v_proj.weight", C, C}, {&y->v_b, "self_attn.v_proj.bias", C, 0},
+                 {&y->o_w, "self_attn.out_proj.weight", C, C}, {&y->o_b, "self_attn.out_proj.bias", C, 0},
+                 {&y->fc1_w, "mlp.fc1.weight", I, C},        {&y->fc1_b, "mlp.fc1.bias", I, 0},
+                 {&y->fc2_w, "mlp.fc2.weight", C, I},        {&y->fc2_b, "mlp.fc2.bias", C, 0}};
+        for (size_t k = 0; k < sizeof w / sizeof w[0]; k++) {
+            char n[256];
+            snprintf(n, sizeof n, "vision_model.encoder.layers.%d.%s", l, w[k].k);
+            if (load_t(&L, w[k].t, n, w[k].a, w[k].b) != 0) goto done;
+        }
+    }
+    rc = 0;
+done:
+    st_close(st);
+    if (rc != 0) siglip_free(m);   // the message already names the file and tensor
+    return rc;
+}
+
+void siglip_free(siglip_model *m) {
+    for (int i = 0; i < m->nbufs; i++) free(m->bufs[i]);
+    free(m->bufs);
+    free(m->layers);
+    memset(m, 0, sizeof *m);
+}
+
+// --- forward
+
+int siglip_resolve_layer(const hf_siglip_config *cfg, int s) {
+    int L = cfg->num_layers;
+    if (s == -1) return L + 1;
+    if (s >= 0 && s <= L) return s;
+    if (s < -1 && s >= -(L + 1)) return L + 1 + s;
+    return err_set("siglip: select_layer %d is out of range for %d encoder layers (expected -1 = after "
+                   "post_layernorm, -2 .. -%d counting hidden states from the end, or 0 .. %d; -2 is "
+                   "LLaVA's choice)",
+                   s, L, L + 1, L);
+}
+
+size_t siglip_arena_bytes(const siglip_model *m, int B) {
+    const hf_siglip_config *c = &m->cfg;
+    size_t N = (size_t)B * c->num_patches, C = c->hidden_size, I = c->intermediate_size;
+    size_t pin = (size_t)c->num_channels * c->patch_size * c->patch_size;
+    size_t D = C / c->num_heads;
+    size_t embed = N * pin + 2 * N * C;
+    // attention stage: LN1, q, k, v, attention out, out_proj, residual; ranges, lse, tile scratch
+    size_t attn = 7 * N * C + 2 * N + N * c->num_heads +
+                  (size_t)omp_get_max_threads() * (4 * 64 * D + 4 * 32 * 64 + 16);
+    size_t mlp = 4 * N * C + 2 * N * I;   // LN2, fc1, act, fc2, residual
+    size_t peak = embed > attn ? embed : attn;
+    peak = peak > mlp ? peak : mlp;
+    return peak * sizeof(float) + 64 * 1024;   // + tensor headers and 64-byte alignment
+}
+
+// rows[B·P, 3·p·p]: patch (b, py, px) -> row b·P + py·G + px, column (ch, kh, kw) as the conv
+// weight [C, 3, p, p] flattens
+static void unfold_patches(float *rows, const float *pixels, int B, int S, int p, int ch) {
+    int G = S / p;
+    int64_t np = (int64_t)B * G * G, pin = (int64_t)ch * p * p;
+#pragma omp parallel for schedule(static) if (np * pin >= 16384)
+    for (int64_t r = 0; r < np; r++) {
+        int64_t b = r / (G * G);
+        int py = (int)(r / G % G), px = (int)(r % G);
+        float *dst = rows + r * pin;
+        for (int k = 0; k < ch; k++)
+            for (int kh = 0; kh < p; kh++) {
+                const float *src = pixels + ((b * ch + k) * S + (int64_t)py * p + kh) * S + (int64_t)px * p;
+                memcpy(dst + ((int64_t)k * p + kh) * p, src, (size_t)p * sizeof(float));
+            }
+    }
+}
+
+// Copies y into the residual stream x and drops everything allocated since `mark`.
+static int settle(ag_ctx *c, ag_tensor *x, const ag_tensor *y, size_t mark) {
+    if (!y) return -1;
+    memcpy(x->data, y->data, (size_t)x->numel * sizeof(float));
+    c->arena.used = mark;
+    return 0;
+}
+
+int siglip_features(ag_ctx *c, const siglip_model *m, const float *pixels, int B, int select_layer,
+                    float *out) {
+    const hf_siglip_config *cfg = &m->cfg;
+    if (B < 0) return err_set("siglip_features: batch of %d images", B);
+    int target = siglip_resolve_layer(cfg, select_layer);
+    if (target < 0) return -1;
+    if (B == 0) return 0;
+    int64_t P = cfg->num_patches, C = cfg->hidden_size, N = (int64_t)B * P;
+    int H = cfg->num_heads, p = cfg->patch_size, S = cfg->image_size;
+    int64_t pin = (int64_t)cfg->num_channels * p * p;
+    float eps = cfg->layer_norm_eps;
+    float scale = (float)(1.0 / sqrt((double)(C / H)));   // head_dim ** -0.5 (a double in HF)
+    int tanh_act = strcmp(cfg->hidden_act, "gelu") != 0;
+
+    int grad = ag_set_grad(c, 0);
+    size_t mark0 = c->arena.used;
+    int rc = -1;
+    ag_tensor x = ag_wrap2(out, N, C, "siglip hidden state");   // the residual stream, in place
+
+    // kv ranges: every row attends the P rows of its image
+    int32_t *beg = ag_alloc(c, (size_t)N * 2 * sizeof *beg, "siglip attention ranges");
+    if (!beg) goto done;
+    int32_t *end = beg + N;
+    for (int64_t i = 0; i < N; i++) beg[i] = (int32_t)(i / P * P), end[i] = (int32_t)(i / P * P + P);
+    size_t mark = c->arena.used;
+
+    {   // embeddings: conv as one linear over the unfolded patches, + position embeddings
+        ag_tensor *rows = ag_new2(c, N, pin);
+        if (!rows) goto done;
+        unfold_patches(rows->data, pixels, B, S, p, cfg->num_channels);
+        ag_tensor *e = ag_linear(c, rows, (ag_tensor *)&m->patch_w, (ag_tensor *)&m->patch_b);
+        e = ag_add(c, e, (ag_tensor *)&m->pos);
+        if (settle(c, &x, e, mark)) goto done;
+    }
+    int nrun = target <= cfg->num_layers ? target : cfg->num_layers;
+    for (int l = 0; l < nrun; l++) {
+        siglip_layer *w = &m->layers[l];
+        ag_tensor *h = ag_layernorm(c, &x, &w->ln1_w, &w->ln1_b, eps);
+        ag_tensor *q = ag_linear(c, h, &w->q_w, &w->q_b);
+        ag_tensor *k = ag_linear(c, h, &w->k_w, &w->k_b);
+        ag_tensor *v = ag_linear(c, h, &w->v_w, &w->v_b);
+        ag_tensor *a = ag_attention(c, q, k, v, H, H, beg, end, scale);
+        a = ag_add(c, &x, ag_linear(c, a, &w->o_w, &w->o_b));
+        if (settle(c, &x, a, mark)) goto done;
+
+        h = ag_layernorm(c, &x, &w->ln2_w, &w->ln2_b, eps);
+        h = ag_linear(c, h, &w->fc1_w, &w->fc1_b);
+        h = tanh_act ? ag_gelu_tanh(c, h) : ag_gelu(c, h);
+        h = ag_add(c, &x, ag_linear(c, h, &w->fc2_w, &w->fc2_b));
+        if (settle(c, &x, h, mark)) goto done;
+    }
+    if (target == cfg->num_layers + 1) {
+        ag_tensor *y = ag_layernorm(c, &x, (ag_tensor *)&m->post_ln_w, (ag_tensor *)&m->post_ln_b, eps);
+        if (settle(c, &x, y, mark)) goto done;
+    }
+    rc = 0;
+done:
+    if (rc != 0)
+        err_prefix("siglip_features (%d images of %dx%d; the arena needs about %.1f MiB, see siglip_arena_bytes)",
+                   B, S, S, siglip_arena_bytes(m, B) / 1048576.0);
+    c->arena.used = mark0;
+    ag_set_grad(c, grad);
+    return rc;
+}
