@@ -27,9 +27,12 @@
 #ifndef LORAC_FEATCACHE_H
 #define LORAC_FEATCACHE_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #include "hfconfig.h"
+#include "image.h"
+#include "siglip.h"
 
 #define DATA_FC_VERSION "0.1"
 
@@ -98,5 +101,27 @@ int64_t data_fc_find(const data_fc *fc, const char *image_ref);
 // from another data file? re-run `lorac prepare`)") or on a read failure.
 int data_fc_read(data_fc *fc, const char *image_ref, float *out);
 int data_fc_read_row(data_fc *fc, int64_t row, float *out);
+
+// --- computing a cache (featbuild.c)
+
+// The preprocessing of a SigLIP folder as img_norm: its image_mean/std, and its rescale_factor
+// (exactly 1/255 in double when the config holds 1/255, as transformers' Python float).
+img_norm data_fc_norm(const hf_siglip_config *cfg);
+
+typedef struct data_fc_build_stats {
+    int64_t images;         // unique images written
+    int64_t refs;           // image references given (duplicates included)
+    double seconds;         // wall time of decoding + features + writing
+    double decode_seconds;  // time the feature loop waited for decoded images
+} data_fc_build_stats;
+
+// Computes the features of n image references (refs[i] as written in the JSONL, paths[i] the
+// resolved file) with siglip_features in batches of `batch` (decoding the next batch on a
+// background thread, data/prefetch.h) and writes the cache `out` (atomic). Duplicate refs are
+// computed once; one ref naming two different paths is an error. stop (may be NULL): checked
+// between batches ("interrupted"). 0, or -1 + err_set (no output file left behind).
+int data_fc_build(const char *out, const char *vision_dir, const siglip_model *m, int select_layer,
+                  const char *const *refs, const char *const *paths, int64_t n, int batch, int64_t max_pixels,
+                  const char *source, const volatile sig_atomic_t *stop, data_fc_build_stats *st);
 
 #endif
