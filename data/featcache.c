@@ -382,6 +382,7 @@ data_fc_writer *data_fc_writer_open(const char *path, const data_fc_ident *id, c
     hid_t sp = H5Screate_simple(3, dims, maxd);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, 3, chunk);
+    H5Pset_fletcher32(dcpl);           // a checksum per image: corrupt bytes fail the read
     H5Pset_obj_track_times(dcpl, 0);   // no timestamps: the same input gives the same bytes
     w->d_feat = H5Dcreate2(w->file, "features", H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     H5Pclose(dcpl);

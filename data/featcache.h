@@ -4,7 +4,7 @@
 // Legend: N = unique images, P = patches per image (num_patches), C = vision hidden size.
 //
 // File layout:
-//   features  float32 [N, P, C]   chunked one image per chunk, extendible along N
+//   features  float32 [N, P, C]   chunked one image per chunk (Fletcher-32 checksum), extendible
 //   images    vlen UTF-8 string [N]  the image path as written in the JSONL
 //                                    (data_record.image_ref): the lookup key of row i
 // Attributes of the root group (strings vlen UTF-8, integers int64, floats float64 / float32[3]):
