@@ -714,3 +714,22 @@ int data_fc_read(data_fc *fc, const char *image_ref, float *out) {
                        "%s)", fc->path, image_ref ? image_ref : "(none)", (long long)fc->n, FC_HINT);
     return data_fc_read_row(fc, row, out);
 }
+
+int data_fc_read_many(data_fc *fc, const char *const *image_refs, int n, float *out, int *failed) {
+    size_t rows = (size_t)fc->id.num_patches * fc->id.hidden_size;
+    if (failed) *failed = -1;
+    for (int i = 0; i < n; i++)
+        if (data_fc_read(fc, image_refs[i], out + (size_t)i * rows)) {
+            if (failed) *failed = i;
+            return -1;
+        }
+    return 0;
+}
+
+data_fc *data_fc_open_for(const char *path, const char *vision_dir, int select_layer) {
+    if (!vision_dir) return data_fc_open(path, NULL);
+    hf_siglip_config cfg;
+    data_fc_ident id;
+    if (hf_siglip_config_load(vision_dir, &cfg) || data_fc_ident_init(&id, vision_dir, &cfg, select_layer)) return NULL;
+    return data_fc_open(path, &id);
+}

@@ -18,8 +18,7 @@
 //   FILE: attribute 'select_layer': expected -2, found -1 (the cache was made for another vision
 //   setup; re-run `lorac prepare`)
 //
-//   data_fc_ident id;  data_fc_ident_init(&id, vision_dir, &model.cfg, select_layer);
-//   data_fc *fc = data_fc_open("feat.h5", &id);            // NULL + err_set
+//   data_fc *fc = data_fc_open_for("feat.h5", vision_dir, select_layer);   // NULL + err_set
 //   data_fc_read(fc, rec.image_ref, out);                  // out [P*C], one image on demand
 //   data_fc_close(fc);
 //
@@ -87,6 +86,10 @@ typedef struct data_fc data_fc;
 // select_layer or preprocessing is named precisely). Builds the image_ref -> row lookup.
 // NULL + err_set naming the file, the attribute, expected vs found and "re-run `lorac prepare`".
 data_fc *data_fc_open(const char *path, const data_fc_ident *expect);
+// The usual call: loads vision_dir's config (no weights), data_fc_ident_init with
+// select_layer, then data_fc_open. vision_dir NULL: no validation against a model (only the
+// structure is checked). NULL + err_set.
+data_fc *data_fc_open_for(const char *path, const char *vision_dir, int select_layer);
 void data_fc_close(data_fc *fc);
 
 int64_t data_fc_count(const data_fc *fc);               // N
@@ -101,6 +104,9 @@ int64_t data_fc_find(const data_fc *fc, const char *image_ref);
 // from another data file? re-run `lorac prepare`)") or on a read failure.
 int data_fc_read(data_fc *fc, const char *image_ref, float *out);
 int data_fc_read_row(data_fc *fc, int64_t row, float *out);
+// n images in order into out [n*P*C] (data_fc_read each). 0, or -1 + err_set naming the first
+// missing image; *failed (may be NULL) = its index, or -1.
+int data_fc_read_many(data_fc *fc, const char *const *image_refs, int n, float *out, int *failed);
 
 // --- computing a cache (featbuild.c)
 

@@ -144,6 +144,27 @@ static void test_refusals(void) {
     CHECK(!fc && strstr(err_get(), "'image_mean'") && strstr(err_get(), "lorac prepare"), "other mean: %s", err_get());
     data_fc_close(fc);
 
+    // the one-call form
+    fc = data_fc_open_for(cache, vis, -1);
+    CHECK(!fc && strstr(err_get(), "expected -1, found -2"), "open_for other layer: %s", err_get());
+    fc = data_fc_open_for(cache, vis2, -2);
+    CHECK(!fc && strstr(err_get(), "'vision_model_hash'"), "open_for other model: %s", err_get());
+    fc = data_fc_open_for(cache, vis, -2);
+    CHECK(fc != NULL, "open_for: %s", err_get());
+    if (fc) {
+        const char *two[] = {"images/train_00003.png", "images/train_00009.png", "images/gone.png"};
+        size_t rows = (size_t)m.cfg.num_patches * m.cfg.hidden_size;
+        float *o = malloc(sizeof(float) * rows * 3), *r = malloc(sizeof(float) * rows);
+        int failed = 7;
+        CHECK(data_fc_read_many(fc, two, 2, o, &failed) == 0 && failed == -1, "read_many: %s", err_get());
+        CHECK(data_fc_read_row(fc, 9, r) == 0 && !memcmp(r, o + rows, rows * sizeof(float)), "read_many row 2");
+        CHECK(data_fc_read_many(fc, two, 3, o, &failed) != 0 && failed == 2 && strstr(err_get(), "gone.png"),
+              "read_many missing: %d %s", failed, err_get());
+        free(o);
+        free(r);
+    }
+    data_fc_close(fc);
+
     // no expectations: opens
     fc = data_fc_open(cache, NULL);
     CHECK(fc != NULL, "open without ident: %s", err_get());
