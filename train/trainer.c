@@ -68,6 +68,7 @@ typedef struct run {
     int use_lora;              // the LoRA block trains (lora, projector+lora)
     projector proj;
     vision_tower vis;
+    data_fc *fc;               // vision.features: the prepared feature cache (no tower then)
     int P, Cv;                 // visual rows per image, vision hidden size
     float **feats;             // [grad_accum] × [images·P, Cv] features of each micro-batch
     int64_t *feat_cap;         // [grad_accum] floats allocated
@@ -244,7 +245,7 @@ static int run_eval(run *R, double *loss, double *ppl) {
     int rc;
     if (R->vmode) {
         if (R->use_lora) lora_set_dropout(&R->lora, 0);
-        vision_source src = vision_tower_source(&R->vis);
+        vision_source src = R->fc ? vision_cache_source(R->fc) : vision_tower_source(&R->vis);
         rc = vision_perplexity(&R->ctx, &R->model, R->use_lora ? &R->lora.view : NULL, &src, &R->proj, &R->eval, M,
                                M, 4 * M, &res, NULL, NULL);
         if (R->use_lora) lora_set_dropout(&R->lora, R->cfg->lora.dropout);
@@ -309,9 +310,25 @@ static int prepare_images(run *R, int k, int64_t *nsup) {
             seq[j] = s;
             paths[j++] = b->image[s];
         }
-    int rc = ni ? vision_features(&R->vis, paths, ni, R->feats[k], R->cfg->data.skip_bad_lines ? bad : NULL) : 0;
-    if (rc != 0 && R->vis.failed >= 0)
-        err_prefix("%s:%lld", R->cfg->data.train, (long long)R->train.r[b->record[seq[R->vis.failed]]].line);
+    int rc = 0;
+    if (R->fc) {   // the cache: one row per image; an image missing from it is a bad image
+        for (int i = 0; rc == 0 && i < ni; i++) {
+            const data_record *rec = &R->train.r[b->record[seq[i]]];
+            float *out = R->feats[k] + (size_t)i * R->P * R->Cv;
+            if (data_fc_read(R->fc, rec->image_ref ? rec->image_ref : rec->image, out) == 0) continue;
+            if (!R->cfg->data.skip_bad_lines) {
+                rc = err_prefix("%s:%lld", R->cfg->data.train, (long long)rec->line);
+            } else {
+                fprintf(stderr, "warning: %s\n", err_get());
+                bad[i] = 1;
+                memset(out, 0, (size_t)R->P * R->Cv * sizeof(float));
+            }
+        }
+    } else if (ni) {
+        rc = vision_features(&R->vis, paths, ni, R->feats[k], R->cfg->data.skip_bad_lines ? bad : NULL);
+        if (rc != 0 && R->vis.failed >= 0)
+            err_prefix("%s:%lld", R->cfg->data.train, (long long)R->train.r[b->record[seq[R->vis.failed]]].line);
+    }
     for (int i = 0; rc == 0 && i < ni; i++) {
         if (!bad[i]) continue;
         int s = seq[i];
@@ -369,13 +386,9 @@ int train_run(cfg_train *cfg) {
     run R_ = {0}, *R = &R_;
     R->vmode = !strcmp(cfg->mode, "projector") ? 1 : !strcmp(cfg->mode, "projector+lora") ? 2 : 0;
     R->use_lora = R->vmode != 1;
-    if (R->vmode && cfg->vision.features) {
-        err_set("%s: vision.features: the feature cache is not supported by this build yet (set vision.features=null "
-                "to compute the features from vision.model)", cfg->config_path ? cfg->config_path : "config");
-        return 1;
-    }
-    if (R->vmode && !cfg->vision.model) {
-        err_set("%s: vision.model: required in %s mode", cfg->config_path ? cfg->config_path : "config", cfg->mode);
+    if (R->vmode && !cfg->vision.model && !cfg->vision.features) {
+        err_set("%s: vision.model: required in %s mode (or vision.features)", cfg->config_path ? cfg->config_path : "config",
+                cfg->mode);
         return 1;
     }
     int accum = 0;
@@ -390,7 +403,24 @@ int train_run(cfg_train *cfg) {
     double t_load = now_seconds();
     R->tok = tok_load(cfg->model);
     if (!R->tok || llama_load(cfg->model, &R->model) != 0) goto out;
-    if (R->vmode) {
+    if (R->vmode && cfg->vision.features) {
+        // the cache is checked against vision.model (weights hash, layer, preprocessing) when given
+        data_fc_ident id;
+        hf_siglip_config sc;
+        if (cfg->vision.model && (hf_siglip_config_load(cfg->vision.model, &sc) != 0 ||
+                                  data_fc_ident_init(&id, cfg->vision.model, &sc, cfg->vision.select_layer) != 0))
+            goto out;
+        if (!(R->fc = data_fc_open(cfg->vision.features, cfg->vision.model ? &id : NULL))) goto out;
+        if (data_fc_get_ident(R->fc)->select_layer != cfg->vision.select_layer) {
+            err_set("%s: attribute 'select_layer': expected %d (vision.select_layer), found %d (re-run `lorac prepare`)",
+                    cfg->vision.features, cfg->vision.select_layer, data_fc_get_ident(R->fc)->select_layer);
+            goto out;
+        }
+        R->P = data_fc_patches(R->fc);
+        R->Cv = data_fc_hidden(R->fc);
+        fprintf(stderr, "vision: features from %s (%lld images), the vision tower is not loaded\n", cfg->vision.features,
+                (long long)data_fc_count(R->fc));
+    } else if (R->vmode) {
         if (vision_open(&R->vis, cfg->vision.model, cfg->vision.select_layer, cfg->vision.max_pixels,
                         cfg->train.batch_size) != 0)
             goto out;
@@ -630,6 +660,7 @@ out:
     free(R->feats), free(R->feat_cap), free(R->tgt), free(R->tgt_cap);
     free(R->cat.data), free(R->cat.grad);
     if (R->vmode) projector_free(&R->proj), vision_close(&R->vis);
+    if (R->fc) data_fc_close(R->fc);
     free(R->mb);
     free(R->hx), free(R->hy), free(R->ex), free(R->ey);
     data_loader_free(&R->loader);

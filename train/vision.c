@@ -30,11 +30,7 @@ int vision_open(vision_tower *v, const char *dir, int select_layer, int64_t max_
     v->C = sc->hidden_size;
     v->max_pixels = max_pixels;
     v->max_batch = max_batch > 0 ? max_batch : 1;
-    for (int c = 0; c < 3; c++) {
-        v->norm.mean[c] = sc->image_mean[c];
-        v->norm.std[c] = sc->image_std[c];
-    }
-    v->norm.rescale = sc->rescale_factor;
+    v->norm = data_fc_norm(sc);   // the same preprocessing as the feature cache's
     if (ag_ctx_init(&v->ctx, siglip_arena_bytes(&v->sig, v->max_batch)) != 0) {
         siglip_free(&v->sig);
         return -1;
@@ -125,6 +121,15 @@ int vision_micro_step(ag_ctx *c, const llama_model *m, const llama_lora *lora, c
 }
 
 // --- feature sources
+
+static int cache_fn(void *user, const data_record *r, float *out) {
+    return data_fc_read(user, r->image_ref ? r->image_ref : r->image, out);
+}
+
+vision_source vision_cache_source(data_fc *fc) {
+    vision_source s = {cache_fn, fc, data_fc_patches(fc), data_fc_hidden(fc)};
+    return s;
+}
 
 static int tower_fn(void *user, const data_record *r, float *out) {
     const char *path = r->image;

@@ -23,6 +23,7 @@
 
 #include "ag.h"
 #include "batch.h"
+#include "featcache.h"
 #include "image.h"
 #include "llama.h"
 #include "ppl.h"
@@ -83,6 +84,8 @@ typedef struct vision_source {
 
 // A source computing the features of r->image with the tower (errors name the image file).
 vision_source vision_tower_source(vision_tower *v);
+// A source reading r->image_ref's row of a feature cache (`lorac prepare`).
+vision_source vision_cache_source(data_fc *fc);
 
 // --- perplexity with images (CONTRACT.md "Perplexity")
 
