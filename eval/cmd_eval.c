@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "h5data.h"
 #include "lora.h"
 #include "ppl.h"
 #include "tokenizer.h"
@@ -80,7 +81,7 @@ int cmd_eval(int argc, char **argv) {
     data_opts o = data_opts_default();
     o.format = format;
     o.template_ = template_;
-    if (data_load(&ds, data, tok, &o) != 0) goto out;
+    if (data_load_any(&ds, data, tok, &o) != 0) goto out;
     if (!batch_rows) batch_rows = M > 2048 ? M : 2048;
     int64_t hint = (int64_t)m.cfg.num_layers * (12 * (int64_t)m.cfg.hidden_size + 5 * (int64_t)m.cfg.intermediate_size) * 4;
     if (ag_ctx_init(&c, (size_t)(batch_rows * (int64_t)(m.cfg.hidden_size * 16 + m.cfg.intermediate_size * 4) * 4 + hint + ((int64_t)1 << 28))) != 0)

@@ -17,6 +17,7 @@
 #include "lora.h"
 #include "plot.h"
 #include "ppl.h"
+#include "h5data.h"
 #include "safetensors.h"
 #include "tokenizer.h"
 
@@ -260,13 +261,15 @@ int train_run(cfg_train *cfg) {
     o.skip_bad_lines = cfg->data.skip_bad_lines;
     o.max_seq_len = cfg->data.max_seq_len;
     o.truncate = !strcmp(cfg->data.truncation, "truncate");
-    if (data_load(&R->train, cfg->data.train, R->tok, &o) != 0) goto out;
+    if (data_load_any(&R->train, cfg->data.train, R->tok, &o) != 0) goto out;
     if (R->train.n == 0) {
         err_set("%s: no usable records (%lld malformed, %lld over max_seq_len=%d)", cfg->data.train,
                 (long long)R->train.n_skipped_bad, (long long)R->train.n_dropped_long, cfg->data.max_seq_len);
         goto out;
     }
-    if (cfg->data.eval && data_load(&R->eval, cfg->data.eval, R->tok, &o) != 0) goto out;
+    data_opts eo = o;   // eval documents are scored with the sliding window, never dropped
+    eo.max_seq_len = 0;
+    if (cfg->data.eval && data_load_any(&R->eval, cfg->data.eval, R->tok, &eo) != 0) goto out;
     fprintf(stderr, "data: %s: %lld records, %lld tokens (%lld malformed skipped, %lld dropped and %lld truncated at max_seq_len=%d)\n",
             cfg->data.train, (long long)R->train.n, (long long)R->train.n_tokens, (long long)R->train.n_skipped_bad,
             (long long)R->train.n_dropped_long, (long long)R->train.n_truncated, cfg->data.max_seq_len);
