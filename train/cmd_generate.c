@@ -159,8 +159,9 @@ int cmd_generate(int argc, char **argv) {
     if (chat) {
         // "<|begin_of_text|>" + one user message + the assistant header, encoded at once
         if (vision && !strstr(prompt, "<image>")) {
-            content = xmalloc(strlen(prompt) + 8);
-            sprintf(content, "<image>\n%s", prompt);
+            size_t len = strlen("<image>\n") + strlen(prompt) + 1;
+            content = xmalloc(len);
+            snprintf(content, len, "<image>\n%s", prompt);
         }
         chat_msg msg = {"user", content ? content : prompt};
         text = chat_render(&msg, 1, 1);
