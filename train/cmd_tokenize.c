@@ -91,6 +91,7 @@ int cmd_tokenize(int argc, char **argv) {
             lineno++;
             size_t len = (size_t)n;
             if (len && line[len - 1] == '\n') len--;
+            if (len && line[len - 1] == '\r' && len + 1 == (size_t)n) len--;   // CRLF ends a line too
             rc = tokenize_one(t, &o, line, len, stdout);
             if (rc) err_prefix("stdin line %ld", lineno);
         }
