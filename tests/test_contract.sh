@@ -237,6 +237,41 @@ assert [r["step"] for r in steps] == list(range(1, 9)), [r["step"] for r in step
 for r in steps:
     for k in ("step", "loss", "lr", "grad_norm", "tokens_per_s"): assert k in r, k' "$T/t1/metrics.jsonl"
 
+# --- one CLI training run against PyTorch (tests/gen_contract.py): dump_grads of step 1 and the
+# losses of steps 1 and 2 (file order, a dropped record, a blank line, mixed formats, loss
+# averaged over the supervised tokens of both micro-batches, AdamW + clipping, epoch wrap)
+if [ "$($PY -c 'import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest())' "$T/m32/model.safetensors")" != \
+     "$($PY -c 'import json,struct,sys; b=open(sys.argv[1],"rb").read(); print(json.loads(b[8:8+struct.unpack("<Q",b[:8])[0]])["__metadata__"]["model_sha256"])' tests/fixtures/contract_ref.safetensors)" ]; then
+  echo "make-tiny --seed 3 gives other weights on this machine: PyTorch comparison skipped"
+else
+  $L train configs/tiny-lora.yaml model="$T/m32" output_dir="$T/g" data.train=tests/fixtures/contract_train.jsonl data.eval=null \
+      data.max_seq_len=16 data.shuffle=false lora.init=tests/fixtures/contract_init lora.r=4 lora.alpha=8 lora.dropout=0 \
+      train.batch_size=2 train.grad_accum=2 train.max_steps=2 train.epochs=3 train.save_every=0 train.eval_every=0 \
+      optim.lr=1e-3 optim.weight_decay=0 optim.grad_clip=1.0 schedule.kind=constant schedule.warmup_steps=0 \
+      train.dump_grads="$T/g_grads.safetensors" >/dev/null 2>"$T/g.err"
+  check "golden run exits 0" [ $? -eq 0 ]
+  check "golden: dump_grads equals PyTorch's gradients" $PY -c '
+import json, struct, sys
+def rd(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); meta = h.pop("__metadata__", {})
+    return {k: struct.unpack("<%df" % ((v["data_offsets"][1] - v["data_offsets"][0]) // 4), b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]) for k, v in h.items()}, meta
+got, _ = rd(sys.argv[1]); ref, _ = rd(sys.argv[2])
+assert sorted(got) == sorted(ref), "keys differ"
+for k in ref:
+    scale = max(abs(x) for x in ref[k]) + 1e-12
+    err = max(abs(a - b) for a, b in zip(got[k], ref[k])) / scale
+    assert err < 1e-4, "%s: relative error %g" % (k, err)' "$T/g_grads.safetensors" tests/fixtures/contract_ref.safetensors
+  check "golden: step losses and grad norm equal PyTorch's" $PY -c '
+import json, struct, sys
+b = open(sys.argv[2], "rb").read(); meta = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])["__metadata__"]
+rows = [json.loads(l) for l in open(sys.argv[1]) if "\"loss\"" in l]
+assert len(rows) == 2
+assert abs(rows[0]["loss"] - float(meta["loss1"])) < 2e-5, (rows[0]["loss"], meta["loss1"])
+assert abs(rows[1]["loss"] - float(meta["loss2"])) < 2e-5, (rows[1]["loss"], meta["loss2"])
+assert abs(rows[0]["grad_norm"] - float(meta["grad_norm"])) < 1e-4 * float(meta["grad_norm"]), (rows[0]["grad_norm"], meta["grad_norm"])' \
+    "$T/g/metrics.jsonl" tests/fixtures/contract_ref.safetensors
+fi
+
 # --- merge: sharded F16 in, sharded F16 out; merged == base + adapter
 if [ "$HAVE_NP" -eq 1 ]; then
   $L merge --model "$T/v_f16sh" --adapter "$T/t1" --out "$T/merged" >/dev/null 2>"$T/mg.err"
