@@ -301,6 +301,11 @@ check "generate without --prompt is a usage error" err1 noprompt 2 "prompt" -- $
 check "merge into an existing folder fails" err1 mergeexists 1 "merged" -- $L merge --model "$T/m32" --adapter "$T/t1" --out "$T/merged"
 check "missing adapter folder names it" err1 noadapter 1 "nonexistent-adapter" -- $L eval --model "$T/m32" --adapter "$T/nonexistent-adapter" --data "$T/doc.txt"
 check "bad config value names the key" err1 badkey 1 "lora.r" -- $L train configs/tiny-lora.yaml model="$T/m32" output_dir="$T/x" lora.r=abc
+check "no command: one error line, status 2" err1 nocmd 2 "missing command" -- $L
+for c in train eval generate tokenize prepare merge make-tiny; do
+  $L $c --help >"$T/o" 2>"$T/e"; rc=$?
+  check "$c --help: status 0, usage on stdout" [ $rc -eq 0 -a -s "$T/o" -a ! -s "$T/e" ]
+done
 known "unwritable output_dir gives an error line (train/trainer.c mkdir_p return)" \
   err1 outdir 1 "/proc/lorac-x" -- $L train configs/tiny-lora.yaml "${tc[@]}" output_dir=/proc/lorac-x/y
 

@@ -57,6 +57,9 @@ int cmd_tokenize(int argc, char **argv) {
             o.bos = 1;
         } else if (!strcmp(argv[i], "--chat")) {
             o.chat = 1;
+        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: lorac tokenize --model DIR [--bos] [--chat] [TEXT]   (no TEXT: one line of ids per stdin line)\n");
+            return 0;
         } else if (!strcmp(argv[i], "--")) {
             if (i + 1 < argc) {
                 if (text || i + 2 < argc) return cli_usage("tokenize", "expected one TEXT argument");
