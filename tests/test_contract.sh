@@ -284,6 +284,16 @@ if [ "$HAVE_NP" -eq 1 ]; then
   check "merged model nll $a = base + adapter nll $b" approx "$a" "$b" 2e-3
 fi
 
+# merge copies the folder's other files (tokenizer, original/tokenizer.model) but no stale weights
+mkdir -p "$T/snap/original" && cp "$T/m32"/* "$T/snap/" && echo "stub" > "$T/snap/original/tokenizer.model" &&
+  echo "stub" > "$T/snap/original/consolidated.00.pth" && echo "stub" > "$T/snap/pytorch_model.bin"
+$L merge --model "$T/snap" --adapter "$T/t1" --out "$T/snap_merged" >/dev/null 2>"$T/mg.err"
+check "merge of a snapshot folder exits 0 ($(head -c 200 "$T/mg.err"))" [ $? -eq 0 ]
+check "merge keeps tokenizer files and original/tokenizer.model" \
+  [ -f "$T/snap_merged/tokenizer.json" -a -f "$T/snap_merged/tokenizer_config.json" -a -f "$T/snap_merged/original/tokenizer.model" ]
+check "merge leaves out the unmerged weight files (.pth, .bin)" \
+  [ ! -e "$T/snap_merged/original/consolidated.00.pth" -a ! -e "$T/snap_merged/pytorch_model.bin" ]
+
 # --- failures: exit status and one `error:` line naming the file, nothing on stdout
 err1() {   # err1 NAME RC PATTERN -- command...
   local name=$1 want=$2 pat=$3; shift 4
