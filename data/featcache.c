@@ -4,11 +4,9 @@
 // err_set message naming the file and dataset/attribute, with HDF5's innermost message added.
 #include <cJSON.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <hdf5.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,46 +14,11 @@
 #include <unistd.h>
 
 #include "featcache.h"
+#include "h5util.h"
 #include "util.h"
 
 #define FC_KIND "vision_features"
 #define FC_HINT "re-run `lorac prepare`"
-
-// --- HDF5 error messages
-
-static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
-
-static herr_t walk_innermost(unsigned n, const H5E_error2_t *e, void *ctx) {
-    if (n == 0 && e->desc) snprintf((char *)ctx, 256, "%s", e->desc);
-    return 0;
-}
-
-// err_set(fmt ...) with " (HDF5: detail)" appended when HDF5 recorded something
-static int h5_fail(const char *fmt, ...) AG_PRINTF(1, 2);
-static int h5_fail(const char *fmt, ...) {
-    char msg[1024], d[256] = "";
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_innermost, d);
-    H5Eclear2(H5E_DEFAULT);
-    if (d[0]) return err_set("%s (HDF5: %s)", msg, d);
-    return err_set("%s", msg);
-}
-
-static hid_t file_access(void) {
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_file_locking(fapl, 1, 1);   // ignored where the file system has no locks
-    return fapl;
-}
-
-static hid_t vlen_utf8_type(void) {
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    return t;
-}
 
 // --- string -> row lookup (open addressing; keys borrowed)
 
@@ -232,70 +195,16 @@ int data_fc_ident_init(data_fc_ident *id, const char *vision_dir, const hf_sigli
 
 // --- attributes
 
-static int attr_write(hid_t loc, const char *name, hid_t type, int n, const void *v) {
-    hsize_t dims = (hsize_t)n;
-    hid_t sp = n > 0 ? H5Screate_simple(1, &dims, NULL) : H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = a < 0 || H5Awrite(a, type, v) < 0 ? -1 : 0;
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(sp);
-    return rc;
-}
-
-static int attr_str(hid_t loc, const char *name, const char *s) {
-    hid_t t = vlen_utf8_type();
-    const char *p = s ? s : "";
-    int rc = attr_write(loc, name, t, 0, &p);
-    H5Tclose(t);
-    return rc;
-}
-
-static int attr_i64(hid_t loc, const char *name, int64_t v) { return attr_write(loc, name, H5T_STD_I64LE, 0, &v); }
-static int attr_f64(hid_t loc, const char *name, double v) { return attr_write(loc, name, H5T_IEEE_F64LE, 0, &v); }
 static int attr_f32x3(hid_t loc, const char *name, const float *v) {
-    return attr_write(loc, name, H5T_IEEE_F32LE, 3, v);
+    return h5u_attr_write(loc, name, H5T_IEEE_F32LE, 3, v);
 }
 
 // Reads a string attribute (vlen or fixed). 0 ok (*out malloc'd), -1 + err_set (missing too).
 static int attr_read_str(hid_t loc, const char *path, const char *name, char **out) {
-    *out = NULL;
-    if (H5Aexists(loc, name) <= 0)
+    int rc = h5u_attr_read_str(loc, path, name, FC_HINT, out);
+    if (rc == 0)
         return err_set("%s: attribute '%s' is missing (not a lorac vision feature cache? %s)", path, name, FC_HINT);
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0) return h5_fail("%s: attribute '%s': cannot open", path, name);
-    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
-    int rc = -1;
-    if (H5Tget_class(t) != H5T_STRING || H5Sget_simple_extent_npoints(sp) != 1) {
-        err_set("%s: attribute '%s': expected a string, found another type (%s)", path, name, FC_HINT);
-    } else if (H5Tis_variable_str(t) > 0) {
-        hid_t mt = vlen_utf8_type();
-        char *s = NULL;
-        if (H5Aread(a, mt, &s) < 0) {
-            h5_fail("%s: attribute '%s': read failed", path, name);
-        } else {
-            *out = xstrdup(s ? s : "");
-            H5free_memory(s);
-            rc = 0;
-        }
-        H5Tclose(mt);
-    } else {
-        size_t n = H5Tget_size(t);
-        hid_t mt = H5Tcopy(H5T_C_S1);
-        H5Tset_size(mt, n + 1);
-        char *s = xcalloc(n + 2, 1);
-        if (H5Aread(a, mt, s) < 0) {
-            free(s);
-            h5_fail("%s: attribute '%s': read failed", path, name);
-        } else {
-            *out = s;
-            rc = 0;
-        }
-        H5Tclose(mt);
-    }
-    H5Tclose(t);
-    H5Sclose(sp);
-    H5Aclose(a);
-    return rc;
+    return rc < 0 ? -1 : 0;
 }
 
 // Reads a numeric attribute of n elements (n = 1: scalar or [1]) converted to double.
@@ -303,7 +212,7 @@ static int attr_read_num(hid_t loc, const char *path, const char *name, int n, d
     if (H5Aexists(loc, name) <= 0)
         return err_set("%s: attribute '%s' is missing (not a lorac vision feature cache? %s)", path, name, FC_HINT);
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0) return h5_fail("%s: attribute '%s': cannot open", path, name);
+    if (a < 0) return h5u_fail("%s: attribute '%s': cannot open", path, name);
     hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
     H5T_class_t cl = H5Tget_class(t);
     int rc = 0;
@@ -311,7 +220,7 @@ static int attr_read_num(hid_t loc, const char *path, const char *name, int n, d
         rc = err_set("%s: attribute '%s': expected %d number%s, found another type or size (%s)", path, name, n,
                      n == 1 ? "" : "s", FC_HINT);
     else if (H5Aread(a, H5T_NATIVE_DOUBLE, out) < 0)
-        rc = h5_fail("%s: attribute '%s': read failed", path, name);
+        rc = h5u_fail("%s: attribute '%s': read failed", path, name);
     H5Tclose(t);
     H5Sclose(sp);
     H5Aclose(a);
@@ -345,7 +254,7 @@ static void writer_free(data_fc_writer *w) {
 }
 
 data_fc_writer *data_fc_writer_open(const char *path, const data_fc_ident *id, const char *source) {
-    h5_quiet();
+    h5u_quiet();
     if (id->num_patches <= 0 || id->hidden_size <= 0) {
         err_set("%s: feature cache needs num_patches > 0 and hidden_size > 0, found %d and %d", path,
                 id->num_patches, id->hidden_size);
@@ -367,13 +276,13 @@ data_fc_writer *data_fc_writer_open(const char *path, const data_fc_ident *id, c
         writer_free(w);
         return NULL;
     }
-    hid_t fapl = file_access();
+    hid_t fapl = h5u_file_access();
     hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
     w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, fcpl, fapl);
     H5Pclose(fcpl);
     H5Pclose(fapl);
     if (w->file < 0) {
-        h5_fail("%s: cannot create the feature cache", w->tmp);
+        h5u_fail("%s: cannot create the feature cache", w->tmp);
         writer_free(w);
         return NULL;
     }
@@ -387,17 +296,10 @@ data_fc_writer *data_fc_writer_open(const char *path, const data_fc_ident *id, c
     w->d_feat = H5Dcreate2(w->file, "features", H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     H5Pclose(dcpl);
     H5Sclose(sp);
-    hsize_t d1 = 0, m1 = H5S_UNLIMITED, c1 = 1024;
-    sp = H5Screate_simple(1, &d1, &m1);
-    dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_chunk(dcpl, 1, &c1);
-    H5Pset_obj_track_times(dcpl, 0);
-    w->str_t = vlen_utf8_type();
-    w->d_images = H5Dcreate2(w->file, "images", w->str_t, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    H5Pclose(dcpl);
-    H5Sclose(sp);
+    w->str_t = h5u_vlen_utf8();
+    w->d_images = h5u_create_1d(w->file, "images", w->str_t, 1024, 0);
     if (w->d_feat < 0 || w->d_images < 0) {
-        h5_fail("%s: cannot create the datasets", w->tmp);
+        h5u_fail("%s: cannot create the datasets", w->tmp);
         data_fc_writer_abort(w);
         return NULL;
     }
@@ -409,28 +311,22 @@ int64_t data_fc_writer_count(const data_fc_writer *w) { return w->n; }
 const char *data_fc_writer_tmp_path(const data_fc_writer *w) { return w->tmp; }
 
 int data_fc_writer_add(data_fc_writer *w, const char *image_ref, const float *feat) {
-    h5_quiet();
+    h5u_quiet();
     if (!image_ref) return err_set("%s: feature cache: image without a name", w->tmp);
     if (map_get(&w->map, image_ref) >= 0)
         return err_set("%s: image '%s' added twice (each unique image is stored once)", w->tmp, image_ref);
     hsize_t P = (hsize_t)w->id.num_patches, C = (hsize_t)w->id.hidden_size;
     hsize_t size[3] = {(hsize_t)w->n + 1, P, C}, start[3] = {(hsize_t)w->n, 0, 0}, count[3] = {1, P, C};
-    if (H5Dset_extent(w->d_feat, size) < 0) return h5_fail("%s: dataset 'features': cannot extend", w->tmp);
+    if (H5Dset_extent(w->d_feat, size) < 0) return h5u_fail("%s: dataset 'features': cannot extend", w->tmp);
     hid_t fs = H5Dget_space(w->d_feat), ms = H5Screate_simple(3, count, NULL);
     int bad = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
               H5Dwrite(w->d_feat, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, feat) < 0;
     H5Sclose(ms);
     H5Sclose(fs);
-    if (bad) return h5_fail("%s: dataset 'features': write of image %lld failed (disk full?)", w->tmp, (long long)w->n);
-    hsize_t n1 = (hsize_t)w->n + 1, s1 = (hsize_t)w->n, c1 = 1;
-    if (H5Dset_extent(w->d_images, &n1) < 0) return h5_fail("%s: dataset 'images': cannot extend", w->tmp);
-    fs = H5Dget_space(w->d_images);
-    ms = H5Screate_simple(1, &c1, NULL);
-    bad = H5Sselect_hyperslab(fs, H5S_SELECT_SET, &s1, NULL, &c1, NULL) < 0 ||
-          H5Dwrite(w->d_images, w->str_t, ms, fs, H5P_DEFAULT, &image_ref) < 0;
-    H5Sclose(ms);
-    H5Sclose(fs);
-    if (bad) return h5_fail("%s: dataset 'images': write failed", w->tmp);
+    if (bad)
+        return h5u_fail("%s: dataset 'features': write of image %lld failed (disk full?)", w->tmp, (long long)w->n);
+    if (h5u_append_1d(w->d_images, w->str_t, w->n, 1, &image_ref))
+        return h5u_fail("%s: dataset 'images': write failed", w->tmp);
     if (w->n == w->rcap) {
         w->rcap = w->rcap ? 2 * w->rcap : 256;
         w->refs = xrealloc(w->refs, (size_t)w->rcap * sizeof *w->refs);
@@ -451,18 +347,19 @@ void data_fc_writer_abort(data_fc_writer *w) {
 }
 
 int data_fc_writer_commit(data_fc_writer *w) {
-    h5_quiet();
+    h5u_quiet();
     const data_fc_ident *id = &w->id;
     hid_t f = w->file;
-    int bad = attr_str(f, "kind", FC_KIND) || attr_str(f, "lorac_version", DATA_FC_VERSION) ||
-              attr_str(f, "vision_model_hash", id->model_hash) || attr_i64(f, "select_layer", id->select_layer) ||
-              attr_i64(f, "image_size", id->image_size) || attr_i64(f, "patch_size", id->patch_size) ||
-              attr_i64(f, "num_patches", id->num_patches) || attr_i64(f, "hidden_size", id->hidden_size) ||
-              attr_f32x3(f, "image_mean", id->image_mean) || attr_f32x3(f, "image_std", id->image_std) ||
-              attr_f64(f, "rescale_factor", id->rescale_factor) || attr_str(f, "resize", id->resize) ||
-              attr_str(f, "source", w->source ? w->source : "") || attr_i64(f, "images", w->n);
+    int bad = h5u_attr_str(f, "kind", FC_KIND) || h5u_attr_str(f, "lorac_version", DATA_FC_VERSION) ||
+              h5u_attr_str(f, "vision_model_hash", id->model_hash) ||
+              h5u_attr_i64(f, "select_layer", id->select_layer) || h5u_attr_i64(f, "image_size", id->image_size) ||
+              h5u_attr_i64(f, "patch_size", id->patch_size) || h5u_attr_i64(f, "num_patches", id->num_patches) ||
+              h5u_attr_i64(f, "hidden_size", id->hidden_size) || attr_f32x3(f, "image_mean", id->image_mean) ||
+              attr_f32x3(f, "image_std", id->image_std) || h5u_attr_f64(f, "rescale_factor", id->rescale_factor) ||
+              h5u_attr_str(f, "resize", id->resize) || h5u_attr_str(f, "source", w->source ? w->source : "") ||
+              h5u_attr_i64(f, "images", w->n);
     if (bad) {
-        h5_fail("%s: cannot write the attributes", w->tmp);
+        h5u_fail("%s: cannot write the attributes", w->tmp);
         data_fc_writer_abort(w);
         return -1;
     }
@@ -472,28 +369,16 @@ int data_fc_writer_commit(data_fc_writer *w) {
     if (H5Fclose(w->file) < 0) bad = 1;
     w->file = -1;
     if (bad) {
-        h5_fail("%s: write failed while closing (disk full?)", w->tmp);
+        h5u_fail("%s: write failed while closing (disk full?)", w->tmp);
         data_fc_writer_abort(w);
         return -1;
     }
-    int fd = open(w->tmp, O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) {
-        err_set("%s: fsync failed: %s", w->tmp, strerror(errno));
-        if (fd >= 0) close(fd);
-        data_fc_writer_abort(w);
+    if (h5u_publish(w->tmp, w->path)) {
+        data_fc_writer_abort(w);   // the rename may have happened: unlinking tmp then is a no-op
         return -1;
     }
-    close(fd);
-    if (rename(w->tmp, w->path) != 0) {
-        err_set("%s: cannot rename to %s: %s", w->tmp, w->path, strerror(errno));
-        data_fc_writer_abort(w);
-        return -1;
-    }
-    char *dir = path_dirname(w->path);
-    int rc = fsync_dir(dir);
-    free(dir);
     writer_free(w);
-    return rc;
+    return 0;
 }
 
 // --- reader
@@ -587,7 +472,7 @@ static int read_ident(data_fc *fc, const data_fc_ident *expect) {
 static int read_images(data_fc *fc) {
     const char *p = fc->path;
     hid_t d = H5Dopen2(fc->file, "images", H5P_DEFAULT);
-    if (d < 0) return h5_fail("%s: dataset 'images' is missing (%s)", p, FC_HINT);
+    if (d < 0) return h5u_fail("%s: dataset 'images' is missing (%s)", p, FC_HINT);
     hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
     int rc = -1;
     hsize_t n = 0;
@@ -603,9 +488,9 @@ static int read_images(data_fc *fc) {
     }
     fc->refs = xcalloc(n ? n : 1, sizeof *fc->refs);
     char **tmp = xcalloc(n ? n : 1, sizeof *tmp);
-    hid_t mt = vlen_utf8_type();
+    hid_t mt = h5u_vlen_utf8();
     if (n > 0 && H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, tmp) < 0) {
-        h5_fail("%s: dataset 'images': read failed", p);
+        h5u_fail("%s: dataset 'images': read failed", p);
         H5Tclose(mt);
         free(tmp);
         goto done;
@@ -633,7 +518,7 @@ done:
 }
 
 data_fc *data_fc_open(const char *path, const data_fc_ident *expect) {
-    h5_quiet();
+    h5u_quiet();
     data_fc *fc = xcalloc(1, sizeof *fc);
     fc->file = fc->d_feat = fc->fspace = fc->mspace = -1;
     fc->path = xstrdup(path);
@@ -642,20 +527,20 @@ data_fc *data_fc_open(const char *path, const data_fc_ident *expect) {
         goto fail;
     }
     if (H5Fis_hdf5(path) <= 0) {
-        h5_fail("%s: not an HDF5 file (corrupt or truncated? %s)", path, FC_HINT);
+        h5u_fail("%s: not an HDF5 file (corrupt or truncated? %s)", path, FC_HINT);
         goto fail;
     }
-    hid_t fapl = file_access();
+    hid_t fapl = h5u_file_access();
     fc->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
     if (fc->file < 0) {
-        h5_fail("%s: cannot open the feature cache (corrupt or truncated? %s)", path, FC_HINT);
+        h5u_fail("%s: cannot open the feature cache (corrupt or truncated? %s)", path, FC_HINT);
         goto fail;
     }
     if (read_ident(fc, expect)) goto fail;
     fc->d_feat = H5Dopen2(fc->file, "features", H5P_DEFAULT);
     if (fc->d_feat < 0) {
-        h5_fail("%s: dataset 'features' is missing (%s)", path, FC_HINT);
+        h5u_fail("%s: dataset 'features' is missing (%s)", path, FC_HINT);
         goto fail;
     }
     hid_t t = H5Dget_type(fc->d_feat);
@@ -694,7 +579,7 @@ const char *data_fc_image(const data_fc *fc, int64_t row) {
 int64_t data_fc_find(const data_fc *fc, const char *image_ref) { return image_ref ? map_get(&fc->map, image_ref) : -1; }
 
 int data_fc_read_row(data_fc *fc, int64_t row, float *out) {
-    h5_quiet();
+    h5u_quiet();
     if (row < 0 || row >= fc->n)
         return err_set("%s: row %lld out of range (the cache holds %lld images)", fc->path, (long long)row,
                        (long long)fc->n);
@@ -702,7 +587,7 @@ int data_fc_read_row(data_fc *fc, int64_t row, float *out) {
     hsize_t count[3] = {1, (hsize_t)fc->id.num_patches, (hsize_t)fc->id.hidden_size};
     if (H5Sselect_hyperslab(fc->fspace, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
         H5Dread(fc->d_feat, H5T_NATIVE_FLOAT, fc->mspace, fc->fspace, H5P_DEFAULT, out) < 0)
-        return h5_fail("%s: dataset 'features': read of image %lld ('%s') failed (corrupt file? %s)", fc->path,
+        return h5u_fail("%s: dataset 'features': read of image %lld ('%s') failed (corrupt file? %s)", fc->path,
                        (long long)row, fc->refs[row], FC_HINT);
     return 0;
 }

@@ -1,12 +1,11 @@
 // h5data.c — prepared text datasets in HDF5: the streaming writer (`lorac prepare`) and the
 // validating reader behind data_load_any. Layout and attributes: see h5data.h.
 // HDF5's own error stack printing is turned off at every entry point; failures become one
-// err_set message naming the file and dataset/attribute, with HDF5's innermost message added.
+// err_set message naming the file and dataset/attribute, with HDF5's innermost message added
+// (helpers shared with the feature cache: h5util.h).
 #include <errno.h>
-#include <fcntl.h>
 #include <hdf5.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +14,7 @@
 #include <unistd.h>
 
 #include "h5data.h"
+#include "h5util.h"
 #include "util.h"
 
 #define TOK_CHUNK (1 << 16)      // elements per chunk of tokens / loss_mask
@@ -22,130 +22,25 @@
 #define TOK_FLUSH (1 << 20)      // tokens buffered before a write
 #define REC_FLUSH (1 << 15)      // records buffered before a write
 
+#define HINT "re-run `lorac prepare`"   // ends the messages about a stale/foreign file
+
 static const char H5_SIGNATURE[8] = "\211HDF\r\n\032\n";
 
-// --- HDF5 error messages
-
-static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
-
-static herr_t walk_innermost(unsigned n, const H5E_error2_t *e, void *ctx) {
-    if (n == 0 && e->desc) snprintf((char *)ctx, 256, "%s", e->desc);
-    return 0;
-}
-
-// HDF5's innermost message of the current error stack ("" when none), then clears the stack.
-static const char *h5_detail(char buf[256]) {
-    buf[0] = 0;
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_innermost, buf);
-    H5Eclear2(H5E_DEFAULT);
-    return buf;
-}
-
-// err_set(fmt ...) with " (HDF5: detail)" appended when HDF5 recorded something
-static int h5_fail(const char *fmt, ...) AG_PRINTF(1, 2);
-static int h5_fail(const char *fmt, ...) {
-    char msg[1024], d[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    h5_detail(d);
-    if (d[0]) return err_set("%s (HDF5: %s)", msg, d);
-    return err_set("%s", msg);
-}
-
-// File access: HDF5's file locking, ignored where the file system has none (NFS, some containers)
-static hid_t file_access(void) {
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_file_locking(fapl, 1, 1);
-    return fapl;
-}
-
-static hid_t vlen_utf8_type(void) {
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    return t;
-}
-
 // --- attributes
-
-static int attr_write(hid_t loc, const char *name, hid_t type, const void *v) {
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = a < 0 || H5Awrite(a, type, v) < 0 ? -1 : 0;
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(sp);
-    return rc;
-}
-
-static int attr_str(hid_t loc, const char *name, const char *s) {
-    hid_t t = vlen_utf8_type();
-    const char *p = s ? s : "";
-    int rc = attr_write(loc, name, t, &p);
-    H5Tclose(t);
-    return rc;
-}
-
-static int attr_i64(hid_t loc, const char *name, int64_t v) {
-    return attr_write(loc, name, H5T_STD_I64LE, &v);
-}
-
-// Reads a string attribute (variable- or fixed-length) into a malloc'd string. 1 found,
-// 0 missing, -1 + err_set when present but not a scalar string.
-static int attr_read_str(hid_t loc, const char *path, const char *name, char **out) {
-    *out = NULL;
-    if (H5Aexists(loc, name) <= 0) return 0;
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0) return h5_fail("%s: attribute '%s': cannot open", path, name);
-    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
-    int rc = -1;
-    if (H5Tget_class(t) != H5T_STRING || H5Sget_simple_extent_npoints(sp) != 1) {
-        err_set("%s: attribute '%s': expected a string, found another type (re-run `lorac prepare`)", path, name);
-    } else if (H5Tis_variable_str(t) > 0) {
-        hid_t mt = vlen_utf8_type();
-        char *s = NULL;
-        if (H5Aread(a, mt, &s) < 0) {
-            h5_fail("%s: attribute '%s': read failed", path, name);
-        } else {
-            *out = xstrdup(s ? s : "");
-            H5free_memory(s);
-            rc = 1;
-        }
-        H5Tclose(mt);
-    } else {
-        size_t n = H5Tget_size(t);
-        hid_t mt = H5Tcopy(H5T_C_S1);
-        H5Tset_size(mt, n + 1);
-        char *s = xcalloc(n + 2, 1);
-        if (H5Aread(a, mt, s) < 0) {
-            free(s);
-            h5_fail("%s: attribute '%s': read failed", path, name);
-        } else {
-            *out = s;
-            rc = 1;
-        }
-        H5Tclose(mt);
-    }
-    H5Tclose(t);
-    H5Sclose(sp);
-    H5Aclose(a);
-    return rc;
-}
 
 // Integer attribute (any integer type, or a boolean-like enum h5py writes). 1 found, 0 missing,
 // -1 + err_set.
 static int attr_read_i64(hid_t loc, const char *path, const char *name, int64_t *out) {
     if (H5Aexists(loc, name) <= 0) return 0;
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0) return h5_fail("%s: attribute '%s': cannot open", path, name);
+    if (a < 0) return h5u_fail("%s: attribute '%s': cannot open", path, name);
     hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
     int rc = 1;
     H5T_class_t cl = H5Tget_class(t);
     if ((cl != H5T_INTEGER && cl != H5T_ENUM) || H5Sget_simple_extent_npoints(sp) != 1)
         rc = err_set("%s: attribute '%s': expected an integer, found another type (re-run `lorac prepare`)", path, name);
     else if (H5Aread(a, H5T_NATIVE_INT64, out) < 0)
-        rc = h5_fail("%s: attribute '%s': read failed", path, name);
+        rc = h5u_fail("%s: attribute '%s': read failed", path, name);
     H5Tclose(t);
     H5Sclose(sp);
     H5Aclose(a);
@@ -174,42 +69,10 @@ struct data_h5_writer {
     int has_images;
 };
 
-static hid_t create_1d(hid_t file, const char *name, hid_t type, hsize_t chunk, int compress) {
-    hsize_t dims = 0, maxdims = H5S_UNLIMITED;
-    hid_t sp = H5Screate_simple(1, &dims, &maxdims);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_chunk(dcpl, 1, &chunk);
-    H5Pset_obj_track_times(dcpl, 0);   // no timestamps: the same input gives the same bytes
-    if (compress) {
-        H5Pset_shuffle(dcpl);
-        H5Pset_deflate(dcpl, 1);
-    }
-    hid_t d = H5Dcreate2(file, name, type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    H5Pclose(dcpl);
-    H5Sclose(sp);
-    return d;
-}
-
-// Appends n elements of buf (memory type mt) at element `at` of a 1-D extendible dataset.
-static int append_1d(hid_t d, hid_t mt, int64_t at, int64_t n, const void *buf) {
-    if (n <= 0) return 0;
-    hsize_t size = (hsize_t)(at + n), start = (hsize_t)at, count = (hsize_t)n;
-    if (H5Dset_extent(d, &size) < 0) return -1;
-    hid_t fs = H5Dget_space(d);
-    hid_t ms = H5Screate_simple(1, &count, NULL);
-    int rc = H5Sselect_hyperslab(fs, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0 ||
-                     H5Dwrite(d, mt, ms, fs, H5P_DEFAULT, buf) < 0
-                 ? -1
-                 : 0;
-    H5Sclose(ms);
-    H5Sclose(fs);
-    return rc;
-}
-
 static int create_image_sets(data_h5_writer *w) {
-    hid_t st = vlen_utf8_type();
-    w->d_imgpos = create_1d(w->file, "image_pos", H5T_STD_I64LE, REC_CHUNK, w->compress);
-    w->d_images = create_1d(w->file, "images", st, REC_CHUNK, w->compress);
+    hid_t st = h5u_vlen_utf8();
+    w->d_imgpos = h5u_create_1d(w->file, "image_pos", H5T_STD_I64LE, REC_CHUNK, w->compress);
+    w->d_images = h5u_create_1d(w->file, "images", st, REC_CHUNK, w->compress);
     if (w->d_imgpos < 0 || w->d_images < 0) {
         H5Tclose(st);
         return -1;
@@ -226,7 +89,10 @@ static int create_image_sets(data_h5_writer *w) {
     int rc = 0;
     for (int64_t at = 0; at < w->r_file && !rc; at += blk) {
         int64_t k = w->r_file - at < blk ? w->r_file - at : blk;
-        rc = append_1d(w->d_imgpos, H5T_NATIVE_INT64, at, k, none) || append_1d(w->d_images, st, at, k, empty) ? -1 : 0;
+        rc = h5u_append_1d(w->d_imgpos, H5T_NATIVE_INT64, at, k, none) ||
+                     h5u_append_1d(w->d_images, st, at, k, empty)
+                 ? -1
+                 : 0;
     }
     free(none);
     free(empty);
@@ -236,20 +102,20 @@ static int create_image_sets(data_h5_writer *w) {
 }
 
 static int flush(data_h5_writer *w) {
-    if (append_1d(w->d_tokens, H5T_NATIVE_INT32, w->t_file, w->tn, w->tb) ||
-        append_1d(w->d_mask, H5T_NATIVE_UINT8, w->t_file, w->tn, w->mb) ||
-        append_1d(w->d_offsets, H5T_NATIVE_INT64, w->r_file + 1, w->rn, w->ob) ||
-        append_1d(w->d_lines, H5T_NATIVE_INT64, w->r_file, w->rn, w->lb))
-        return h5_fail("%s: write failed (disk full?)", w->tmp);
+    if (h5u_append_1d(w->d_tokens, H5T_NATIVE_INT32, w->t_file, w->tn, w->tb) ||
+        h5u_append_1d(w->d_mask, H5T_NATIVE_UINT8, w->t_file, w->tn, w->mb) ||
+        h5u_append_1d(w->d_offsets, H5T_NATIVE_INT64, w->r_file + 1, w->rn, w->ob) ||
+        h5u_append_1d(w->d_lines, H5T_NATIVE_INT64, w->r_file, w->rn, w->lb))
+        return h5u_fail("%s: write failed (disk full?)", w->tmp);
     if (w->has_images) {
         const char **refs = xmalloc(sizeof(char *) * (size_t)(w->rn ? w->rn : 1));
         for (int64_t i = 0; i < w->rn; i++) refs[i] = w->ib[i] ? w->ib[i] : "";
-        hid_t st = vlen_utf8_type();
-        int bad = append_1d(w->d_imgpos, H5T_NATIVE_INT64, w->r_file, w->rn, w->pb) ||
-                  append_1d(w->d_images, st, w->r_file, w->rn, refs);
+        hid_t st = h5u_vlen_utf8();
+        int bad = h5u_append_1d(w->d_imgpos, H5T_NATIVE_INT64, w->r_file, w->rn, w->pb) ||
+                  h5u_append_1d(w->d_images, st, w->r_file, w->rn, refs);
         H5Tclose(st);
         free(refs);
-        if (bad) return h5_fail("%s: write failed (disk full?)", w->tmp);
+        if (bad) return h5u_fail("%s: write failed (disk full?)", w->tmp);
     }
     for (int64_t i = 0; i < w->rn; i++) free(w->ib[i]);
     w->t_file += w->tn;
@@ -280,7 +146,7 @@ static void writer_free(data_h5_writer *w) {
 
 data_h5_writer *data_h5_writer_open(const char *path, const char *source, const tok_tokenizer *tok,
                                     const data_opts *o, int compress) {
-    h5_quiet();
+    h5u_quiet();
     data_opts def = data_opts_default();
     if (!o) o = &def;
     if (data_opts_check(o)) return NULL;
@@ -309,22 +175,22 @@ data_h5_writer *data_h5_writer_open(const char *path, const char *source, const 
     w->pb = xmalloc(sizeof(int64_t) * (size_t)w->rcap);
     w->ib = xcalloc((size_t)w->rcap, sizeof(char *));
 
-    hid_t fapl = file_access();
+    hid_t fapl = h5u_file_access();
     w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     if (w->file < 0) {
-        h5_fail("%s: cannot create", w->tmp);
+        h5u_fail("%s: cannot create", w->tmp);
         writer_free(w);
         return NULL;
     }
-    w->d_tokens = create_1d(w->file, "tokens", H5T_STD_I32LE, TOK_CHUNK, compress);
-    w->d_mask = create_1d(w->file, "loss_mask", H5T_STD_U8LE, TOK_CHUNK, compress);
-    w->d_offsets = create_1d(w->file, "doc_offsets", H5T_STD_I64LE, REC_CHUNK, compress);
-    w->d_lines = create_1d(w->file, "doc_lines", H5T_STD_I64LE, REC_CHUNK, compress);
+    w->d_tokens = h5u_create_1d(w->file, "tokens", H5T_STD_I32LE, TOK_CHUNK, compress);
+    w->d_mask = h5u_create_1d(w->file, "loss_mask", H5T_STD_U8LE, TOK_CHUNK, compress);
+    w->d_offsets = h5u_create_1d(w->file, "doc_offsets", H5T_STD_I64LE, REC_CHUNK, compress);
+    w->d_lines = h5u_create_1d(w->file, "doc_lines", H5T_STD_I64LE, REC_CHUNK, compress);
     int64_t zero = 0;
     if (w->d_tokens < 0 || w->d_mask < 0 || w->d_offsets < 0 || w->d_lines < 0 ||
-        append_1d(w->d_offsets, H5T_NATIVE_INT64, 0, 1, &zero)) {
-        h5_fail("%s: cannot create the datasets", w->tmp);
+        h5u_append_1d(w->d_offsets, H5T_NATIVE_INT64, 0, 1, &zero)) {
+        h5u_fail("%s: cannot create the datasets", w->tmp);
         data_h5_writer_abort(w);
         return NULL;
     }
@@ -334,7 +200,7 @@ data_h5_writer *data_h5_writer_open(const char *path, const char *source, const 
 const char *data_h5_writer_tmp_path(const data_h5_writer *w) { return w->tmp; }
 
 int data_h5_writer_add(data_h5_writer *w, const data_record *rec) {
-    h5_quiet();
+    h5u_quiet();
     const char *ref = rec->image_ref ? rec->image_ref : rec->image;
     if (rec->n < 0 || (rec->n > 0 && (!rec->ids || !rec->mask)))
         return err_set("%s: record of line %lld has no tokens", w->path, (long long)rec->line);
@@ -343,7 +209,7 @@ int data_h5_writer_add(data_h5_writer *w, const data_record *rec) {
                        "and %lld", w->path, (long long)rec->line, (long long)rec->n, ref && ref[0] ? "a path" : "none",
                        (long long)rec->image_pos);
     if (rec->image_pos >= 0 && !w->has_images && create_image_sets(w))
-        return h5_fail("%s: cannot create the image datasets", w->tmp);
+        return h5u_fail("%s: cannot create the image datasets", w->tmp);
     if (w->tn + rec->n > w->tcap || w->rn == w->rcap) {
         if (flush(w)) return -1;
         if (rec->n > w->tcap) {   // one record longer than the buffer: grow it
@@ -378,7 +244,7 @@ void data_h5_writer_abort(data_h5_writer *w) {
 
 int data_h5_writer_commit(data_h5_writer *w, int64_t skipped_bad, int64_t dropped_long,
                           int64_t truncated) {
-    h5_quiet();
+    h5u_quiet();
     if (flush(w)) {
         data_h5_writer_abort(w);
         return -1;
@@ -386,18 +252,18 @@ int data_h5_writer_commit(data_h5_writer *w, int64_t skipped_bad, int64_t droppe
     char hash[17];
     snprintf(hash, sizeof hash, "%016" PRIx64, w->hash);
     hid_t f = w->file;
-    int bad = attr_str(f, "kind", "text") || attr_str(f, "lorac_version", DATA_H5_VERSION) ||
-              attr_str(f, "tokenizer_hash", hash) || attr_str(f, "format", w->format) ||
-              attr_str(f, "template", w->template_) ||
-              attr_i64(f, "train_on_prompt", w->o.train_on_prompt != 0) ||
-              attr_i64(f, "max_seq_len", w->o.max_seq_len > 0 ? w->o.max_seq_len : 0) ||
-              attr_str(f, "truncation", w->o.truncate ? "truncate" : "drop") ||
-              attr_i64(f, "num_patches", w->o.num_patches) || attr_str(f, "source", w->source) ||
-              attr_i64(f, "source_size", w->source_size) || attr_i64(f, "records", w->r_total) ||
-              attr_i64(f, "tokens", w->t_total) || attr_i64(f, "skipped_bad", skipped_bad) ||
-              attr_i64(f, "dropped_long", dropped_long) || attr_i64(f, "truncated", truncated);
+    int bad = h5u_attr_str(f, "kind", "text") || h5u_attr_str(f, "lorac_version", DATA_H5_VERSION) ||
+              h5u_attr_str(f, "tokenizer_hash", hash) || h5u_attr_str(f, "format", w->format) ||
+              h5u_attr_str(f, "template", w->template_) ||
+              h5u_attr_i64(f, "train_on_prompt", w->o.train_on_prompt != 0) ||
+              h5u_attr_i64(f, "max_seq_len", w->o.max_seq_len > 0 ? w->o.max_seq_len : 0) ||
+              h5u_attr_str(f, "truncation", w->o.truncate ? "truncate" : "drop") ||
+              h5u_attr_i64(f, "num_patches", w->o.num_patches) || h5u_attr_str(f, "source", w->source) ||
+              h5u_attr_i64(f, "source_size", w->source_size) || h5u_attr_i64(f, "records", w->r_total) ||
+              h5u_attr_i64(f, "tokens", w->t_total) || h5u_attr_i64(f, "skipped_bad", skipped_bad) ||
+              h5u_attr_i64(f, "dropped_long", dropped_long) || h5u_attr_i64(f, "truncated", truncated);
     if (bad) {
-        h5_fail("%s: cannot write the attributes", w->tmp);
+        h5u_fail("%s: cannot write the attributes", w->tmp);
         data_h5_writer_abort(w);
         return -1;
     }
@@ -409,28 +275,16 @@ int data_h5_writer_commit(data_h5_writer *w, int64_t skipped_bad, int64_t droppe
     if (H5Fclose(w->file) < 0) bad = 1;
     w->file = -1;
     if (bad) {
-        h5_fail("%s: write failed while closing (disk full?)", w->tmp);
+        h5u_fail("%s: write failed while closing (disk full?)", w->tmp);
         data_h5_writer_abort(w);
         return -1;
     }
-    int fd = open(w->tmp, O_RDONLY);
-    if (fd < 0 || fsync(fd) != 0) {
-        err_set("%s: fsync failed: %s", w->tmp, strerror(errno));
-        if (fd >= 0) close(fd);
-        data_h5_writer_abort(w);
+    if (h5u_publish(w->tmp, w->path)) {
+        data_h5_writer_abort(w);   // the rename may have happened: unlinking tmp then is a no-op
         return -1;
     }
-    close(fd);
-    if (rename(w->tmp, w->path) != 0) {
-        err_set("%s: cannot rename to %s: %s", w->tmp, w->path, strerror(errno));
-        data_h5_writer_abort(w);
-        return -1;
-    }
-    char *dir = path_dirname(w->path);
-    int rc = fsync_dir(dir);
-    free(dir);
     writer_free(w);
-    return rc;
+    return 0;
 }
 
 int data_h5_prepare(const char *out, const char *source, const tok_tokenizer *tok, const data_opts *o,
@@ -515,7 +369,7 @@ static int open_1d(const h5_in *in, const char *name, size_t size, H5T_sign_t si
                        in->path, name, want);
     }
     hid_t ds = H5Dopen2(in->file, name, H5P_DEFAULT);
-    if (ds < 0) return h5_fail("%s: dataset '%s': cannot open (is it a dataset?)", in->path, name);
+    if (ds < 0) return h5u_fail("%s: dataset '%s': cannot open (is it a dataset?)", in->path, name);
     hid_t t = H5Dget_type(ds), sp = H5Dget_space(ds);
     char tn[64];
     int ok = size ? H5Tget_class(t) == H5T_INTEGER && H5Tget_size(t) == size && H5Tget_sign(t) == sign
@@ -539,7 +393,7 @@ static int open_1d(const h5_in *in, const char *name, size_t size, H5T_sign_t si
 
 static int read_all(const h5_in *in, hid_t d, const char *name, hid_t mt, void *buf) {
     if (H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
-        return h5_fail("%s: dataset '%s': read failed (truncated or corrupt file? re-run `lorac prepare`)",
+        return h5u_fail("%s: dataset '%s': read failed (truncated or corrupt file? re-run `lorac prepare`)",
                        in->path, name);
     return 0;
 }
@@ -547,7 +401,7 @@ static int read_all(const h5_in *in, hid_t d, const char *name, hid_t mt, void *
 // Compares a string attribute with what the caller expects.
 static int expect_str(const h5_in *in, const char *name, const char *want, const char *what) {
     char *v;
-    int rc = attr_read_str(in->file, in->path, name, &v);
+    int rc = h5u_attr_read_str(in->file, in->path, name, HINT, &v);
     if (rc < 0) return -1;
     if (rc == 0)
         return err_set("%s: attribute '%s' missing (expected '%s'; not written by `lorac prepare`? re-run it)",
@@ -564,7 +418,7 @@ static int expect_str(const h5_in *in, const char *name, const char *want, const
 // The checks of who made the file: kind, tokenizer, template, train_on_prompt, format.
 static int check_identity(const h5_in *in, const tok_tokenizer *tok, const data_opts *o) {
     char *kind;
-    int rc = attr_read_str(in->file, in->path, "kind", &kind);
+    int rc = h5u_attr_read_str(in->file, in->path, "kind", HINT, &kind);
     if (rc < 0) return -1;
     if (rc == 1 && strcmp(kind, "text")) {
         err_set("%s: attribute 'kind': expected 'text' (a prepared text dataset), found '%s'%s", in->path, kind,
@@ -576,7 +430,7 @@ static int check_identity(const h5_in *in, const tok_tokenizer *tok, const data_
     char hash[17];
     snprintf(hash, sizeof hash, "%016" PRIx64, tok_hash(tok));
     char *v;
-    rc = attr_read_str(in->file, in->path, "tokenizer_hash", &v);
+    rc = h5u_attr_read_str(in->file, in->path, "tokenizer_hash", HINT, &v);
     if (rc < 0) return -1;
     if (rc == 0)
         return err_set("%s: attribute 'tokenizer_hash' missing (expected %s; not written by `lorac prepare`? "
@@ -692,7 +546,7 @@ static int read_arrays(const h5_in *in, const tok_tokenizer *tok, h5_arrays *a) 
     if (dp >= 0 && a->N) {
         a->pos = xmalloc(sizeof(int64_t) * (size_t)a->N);
         a->img = xcalloc((size_t)a->N, sizeof(char *));
-        hid_t st = vlen_utf8_type();
+        hid_t st = h5u_vlen_utf8();
         int bad = read_all(in, dp, "image_pos", H5T_NATIVE_INT64, a->pos) ||
                   read_all(in, di, "images", st, a->img);
         H5Tclose(st);
@@ -769,7 +623,7 @@ static void arrays_free(h5_arrays *a) {
 }
 
 int data_h5_load(data_set *ds, const char *path, const tok_tokenizer *tok, const data_opts *o) {
-    h5_quiet();
+    h5u_quiet();
     memset(ds, 0, sizeof *ds);
     data_opts def = data_opts_default();
     if (!o) o = &def;
@@ -781,16 +635,16 @@ int data_h5_load(data_set *ds, const char *path, const tok_tokenizer *tok, const
         return err_set("%s: not an HDF5 file (no HDF5 signature; JSONL data should not be named .h5/.hdf5)",
                        path);
     }
-    hid_t fapl = file_access();
+    hid_t fapl = h5u_file_access();
     h5_in in = {H5Fopen(path, H5F_ACC_RDONLY, fapl), path};
     H5Pclose(fapl);
     if (in.file < 0)
-        return h5_fail("%s: cannot read the HDF5 file (truncated or corrupt? re-run `lorac prepare`)", path);
+        return h5u_fail("%s: cannot read the HDF5 file (truncated or corrupt? re-run `lorac prepare`)", path);
     h5_arrays a = {0};
     char *source = NULL, *dir = NULL;
     int rc = -1;
     if (check_identity(&in, tok, o) || read_arrays(&in, tok, &a)) goto out;
-    if (attr_read_str(in.file, path, "source", &source) < 0) goto out;
+    if (h5u_attr_read_str(in.file, path, "source", HINT, &source) < 0) goto out;
     dir = source && source[0] ? path_dirname(source) : path_dirname(path);
     ds->path = xstrdup(path);
     for (int64_t i = 0; i < a.N; i++) {

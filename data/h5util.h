@@ -1,0 +1,59 @@
+// h5util.h — small HDF5 helpers shared by the prepared-dataset (h5data.c) and feature-cache
+// (featcache.c) files: quiet error stack + one err_set message, vlen UTF-8 strings, scalar and
+// small 1-D attributes, extendible 1-D datasets and the atomic tmp -> final rename.
+// Call h5u_quiet() at every public entry point that touches HDF5.
+#ifndef LORAC_H5UTIL_H
+#define LORAC_H5UTIL_H
+
+#include <hdf5.h>
+#include <stdint.h>
+
+#include "util.h"
+
+// --- errors
+
+// Turns off HDF5's automatic error stack printing (failures go through h5u_fail).
+void h5u_quiet(void);
+// err_set(fmt ...) with " (HDF5: detail)" appended when HDF5 recorded something (its innermost
+// message); clears the HDF5 error stack. Returns -1.
+int h5u_fail(const char *fmt, ...) AG_PRINTF(1, 2);
+
+// --- types and property lists
+
+// File access property list with HDF5's file locking ignored where the file system has none
+// (NFS, some containers). Caller closes it (H5Pclose).
+hid_t h5u_file_access(void);
+// Variable-length UTF-8 string type. Caller closes it (H5Tclose).
+hid_t h5u_vlen_utf8(void);
+
+// --- attributes (0 ok, -1 failed: no err_set, the caller wraps with h5u_fail)
+
+// n == 0: a scalar; n > 0: a 1-D attribute of n elements.
+int h5u_attr_write(hid_t loc, const char *name, hid_t type, int n, const void *v);
+int h5u_attr_str(hid_t loc, const char *name, const char *s);   // vlen UTF-8; NULL -> ""
+int h5u_attr_i64(hid_t loc, const char *name, int64_t v);
+int h5u_attr_f64(hid_t loc, const char *name, double v);
+
+// Reads a scalar string attribute (variable- or fixed-length) into a malloc'd string.
+// 1 found, 0 missing (*out NULL), -1 + err_set when present but unreadable or not a string;
+// `hint` ends the wrong-type message: "PATH: attribute 'NAME': expected a string, found another
+// type (HINT)".
+int h5u_attr_read_str(hid_t loc, const char *path, const char *name, const char *hint, char **out);
+
+// --- extendible 1-D datasets
+
+// Creates an empty 1-D dataset of `type` with unlimited size, chunks of `chunk` elements, no
+// timestamps (the same input gives the same bytes) and, when compress, shuffle + deflate 1.
+// Returns the dataset or a negative id.
+hid_t h5u_create_1d(hid_t file, const char *name, hid_t type, hsize_t chunk, int compress);
+// Appends n elements of buf (memory type mt) at element `at` of a 1-D extendible dataset,
+// extending it to at + n. 0 ok (n <= 0 writes nothing), -1 failed (no err_set).
+int h5u_append_1d(hid_t d, hid_t mt, int64_t at, int64_t n, const void *buf);
+
+// --- atomic output
+
+// Publishes a closed temporary file: fsync tmp, rename it over path, fsync the folder.
+// 0 ok, -1 + err_set.
+int h5u_publish(const char *tmp, const char *path);
+
+#endif
