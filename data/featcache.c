@@ -363,18 +363,9 @@ int data_fc_writer_commit(data_fc_writer *w) {
         data_fc_writer_abort(w);
         return -1;
     }
-    if (H5Dclose(w->d_feat) < 0) bad = 1;
-    if (H5Dclose(w->d_images) < 0) bad = 1;
-    w->d_feat = w->d_images = -1;
-    if (H5Fclose(w->file) < 0) bad = 1;
-    w->file = -1;
-    if (bad) {
-        h5u_fail("%s: write failed while closing (disk full?)", w->tmp);
+    hid_t *ds[] = {&w->d_feat, &w->d_images};
+    if (h5u_close_publish(&w->file, ds, 2, w->tmp, w->path)) {
         data_fc_writer_abort(w);
-        return -1;
-    }
-    if (h5u_publish(w->tmp, w->path)) {
-        data_fc_writer_abort(w);   // the rename may have happened: unlinking tmp then is a no-op
         return -1;
     }
     writer_free(w);

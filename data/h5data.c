@@ -268,19 +268,8 @@ int data_h5_writer_commit(data_h5_writer *w, int64_t skipped_bad, int64_t droppe
         return -1;
     }
     hid_t *ds[] = {&w->d_tokens, &w->d_mask, &w->d_offsets, &w->d_lines, &w->d_imgpos, &w->d_images};
-    for (size_t i = 0; i < sizeof ds / sizeof *ds; i++) {
-        if (*ds[i] >= 0 && H5Dclose(*ds[i]) < 0) bad = 1;
-        *ds[i] = -1;
-    }
-    if (H5Fclose(w->file) < 0) bad = 1;
-    w->file = -1;
-    if (bad) {
-        h5u_fail("%s: write failed while closing (disk full?)", w->tmp);
+    if (h5u_close_publish(&w->file, ds, (int)(sizeof ds / sizeof *ds), w->tmp, w->path)) {
         data_h5_writer_abort(w);
-        return -1;
-    }
-    if (h5u_publish(w->tmp, w->path)) {
-        data_h5_writer_abort(w);   // the rename may have happened: unlinking tmp then is a no-op
         return -1;
     }
     writer_free(w);

@@ -143,7 +143,15 @@ int h5u_append_1d(hid_t d, hid_t mt, int64_t at, int64_t n, const void *buf) {
 
 // --- atomic output
 
-int h5u_publish(const char *tmp, const char *path) {
+int h5u_close_publish(hid_t *file, hid_t *const *ds, int n, const char *tmp, const char *path) {
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        if (*ds[i] >= 0 && H5Dclose(*ds[i]) < 0) bad = 1;
+        *ds[i] = -1;
+    }
+    if (H5Fclose(*file) < 0) bad = 1;
+    *file = -1;
+    if (bad) return h5u_fail("%s: write failed while closing (disk full?)", tmp);
     int fd = open(tmp, O_RDONLY);
     if (fd < 0 || fsync(fd) != 0) {
         err_set("%s: fsync failed: %s", tmp, strerror(errno));

@@ -52,8 +52,9 @@ int h5u_append_1d(hid_t d, hid_t mt, int64_t at, int64_t n, const void *buf);
 
 // --- atomic output
 
-// Publishes a closed temporary file: fsync tmp, rename it over path, fsync the folder.
-// 0 ok, -1 + err_set.
-int h5u_publish(const char *tmp, const char *path);
+// Finishes a writer's temporary file: closes the n datasets *ds[i] (those >= 0) and *file
+// (all set to -1), then fsyncs tmp, renames it over path and fsyncs the folder.
+// 0 ok, -1 + err_set (the caller removes tmp).
+int h5u_close_publish(hid_t *file, hid_t *const *ds, int n, const char *tmp, const char *path);
 
 #endif
