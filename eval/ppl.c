@@ -5,10 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-// A pending batch of windows: rows concatenated, each window its own attention range.
+// A pending batch of windows: rows concatenated, each window its own attention range; the
+// visual rows among them with their features.
 typedef struct win_batch {
     int64_t n, cap;
     int32_t *ids, *pos, *begin, *targets;
+    int64_t m, mcap;       // visual rows
+    int32_t *rows;         // [m]
+    float *feats;          // [m, Cv]
 } win_batch;
 
 static void wb_reserve(win_batch *b, int64_t need) {
@@ -20,11 +24,29 @@ static void wb_reserve(win_batch *b, int64_t need) {
     b->targets = xrealloc(b->targets, (size_t)b->cap * sizeof(int32_t));
 }
 
-static int wb_flush(ag_ctx *c, const llama_model *m, const llama_lora *lora, win_batch *b, eval_result *res,
-                    float **nll_buf, int64_t *nll_cap) {
+static void wb_reserve_rows(win_batch *b, int64_t need, int Cv) {
+    if (b->m + need <= b->mcap) return;
+    while (b->mcap < b->m + need) b->mcap = b->mcap ? 2 * b->mcap : 1024;
+    b->rows = xrealloc(b->rows, (size_t)b->mcap * sizeof(int32_t));
+    b->feats = xrealloc(b->feats, (size_t)b->mcap * Cv * sizeof(float));
+}
+
+static void wb_free(win_batch *b) {
+    free(b->ids);
+    free(b->pos);
+    free(b->begin);
+    free(b->targets);
+    free(b->rows);
+    free(b->feats);
+}
+
+static int wb_flush(ag_ctx *c, const llama_model *m, const llama_lora *lora, const eval_image_hook *img,
+                    win_batch *b, eval_result *res, float **nll_buf, int64_t *nll_cap) {
     if (b->n == 0) return 0;
     ag_ctx_reset(c);
-    ag_tensor *h = llama_forward(c, m, lora, b->ids, NULL, b->n, b->pos, b->begin);
+    ag_tensor *x = b->m ? img->embed(img->user, c, b->ids, b->n, b->feats, b->rows, b->m) : NULL;
+    if (b->m && !x) return -1;
+    ag_tensor *h = llama_forward(c, m, lora, x ? NULL : b->ids, x, b->n, b->pos, b->begin);
     if (!h) return -1;
     if (*nll_cap < b->n) {
         *nll_cap = b->n;
@@ -37,66 +59,103 @@ static int wb_flush(ag_ctx *c, const llama_model *m, const llama_lora *lora, win
             res->tokens++;
         }
     res->rows += b->n;
-    b->n = 0;
+    b->n = b->m = 0;
     return 0;
 }
 
 int eval_perplexity(ag_ctx *c, const llama_model *m, const llama_lora *lora, const data_set *ds,
                     int64_t M, int64_t S, int64_t batch_rows, eval_result *res,
                     eval_progress_fn progress, void *user) {
+    return eval_perplexity_img(c, m, lora, NULL, ds, M, S, batch_rows, res, progress, user);
+}
+
+int eval_perplexity_img(ag_ctx *c, const llama_model *m, const llama_lora *lora, const eval_image_hook *img,
+                        const data_set *ds, int64_t M, int64_t S, int64_t batch_rows, eval_result *res,
+                        eval_progress_fn progress, void *user) {
     memset(res, 0, sizeof *res);
-    if (M < 2 || S < 1 || S > M) return err_set("eval: need max_length >= 2 and 1 <= stride <= max_length, got %lld and %lld",
-                                               (long long)M, (long long)S);
+    if (M < 2 || S < 1 || S > M)
+        return err_set("eval: need max_length >= 2 and 1 <= stride <= max_length, got %lld and %lld", (long long)M,
+                       (long long)S);
     if (batch_rows < M) batch_rows = M;
     double t0 = now_seconds();
     int old_grad = ag_set_grad(c, 0), old_train = c->training;
     c->training = 0;
+    int P = img ? img->P : 0, Cv = img ? img->Cv : 0;
     win_batch b = {0};
-    float *nll = NULL;
-    int64_t nll_cap = 0;
+    float *nll = NULL, *feat = img && img->features && P ? xmalloc((size_t)P * Cv * sizeof(float)) : NULL;
+    int64_t nll_cap = 0, rcap = 0;
+    int32_t *rid_buf = NULL;     // [L] the rows of a record with an image (-1 on visual rows)
+    uint8_t *rmask_buf = NULL;   // [L]
     int rc = 0;
     for (int64_t d = 0; d < ds->n && rc == 0; d++) {
         const data_record *r = &ds->r[d];
-        if (r->image) {
+        int has = img && r->image && r->image_pos >= 0;
+        if (img ? has && !img->features : r->image != NULL) {
             rc = err_set("%s:%lld: records with images need --vision and --projector", ds->path, (long long)r->line);
             break;
         }
-        int64_t L = r->n;
+        // the record's rows: its tokens, with the P visual rows spliced in at image_pos
+        int64_t L = r->n + (has ? P : 0);
+        const int32_t *rid = r->ids;
+        const uint8_t *rmask = r->mask;
+        if (has) {
+            if (L > rcap) {
+                rcap = L;
+                rid_buf = xrealloc(rid_buf, (size_t)L * sizeof *rid_buf);
+                rmask_buf = xrealloc(rmask_buf, (size_t)L);
+            }
+            for (int64_t i = 0, t = 0; i < L; i++) {
+                int visual = i >= r->image_pos && i < r->image_pos + P;
+                rid_buf[i] = visual ? -1 : r->ids[t];
+                rmask_buf[i] = visual ? 0 : r->mask[t++];
+            }
+            rid = rid_buf;
+            rmask = rmask_buf;
+        }
         if (L < 2) {
             res->empty++;
             continue;
+        }
+        if (has && img->features(img->user, r, feat) != 0) {
+            rc = err_prefix("%s:%lld", ds->path, (long long)r->line);
+            break;
         }
         res->documents++;
         int64_t prev_end = 0;
         for (int64_t start = 0;; start += S) {
             int64_t end = start + M < L ? start + M : L;
             int64_t first = prev_end > start + 1 ? prev_end : start + 1;
-            if (b.n + (end - start) > batch_rows && wb_flush(c, m, lora, &b, res, &nll, &nll_cap) != 0) {
+            if (b.n + (end - start) > batch_rows && wb_flush(c, m, lora, img, &b, res, &nll, &nll_cap) != 0) {
                 rc = -1;
                 break;
             }
             wb_reserve(&b, end - start);
             int32_t base = (int32_t)b.n;
-            for (int64_t p = start; p < end; p++) {
+            for (int64_t q = start; q < end; q++) {
                 int64_t row = b.n++;
-                b.ids[row] = r->ids[p];
-                b.pos[row] = (int32_t)(p - start);
+                b.ids[row] = rid[q];
+                b.pos[row] = (int32_t)(q - start);
                 b.begin[row] = base;
-                // row p predicts token p+1
-                int64_t q = p + 1;
-                b.targets[row] = (q < end && q >= first && r->mask[q]) ? r->ids[q] : -1;
+                int64_t nx = q + 1;   // row q predicts row q+1 (a token, never a visual row)
+                b.targets[row] = (nx < end && nx >= first && rid[nx] >= 0 && rmask[nx]) ? rid[nx] : -1;
+                if (rid[q] < 0) {
+                    wb_reserve_rows(&b, 1, Cv);
+                    b.rows[b.m] = (int32_t)row;
+                    memcpy(b.feats + b.m * Cv, feat + (q - r->image_pos) * Cv, (size_t)Cv * sizeof(float));
+                    b.m++;
+                }
             }
             prev_end = end;
             if (end >= L) break;
         }
         if (progress && (d + 1) % 16 == 0) progress(user, d + 1, ds->n, res);
     }
-    if (rc == 0) rc = wb_flush(c, m, lora, &b, res, &nll, &nll_cap);
-    free(b.ids);
-    free(b.pos);
-    free(b.begin);
-    free(b.targets);
+    if (rc == 0) rc = wb_flush(c, m, lora, img, &b, res, &nll, &nll_cap);
+    wb_free(&b);
     free(nll);
+    free(feat);
+    free(rid_buf);
+    free(rmask_buf);
     ag_set_grad(c, old_grad);
     c->training = old_train;
     res->seconds = now_seconds() - t0;

@@ -4,6 +4,8 @@
 // reaches L; a window scores each token p in [max(prev_end, kS+1), end) whose loss-mask bit is
 // set (every token but the first for `text` documents), predicted from the context inside its
 // window. Windows of several documents run together as one padding-free batch (no-grad).
+// With an image hook (vision_perplexity in train/vision.h), a record's P visual rows count as
+// rows of the document (never scored) and the hook builds the batch's input embeddings.
 #ifndef LORAC_PPL_H
 #define LORAC_PPL_H
 
@@ -25,9 +27,33 @@ typedef struct eval_result {
 typedef void (*eval_progress_fn)(void *user, int64_t done_docs, int64_t total_docs, const eval_result *sofar);
 
 // Scores ds with windows of M tokens and stride S (S <= M), running at most batch_rows rows
-// per forward. lora may be NULL. Uses c in no-grad mode (restored on return).
+// per forward. lora may be NULL. Uses c in no-grad mode (restored on return). Records with
+// an image are an error naming their line.
 int eval_perplexity(ag_ctx *c, const llama_model *m, const llama_lora *lora, const data_set *ds,
                     int64_t M, int64_t S, int64_t batch_rows, eval_result *res,
                     eval_progress_fn progress, void *user);
+
+// --- records with images
+
+// How a record's image enters the model: its P visual rows (features of Cv values each) go
+// before ids[image_pos]. Legend (ag.h): n rows of a window batch, m visual rows of it.
+typedef struct eval_image_hook {
+    int P, Cv;
+    // Writes the features of record r's image into out [P, Cv]. 0, or -1 + err_set. NULL:
+    // records with an image are an error naming their line.
+    int (*features)(void *user, const data_record *r, float *out);
+    // Input embeddings [n, Ct] of a window batch: ids [n] (-1 on visual rows), with rows[j]
+    // (j < m) taking feats [m, Cv]. Called only when m > 0. NULL + err_set on failure.
+    ag_tensor *(*embed)(void *user, ag_ctx *c, const int32_t *ids, int64_t n, const float *feats,
+                        const int32_t *rows, int64_t m);
+    void *user;
+} eval_image_hook;
+
+// eval_perplexity, with records that have an image (image_pos >= 0) scored over their
+// r->n + P rows (windows of M rows, stride S, counting visual rows; only tokens are
+// scored). img NULL: as eval_perplexity.
+int eval_perplexity_img(ag_ctx *c, const llama_model *m, const llama_lora *lora, const eval_image_hook *img,
+                        const data_set *ds, int64_t M, int64_t S, int64_t batch_rows, eval_result *res,
+                        eval_progress_fn progress, void *user);
 
 #endif

@@ -141,141 +141,29 @@ vision_source vision_tower_source(vision_tower *v) {
     return s;
 }
 
-// --- perplexity
+// --- perplexity (eval_perplexity_img with the projector splicing the features in)
 
-typedef struct vwin {
-    int64_t n, cap;
-    int32_t *ids, *pos, *begin, *targets;
-    int64_t m, mcap;       // visual rows
-    int32_t *rows;         // [m]
-    float *feats;          // [m, Cv]
-} vwin;
+typedef struct vision_ppl {
+    const llama_model *m;
+    const projector *p;
+    const vision_source *src;
+} vision_ppl;
 
-static void vw_reserve(vwin *b, int64_t need) {
-    if (b->n + need <= b->cap) return;
-    while (b->cap < b->n + need) b->cap = b->cap ? 2 * b->cap : 4096;
-    b->ids = xrealloc(b->ids, (size_t)b->cap * sizeof(int32_t));
-    b->pos = xrealloc(b->pos, (size_t)b->cap * sizeof(int32_t));
-    b->begin = xrealloc(b->begin, (size_t)b->cap * sizeof(int32_t));
-    b->targets = xrealloc(b->targets, (size_t)b->cap * sizeof(int32_t));
+static int ppl_features(void *user, const data_record *r, float *out) {
+    const vision_source *src = ((const vision_ppl *)user)->src;
+    return src->fn(src->user, r, out);
 }
 
-static void vw_reserve_rows(vwin *b, int64_t need, int Cv) {
-    if (b->m + need <= b->mcap) return;
-    while (b->mcap < b->m + need) b->mcap = b->mcap ? 2 * b->mcap : 1024;
-    b->rows = xrealloc(b->rows, (size_t)b->mcap * sizeof(int32_t));
-    b->feats = xrealloc(b->feats, (size_t)b->mcap * Cv * sizeof(float));
-}
-
-static int vw_flush(ag_ctx *c, const llama_model *m, const llama_lora *lora, const projector *p, vwin *b,
-                    eval_result *res, float **nll, int64_t *nll_cap) {
-    if (b->n == 0) return 0;
-    ag_ctx_reset(c);
-    ag_tensor *x = b->m ? vision_embed(c, m, p, b->ids, b->n, b->feats, b->rows, b->m) : NULL;
-    if (b->m && !x) return -1;
-    ag_tensor *h = llama_forward(c, m, lora, x ? NULL : b->ids, x, b->n, b->pos, b->begin);
-    if (!h) return -1;
-    if (*nll_cap < b->n) {
-        *nll_cap = b->n;
-        *nll = xrealloc(*nll, (size_t)b->n * sizeof(float));
-    }
-    if (ag_nll_rows(c, h, (ag_tensor *)&m->w.lm_head, b->targets, *nll) != 0) return -1;
-    for (int64_t i = 0; i < b->n; i++)
-        if (b->targets[i] >= 0) {
-            res->nll += (*nll)[i];
-            res->tokens++;
-        }
-    res->rows += b->n;
-    b->n = b->m = 0;
-    return 0;
+static ag_tensor *ppl_embed(void *user, ag_ctx *c, const int32_t *ids, int64_t n, const float *feats,
+                            const int32_t *rows, int64_t m) {
+    const vision_ppl *v = user;
+    return vision_embed(c, v->m, v->p, ids, n, feats, rows, m);
 }
 
 int vision_perplexity(ag_ctx *c, const llama_model *m, const llama_lora *lora, const vision_source *v,
                       const projector *p, const data_set *ds, int64_t M, int64_t S,
                       int64_t batch_rows, eval_result *res, eval_progress_fn progress, void *user) {
-    memset(res, 0, sizeof *res);
-    if (M < 2 || S < 1 || S > M)
-        return err_set("eval: need max_length >= 2 and 1 <= stride <= max_length, got %lld and %lld", (long long)M,
-                       (long long)S);
-    if (batch_rows < M) batch_rows = M;
-    double t0 = now_seconds();
-    int old_grad = ag_set_grad(c, 0), old_train = c->training;
-    c->training = 0;
-    int P = v ? v->P : 0, Cv = v ? v->Cv : 0;
-    vwin b = {0};
-    float *nll = NULL, *img = P ? xmalloc((size_t)P * Cv * sizeof(float)) : NULL;
-    int64_t nll_cap = 0, rcap = 0;
-    int32_t *rid = NULL;     // [L] the record's row ids (-1 on visual rows)
-    uint8_t *rmask = NULL;   // [L]
-    int rc = 0;
-    for (int64_t d = 0; d < ds->n && rc == 0; d++) {
-        const data_record *r = &ds->r[d];
-        int has = r->image && r->image_pos >= 0;
-        if (has && (!v || !p)) {
-            rc = err_set("%s:%lld: records with images need --vision and --projector", ds->path, (long long)r->line);
-            break;
-        }
-        int64_t L = r->n + (has ? P : 0);
-        if (L > rcap) {
-            rcap = L;
-            rid = xrealloc(rid, (size_t)L * sizeof *rid);
-            rmask = xrealloc(rmask, (size_t)L);
-        }
-        for (int64_t i = 0, t = 0; i < L; i++) {
-            if (has && i >= r->image_pos && i < r->image_pos + P) {
-                rid[i] = -1;
-                rmask[i] = 0;
-            } else {
-                rid[i] = r->ids[t];
-                rmask[i] = r->mask[t++];
-            }
-        }
-        if (L < 2) {
-            res->empty++;
-            continue;
-        }
-        if (has) {
-            if (v->fn(v->user, r, img) != 0) {
-                rc = err_prefix("%s:%lld", ds->path, (long long)r->line);
-                break;
-            }
-        }
-        res->documents++;
-        int64_t prev_end = 0;
-        for (int64_t start = 0;; start += S) {
-            int64_t end = start + M < L ? start + M : L;
-            int64_t first = prev_end > start + 1 ? prev_end : start + 1;
-            if (b.n + (end - start) > batch_rows && vw_flush(c, m, lora, p, &b, res, &nll, &nll_cap) != 0) {
-                rc = -1;
-                break;
-            }
-            vw_reserve(&b, end - start);
-            int32_t base = (int32_t)b.n;
-            for (int64_t q = start; q < end; q++) {
-                int64_t row = b.n++;
-                b.ids[row] = rid[q];
-                b.pos[row] = (int32_t)(q - start);
-                b.begin[row] = base;
-                int64_t nx = q + 1;   // row q predicts row q+1 (a token, never a visual row)
-                b.targets[row] = (nx < end && nx >= first && rid[nx] >= 0 && rmask[nx]) ? rid[nx] : -1;
-                if (rid[q] < 0) {
-                    vw_reserve_rows(&b, 1, Cv);
-                    b.rows[b.m] = (int32_t)row;
-                    memcpy(b.feats + b.m * Cv, img + (q - r->image_pos) * Cv, (size_t)Cv * sizeof(float));
-                    b.m++;
-                }
-            }
-            prev_end = end;
-            if (end >= L) break;
-        }
-        if (progress && (d + 1) % 16 == 0) progress(user, d + 1, ds->n, res);
-    }
-    if (rc == 0) rc = vw_flush(c, m, lora, p, &b, res, &nll, &nll_cap);
-    free(b.ids), free(b.pos), free(b.begin), free(b.targets), free(b.rows), free(b.feats);
-    free(nll), free(img), free(rid), free(rmask);
-    ag_set_grad(c, old_grad);
-    c->training = old_train;
-    res->seconds = now_seconds() - t0;
-    if (rc == 0 && progress) progress(user, ds->n, ds->n, res);
-    return rc;
+    vision_ppl vp = {m, p, v};
+    eval_image_hook hook = {v ? v->P : 0, v ? v->Cv : 0, v && p ? ppl_features : NULL, ppl_embed, &vp};
+    return eval_perplexity_img(c, m, lora, &hook, ds, M, S, batch_rows, res, progress, user);
 }

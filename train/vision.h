@@ -92,7 +92,8 @@ vision_source vision_cache_source(data_fc *fc);
 // As eval_perplexity, over the rows of each record with its P visual rows included
 // (windows of M rows, stride S, counting image rows; only supervised tokens are scored,
 // each predicted from the context inside its window). Records with an image need src and p
-// (src NULL: such a record is an error naming its line).
+// (src NULL: such a record is an error naming its line). A thin wrapper of
+// eval_perplexity_img (eval/ppl.h) whose image hook is src + vision_embed.
 int vision_perplexity(ag_ctx *c, const llama_model *m, const llama_lora *lora, const vision_source *src,
                       const projector *p, const data_set *ds, int64_t M, int64_t S,
                       int64_t batch_rows, eval_result *res, eval_progress_fn progress, void *user);
