@@ -10,22 +10,7 @@ cd "$(dirname "$0")/.."
 LORAC=${LORAC:-build/lorac}
 T=${BUILD:-build}/tmp/captions
 rm -rf "$T" && mkdir -p "$T"
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); [ -n "${TEST_VERBOSE:-}" ] && echo "ok $1"; return 0; }
-bad() { fail=$((fail + 1)); echo "FAIL test_captions.sh: $1"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
-expect() {
-  local code=$1 name=$2; shift 3
-  local rc
-  "$@" >"$T/out" 2>"$T/err"; rc=$?
-  if [ "$rc" -ne "$code" ]; then bad "$name: exit $rc, want $code ($(head -c 600 "$T/err"))"; return; fi
-  if [ "$code" -ne 0 ] && [ "$(grep -c '^error: ' "$T/err")" -ne 1 ]; then bad "$name: want one error line ($(cat "$T/err"))"; return; fi
-  ok "$name"
-}
-err_has() { grep -q -- "$1" "$T/err"; }
-is_h5() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "894844460d0a1a0a" ]; }
-is_png() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]; }
-no_leftovers() { ! ls "$1" 2>/dev/null | grep -q '\.tmp\.'; }
+source tests/lib.sh
 
 # --- the generator
 expect 0 "generate" -- "$LORAC" make-tiny --kind captions --out "$T/a" --n 30 --eval 10 --size 48 --seed 5
@@ -119,5 +104,4 @@ expect 2 "bad --batch" -- "$LORAC" prepare "${P[@]}" --batch 0 --out "$T/x.h5"
 check "no output on errors" test ! -e "$T/x.h5"
 check "no temp files" no_leftovers "$T"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+test_summary

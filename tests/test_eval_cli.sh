@@ -6,10 +6,7 @@ cd "$(dirname "$0")/.."
 L=${LORAC:-build/lorac}
 T=${BUILD:-build}/tmp/eval_cli
 rm -rf "$T" && mkdir -p "$T"
-pass=0; fail=0
-ok() { pass=$((pass + 1)); [ -n "${TEST_VERBOSE:-}" ] && echo "ok $1"; return 0; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
+source tests/lib.sh
 field() { sed 's/.*"'"$2"'": \([0-9.e+-]*\).*/\1/' <<<"$1"; }
 close() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= t * (b < 0 ? -b : b)) }'; }
 
@@ -66,5 +63,4 @@ check "bad --stride is a usage error (2)" [ $? -eq 2 ]
 $L eval --data "$T/eval.jsonl" 2>/dev/null
 check "missing --model is a usage error (2)" [ $? -eq 2 ]
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+test_summary

@@ -8,23 +8,9 @@ cd "$(dirname "$0")/.."
 LORAC=${LORAC:-build/lorac}
 T=${BUILD:-build}/tmp/make_tiny
 rm -rf "$T" && mkdir -p "$T"
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); [ -n "${TEST_VERBOSE:-}" ] && echo "ok $1"; return 0; }
-bad() { fail=$((fail + 1)); echo "FAIL test_make_tiny.sh: $1"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
-
-# expect CODE NAME -- command...: exit status CODE and (for 1/2) one `error:` line on stderr
-expect() {
-  local code=$1 name=$2; shift 3
-  local err rc
-  err=$("$@" 2>&1 >/dev/null); rc=$?
-  if [ "$rc" -ne "$code" ]; then bad "$name: exit $rc, want $code ($err)"; return; fi
-  if [ "$code" -ne 0 ] && ! printf '%s\n' "$err" | grep -q '^error: '; then bad "$name: no error line ($err)"; return; fi
-  ok "$name"
-}
+source tests/lib.sh
 
 has_files() { local d=$1; shift; for f in "$@"; do [ -s "$d/$f" ] || return 1; done; }
-no_tmp_left() { ! ls -d "$T"/*.tmp.* >/dev/null 2>&1; }
 
 # --- llama
 expect 0 "llama seed 1" -- "$LORAC" make-tiny --out "$T/a" --seed 1
@@ -71,7 +57,7 @@ expect 0 "existing empty folder is fine" -- "$LORAC" make-tiny --out "$T/empty" 
 expect 1 "missing tokenizer" -- "$LORAC" make-tiny --out "$T/notok" --tokenizer "$T/nonexistent"
 check "failed run leaves nothing" test ! -e "$T/notok"
 expect 0 "LORAC_TOKENIZER_DIR" -- env LORAC_TOKENIZER_DIR=.cache/tokenizer "$LORAC" make-tiny --out "$T/envtok"
-check "no temp folders left" no_tmp_left
+check "no temp folders left" no_leftovers "$T"
 
 # --- usage errors
 expect 2 "no --out" -- "$LORAC" make-tiny
@@ -85,5 +71,4 @@ expect 2 "unknown option" -- "$LORAC" make-tiny --out "$T/x" --bogus 1
 expect 2 "missing value" -- "$LORAC" make-tiny --out
 check "usage errors wrote nothing" test ! -e "$T/x"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+test_summary

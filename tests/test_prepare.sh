@@ -10,25 +10,7 @@ cd "$(dirname "$0")/.."
 LORAC=${LORAC:-build/lorac}
 T=${BUILD:-build}/tmp/prepare
 rm -rf "$T" && mkdir -p "$T"
-pass=0; fail=0
-ok()  { pass=$((pass + 1)); [ -n "${TEST_VERBOSE:-}" ] && echo "ok $1"; return 0; }
-bad() { fail=$((fail + 1)); echo "FAIL test_prepare.sh: $1"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
-
-# expect CODE NAME -- command...: exit status CODE and (for 1/2) one `error:` line on stderr;
-# stderr is kept in $T/err
-expect() {
-  local code=$1 name=$2; shift 3
-  local rc
-  "$@" >"$T/out" 2>"$T/err"; rc=$?
-  if [ "$rc" -ne "$code" ]; then bad "$name: exit $rc, want $code ($(head -c 600 "$T/err"))"; return; fi
-  if [ "$code" -ne 0 ] && ! grep -q '^error: ' "$T/err"; then bad "$name: no error line ($(cat "$T/err"))"; return; fi
-  if [ "$code" -ne 0 ] && [ "$(grep -c '^error: ' "$T/err")" -ne 1 ]; then bad "$name: more than one error line"; return; fi
-  ok "$name"
-}
-err_has() { grep -q -- "$1" "$T/err"; }
-is_h5() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "894844460d0a1a0a" ]; }
-no_leftovers() { ! ls "$1" 2>/dev/null | grep -q '\.tmp\.'; }
+source tests/lib.sh
 
 CFG=configs/tiny-lora.yaml
 M="$T/model"
@@ -110,5 +92,4 @@ check "data.train untouched" cmp -s data/demo/train.jsonl "$T/same.jsonl"
 check "no output on errors" test ! -e "$T/x.h5"
 check "still no temporary files" no_leftovers "$T"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+test_summary

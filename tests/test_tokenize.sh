@@ -12,23 +12,21 @@ ln -s "$(cd "$TOKENIZER_DIR" && pwd)/tokenizer.json" "$tmp/model/tokenizer.json"
 cp "$TOKENIZER_DIR/tokenizer_config.json" "$tmp/model/" 2>/dev/null || true
 head -c 1000 "$TOKENIZER_DIR/tokenizer.json" > "$tmp/broken/tokenizer.json"
 M="$tmp/model"
-passed=0; failed=0
-ok() { passed=$((passed + 1)); }
-bad() { failed=$((failed + 1)); echo "FAIL test_tokenize.sh: $*"; }
-expect() {   # expect NAME WANT -- command...
+source tests/lib.sh
+expect_ids() {   # expect_ids NAME WANT -- command...: exit 0 printing exactly WANT
   local name=$1 want=$2; shift 3
   local got; got=$("$@" 2>"$tmp/err"); local rc=$?
   if [ "$rc" -eq 0 ] && [ "$got" = "$want" ]; then ok; else bad "$name: rc $rc, got '$got', want '$want' ($(head -c 300 "$tmp/err"))"; fi
 }
 
-expect plain "9906 1917" -- "$LORAC" tokenize --model "$M" "Hello world"
-expect bos "128000 9906 1917" -- "$LORAC" tokenize --model "$M" --bos "Hello world"
-expect special "128009 87" -- "$LORAC" tokenize --model "$M" "<|eot_id|>x"
-expect unicode "3458 38672 588 53050 105180 102158 91416" -- "$LORAC" tokenize --model "$M" "naïve café 日本語 😀"
-expect whitespace "220 1280 16243 28208 256" -- "$LORAC" tokenize --model "$M" "$(printf '  indented\tline  ')"
-expect chat "128000 128006 882 128007 271 6151 128009 128006 78191 128007 271" -- "$LORAC" tokenize --model "$M" --chat "  hi "
-expect chat_bos "128000 128006 882 128007 271 6151 128009 128006 78191 128007 271" -- "$LORAC" tokenize --model "$M" --chat --bos "hi"
-expect empty "" -- "$LORAC" tokenize --model "$M" ""
+expect_ids plain "9906 1917" -- "$LORAC" tokenize --model "$M" "Hello world"
+expect_ids bos "128000 9906 1917" -- "$LORAC" tokenize --model "$M" --bos "Hello world"
+expect_ids special "128009 87" -- "$LORAC" tokenize --model "$M" "<|eot_id|>x"
+expect_ids unicode "3458 38672 588 53050 105180 102158 91416" -- "$LORAC" tokenize --model "$M" "naïve café 日本語 😀"
+expect_ids whitespace "220 1280 16243 28208 256" -- "$LORAC" tokenize --model "$M" "$(printf '  indented\tline  ')"
+expect_ids chat "128000 128006 882 128007 271 6151 128009 128006 78191 128007 271" -- "$LORAC" tokenize --model "$M" --chat "  hi "
+expect_ids chat_bos "128000 128006 882 128007 271 6151 128009 128006 78191 128007 271" -- "$LORAC" tokenize --model "$M" --chat --bos "hi"
+expect_ids empty "" -- "$LORAC" tokenize --model "$M" ""
 
 # stdin: one line of ids per line, without the newline; empty lines give empty lines
 got=$(printf 'Hello world\n\n<|eot_id|>x\nIT'"'"'S 1234567' | "$LORAC" tokenize --model "$M" --bos); rc=$?
@@ -60,5 +58,4 @@ check_err two_texts 2 "TEXT" -- "$LORAC" tokenize --model "$M" "a" "b"
 check_err no_tokenizer 1 "no tokenizer found" -- "$LORAC" tokenize --model "$tmp" "hi"
 check_err broken_json 1 "broken/tokenizer.json" -- "$LORAC" tokenize --model "$tmp/broken" "hi"
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+test_summary

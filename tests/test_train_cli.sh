@@ -6,10 +6,7 @@ cd "$(dirname "$0")/.."
 L=${LORAC:-build/lorac}
 T=${BUILD:-build}/tmp/train_cli
 rm -rf "$T" && mkdir -p "$T"
-pass=0; fail=0
-ok() { pass=$((pass + 1)); [ -n "${TEST_VERBOSE:-}" ] && echo "ok $1"; return 0; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
+source tests/lib.sh
 
 $L make-tiny --out "$T/model" --seed 7 >/dev/null 2>"$T/mk.err" || { cat "$T/mk.err"; echo "0 passed, 1 failed"; exit 1; }
 head -n 64 data/demo/train.jsonl > "$T/train.jsonl"
@@ -104,5 +101,4 @@ check "non-finite loss/gradient exits 1 (got $rc)" [ $rc -eq 1 ]
 check "non-finite message" grep -q "^error: .*not finite" "$T/n.err"
 check "no final adapter after divergence" [ ! -e "$T/n/adapter_model.safetensors" ]
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+test_summary

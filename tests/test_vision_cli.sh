@@ -8,10 +8,7 @@ cd "$(dirname "$0")/.."
 L=${LORAC:-build/lorac}
 T=${BUILD:-build}/tmp/vision_cli
 rm -rf "$T" && mkdir -p "$T"
-pass=0; fail=0
-ok() { pass=$((pass + 1)); [ -n "${TEST_VERBOSE:-}" ] && echo "ok $1"; return 0; }
-bad() { fail=$((fail + 1)); echo "FAIL $1"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
+source tests/lib.sh
 has() { grep -aq -- "$2" "$1"; }
 
 $L make-tiny --out "$T/llama" --seed 7 >/dev/null 2>"$T/mk.err" &&
@@ -142,5 +139,4 @@ $L generate "${gen[@]}" --image tests/fixtures/images/corrupt.jpg --prompt "a" >
 check "generate with a corrupt image: exit 1" [ $? -eq 1 ]
 check "generate with a corrupt image: error names it" grep -q '^error: .*corrupt.jpg' "$T/g6.err"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+test_summary
