@@ -208,23 +208,14 @@ static int attr_read_str(hid_t loc, const char *path, const char *name, char **o
 }
 
 // Reads a numeric attribute of n elements (n = 1: scalar or [1]) converted to double.
+// 0 ok, -1 + err_set (missing too).
 static int attr_read_num(hid_t loc, const char *path, const char *name, int n, double *out) {
-    if (H5Aexists(loc, name) <= 0)
+    char want[32];
+    snprintf(want, sizeof want, "%d number%s", n, n == 1 ? "" : "s");
+    int rc = h5u_attr_read_num(loc, path, name, n, H5T_NATIVE_DOUBLE, want, FC_HINT, out);
+    if (rc == 0)
         return err_set("%s: attribute '%s' is missing (not a lorac vision feature cache? %s)", path, name, FC_HINT);
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0) return h5u_fail("%s: attribute '%s': cannot open", path, name);
-    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
-    H5T_class_t cl = H5Tget_class(t);
-    int rc = 0;
-    if ((cl != H5T_INTEGER && cl != H5T_FLOAT) || H5Sget_simple_extent_npoints(sp) != n)
-        rc = err_set("%s: attribute '%s': expected %d number%s, found another type or size (%s)", path, name, n,
-                     n == 1 ? "" : "s", FC_HINT);
-    else if (H5Aread(a, H5T_NATIVE_DOUBLE, out) < 0)
-        rc = h5u_fail("%s: attribute '%s': read failed", path, name);
-    H5Tclose(t);
-    H5Sclose(sp);
-    H5Aclose(a);
-    return rc;
+    return rc < 0 ? -1 : 0;
 }
 
 // --- writer

@@ -31,20 +31,7 @@ static const char H5_SIGNATURE[8] = "\211HDF\r\n\032\n";
 // Integer attribute (any integer type, or a boolean-like enum h5py writes). 1 found, 0 missing,
 // -1 + err_set.
 static int attr_read_i64(hid_t loc, const char *path, const char *name, int64_t *out) {
-    if (H5Aexists(loc, name) <= 0) return 0;
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    if (a < 0) return h5u_fail("%s: attribute '%s': cannot open", path, name);
-    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
-    int rc = 1;
-    H5T_class_t cl = H5Tget_class(t);
-    if ((cl != H5T_INTEGER && cl != H5T_ENUM) || H5Sget_simple_extent_npoints(sp) != 1)
-        rc = err_set("%s: attribute '%s': expected an integer, found another type (re-run `lorac prepare`)", path, name);
-    else if (H5Aread(a, H5T_NATIVE_INT64, out) < 0)
-        rc = h5u_fail("%s: attribute '%s': read failed", path, name);
-    H5Tclose(t);
-    H5Sclose(sp);
-    H5Aclose(a);
-    return rc;
+    return h5u_attr_read_num(loc, path, name, 1, H5T_NATIVE_INT64, "an integer", HINT, out);
 }
 
 // --- writer

@@ -108,6 +108,24 @@ int h5u_attr_read_str(hid_t loc, const char *path, const char *name, const char 
     return rc;
 }
 
+int h5u_attr_read_num(hid_t loc, const char *path, const char *name, int n, hid_t mem_type, const char *want,
+                      const char *hint, void *out) {
+    if (H5Aexists(loc, name) <= 0) return 0;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0) return h5u_fail("%s: attribute '%s': cannot open", path, name);
+    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
+    H5T_class_t cl = H5Tget_class(t), other = H5Tget_class(mem_type) == H5T_FLOAT ? H5T_FLOAT : H5T_ENUM;
+    int rc = 1;
+    if ((cl != H5T_INTEGER && cl != other) || H5Sget_simple_extent_npoints(sp) != n)
+        rc = err_set("%s: attribute '%s': expected %s, found another type or size (%s)", path, name, want, hint);
+    else if (H5Aread(a, mem_type, out) < 0)
+        rc = h5u_fail("%s: attribute '%s': read failed", path, name);
+    H5Tclose(t);
+    H5Sclose(sp);
+    H5Aclose(a);
+    return rc;
+}
+
 // --- extendible 1-D datasets
 
 hid_t h5u_create_1d(hid_t file, const char *name, hid_t type, hsize_t chunk, int compress) {

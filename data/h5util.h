@@ -40,6 +40,13 @@ int h5u_attr_f64(hid_t loc, const char *name, double v);
 // type (HINT)".
 int h5u_attr_read_str(hid_t loc, const char *path, const char *name, const char *hint, char **out);
 
+// Reads a numeric attribute of n elements (n = 1: a scalar or [1]) converted to mem_type
+// (H5T_NATIVE_INT64: integers and the boolean-like enums h5py writes; H5T_NATIVE_DOUBLE:
+// integers and floats) into out [n]. 1 found, 0 missing, -1 + err_set: "PATH: attribute
+// 'NAME': expected WANT, found another type or size (HINT)".
+int h5u_attr_read_num(hid_t loc, const char *path, const char *name, int n, hid_t mem_type, const char *want,
+                      const char *hint, void *out);
+
 // --- extendible 1-D datasets
 
 // Creates an empty 1-D dataset of `type` with unlimited size, chunks of `chunk` elements, no
