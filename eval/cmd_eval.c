@@ -80,17 +80,7 @@ int cmd_eval(int argc, char **argv) {
     vision_tower vt = {0};
     projector proj = {0};
     if (!(tok = tok_load(model)) || llama_load(model, &m) != 0) goto out;
-    if (vision) {
-        if (projector_load(&proj, proj_dir) != 0) goto out;
-        if (vision_open(&vt, vision, proj.select_layer, 0, 1) != 0) goto out;
-        if (proj.vision_hidden != vt.C || proj.num_patches != vt.P || proj.text_hidden != m.cfg.hidden_size) {
-            err_set("%s/projector_config.json: the projector maps %d -> %d with %d patches; %s gives %d features of "
-                    "width %d and %s has hidden_size %d",
-                    proj_dir, proj.vision_hidden, proj.text_hidden, proj.num_patches, vision, vt.P, vt.C, model,
-                    m.cfg.hidden_size);
-            goto out;
-        }
-    }
+    if (vision && vision_open_projected(&vt, &proj, vision, proj_dir, &m, model) != 0) goto out;
     if (adapter && lora_load(&lora, &m.cfg, adapter) != 0) goto out;
     if (adapter) lora_set_dropout(&lora, 0);
     data_opts o = data_opts_default();

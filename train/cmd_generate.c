@@ -173,14 +173,7 @@ int cmd_generate(int argc, char **argv) {
     char *mark = vision ? strstr(text, "<image>") : NULL;
     int64_t image_pos = -1;
     if (vision) {
-        if (projector_load(&proj, proj_dir) != 0 || vision_open(&vt, vision, proj.select_layer, 0, 1) != 0) goto done;
-        if (proj.vision_hidden != vt.C || proj.num_patches != vt.P || proj.text_hidden != m.cfg.hidden_size) {
-            err_set("%s/projector_config.json: the projector maps %d -> %d with %d patches; %s gives %d features of "
-                    "width %d and %s has hidden_size %d",
-                    proj_dir, proj.vision_hidden, proj.text_hidden, proj.num_patches, vision, vt.P, vt.C, model,
-                    m.cfg.hidden_size);
-            goto done;
-        }
+        if (vision_open_projected(&vt, &proj, vision, proj_dir, &m, model) != 0) goto done;
         if (mark && tok_encode(tok, text, (size_t)(mark - text), 1, &ids) != 0) goto done;
         image_pos = (int64_t)ids.n;
         for (int k = 0; k < vt.P; k++) tok_ids_push(&ids, -1);

@@ -46,6 +46,17 @@ void vision_close(vision_tower *v) {
     memset(v, 0, sizeof *v);
 }
 
+int vision_open_projected(vision_tower *v, projector *p, const char *vision_dir, const char *proj_dir,
+                          const llama_model *m, const char *model) {
+    if (projector_load(p, proj_dir) != 0 || vision_open(v, vision_dir, p->select_layer, 0, 1) != 0) return -1;
+    if (p->vision_hidden != v->C || p->num_patches != v->P || p->text_hidden != m->cfg.hidden_size)
+        return err_set("%s/projector_config.json: the projector maps %d -> %d with %d patches; %s gives %d features "
+                       "of width %d and %s has hidden_size %d",
+                       proj_dir, p->vision_hidden, p->text_hidden, p->num_patches, vision_dir, v->P, v->C, model,
+                       m->cfg.hidden_size);
+    return 0;
+}
+
 int vision_features(vision_tower *v, const char *const *paths, int n, float *out, uint8_t *bad) {
     size_t img = (size_t)3 * v->size * v->size, rows = (size_t)v->P * v->C;
     v->failed = -1;
