@@ -7,7 +7,6 @@ between), in torch fp32 exactly as written there. Writes tests/fixtures/hfconfig
 with one tensor inv_freq_<case> per case; the case parameters are in the metadata and
 repeated in the C test.
 """
-import math
 import os
 import sys
 
@@ -15,6 +14,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fixtures_io import save_fixture  # noqa: E402
+from torch_ref import llama3_inv_freq  # noqa: E402  (the formulas, in torch fp32 as written there)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -28,26 +28,18 @@ CASES = {
 }
 
 
-def default_inv_freq(base, dim):
-    return 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
-
-
-def llama3_inv_freq(base, dim, factor, low_freq_factor, high_freq_factor, old_context_len):
-    inv_freq = default_inv_freq(base, dim)
-    low_freq_wavelen = old_context_len / low_freq_factor
-    high_freq_wavelen = old_context_len / high_freq_factor
-    wavelen = 2 * math.pi / inv_freq
-    inv_freq_llama = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
-    smooth_factor = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
-    smoothed_inv_freq = (1 - smooth_factor) * inv_freq_llama / factor + smooth_factor * inv_freq_llama
-    is_medium_freq = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
-    return torch.where(is_medium_freq, smoothed_inv_freq, inv_freq_llama)
+def inv_freq(dim, base, l3):
+    rs = None
+    if l3 is not None:
+        rs = dict(zip(("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"), l3),
+                  rope_type="llama3")
+    return llama3_inv_freq({"head_dim": dim, "rope_theta": base, "rope_scaling": rs})
 
 
 def main():
     tensors, meta = {}, {}
     for name, (dim, base, l3) in CASES.items():
-        inv = default_inv_freq(base, dim) if l3 is None else llama3_inv_freq(base, dim, *l3)
+        inv = inv_freq(dim, base, l3)
         tensors["inv_freq_" + name] = inv
         meta[name] = repr((dim, base, l3))
     out = os.path.join(HERE, "fixtures", "hfconfig_rope.safetensors")

@@ -23,7 +23,6 @@ Golden tensors per model:
 Run with /usr/bin/python3 (torch 1.13).
 """
 import json
-import math
 import os
 import struct
 
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from fixtures_io import write_safetensors
+from torch_ref import llama3_inv_freq, rmsnorm, rotate_half  # the shared HF conventions
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIX = os.path.join(HERE, "fixtures")
@@ -54,41 +54,6 @@ def raw(t, dtype):
 
 
 # --- the HF Llama forward in plain torch
-
-
-def llama3_inv_freq(cfg):
-    D = cfg["head_dim"]
-    base = cfg["rope_theta"]
-    inv_freq = 1.0 / (base ** (torch.arange(0, D, 2, dtype=torch.int64).float() / D))
-    rs = cfg.get("rope_scaling")
-    if not rs or rs.get("rope_type", rs.get("type")) != "llama3":
-        return inv_freq
-    factor = rs["factor"]
-    low_freq_factor = rs["low_freq_factor"]
-    high_freq_factor = rs["high_freq_factor"]
-    old_context_len = rs["original_max_position_embeddings"]
-    low_freq_wavelen = old_context_len / low_freq_factor
-    high_freq_wavelen = old_context_len / high_freq_factor
-    wavelen = 2 * math.pi / inv_freq
-    inv_freq_llama = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
-    smooth_factor = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
-    smoothed = (1 - smooth_factor) * inv_freq_llama / factor + smooth_factor * inv_freq_llama
-    is_medium = ~(wavelen < high_freq_wavelen) * ~(wavelen > low_freq_wavelen)
-    return torch.where(is_medium, smoothed, inv_freq_llama)
-
-
-def rmsnorm(x, w, eps):
-    dt = x.dtype
-    h = x.to(torch.float32)
-    var = h.pow(2).mean(-1, keepdim=True)
-    h = h * torch.rsqrt(var + eps)
-    return w * h.to(dt)
-
-
-def rotate_half(x):
-    x1 = x[..., : x.shape[-1] // 2]
-    x2 = x[..., x.shape[-1] // 2:]
-    return torch.cat((-x2, x1), dim=-1)
 
 
 def repeat_kv(x, n_rep):
