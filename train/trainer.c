@@ -389,6 +389,7 @@ int train_run(cfg_train *cfg) {
     if (R->vmode && !cfg->vision.model && !cfg->vision.features) {
         err_set("%s: vision.model: required in %s mode (or vision.features)", cfg->config_path ? cfg->config_path : "config",
                 cfg->mode);
+        fprintf(stderr, "error: %s\n", err_get());
         return 1;
     }
     int accum = 0;
@@ -399,7 +400,10 @@ int train_run(cfg_train *cfg) {
         omp_set_num_threads(cfg->train.threads);
         openblas_set_num_threads(cfg->train.threads);
     }
-    if (mkdir_p(cfg->output_dir) != 0) return 1;
+    if (mkdir_p(cfg->output_dir) != 0) {
+        fprintf(stderr, "error: output_dir: %s\n", err_get());
+        return 1;
+    }
     double t_load = now_seconds();
     R->tok = tok_load(cfg->model);
     if (!R->tok || llama_load(cfg->model, &R->model) != 0) goto out;
