@@ -254,9 +254,7 @@ data_fc_writer *data_fc_writer_open(const char *path, const data_fc_ident *id, c
     data_fc_writer *w = xcalloc(1, sizeof *w);
     w->file = w->d_feat = w->d_images = w->str_t = -1;
     w->path = xstrdup(path);
-    size_t tn = strlen(path) + 32;
-    w->tmp = xmalloc(tn);
-    snprintf(w->tmp, tn, "%s.tmp.%d", path, (int)getpid());
+    w->tmp = h5u_tmp_name(path);
     w->source = source ? xstrdup(source) : NULL;
     w->id = *id;
     char *dir = path_dirname(path);
@@ -330,11 +328,10 @@ int data_fc_writer_add(data_fc_writer *w, const char *image_ref, const float *fe
 
 void data_fc_writer_abort(data_fc_writer *w) {
     if (!w) return;
-    char *tmp = xstrdup(w->tmp);
+    char *tmp = w->tmp;   // outlives the writer
+    w->tmp = NULL;
     writer_free(w);
-    H5Eclear2(H5E_DEFAULT);
-    unlink(tmp);
-    free(tmp);
+    h5u_discard_tmp(tmp);
 }
 
 int data_fc_writer_commit(data_fc_writer *w) {

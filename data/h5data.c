@@ -140,9 +140,7 @@ data_h5_writer *data_h5_writer_open(const char *path, const char *source, const 
     data_h5_writer *w = xcalloc(1, sizeof *w);
     w->file = w->d_tokens = w->d_mask = w->d_offsets = w->d_lines = w->d_imgpos = w->d_images = -1;
     w->path = xstrdup(path);
-    size_t n = strlen(path) + 32;
-    w->tmp = xmalloc(n);
-    snprintf(w->tmp, n, "%s.tmp.%d", path, (int)getpid());
+    w->tmp = h5u_tmp_name(path);
     w->source = xstrdup(source ? source : "");
     struct stat sb;
     w->source_size = source && stat(source, &sb) == 0 ? (int64_t)sb.st_size : -1;
@@ -222,11 +220,10 @@ int data_h5_writer_add(data_h5_writer *w, const data_record *rec) {
 
 void data_h5_writer_abort(data_h5_writer *w) {
     if (!w) return;
-    char *tmp = xstrdup(w->tmp);
+    char *tmp = w->tmp;   // outlives the writer
+    w->tmp = NULL;
     writer_free(w);
-    H5Eclear2(H5E_DEFAULT);
-    unlink(tmp);
-    free(tmp);
+    h5u_discard_tmp(tmp);
 }
 
 int data_h5_writer_commit(data_h5_writer *w, int64_t skipped_bad, int64_t dropped_long,

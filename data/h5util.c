@@ -161,6 +161,13 @@ int h5u_append_1d(hid_t d, hid_t mt, int64_t at, int64_t n, const void *buf) {
 
 // --- atomic output
 
+char *h5u_tmp_name(const char *path) {
+    size_t n = strlen(path) + 32;
+    char *tmp = xmalloc(n);
+    snprintf(tmp, n, "%s.tmp.%d", path, (int)getpid());
+    return tmp;
+}
+
 int h5u_close_publish(hid_t *file, hid_t *const *ds, int n, const char *tmp, const char *path) {
     int bad = 0;
     for (int i = 0; i < n; i++) {
@@ -182,4 +189,10 @@ int h5u_close_publish(hid_t *file, hid_t *const *ds, int n, const char *tmp, con
     int rc = fsync_dir(dir);
     free(dir);
     return rc;
+}
+
+void h5u_discard_tmp(char *tmp) {
+    H5Eclear2(H5E_DEFAULT);
+    unlink(tmp);
+    free(tmp);
 }

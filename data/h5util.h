@@ -59,9 +59,14 @@ int h5u_append_1d(hid_t d, hid_t mt, int64_t at, int64_t n, const void *buf);
 
 // --- atomic output
 
+// The temporary file a writer fills before h5u_close_publish: "<path>.tmp.<pid>" (malloc'd).
+char *h5u_tmp_name(const char *path);
 // Finishes a writer's temporary file: closes the n datasets *ds[i] (those >= 0) and *file
 // (all set to -1), then fsyncs tmp, renames it over path and fsyncs the folder.
 // 0 ok, -1 + err_set (the caller removes tmp).
 int h5u_close_publish(hid_t *file, hid_t *const *ds, int n, const char *tmp, const char *path);
+// Removes a writer's temporary file once its handles are closed: clears the HDF5 error
+// stack, unlinks tmp (already gone is fine) and frees the string.
+void h5u_discard_tmp(char *tmp);
 
 #endif
