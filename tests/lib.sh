@@ -1,6 +1,7 @@
 # tests/lib.sh — helpers shared by the shell tests (tests/test_*.sh). Source it after `cd` to
-# the repository root and after setting $T (the test's scratch folder):
+# the repository root, then make the test's scratch folder $T (expect writes there):
 #   source tests/lib.sh
+#   T=$(scratch_dir NAME)   # a fresh, empty $BUILD/tmp/NAME
 #   check "adapter written" [ -s "$T/a/adapter_model.safetensors" ]
 #   expect 1 "bad config" -- "$LORAC" train bad.yaml
 #   test_summary          # last line `N passed, N failed`; exit status 1 on any failure
@@ -10,6 +11,9 @@
 pass=0
 fail=0
 TEST_NAME=$(basename "$0")
+
+# scratch_dir NAME: removes and re-creates ${BUILD:-build}/tmp/NAME and prints its path
+scratch_dir() { local d=${BUILD:-build}/tmp/$1; rm -rf "$d" && mkdir -p "$d"; echo "$d"; }   # prints it even on failure
 
 ok() { pass=$((pass + 1)); [ -n "${TEST_VERBOSE:-}" ] && echo "ok ${1:-}"; return 0; }
 bad() { fail=$((fail + 1)); echo "FAIL $TEST_NAME: $*"; }

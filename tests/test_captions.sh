@@ -8,9 +8,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LORAC=${LORAC:-build/lorac}
-T=${BUILD:-build}/tmp/captions
-rm -rf "$T" && mkdir -p "$T"
 source tests/lib.sh
+T=$(scratch_dir captions)
 
 # --- the generator
 expect 0 "generate" -- "$LORAC" make-tiny --kind captions --out "$T/a" --n 30 --eval 10 --size 48 --seed 5

@@ -4,9 +4,8 @@
 set -u
 cd "$(dirname "$0")/.."
 L=${LORAC:-build/lorac}
-T=${BUILD:-build}/tmp/eval_cli
-rm -rf "$T" && mkdir -p "$T"
 source tests/lib.sh
+T=$(scratch_dir eval_cli)
 field() { sed 's/.*"'"$2"'": \([0-9.e+-]*\).*/\1/' <<<"$1"; }
 close() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= t * (b < 0 ? -b : b)) }'; }
 

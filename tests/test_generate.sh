@@ -5,9 +5,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LORAC=${LORAC:-build/lorac}
-T=${BUILD:-build}/tmp/test_generate
-rm -rf "$T" && mkdir -p "$T"
 source tests/lib.sh
+T=$(scratch_dir test_generate)
 # check_eval NAME 'shell expression': passes when the expression (evaluated here) is true
 check_eval() { if eval "$2"; then ok "$1"; else bad "$1"; fi; }
 

@@ -6,9 +6,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LORAC=${LORAC:-build/lorac}
-T=${BUILD:-build}/tmp/make_tiny
-rm -rf "$T" && mkdir -p "$T"
 source tests/lib.sh
+T=$(scratch_dir make_tiny)
 
 has_files() { local d=$1; shift; for f in "$@"; do [ -s "$d/$f" ] || return 1; done; }
 

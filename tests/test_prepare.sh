@@ -8,9 +8,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LORAC=${LORAC:-build/lorac}
-T=${BUILD:-build}/tmp/prepare
-rm -rf "$T" && mkdir -p "$T"
 source tests/lib.sh
+T=$(scratch_dir prepare)
 
 CFG=configs/tiny-lora.yaml
 M="$T/model"

@@ -4,9 +4,8 @@
 set -u
 cd "$(dirname "$0")/.."
 L=${LORAC:-build/lorac}
-T=${BUILD:-build}/tmp/train_cli
-rm -rf "$T" && mkdir -p "$T"
 source tests/lib.sh
+T=$(scratch_dir train_cli)
 
 $L make-tiny --out "$T/model" --seed 7 >/dev/null 2>"$T/mk.err" || { cat "$T/mk.err"; echo "0 passed, 1 failed"; exit 1; }
 head -n 64 data/demo/train.jsonl > "$T/train.jsonl"

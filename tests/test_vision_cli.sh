@@ -6,9 +6,8 @@
 set -u
 cd "$(dirname "$0")/.."
 L=${LORAC:-build/lorac}
-T=${BUILD:-build}/tmp/vision_cli
-rm -rf "$T" && mkdir -p "$T"
 source tests/lib.sh
+T=$(scratch_dir vision_cli)
 has() { grep -aq -- "$2" "$1"; }
 
 $L make-tiny --out "$T/llama" --seed 7 >/dev/null 2>"$T/mk.err" &&
