@@ -47,7 +47,7 @@ test: deps
 
 asan:
 	@$(MAKE) --no-print-directory test BUILD=build-asan OPT="-O1 -g -march=native" \
-	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer"
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 
 bench: deps
 	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac

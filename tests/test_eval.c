@@ -19,8 +19,10 @@ static int setup(void) {
     long n = 0, nd = 0;
     const int32_t *ids = fixture_i32(fx, "ids", &n);
     const uint8_t *mask = fixture_raw(fx, "mask", "U8", NULL, NULL, NULL);
-    const int64_t *off = fixture_raw(fx, "offsets", "I64", &nd, NULL, NULL);
-    if (!ids || !mask || !off) return -1;
+    const void *off_raw = fixture_raw(fx, "offsets", "I64", &nd, NULL, NULL);
+    if (!ids || !mask || !off_raw) return -1;
+    int64_t *off = xmalloc((size_t)nd * sizeof *off);   // the fixture's bytes need not be aligned
+    memcpy(off, off_raw, (size_t)nd * sizeof *off);
     for (long d = 0; d + 1 < nd; d++) {
         data_record r = {0};
         r.n = off[d + 1] - off[d];
@@ -32,6 +34,7 @@ static int setup(void) {
         r.line = d + 1;
         data_set_push(&ds, &r);
     }
+    free(off);
     ds.path = xstrdup("eval_ref");
     lora_config lc = {.r = 4, .alpha = 8, .targets = (1u << LLAMA_Q) | (1u << LLAMA_V) | (1u << LLAMA_DOWN)};
     if (lora_create(&lora, &model.cfg, &lc, 1) != 0) return -1;
