@@ -19,6 +19,8 @@ typedef struct fixture {
     size_t len;
     cJSON *header;
     size_t data_off;
+    void **copies;        // aligned copies handed out for misaligned tensors
+    int ncopies;
 } fixture;
 
 static inline fixture *fixture_load(const char *path) {
@@ -65,7 +67,15 @@ static inline const void *fixture_raw(fixture *f, const char *name, const char *
     if (ndim) *ndim = k;
     if (numel) *numel = n;
     cJSON *off = cJSON_GetObjectItem(e, "data_offsets");
-    return f->buf + f->data_off + (size_t)cJSON_GetArrayItem(off, 0)->valuedouble;
+    size_t a = (size_t)cJSON_GetArrayItem(off, 0)->valuedouble, b = (size_t)cJSON_GetArrayItem(off, 1)->valuedouble;
+    const unsigned char *src = f->buf + f->data_off + a;
+    if ((uintptr_t)src % 8 == 0) return src;
+    // tensors are packed back to back: give an aligned copy (freed by fixture_free)
+    void *copy = malloc(b - a + 8);
+    memcpy(copy, src, b - a);
+    f->copies = realloc(f->copies, (size_t)(f->ncopies + 1) * sizeof *f->copies);
+    f->copies[f->ncopies++] = copy;
+    return copy;
 }
 
 static inline const float *fixture_f32(fixture *f, const char *name, long *numel) {
@@ -83,6 +93,8 @@ static inline double fixture_meta(fixture *f, const char *key, double def) {
 }
 static inline void fixture_free(fixture *f) {
     if (!f) return;
+    for (int i = 0; i < f->ncopies; i++) free(f->copies[i]);
+    free(f->copies);
     cJSON_Delete(f->header);
     free(f->buf);
     free(f->path);
