@@ -87,7 +87,8 @@ ag_tensor *ag_rope(ag_ctx *c, ag_tensor *x, int nheads, const int32_t *pos, cons
     ag_tensor *out = ag_new2(c, N, x->shape[1]);
     if (!out) return NULL;
     rope_apply(out->data, x->data, N, nheads, D, pos, inv_freq, 0);
-    if (ag_needs_grad(c, &x, 1)) {
+    if (!ag_needs_grad(c, &x, 1)) ag_prof_mark(c, AG_OP_ROPE);
+    else {
         int32_t *p = ag_alloc(c, (size_t)(N ? N : 1) * sizeof *p, "rope positions");
         float *f = ag_alloc(c, (size_t)(D / 2) * sizeof *f, "rope inv_freq");
         if (!p || !f) return NULL;
@@ -570,6 +571,7 @@ ag_tensor *ag_attention(ag_ctx *c, ag_tensor *q, ag_tensor *k, ag_tensor *v, int
     ag_tensor *in[3] = {q, k, v};
     if (!ag_needs_grad(c, in, 3)) {
         arena_release(c, mark);
+        ag_prof_mark(c, AG_OP_ATTENTION);
         return out;
     }
     arena_release(c, keep);

@@ -343,6 +343,7 @@ ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, a
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)r, scale, u, (int)r, B->data,
                 (int)r, 1.0f, y->data, (int)O);
     c->arena.used = mark;
+    ag_prof_mark(c, AG_OP_LORA_LINEAR);   // it records before computing
     return y;
 }
 
@@ -509,6 +510,7 @@ ag_tensor *ag_rmsnorm(ag_ctx *c, ag_tensor *x, ag_tensor *w, float eps) {
         for (int64_t j = 0; j < C; j++) yi[j] = wd[j] * (xi[j] * r);
         if (rstd) rstd[i] = r;
     }
+    ag_prof_mark(c, AG_OP_RMSNORM);
     return y;
 }
 
@@ -599,6 +601,7 @@ ag_tensor *ag_layernorm(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *b, flo
             rstd[i] = r;
         }
     }
+    ag_prof_mark(c, AG_OP_LAYERNORM);
     return y;
 }
 

@@ -219,6 +219,7 @@ ag_tensor *ag_cross_entropy_chunked(ag_ctx *c, ag_tensor *h, ag_tensor *W, const
     }
     c->arena.used = keep;
     out->data[0] = (float)(total / norm);
+    if (!grad) ag_prof_mark(c, AG_OP_CROSS_ENTROPY);
     ag_node *n = grad ? ag_record(c, AG_OP_CROSS_ENTROPY, out, &h, 1, cross_entropy_backward) : NULL;
     if (n) {
         n->saved = dhs;
@@ -254,6 +255,7 @@ int ag_nll_rows_chunked(ag_ctx *c, const ag_tensor *h, const ag_tensor *W, const
     float *scr = scratch(c, (size_t)ce_scratch_floats(&p, 0) * sizeof(float), &heap);
     ce_forward(&p, scr, lse, d, NULL);
     for (int64_t r = 0; r < M; r++) nll[rows[r]] = (float)d[r];
+    ag_prof_mark(c, AG_OP_CROSS_ENTROPY);
     free(heap);
     c->arena.used = mark;
     free(rows);
