@@ -164,6 +164,9 @@ int cmd_bench(int argc, char **argv) {
             ag_ctx_reset(&c);
             ag_tensor *h = llama_forward(&c, &m, NULL, b.ids, NULL, T, b.pos, b.kv_begin);
             if (!h || ag_nll_rows(&c, h, &m.w.lm_head, b.targets, nll) != 0) return cli_fail();
+            loss = 0;   // mean NLL of the supervised tokens (as PyTorch's baseline prints)
+            for (int i = 0; i < T; i++) loss += nll[i];
+            loss /= b.n_supervised > 0 ? b.n_supervised : 1;
         }
         if (it) t[it - 1] = now_seconds() - t0;
     }
