@@ -39,23 +39,29 @@ static double model_flops(const hf_llama_config *c, double T, double sup) {
     return c->num_layers * (2.0 * T * lin + attn) + 2.0 * sup * c->vocab_size * C;
 }
 
+// One pass of plain cblas_sgemm over the projection shapes with x[T,F], w[F,C], y[T,F]:
+// q/o-like (T x C x C), gate/up-like (T x F x C), dx-like (T x C x F). Returns GFLOP/s.
+static double sgemm_pass(int T, int C, int F, const float *x, const float *w, float *y) {
+    double t0 = now_seconds();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, C, C, 1, x, C, w, C, 0, y, C);    // q/o-like
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, F, C, 1, x, C, w, C, 0, y, F);    // gate/up-like
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, F, 1, x, F, w, C, 0, y, C);  // dx-like
+    return 2.0 * T * ((double)C * C + 2.0 * F * C) / (now_seconds() - t0) / 1e9;
+}
+
 static double bench_sgemm(int T, int iters) {
     int C = 2048, F = 8192;
     float *x = xcalloc((size_t)T * F, 4), *w = xcalloc((size_t)F * C, 4), *y = xcalloc((size_t)T * F, 4);
     for (size_t i = 0; i < (size_t)F * C; i++) w[i] = 0.01f * (float)(i % 7);
     for (size_t i = 0; i < (size_t)T * F; i++) x[i] = 0.01f * (float)(i % 5);
-    double *t = xmalloc((size_t)iters * sizeof *t);
+    double *g = xmalloc((size_t)iters * sizeof *g);
     for (int it = 0; it <= iters; it++) {
-        double t0 = now_seconds();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, C, C, 1, x, C, w, C, 0, y, C);    // q/o-like
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, F, C, 1, x, C, w, C, 0, y, F);    // gate/up-like
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, F, 1, x, F, w, C, 0, y, C);  // dx-like
-        if (it) t[it - 1] = now_seconds() - t0;
+        double gf = sgemm_pass(T, C, F, x, w, y);
+        if (it) g[it - 1] = gf;
     }
-    double flops = 2.0 * T * ((double)C * C + 2.0 * F * C);
-    double g = flops / median(t, iters) / 1e9;
-    free(x), free(w), free(y), free(t);
-    return g;
+    double r = median(g, iters);
+    free(x), free(w), free(y), free(g);
+    return r;
 }
 
 // FLOPs of one SigLIP forward over B images: the patch conv, the linears and attention
@@ -152,6 +158,12 @@ int cmd_bench(int argc, char **argv) {
     }
     double *t = xmalloc((size_t)iters * sizeof *t), loss = 0, gn;
     float *nll = xmalloc((size_t)T * 4);
+    // plain sgemm measured after every step, in the same process and time window (the machine's
+    // load drifts; the %-of-sgemm figure compares like with like). w: a gate projection [F, C].
+    int C = (int)m.cfg.hidden_size, F = (int)m.cfg.intermediate_size;
+    float *sx = xcalloc((size_t)T * F, 4), *sy = xcalloc((size_t)T * F, 4);
+    for (size_t i = 0; i < (size_t)T * F; i++) sx[i] = 0.01f * (float)(i % 5);
+    double *sg = xmalloc((size_t)iters * sizeof *sg);
     for (int it = 0; it <= iters; it++) {
         double t0 = now_seconds();
         if (train) {
@@ -169,12 +181,16 @@ int cmd_bench(int argc, char **argv) {
             loss /= b.n_supervised > 0 ? b.n_supervised : 1;
         }
         if (it) t[it - 1] = now_seconds() - t0;
+        double gf = sgemm_pass(T, C, F, sx, m.w.layers[0].proj[LLAMA_GATE].data, sy);
+        if (it) sg[it - 1] = gf;
     }
-    double sec = median(t, iters);
+    double sec = median(t, iters), sgemm = median(sg, iters);
+    free(sx), free(sy), free(sg);
     // training: forward + backward (dx of every matmul, no dW of frozen weights)
     double flops = model_flops(&m.cfg, T, (double)b.n_supervised) * (train ? 2.0 : 1.0);
     printf("{\"impl\": \"lorac\", \"bench\": \"%s\", \"supervised\": \"%s\", \"tokens\": %d, \"sec\": %.4f, "
-           "\"tokens_per_s\": %.2f, \"gflops\": %.1f, \"peak_rss_mb\": %.0f, \"arena_high_mb\": %.0f, \"loss\": %.4f}\n",
-           what, sup, T, sec, T / sec, flops / sec / 1e9, peak_rss_mb(), c.arena.high / 1048576.0, loss);
+           "\"tokens_per_s\": %.2f, \"gflops\": %.1f, \"sgemm_gflops\": %.1f, \"peak_rss_mb\": %.0f, \"arena_high_mb\": %.0f, "
+           "\"loss\": %.4f}\n",
+           what, sup, T, sec, T / sec, flops / sec / 1e9, sgemm, peak_rss_mb(), c.arena.high / 1048576.0, loss);
     return 0;
 }
