@@ -20,7 +20,7 @@ TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TOKENIZER = .cache/tokenizer/tokenizer.json
 
-.PHONY: all deps tokenizer test bench asan fixtures demo clean
+.PHONY: all deps tokenizer test bench asan fixtures demo demo-vision clean
 all: $(BUILD)/lorac
 
 # System packages (apt-get as root when something is missing) and the Llama 3 tokenizer.
@@ -56,6 +56,10 @@ bench: deps
 demo: deps
 	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac
 	@bash scripts/demo.sh
+
+demo-vision: deps
+	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac
+	@bash scripts/demo_vision.sh
 
 fixtures:
 	set -e; for g in tests/gen_*.py; do echo "== $$g"; /usr/bin/python3 $$g; done

@@ -1,5 +1,8 @@
-// cmd_eval.c — `lorac eval --model DIR --data FILE [--adapter DIR] [--max-length N]
-// [--stride S] [--json]`: perplexity with the contract's sliding window.
+// cmd_eval.c — `lorac eval --model DIR --data FILE [--adapter DIR] [--vision DIR --projector
+// DIR] [--max-length N] [--stride S] [--json]`: perplexity with the contract's sliding window.
+// With --vision/--projector, records with an image (caption, chat with <image>) get their P
+// visual rows (SigLIP features of the projector's select_layer, projected) and the windows
+// count those rows; only supervised tokens are scored.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,9 +10,11 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "h5data.h"
 #include "lora.h"
 #include "ppl.h"
 #include "tokenizer.h"
+#include "vision.h"
 
 static int parse_int(const char *s, int64_t *out) {
     char *end;
@@ -33,7 +38,7 @@ static void on_progress(void *user, int64_t done, int64_t total, const eval_resu
 }
 
 int cmd_eval(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *adapter = NULL, *vision = NULL, *projector = NULL, *format = "auto",
+    const char *model = NULL, *data = NULL, *adapter = NULL, *vision = NULL, *proj_dir = NULL, *format = "auto",
                *template_ = "llama3";
     int64_t M = 1024, S = 512, batch_rows = 0;
     int json = 0;
@@ -45,7 +50,7 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--data") && has) data = argv[++i];
         else if (!strcmp(a, "--adapter") && has) adapter = argv[++i];
         else if (!strcmp(a, "--vision") && has) vision = argv[++i];
-        else if (!strcmp(a, "--projector") && has) projector = argv[++i];
+        else if (!strcmp(a, "--projector") && has) proj_dir = argv[++i];
         else if (!strcmp(a, "--format") && has) format = argv[++i];
         else if (!strcmp(a, "--template") && has) template_ = argv[++i];
         else if (!strcmp(a, "--max-length") && has) {
@@ -56,7 +61,8 @@ int cmd_eval(int argc, char **argv) {
             if (parse_int(argv[++i], &batch_rows) || batch_rows < 1)
                 return cli_usage("eval", "--batch-tokens: expected a positive integer, found '%s'", argv[i]);
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("usage: lorac eval --model DIR --data FILE [--adapter DIR] [--max-length N] [--stride S] [--json]\n");
+            printf("usage: lorac eval --model DIR --data FILE [--adapter DIR] [--vision DIR --projector DIR]\n"
+                   "                  [--max-length N] [--stride S] [--json]\n");
             return 0;
         } else
             return cli_usage("eval", "unknown or incomplete option '%s'", a);
@@ -64,30 +70,44 @@ int cmd_eval(int argc, char **argv) {
     if (!model) return cli_usage("eval", "--model DIR is required");
     if (!data) return cli_usage("eval", "--data FILE is required");
     if (S > M) return cli_usage("eval", "--stride (%lld) must not exceed --max-length (%lld)", (long long)S, (long long)M);
-    if (vision || projector) {
-        err_set("eval: --vision/--projector are not supported by this build yet");
-        return cli_fail();
-    }
+    if ((vision != NULL) != (proj_dir != NULL)) return cli_usage("eval", "--vision and --projector go together");
     int status = 1;
     tok_tokenizer *tok = NULL;
     llama_model m = {0};
     lora_adapter lora = {0};
     data_set ds = {0};
     ag_ctx c = {0};
+    vision_tower vt = {0};
+    projector proj = {0};
     if (!(tok = tok_load(model)) || llama_load(model, &m) != 0) goto out;
+    if (vision) {
+        if (projector_load(&proj, proj_dir) != 0) goto out;
+        if (vision_open(&vt, vision, proj.select_layer, 0, 1) != 0) goto out;
+        if (proj.vision_hidden != vt.C || proj.num_patches != vt.P || proj.text_hidden != m.cfg.hidden_size) {
+            err_set("%s/projector_config.json: the projector maps %d -> %d with %d patches; %s gives %d features of "
+                    "width %d and %s has hidden_size %d",
+                    proj_dir, proj.vision_hidden, proj.text_hidden, proj.num_patches, vision, vt.P, vt.C, model,
+                    m.cfg.hidden_size);
+            goto out;
+        }
+    }
     if (adapter && lora_load(&lora, &m.cfg, adapter) != 0) goto out;
     if (adapter) lora_set_dropout(&lora, 0);
     data_opts o = data_opts_default();
     o.format = format;
     o.template_ = template_;
-    if (data_load(&ds, data, tok, &o) != 0) goto out;
+    o.num_patches = vision ? vt.P : 0;
+    if (data_load_any(&ds, data, tok, &o) != 0) goto out;
     if (!batch_rows) batch_rows = M > 2048 ? M : 2048;
     int64_t hint = (int64_t)m.cfg.num_layers * (12 * (int64_t)m.cfg.hidden_size + 5 * (int64_t)m.cfg.intermediate_size) * 4;
     if (ag_ctx_init(&c, (size_t)(batch_rows * (int64_t)(m.cfg.hidden_size * 16 + m.cfg.intermediate_size * 4) * 4 + hint + ((int64_t)1 << 28))) != 0)
         goto out;
     progress_state ps = {isatty(2) && !json, now_seconds()};
     eval_result r;
-    if (eval_perplexity(&c, &m, adapter ? &lora.view : NULL, &ds, M, S, batch_rows, &r, on_progress, &ps) != 0) goto out;
+    vision_source src = vision ? vision_tower_source(&vt) : (vision_source){0};
+    if (vision ? vision_perplexity(&c, &m, adapter ? &lora.view : NULL, &src, &proj, &ds, M, S, batch_rows, &r, on_progress, &ps)
+               : eval_perplexity(&c, &m, adapter ? &lora.view : NULL, &ds, M, S, batch_rows, &r, on_progress, &ps))
+        goto out;
     if (ps.tty) fputc('\n', stderr);
     if (r.tokens == 0) {
         err_set("%s: no tokens to score (%lld documents, %lld too short)", data, (long long)r.documents, (long long)r.empty);
@@ -108,6 +128,8 @@ int cmd_eval(int argc, char **argv) {
 out:
     if (status) cli_fail();
     ag_ctx_free(&c);
+    vision_close(&vt);
+    projector_free(&proj);
     data_set_free(&ds);
     if (lora.slots) lora_free(&lora);
     llama_free(&m);

@@ -13,18 +13,13 @@ _DT = {np.dtype("float32"): "F32", np.dtype("int32"): "I32", np.dtype("int64"): 
        np.dtype("uint8"): "U8"}
 
 
-def save_fixture(path, tensors, meta=None):
+def write_safetensors(path, entries, meta=None):
+    """entries: [(name, dtype string, shape, raw bytes)] in file order; meta: str -> str or None."""
     header, blobs, off = {}, [], 0
-    if meta:
-        header["__metadata__"] = {k: repr(v) if not isinstance(v, str) else v for k, v in meta.items()}
-    for name, arr in tensors.items():
-        if hasattr(arr, "detach"):
-            arr = arr.detach().cpu().numpy()
-        arr = np.ascontiguousarray(arr)
-        if arr.dtype == np.float64:
-            arr = arr.astype(np.float32)
-        b = arr.tobytes()
-        header[name] = {"dtype": _DT[arr.dtype], "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
+    if meta is not None:
+        header["__metadata__"] = meta
+    for name, dt, shape, b in entries:
+        header[name] = {"dtype": dt, "shape": list(shape), "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
     h = json.dumps(header, separators=(",", ":")).encode()
@@ -34,3 +29,16 @@ def save_fixture(path, tensors, meta=None):
         f.write(h)
         for b in blobs:
             f.write(b)
+
+
+def save_fixture(path, tensors, meta=None):
+    entries = []
+    for name, arr in tensors.items():
+        if hasattr(arr, "detach"):
+            arr = arr.detach().cpu().numpy()
+        arr = np.ascontiguousarray(arr)
+        if arr.dtype == np.float64:
+            arr = arr.astype(np.float32)
+        entries.append((name, _DT[arr.dtype], arr.shape, arr.tobytes()))
+    m = {k: repr(v) if not isinstance(v, str) else v for k, v in meta.items()} if meta else None
+    write_safetensors(path, entries, m)

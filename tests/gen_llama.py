@@ -30,6 +30,8 @@ import struct
 import numpy as np
 import torch
 
+from fixtures_io import write_safetensors
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIX = os.path.join(HERE, "fixtures")
 
@@ -38,20 +40,7 @@ FIX = os.path.join(HERE, "fixtures")
 
 def save_safetensors(path, tensors, meta=None):
     """tensors: name -> (dtype string, shape, raw bytes)."""
-    header, blobs, off = {}, [], 0
-    header["__metadata__"] = dict(meta or {"format": "pt"})
-    for name in sorted(tensors):
-        dt, shape, b = tensors[name]
-        header[name] = {"dtype": dt, "shape": list(shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+    write_safetensors(path, [(n,) + tuple(tensors[n]) for n in sorted(tensors)], dict(meta or {"format": "pt"}))
 
 
 def raw(t, dtype):

@@ -19,6 +19,8 @@ import struct
 import numpy as np
 import torch
 
+from fixtures_io import write_safetensors
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "fixtures", "st_torch.safetensors")
 
@@ -37,19 +39,7 @@ def tensor_bytes(t):
 
 def save(path, tensors, meta):
     items = sorted(tensors.items(), key=lambda kv: (-_ALIGN_ORDER.index(_DT[kv[1].dtype][0]), kv[0]))
-    header, blobs, off = {"__metadata__": meta}, [], 0
-    for name, t in items:
-        b = tensor_bytes(t)
-        header[name] = {"dtype": _DT[t.dtype][0], "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+    write_safetensors(path, [(n, _DT[t.dtype][0], t.shape, tensor_bytes(t)) for n, t in items], meta)
 
 
 def f32_from_bits(bits):

@@ -73,7 +73,7 @@ usage "vision without image" --model "$M" --prompt Hi --vision "$M"
 "$LORAC" generate --model "$T/nope" --prompt Hi >/dev/null 2>"$T/e.err"; rc=$?
 check "missing model folder: exit 1 naming it" '[ $rc -eq 1 ] && grep -q "^error: .*nope" "$T/e.err"'
 "$LORAC" generate --model "$M" --adapter "$T/ad" --prompt Hi >/dev/null 2>"$T/a.err"; rc=$?
-check "adapter: clear error, exit 1" '[ $rc -eq 1 ] && grep -q "^error: .*adapter" "$T/a.err"'
+check "missing adapter folder: exit 1 naming it" '[ $rc -eq 1 ] && grep -q "^error: .*/ad/adapter_config.json" "$T/a.err"'
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -87,5 +87,22 @@ check "missing config is a usage error (2)" [ $? -eq 2 ]
 $L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/j" model="$T/nonexistent" >/dev/null 2>"$T/j.err"
 check "missing model names the path" grep -q "^error: .*nonexistent" "$T/j.err"
 
+# 6. prepared HDF5 data: same training as the JSONL; a file from another template is refused
+$L prepare configs/tiny-lora.yaml "${common[@]}" --out "$T/train.h5" >/dev/null 2>"$T/p.err"
+check "prepare exits 0" [ $? -eq 0 ]
+$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/k" data.train="$T/train.h5" >/dev/null 2>"$T/k.err"
+check "training on the prepared file equals training on the JSONL" cmp -s "$T/a/adapter_model.safetensors" "$T/k/adapter_model.safetensors"
+$L prepare configs/tiny-lora.yaml "${common[@]}" data.template=alpaca_classic --out "$T/classic.h5" >/dev/null 2>&1
+$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/l" data.train="$T/classic.h5" >/dev/null 2>"$T/l.err"
+check "prepared file from another template is refused" [ $? -eq 1 ] && grep -q "^error: .*classic.h5.*template" "$T/l.err"
+
+# 7. a diverging run stops with a clear message, keeps the last good checkpoint, writes no adapter
+$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/n" optim.lr=1e30 optim.grad_clip=0 train.save_every=1 \
+    train.max_steps=6 >/dev/null 2>"$T/n.err"
+rc=$?
+check "non-finite loss/gradient exits 1 (got $rc)" [ $rc -eq 1 ]
+check "non-finite message" grep -q "^error: .*not finite" "$T/n.err"
+check "no final adapter after divergence" [ ! -e "$T/n/adapter_model.safetensors" ]
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

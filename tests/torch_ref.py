@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fixtures_io import write_safetensors
+
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -122,20 +124,12 @@ def random_weights(cfg, gen):
 
 def save_safetensors(path, tensors, dtype="F32", meta=None):
     """Writes torch tensors as safetensors (F32 or BF16), sorted by name, format=pt."""
-    header, blobs, off = {"__metadata__": dict({"format": "pt"}, **(meta or {}))}, [], 0
+    entries = []
     for name in sorted(tensors):
         t = tensors[name].detach().contiguous()
         if dtype == "BF16":
             b = t.to(torch.bfloat16).view(torch.int16).numpy().tobytes()
         else:
             b = t.to(torch.float32).numpy().tobytes()
-        header[name] = {"dtype": dtype, "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+        entries.append((name, dtype, t.shape, b))
+    write_safetensors(path, entries, dict({"format": "pt"}, **(meta or {})))

@@ -1,5 +1,14 @@
 // cmd_generate.c — `lorac generate`: sample from a Llama model folder with a KV cache,
 // streaming the generated text to stdout and statistics to stderr.
+//
+// With --vision DIR --projector DIR --image FILE the image's P visual rows (SigLIP features
+// of the projector's select_layer, projected) are spliced into the prompt embeddings:
+//   plain prompt: <|begin_of_text|>, the image, the prompt (as the caption format puts it);
+//   --chat:       the prompt as one user message with the image where it says `<image>`,
+//                 or, without `<image>`, at the start of the message followed by "\n" (LLaVA's
+//                 "<image>\n" + question), then the assistant header.
+// A plain prompt containing `<image>` also puts the image there. The text before and after
+// the image is encoded separately (special tokens recognized), as records.h does.
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -14,6 +23,7 @@
 #include "llama.h"
 #include "tokenizer.h"
 #include "util.h"
+#include "vision.h"
 
 // --- strict option parsing (bad values are usage errors, never clamped)
 
@@ -60,7 +70,7 @@ static const char usage_text[] =
     "stdout: the generated text only (streamed); stderr: statistics\n";
 
 int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *adapter = NULL, *vision = NULL, *projector = NULL, *image = NULL;
+    const char *model = NULL, *adapter = NULL, *vision = NULL, *proj_dir = NULL, *image = NULL;
     const char *prompt = NULL;
     int chat = 0;
     gen_opts o;
@@ -91,7 +101,7 @@ int cmd_generate(int argc, char **argv) {
         if (!strcmp(name, "--model")) model = val;
         else if (!strcmp(name, "--adapter")) adapter = val;
         else if (!strcmp(name, "--vision")) vision = val;
-        else if (!strcmp(name, "--projector")) projector = val;
+        else if (!strcmp(name, "--projector")) proj_dir = val;
         else if (!strcmp(name, "--image")) image = val;
         else if (!strcmp(name, "--prompt")) prompt = val;
         else if (!strcmp(name, "--max-new-tokens")) {
@@ -117,21 +127,20 @@ int cmd_generate(int argc, char **argv) {
     }
     if (!model) return cli_usage("generate", "--model DIR is required");
     if (!prompt) return cli_usage("generate", "--prompt TEXT is required");
-    if ((vision || projector || image) && !(vision && projector && image))
+    if ((vision || proj_dir || image) && !(vision && proj_dir && image))
         return cli_usage("generate", "--vision, --projector and --image go together");
-    if (vision) {
-        // Hook for the lead: load SigLIP + projector, compute the image's P visual embeddings
-        // and splice them into the prompt embeddings (ag_embedding + ag_scatter_rows), then
-        // pass them to gen_generate as `embeds`.
-        err_set("--vision: image input is not supported yet (needs model/siglip and the projector)");
-        return cli_fail();
-    }
 
     llama_model m;
     lora_adapter lora = {0};
     tok_tokenizer *tok = NULL;
     tok_ids ids = {0};
-    char *text = NULL;
+    char *text = NULL, *content = NULL;
+    projector proj = {0};
+    vision_tower vt = {0};
+    ag_ctx vc = {0};
+    ag_tensor *embeds = NULL;
+    float *feats = NULL;
+    int32_t *rows = NULL;
     int rc = 1;
     double t0 = now_seconds();
     if (llama_load(model, &m) != 0) return cli_fail();
@@ -149,24 +158,60 @@ int cmd_generate(int argc, char **argv) {
     }
     if (chat) {
         // "<|begin_of_text|>" + one user message + the assistant header, encoded at once
-        chat_msg msg = {"user", prompt};
+        if (vision && !strstr(prompt, "<image>")) {
+            size_t len = strlen("<image>\n") + strlen(prompt) + 1;
+            content = xmalloc(len);
+            snprintf(content, len, "<image>\n%s", prompt);
+        }
+        chat_msg msg = {"user", content ? content : prompt};
         text = chat_render(&msg, 1, 1);
     } else {
         tok_ids_push(&ids, bos);
         text = xstrdup(prompt);
     }
-    if (tok_encode(tok, text, strlen(text), 1, &ids) != 0) goto done;
+    // with an image: encode the text before <image>, leave P rows, encode the rest
+    char *mark = vision ? strstr(text, "<image>") : NULL;
+    int64_t image_pos = -1;
+    if (vision) {
+        if (projector_load(&proj, proj_dir) != 0 || vision_open(&vt, vision, proj.select_layer, 0, 1) != 0) goto done;
+        if (proj.vision_hidden != vt.C || proj.num_patches != vt.P || proj.text_hidden != m.cfg.hidden_size) {
+            err_set("%s/projector_config.json: the projector maps %d -> %d with %d patches; %s gives %d features of "
+                    "width %d and %s has hidden_size %d",
+                    proj_dir, proj.vision_hidden, proj.text_hidden, proj.num_patches, vision, vt.P, vt.C, model,
+                    m.cfg.hidden_size);
+            goto done;
+        }
+        if (mark && tok_encode(tok, text, (size_t)(mark - text), 1, &ids) != 0) goto done;
+        image_pos = (int64_t)ids.n;
+        for (int k = 0; k < vt.P; k++) tok_ids_push(&ids, -1);
+        const char *rest = mark ? mark + strlen("<image>") : text;
+        if (tok_encode(tok, rest, strlen(rest), 1, &ids) != 0) goto done;
+    } else if (tok_encode(tok, text, strlen(text), 1, &ids) != 0) {
+        goto done;
+    }
     for (size_t i = 0; i < ids.n; i++)
-        if (ids.ids[i] < 0 || ids.ids[i] >= m.cfg.vocab_size) {
+        if ((ids.ids[i] < 0 && !(image_pos >= 0 && (int64_t)i >= image_pos && (int64_t)i < image_pos + vt.P)) ||
+            ids.ids[i] >= m.cfg.vocab_size) {
             err_set("%s: prompt token id %d is outside the model's vocabulary (vocab_size %d): "
                     "tokenizer and model do not match",
                     model, ids.ids[i], m.cfg.vocab_size);
             goto done;
         }
+    if (vision) {   // the prompt embeddings with the image's projected features spliced in
+        feats = xmalloc((size_t)vt.P * vt.C * sizeof(float));
+        rows = xmalloc((size_t)vt.P * sizeof(int32_t));
+        if (vision_features(&vt, &image, 1, feats, NULL) != 0) goto done;
+        for (int k = 0; k < vt.P; k++) rows[k] = (int32_t)(image_pos + k);
+        if (ag_ctx_init(&vc, (size_t)ids.n * m.cfg.hidden_size * 3 * sizeof(float) +
+                                 (size_t)vt.P * (vt.C + 3 * m.cfg.hidden_size) * sizeof(float) + ((size_t)1 << 20)) != 0)
+            goto done;
+        ag_set_grad(&vc, 0);
+        if (!(embeds = vision_embed(&vc, &m, &proj, ids.ids, (int64_t)ids.n, feats, rows, vt.P))) goto done;
+    }
     int32_t stop[16];
     int nstop = gen_stop_ids(&m, stop, 16);
     gen_stats st;
-    if (gen_generate(&m, adapter ? &lora.view : NULL, tok, ids.ids, (int64_t)ids.n, NULL, &o, stop, nstop, stdout, NULL, &st) != 0)
+    if (gen_generate(&m, adapter ? &lora.view : NULL, tok, ids.ids, (int64_t)ids.n, embeds, &o, stop, nstop, stdout, NULL, &st) != 0)
         goto done;
     fprintf(stderr, "%sprompt tokens: %lld, generated tokens: %lld%s, load %.2f s, prefill %.3f s (%.1f tokens/s), "
             "decode %.2f tokens/s\n",
@@ -178,6 +223,12 @@ int cmd_generate(int argc, char **argv) {
 done:
     if (rc) cli_fail();
     free(text);
+    free(content);
+    free(feats);
+    free(rows);
+    ag_ctx_free(&vc);
+    vision_close(&vt);
+    projector_free(&proj);
     tok_ids_free(&ids);
     tok_free(tok);
     if (lora.slots) lora_free(&lora);

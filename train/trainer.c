@@ -17,8 +17,10 @@
 #include "lora.h"
 #include "plot.h"
 #include "ppl.h"
+#include "h5data.h"
 #include "safetensors.h"
 #include "tokenizer.h"
+#include "vision.h"
 
 // --- one step
 
@@ -61,6 +63,19 @@ typedef struct run {
     data_set train, eval;
     data_loader loader;
     data_batch *mb;            // [grad_accum]
+    // projector modes
+    int vmode;                 // 0: lora, 1: projector, 2: projector+lora
+    int use_lora;              // the LoRA block trains (lora, projector+lora)
+    projector proj;
+    vision_tower vis;
+    data_fc *fc;               // vision.features: the prepared feature cache (no tower then)
+    int P, Cv;                 // visual rows per image, vision hidden size
+    float **feats;             // [grad_accum] × [images·P, Cv] features of each micro-batch
+    int64_t *feat_cap;         // [grad_accum] floats allocated
+    int32_t **tgt;             // [grad_accum] × [n] targets with bad-image records dropped
+    int64_t *tgt_cap;
+    int64_t n_bad_images;      // records skipped for an undecodable image (skip_bad_lines)
+    ag_params cat;             // projector+lora: both blocks gathered for one AdamW (data, grad)
     int64_t step, total;
     int64_t tokens_seen;
     // history for the loss curve
@@ -81,6 +96,13 @@ static void push(double **x, double **y, int *n, int *cap, double a, double b) {
 }
 
 static int write_adapter(void *user, const char *dir) { return lora_save(&((run *)user)->lora, dir); }
+
+// The trainable weights of a projector mode: the projector (+ the adapter).
+static int write_vision(void *user, const char *dir) {
+    run *R = user;
+    if (projector_save(&R->proj, dir, R->cfg->vision.select_layer, R->P) != 0) return -1;
+    return R->use_lora ? lora_save(&R->lora, dir) : 0;
+}
 
 static char *state_json(run *R) {
     cJSON *j = cJSON_CreateObject();
@@ -104,7 +126,8 @@ static char *state_json(run *R) {
 
 static int save_checkpoint(run *R) {
     char *s = state_json(R);
-    int rc = ckpt_save(R->cfg->output_dir, R->step, write_adapter, R, &R->opt, s, R->cfg->train.keep_last);
+    int rc = ckpt_save(R->cfg->output_dir, R->step, R->vmode ? write_vision : write_adapter, R, &R->opt, s,
+                       R->cfg->train.keep_last);
     free(s);
     return rc;
 }
@@ -140,8 +163,22 @@ static int restore(run *R, const char *dir) {
     R->ctx.rng = strtoull(rng->valuestring, NULL, 16);
     cJSON *ts = cJSON_GetObjectItem(j, "tokens_seen");
     R->tokens_seen = cJSON_IsNumber(ts) ? (int64_t)ts->valuedouble : 0;
+    if (R->vmode) {   // the projector: load, check the layout, copy into ours
+        projector tp;
+        if (projector_load(&tp, dir) != 0) goto done;
+        if (tp.params.total != R->proj.params.total || tp.type != R->proj.type) {
+            err_set("%s: the checkpoint's projector (%s, %lld parameters) differs from this run's (%s, %lld)", dir,
+                    projector_type_name(tp.type), (long long)tp.params.total, projector_type_name(R->proj.type),
+                    (long long)R->proj.params.total);
+            projector_free(&tp);
+            goto done;
+        }
+        memcpy(R->proj.params.data, tp.params.data, (size_t)tp.params.total * sizeof(float));
+        projector_free(&tp);
+    }
     // weights: load into a fresh adapter, copy into ours (same layout)
     lora_adapter tmp;
+    if (!R->use_lora) goto optimizer;
     if (lora_load(&tmp, &R->model.cfg, dir) != 0) goto done;
     if (tmp.params.total != R->lora.params.total) {
         err_set("%s: the adapter has %lld parameters, this run's config makes %lld (lora.r or lora.targets changed?)",
@@ -155,6 +192,7 @@ static int restore(run *R, const char *dir) {
         memcpy(a->data, b->data, (size_t)a->numel * sizeof(float));
     }
     lora_free(&tmp);
+optimizer:
     if (ckpt_load_optimizer(dir, &R->opt) != 0) goto done;
     rc = 0;
 done:
@@ -204,9 +242,18 @@ static void fmt_eta(char *buf, size_t n, double s) {
 static int run_eval(run *R, double *loss, double *ppl) {
     int64_t M = R->cfg->data.max_seq_len;
     eval_result res;
-    lora_set_dropout(&R->lora, 0);
-    int rc = eval_perplexity(&R->ctx, &R->model, &R->lora.view, &R->eval, M, M, 4 * M, &res, NULL, NULL);
-    lora_set_dropout(&R->lora, R->cfg->lora.dropout);
+    int rc;
+    if (R->vmode) {
+        if (R->use_lora) lora_set_dropout(&R->lora, 0);
+        vision_source src = R->fc ? vision_cache_source(R->fc) : vision_tower_source(&R->vis);
+        rc = vision_perplexity(&R->ctx, &R->model, R->use_lora ? &R->lora.view : NULL, &src, &R->proj, &R->eval, M,
+                               M, 4 * M, &res, NULL, NULL);
+        if (R->use_lora) lora_set_dropout(&R->lora, R->cfg->lora.dropout);
+    } else {
+        lora_set_dropout(&R->lora, 0);
+        rc = eval_perplexity(&R->ctx, &R->model, &R->lora.view, &R->eval, M, M, 4 * M, &res, NULL, NULL);
+        lora_set_dropout(&R->lora, R->cfg->lora.dropout);
+    }
     if (rc) return -1;
     *loss = res.tokens ? res.nll / (double)res.tokens : NAN;
     *ppl = exp(*loss);
@@ -234,13 +281,116 @@ static int64_t arena_bytes(const cfg_train *cfg, const hf_llama_config *mc) {
     return need < ram ? need : ram;
 }
 
+// --- projector modes
+
+// Visual features of micro-batch k (its sequences with an image, in order) into R->feats[k],
+// and its targets into R->tgt[k] with the records of undecodable images dropped
+// (skip_bad_lines; otherwise such an image is an error naming the JSONL line). *nsup +=
+// the supervised rows left.
+static int prepare_images(run *R, int k, int64_t *nsup) {
+    data_batch *b = &R->mb[k];
+    int ni = 0;
+    for (int s = 0; s < b->nseq; s++) ni += b->image_row[s] >= 0;
+    int64_t need = (int64_t)ni * R->P * R->Cv;
+    if (need > R->feat_cap[k]) {
+        R->feat_cap[k] = need;
+        R->feats[k] = xrealloc(R->feats[k], (size_t)need * sizeof(float));
+    }
+    if (b->n > R->tgt_cap[k]) {
+        R->tgt_cap[k] = b->n;
+        R->tgt[k] = xrealloc(R->tgt[k], (size_t)b->n * sizeof(int32_t));
+    }
+    memcpy(R->tgt[k], b->targets, (size_t)b->n * sizeof(int32_t));
+    const char **paths = xmalloc((size_t)(ni ? ni : 1) * sizeof *paths);
+    int *seq = xmalloc((size_t)(ni ? ni : 1) * sizeof *seq);
+    uint8_t *bad = xcalloc((size_t)(ni ? ni : 1), 1);
+    int j = 0;
+    for (int s = 0; s < b->nseq; s++)
+        if (b->image_row[s] >= 0) {
+            seq[j] = s;
+            paths[j++] = b->image[s];
+        }
+    int rc = 0;
+    if (R->fc) {   // the cache: one row per image; an image missing from it is a bad image
+        for (int i = 0; rc == 0 && i < ni; i++) {
+            const data_record *rec = &R->train.r[b->record[seq[i]]];
+            float *out = R->feats[k] + (size_t)i * R->P * R->Cv;
+            if (data_fc_read(R->fc, rec->image_ref ? rec->image_ref : rec->image, out) == 0) continue;
+            if (!R->cfg->data.skip_bad_lines) {
+                rc = err_prefix("%s:%lld", R->cfg->data.train, (long long)rec->line);
+            } else {
+                fprintf(stderr, "warning: %s\n", err_get());
+                bad[i] = 1;
+                memset(out, 0, (size_t)R->P * R->Cv * sizeof(float));
+            }
+        }
+    } else if (ni) {
+        rc = vision_features(&R->vis, paths, ni, R->feats[k], R->cfg->data.skip_bad_lines ? bad : NULL);
+        if (rc != 0 && R->vis.failed >= 0)
+            err_prefix("%s:%lld", R->cfg->data.train, (long long)R->train.r[b->record[seq[R->vis.failed]]].line);
+    }
+    for (int i = 0; rc == 0 && i < ni; i++) {
+        if (!bad[i]) continue;
+        int s = seq[i];
+        for (int64_t r = b->seq_begin[s]; r < b->seq_begin[s + 1]; r++) R->tgt[k][r] = -1;
+        R->n_bad_images++;
+        fprintf(stderr, "warning: %s:%lld: record skipped (undecodable image, data.skip_bad_lines)\n", R->cfg->data.train,
+                (long long)R->train.r[b->record[s]].line);
+    }
+    for (int64_t r = 0; rc == 0 && r < b->n; r++) *nsup += R->tgt[k][r] >= 0;
+    free(paths);
+    free(seq);
+    free(bad);
+    return rc;
+}
+
+// projector+lora: one AdamW over both blocks, gathered as [projector, lora].
+static void cat_gather(run *R) {
+    int64_t np = R->proj.params.total, nl = R->lora.params.total;
+    memcpy(R->cat.data, R->proj.params.data, (size_t)np * sizeof(float));
+    memcpy(R->cat.data + np, R->lora.params.data, (size_t)nl * sizeof(float));
+    memcpy(R->cat.grad, R->proj.params.grad, (size_t)np * sizeof(float));
+    memcpy(R->cat.grad + np, R->lora.params.grad, (size_t)nl * sizeof(float));
+}
+static void cat_scatter(run *R) {
+    int64_t np = R->proj.params.total, nl = R->lora.params.total;
+    memcpy(R->proj.params.data, R->cat.data, (size_t)np * sizeof(float));
+    memcpy(R->lora.params.data, R->cat.data + np, (size_t)nl * sizeof(float));
+}
+
+// The projector: projector.init, or fresh (PyTorch's Linear init from the seed).
+static int setup_projector(run *R) {
+    cfg_train *cfg = R->cfg;
+    int Ct = R->model.cfg.hidden_size;
+    if (cfg->projector.init) {
+        if (projector_load(&R->proj, cfg->projector.init) != 0) return -1;
+        if (R->proj.vision_hidden != R->Cv || R->proj.text_hidden != Ct)
+            return err_set("%s: the projector maps %d -> %d, this run needs %d (vision hidden) -> %d (text hidden)",
+                           cfg->projector.init, R->proj.vision_hidden, R->proj.text_hidden, R->Cv, Ct);
+        if (strcmp(projector_type_name(R->proj.type), cfg->projector.type))
+            return err_set("%s: the projector is %s, the config says projector.type %s", cfg->projector.init,
+                           projector_type_name(R->proj.type), cfg->projector.type);
+        if (R->proj.select_layer != cfg->vision.select_layer)
+            fprintf(stderr, "warning: %s was trained with select_layer %d, this run uses %d\n", cfg->projector.init,
+                    R->proj.select_layer, cfg->vision.select_layer);
+        fprintf(stderr, "projector: starting from %s\n", cfg->projector.init);
+    } else if (projector_create(&R->proj, cfg->projector.type, R->Cv, Ct, cfg->train.seed) != 0) {
+        return -1;
+    }
+    R->proj.num_patches = R->P;
+    R->proj.select_layer = cfg->vision.select_layer;
+    return 0;
+}
+
 int train_run(cfg_train *cfg) {
-    if (strcmp(cfg->mode, "lora")) {
-        err_set("%s: mode '%s' is not supported by this build yet (supported: lora)", cfg->config_path ? cfg->config_path : "config",
+    run R_ = {0}, *R = &R_;
+    R->vmode = !strcmp(cfg->mode, "projector") ? 1 : !strcmp(cfg->mode, "projector+lora") ? 2 : 0;
+    R->use_lora = R->vmode != 1;
+    if (R->vmode && !cfg->vision.model && !cfg->vision.features) {
+        err_set("%s: vision.model: required in %s mode (or vision.features)", cfg->config_path ? cfg->config_path : "config",
                 cfg->mode);
         return 1;
     }
-    run R_ = {0}, *R = &R_;
     int accum = 0;
     R->cfg = cfg;
     R->tty = isatty(2);
@@ -253,46 +403,83 @@ int train_run(cfg_train *cfg) {
     double t_load = now_seconds();
     R->tok = tok_load(cfg->model);
     if (!R->tok || llama_load(cfg->model, &R->model) != 0) goto out;
+    if (R->vmode && cfg->vision.features) {
+        // the cache is checked against vision.model (weights hash, layer, preprocessing) when given
+        data_fc_ident id;
+        hf_siglip_config sc;
+        if (cfg->vision.model && (hf_siglip_config_load(cfg->vision.model, &sc) != 0 ||
+                                  data_fc_ident_init(&id, cfg->vision.model, &sc, cfg->vision.select_layer) != 0))
+            goto out;
+        if (!(R->fc = data_fc_open(cfg->vision.features, cfg->vision.model ? &id : NULL))) goto out;
+        if (data_fc_get_ident(R->fc)->select_layer != cfg->vision.select_layer) {
+            err_set("%s: attribute 'select_layer': expected %d (vision.select_layer), found %d (re-run `lorac prepare`)",
+                    cfg->vision.features, cfg->vision.select_layer, data_fc_get_ident(R->fc)->select_layer);
+            goto out;
+        }
+        R->P = data_fc_patches(R->fc);
+        R->Cv = data_fc_hidden(R->fc);
+        fprintf(stderr, "vision: features from %s (%lld images), the vision tower is not loaded\n", cfg->vision.features,
+                (long long)data_fc_count(R->fc));
+    } else if (R->vmode) {
+        if (vision_open(&R->vis, cfg->vision.model, cfg->vision.select_layer, cfg->vision.max_pixels,
+                        cfg->train.batch_size) != 0)
+            goto out;
+        R->P = R->vis.P;
+        R->Cv = R->vis.C;
+    }
     data_opts o = data_opts_default();
+    o.num_patches = R->P;
     o.format = cfg->data.format;
     o.template_ = cfg->data.template_;
     o.train_on_prompt = cfg->data.train_on_prompt;
     o.skip_bad_lines = cfg->data.skip_bad_lines;
     o.max_seq_len = cfg->data.max_seq_len;
     o.truncate = !strcmp(cfg->data.truncation, "truncate");
-    if (data_load(&R->train, cfg->data.train, R->tok, &o) != 0) goto out;
+    if (data_load_any(&R->train, cfg->data.train, R->tok, &o) != 0) goto out;
     if (R->train.n == 0) {
         err_set("%s: no usable records (%lld malformed, %lld over max_seq_len=%d)", cfg->data.train,
                 (long long)R->train.n_skipped_bad, (long long)R->train.n_dropped_long, cfg->data.max_seq_len);
         goto out;
     }
-    if (cfg->data.eval && data_load(&R->eval, cfg->data.eval, R->tok, &o) != 0) goto out;
+    data_opts eo = o;   // eval documents are scored with the sliding window, never dropped
+    eo.max_seq_len = 0;
+    if (cfg->data.eval && data_load_any(&R->eval, cfg->data.eval, R->tok, &eo) != 0) goto out;
     fprintf(stderr, "data: %s: %lld records, %lld tokens (%lld malformed skipped, %lld dropped and %lld truncated at max_seq_len=%d)\n",
             cfg->data.train, (long long)R->train.n, (long long)R->train.n_tokens, (long long)R->train.n_skipped_bad,
             (long long)R->train.n_dropped_long, (long long)R->train.n_truncated, cfg->data.max_seq_len);
     if (cfg->data.eval)
         fprintf(stderr, "data: %s: %lld eval records\n", cfg->data.eval, (long long)R->eval.n);
 
+    if (R->vmode && setup_projector(R) != 0) goto out;
     // adapter
     lora_config lc = {.r = cfg->lora.r, .alpha = cfg->lora.alpha, .dropout = cfg->lora.dropout, .use_rslora = cfg->lora.use_rslora};
     snprintf(lc.base_model, sizeof lc.base_model, "%s", cfg->model);
     for (int i = 0; i < cfg->lora.n_targets; i++)
         if (lora_parse_target(cfg->lora.targets[i], &lc.targets, "lora.targets") != 0) goto out;
-    if (cfg->lora.init) {
+    if (!R->use_lora) {
+        // projector mode: no adapter
+    } else if (cfg->lora.init) {
         if (lora_load(&R->lora, &R->model.cfg, cfg->lora.init) != 0) goto out;
         lora_set_dropout(&R->lora, cfg->lora.dropout);
         fprintf(stderr, "lora: starting from %s (r=%d, alpha=%g)\n", cfg->lora.init, R->lora.cfg.r, R->lora.cfg.alpha);
     } else if (lora_create(&R->lora, &R->model.cfg, &lc, cfg->train.seed) != 0) {
         goto out;
     }
-    if (ag_adamw_init(&R->opt, R->lora.params.total, cfg->optim.beta1, cfg->optim.beta2, cfg->optim.eps,
+    int64_t n_train = (R->use_lora ? R->lora.params.total : 0) + (R->vmode ? R->proj.params.total : 0);
+    if (R->vmode == 2) {
+        R->cat.total = n_train;
+        R->cat.data = xmalloc((size_t)n_train * sizeof(float));
+        R->cat.grad = xmalloc((size_t)n_train * sizeof(float));
+    }
+    if (ag_adamw_init(&R->opt, n_train, cfg->optim.beta1, cfg->optim.beta2, cfg->optim.eps,
                       cfg->optim.weight_decay) != 0)
         goto out;
     if (ag_ctx_init(&R->ctx, (size_t)arena_bytes(cfg, &R->model.cfg)) != 0) goto out;
     R->ctx.training = 1;
     R->ctx.rng = cfg->train.seed * 0x9E3779B97F4A7C15ULL + 1;
     data_loader_opts lo = {.batch_size = cfg->train.batch_size, .max_seq_len = cfg->data.max_seq_len,
-                           .packing = cfg->data.packing, .shuffle = cfg->data.shuffle, .seed = cfg->train.seed};
+                           .packing = cfg->data.packing, .shuffle = cfg->data.shuffle, .seed = cfg->train.seed,
+                           .num_patches = R->P};
     if (data_loader_init(&R->loader, &R->train, &lo) != 0) goto out;
     R->total = cfg->train.max_steps > 0 ? cfg->train.max_steps
                                         : data_loader_steps_for_epochs(&R->loader, cfg->train.epochs, cfg->train.grad_accum);
@@ -308,6 +495,14 @@ int train_run(cfg_train *cfg) {
         }
     }
     if (metrics_open(R, R->step) != 0) goto out;
+    if (R->vmode)
+        fprintf(stderr, "projector: %s %d -> %d (%lld parameters), select_layer %d, %d visual rows per image%s\n",
+                projector_type_name(R->proj.type), R->Cv, R->proj.text_hidden, (long long)R->proj.params.total,
+                cfg->vision.select_layer, R->P, R->use_lora ? "; with LoRA:" : "");
+    if (!R->use_lora)
+        fprintf(stderr, "%lld optimizer steps of %d x %d records; loaded in %.1fs\n", (long long)R->total,
+                cfg->train.batch_size, cfg->train.grad_accum, now_seconds() - t_load);
+    else
     fprintf(stderr, "lora: r=%d alpha=%g (scale %g) on %d projections x %d layers: %lld trainable parameters; "
                     "%lld optimizer steps of %d x %d records; loaded in %.1fs\n",
             R->lora.cfg.r, R->lora.cfg.alpha, R->lora.scale, __builtin_popcount(R->lora.cfg.targets), R->model.cfg.num_layers,
@@ -327,6 +522,12 @@ int train_run(cfg_train *cfg) {
     sigaction(SIGTERM, &sa, NULL);
     accum = cfg->train.grad_accum;
     R->mb = xcalloc((size_t)accum, sizeof *R->mb);
+    if (R->vmode) {
+        R->feats = xcalloc((size_t)accum, sizeof *R->feats);
+        R->feat_cap = xcalloc((size_t)accum, sizeof *R->feat_cap);
+        R->tgt = xcalloc((size_t)accum, sizeof *R->tgt);
+        R->tgt_cap = xcalloc((size_t)accum, sizeof *R->tgt_cap);
+    }
     double t_start = now_seconds();
     int64_t first_step = R->step;
     int last_saved = -1;
@@ -335,16 +536,36 @@ int train_run(cfg_train *cfg) {
         int64_t nsup = 0, rows = 0;
         for (int k = 0; k < accum; k++) {
             data_loader_next(&R->loader, &R->mb[k]);
-            nsup += R->mb[k].n_supervised;
+            if (!R->vmode) nsup += R->mb[k].n_supervised;
+            else if (prepare_images(R, k, &nsup) != 0) goto out;
             rows += R->mb[k].n;
         }
-        ag_params_zero_grad(&R->lora.params);
+        if (R->use_lora) ag_params_zero_grad(&R->lora.params);
+        if (R->vmode) ag_params_zero_grad(&R->proj.params);
         double loss = 0, gnorm = 0;
         float lr = cfg_lr_at(cfg, R->step, R->total);
-        for (int k = 0; k < accum; k++)
-            if (train_micro_step(&R->ctx, &R->model, &R->lora.view, &R->mb[k], nsup > 0 ? (float)nsup : 1.0f, &loss) != 0)
-                goto out;
-        if (R->step == 0 && cfg->train.dump_grads) {
+        for (int k = 0; k < accum; k++) {
+            float norm = nsup > 0 ? (float)nsup : 1.0f;
+            int rc = R->vmode ? vision_micro_step(&R->ctx, &R->model, R->use_lora ? &R->lora.view : NULL, &R->proj, &R->mb[k],
+                                                  R->feats[k], R->tgt[k], norm, &loss)
+                              : train_micro_step(&R->ctx, &R->model, &R->lora.view, &R->mb[k], norm, &loss);
+            if (rc != 0) goto out;
+        }
+        if (R->step == 0 && cfg->train.dump_grads && R->vmode) {
+            // the projector's gradients under its key names (+ the adapter's in projector+lora)
+            st_writer *w = st_writer_new();
+            for (int i = 0; i < R->proj.params.n; i++) {
+                ag_tensor *t = R->proj.params.t[i];
+                st_writer_add(w, t->name, ST_F32, t->ndim, t->shape, t->grad);
+            }
+            for (int i = 0; R->use_lora && i < R->lora.params.n; i++) {
+                ag_tensor *t = R->lora.params.t[i];
+                st_writer_add(w, t->name, ST_F32, t->ndim, t->shape, t->grad);
+            }
+            int rc = st_writer_write(w, cfg->train.dump_grads);
+            st_writer_free(w);
+            if (rc) goto out;
+        } else if (R->step == 0 && cfg->train.dump_grads) {
             st_writer *w = st_writer_new();
             for (int i = 0; i < R->lora.params.n; i++) {
                 ag_tensor *t = R->lora.params.t[i];
@@ -361,13 +582,16 @@ int train_run(cfg_train *cfg) {
             free(last);
             goto out;
         }
-        if (train_opt_step(&R->opt, &R->lora.params, lr, cfg->optim.grad_clip, &gnorm) != 0) {
+        if (R->vmode == 2) cat_gather(R);
+        ag_params *blk = R->vmode == 2 ? &R->cat : R->vmode == 1 ? &R->proj.params : &R->lora.params;
+        if (train_opt_step(&R->opt, blk, lr, cfg->optim.grad_clip, &gnorm) != 0) {
             char *last = ckpt_find_latest(cfg->output_dir);
             err_prefix("step %lld", (long long)R->step);
             fprintf(stderr, "note: last good checkpoint: %s\n", last ? last : "none");
             free(last);
             goto out;
         }
+        if (R->vmode == 2) cat_scatter(R);
         R->step++;
         R->tokens_seen += rows;
         double dt = now_seconds() - t0, elapsed = now_seconds() - t_start;
@@ -412,11 +636,17 @@ int train_run(cfg_train *cfg) {
         if (run_eval(R, &el, &ep) != 0) goto out;
         log_eval(R, el, ep);
     }
-    if (lora_save(&R->lora, cfg->output_dir) != 0) goto out;
+    if (R->vmode ? write_vision(R, cfg->output_dir) != 0 : lora_save(&R->lora, cfg->output_dir) != 0) goto out;
     char *svg = path_join(cfg->output_dir, "loss.svg");
     int prc = plot_loss_svg(svg, R->hx, R->hy, R->nh, R->ex, R->ey, R->ne, "lorac: loss");
     free(svg);
     if (prc) goto out;
+    if (R->n_bad_images)
+        fprintf(stderr, "data: %lld records skipped for undecodable images (data.skip_bad_lines)\n", (long long)R->n_bad_images);
+    if (R->vmode)
+        fprintf(stderr, "done: projector in %s (projector.safetensors, projector_config.json%s), metrics.jsonl, loss.svg\n",
+                cfg->output_dir, R->use_lora ? ", adapter_model.safetensors, adapter_config.json" : "");
+    else
     fprintf(stderr, "done: adapter in %s (adapter_model.safetensors, adapter_config.json), metrics.jsonl, loss.svg\n",
             cfg->output_dir);
     status = 0;
@@ -426,6 +656,11 @@ out:
     signal(SIGTERM, SIG_DFL);
     if (R->metrics) fclose(R->metrics);
     for (int k = 0; R->mb && k < accum; k++) data_batch_free(&R->mb[k]);
+    for (int k = 0; R->feats && k < accum; k++) free(R->feats[k]), free(R->tgt[k]);
+    free(R->feats), free(R->feat_cap), free(R->tgt), free(R->tgt_cap);
+    free(R->cat.data), free(R->cat.grad);
+    if (R->vmode) projector_free(&R->proj), vision_close(&R->vis);
+    if (R->fc) data_fc_close(R->fc);
     free(R->mb);
     free(R->hx), free(R->hy), free(R->ex), free(R->ey);
     data_loader_free(&R->loader);

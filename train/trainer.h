@@ -6,6 +6,16 @@
 // over all its supervised tokens, as the contract fixes), and the tape backward, which
 // accumulates into the adapter's gradient block. Then: global-norm clipping, the scheduled
 // learning rate, AdamW. Non-finite loss or gradients stop the run before the update.
+//
+// Projector modes (train/vision.h): `mode: projector` trains only the LLaVA projector (Llama
+// and SigLIP frozen); `mode: projector+lora` trains the projector and a LoRA adapter with one
+// AdamW over both blocks (gathered as [projector, lora] for the step, so the optimizer state
+// and the global-norm clipping span both). Per micro-batch the visual features of its images
+// come from the SigLIP tower (vision.model, vision.select_layer, the folder's preprocessing)
+// or from the prepared feature cache (vision.features), go through the projector on the tape
+// and replace the image rows of the token embeddings. Outputs: projector.safetensors +
+// projector_config.json (+ the adapter files), checkpoints holding the same, dump_grads under
+// the projector's (and adapter's) key names. Undecodable images: see vision.h.
 #ifndef LORAC_TRAINER_H
 #define LORAC_TRAINER_H
 

@@ -1,0 +1,735 @@
+// featcache.c — the vision feature cache in HDF5: model identity hash, streaming writer and
+// validating reader with an image_ref -> row lookup. Layout and attributes: see featcache.h.
+// HDF5's automatic error printing is turned off at every entry point; failures become one
+// err_set message naming the file and dataset/attribute, with HDF5's innermost message added.
+#include <cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "featcache.h"
+#include "util.h"
+
+#define FC_KIND "vision_features"
+#define FC_HINT "re-run `lorac prepare`"
+
+// --- HDF5 error messages
+
+static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+static herr_t walk_innermost(unsigned n, const H5E_error2_t *e, void *ctx) {
+    if (n == 0 && e->desc) snprintf((char *)ctx, 256, "%s", e->desc);
+    return 0;
+}
+
+// err_set(fmt ...) with " (HDF5: detail)" appended when HDF5 recorded something
+static int h5_fail(const char *fmt, ...) AG_PRINTF(1, 2);
+static int h5_fail(const char *fmt, ...) {
+    char msg[1024], d[256] = "";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_innermost, d);
+    H5Eclear2(H5E_DEFAULT);
+    if (d[0]) return err_set("%s (HDF5: %s)", msg, d);
+    return err_set("%s", msg);
+}
+
+static hid_t file_access(void) {
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_file_locking(fapl, 1, 1);   // ignored where the file system has no locks
+    return fapl;
+}
+
+static hid_t vlen_utf8_type(void) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    return t;
+}
+
+// --- string -> row lookup (open addressing; keys borrowed)
+
+typedef struct fc_map {
+    const char **key;   // [cap] NULL: empty
+    int64_t *row;       // [cap]
+    int64_t n, cap;
+} fc_map;
+
+static uint64_t key_hash(const char *s) { return hash64(s, strlen(s), 0x5eed); }
+
+static void map_free(fc_map *m) {
+    free(m->key);
+    free(m->row);
+    *m = (fc_map){0};
+}
+
+static int64_t map_get(const fc_map *m, const char *k) {
+    if (!m->cap) return -1;
+    for (uint64_t i = key_hash(k) & (uint64_t)(m->cap - 1);; i = (i + 1) & (uint64_t)(m->cap - 1)) {
+        if (!m->key[i]) return -1;
+        if (!strcmp(m->key[i], k)) return m->row[i];
+    }
+}
+
+static void map_put(fc_map *m, const char *k, int64_t row);
+
+static void map_grow(fc_map *m) {
+    fc_map old = *m;
+    m->cap = old.cap ? old.cap * 2 : 64;
+    m->key = xcalloc((size_t)m->cap, sizeof *m->key);
+    m->row = xcalloc((size_t)m->cap, sizeof *m->row);
+    m->n = 0;
+    for (int64_t i = 0; i < old.cap; i++)
+        if (old.key[i]) map_put(m, old.key[i], old.row[i]);
+    free(old.key);
+    free(old.row);
+}
+
+static void map_put(fc_map *m, const char *k, int64_t row) {
+    if (2 * (m->n + 1) > m->cap) map_grow(m);
+    uint64_t i = key_hash(k) & (uint64_t)(m->cap - 1);
+    while (m->key[i]) i = (i + 1) & (uint64_t)(m->cap - 1);
+    m->key[i] = k;
+    m->row[i] = row;
+    m->n++;
+}
+
+// --- model identity
+
+#define HASH_SAMPLES 16
+#define HASH_BLOCK 4096
+
+// size, safetensors header and sampled data blocks of one weight file
+static int hash_weights(const char *path, uint64_t *h) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return err_set("%s: cannot open: %s (vision model weights)", path, strerror(errno));
+    int rc = -1;
+    unsigned char *buf = NULL;
+    struct stat sb;
+    unsigned char len8[8];
+    if (fstat(fileno(fp), &sb) != 0 || fread(len8, 1, 8, fp) != 8) {
+        err_set("%s: cannot read the safetensors header length (truncated file?)", path);
+        goto done;
+    }
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = n << 8 | len8[i];
+    uint64_t size = (uint64_t)sb.st_size;
+    if (n > 100000000ULL || 8 + n > size) {
+        err_set("%s: safetensors header of %" PRIu64 " bytes does not fit the file's %" PRIu64 " bytes",
+                path, n, size);
+        goto done;
+    }
+    *h = hash64(&size, sizeof size, *h);
+    buf = xmalloc(n > HASH_BLOCK ? n : HASH_BLOCK);
+    if (fread(buf, 1, n, fp) != n) {
+        err_set("%s: cannot read the safetensors header", path);
+        goto done;
+    }
+    *h = hash64(buf, n, *h);
+    uint64_t data0 = 8 + n, dlen = size - data0;
+    for (int k = 0; k < HASH_SAMPLES && dlen > 0; k++) {
+        uint64_t at = dlen <= HASH_BLOCK ? 0 : (dlen - HASH_BLOCK) / (HASH_SAMPLES - 1) * (uint64_t)k;
+        size_t want = dlen < HASH_BLOCK ? (size_t)dlen : HASH_BLOCK;
+        if (fseeko(fp, (off_t)(data0 + at), SEEK_SET) != 0 || fread(buf, 1, want, fp) != want) {
+            err_set("%s: read error at byte %" PRIu64, path, data0 + at);
+            goto done;
+        }
+        *h = hash64(buf, want, *h);
+        if (dlen <= HASH_BLOCK) break;
+    }
+    rc = 0;
+done:
+    free(buf);
+    fclose(fp);
+    return rc;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+int data_fc_model_hash(const char *dir, uint64_t *out) {
+    uint64_t h = 0;
+    char *cfg = path_join(dir, "config.json");
+    size_t len;
+    char *text = file_read_all(cfg, &len);
+    free(cfg);
+    if (!text) return -1;
+    h = hash64(text, len, h);
+    free(text);
+    char *single = path_join(dir, "model.safetensors");
+    if (file_exists(single)) {
+        int rc = hash_weights(single, &h);
+        free(single);
+        if (rc) return -1;
+        *out = h;
+        return 0;
+    }
+    free(single);
+    char *index = path_join(dir, "model.safetensors.index.json");
+    text = file_read_all(index, &len);
+    if (!text) {
+        err_set("%s: no model.safetensors or model.safetensors.index.json (expected a Hugging Face "
+                "SigLIP folder)", dir);
+        free(index);
+        return -1;
+    }
+    h = hash64(text, len, h);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    cJSON *wm = j ? cJSON_GetObjectItem(j, "weight_map") : NULL;
+    if (!cJSON_IsObject(wm)) {
+        err_set("%s: expected a JSON object with 'weight_map'", index);
+        cJSON_Delete(j);
+        free(index);
+        return -1;
+    }
+    free(index);
+    int n = cJSON_GetArraySize(wm), m = 0;
+    char **files = xcalloc((size_t)n + 1, sizeof *files);
+    cJSON *e;
+    cJSON_ArrayForEach(e, wm) if (cJSON_IsString(e)) files[m++] = e->valuestring;
+    qsort(files, (size_t)m, sizeof *files, cmp_str);
+    int rc = 0;
+    for (int i = 0; i < m && rc == 0; i++) {
+        if (i > 0 && !strcmp(files[i], files[i - 1])) continue;
+        char *p = path_join(dir, files[i]);
+        rc = hash_weights(p, &h);
+        free(p);
+    }
+    free(files);
+    cJSON_Delete(j);
+    if (rc) return -1;
+    *out = h;
+    return 0;
+}
+
+int data_fc_ident_init(data_fc_ident *id, const char *vision_dir, const hf_siglip_config *cfg,
+                       int select_layer) {
+    memset(id, 0, sizeof *id);
+    uint64_t h;
+    if (data_fc_model_hash(vision_dir, &h)) return -1;
+    snprintf(id->model_hash, sizeof id->model_hash, "%016" PRIx64, h);
+    id->select_layer = select_layer;
+    id->image_size = cfg->image_size;
+    id->patch_size = cfg->patch_size;
+    id->num_patches = cfg->num_patches;
+    id->hidden_size = cfg->hidden_size;
+    memcpy(id->image_mean, cfg->image_mean, sizeof id->image_mean);
+    memcpy(id->image_std, cfg->image_std, sizeof id->image_std);
+    id->rescale_factor = cfg->rescale_factor;
+    snprintf(id->resize, sizeof id->resize, "bicubic");
+    return 0;
+}
+
+// --- attributes
+
+static int attr_write(hid_t loc, const char *name, hid_t type, int n, const void *v) {
+    hsize_t dims = (hsize_t)n;
+    hid_t sp = n > 0 ? H5Screate_simple(1, &dims, NULL) : H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = a < 0 || H5Awrite(a, type, v) < 0 ? -1 : 0;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    return rc;
+}
+
+static int attr_str(hid_t loc, const char *name, const char *s) {
+    hid_t t = vlen_utf8_type();
+    const char *p = s ? s : "";
+    int rc = attr_write(loc, name, t, 0, &p);
+    H5Tclose(t);
+    return rc;
+}
+
+static int attr_i64(hid_t loc, const char *name, int64_t v) { return attr_write(loc, name, H5T_STD_I64LE, 0, &v); }
+static int attr_f64(hid_t loc, const char *name, double v) { return attr_write(loc, name, H5T_IEEE_F64LE, 0, &v); }
+static int attr_f32x3(hid_t loc, const char *name, const float *v) {
+    return attr_write(loc, name, H5T_IEEE_F32LE, 3, v);
+}
+
+// Reads a string attribute (vlen or fixed). 0 ok (*out malloc'd), -1 + err_set (missing too).
+static int attr_read_str(hid_t loc, const char *path, const char *name, char **out) {
+    *out = NULL;
+    if (H5Aexists(loc, name) <= 0)
+        return err_set("%s: attribute '%s' is missing (not a lorac vision feature cache? %s)", path, name, FC_HINT);
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0) return h5_fail("%s: attribute '%s': cannot open", path, name);
+    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
+    int rc = -1;
+    if (H5Tget_class(t) != H5T_STRING || H5Sget_simple_extent_npoints(sp) != 1) {
+        err_set("%s: attribute '%s': expected a string, found another type (%s)", path, name, FC_HINT);
+    } else if (H5Tis_variable_str(t) > 0) {
+        hid_t mt = vlen_utf8_type();
+        char *s = NULL;
+        if (H5Aread(a, mt, &s) < 0) {
+            h5_fail("%s: attribute '%s': read failed", path, name);
+        } else {
+            *out = xstrdup(s ? s : "");
+            H5free_memory(s);
+            rc = 0;
+        }
+        H5Tclose(mt);
+    } else {
+        size_t n = H5Tget_size(t);
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, n + 1);
+        char *s = xcalloc(n + 2, 1);
+        if (H5Aread(a, mt, s) < 0) {
+            free(s);
+            h5_fail("%s: attribute '%s': read failed", path, name);
+        } else {
+            *out = s;
+            rc = 0;
+        }
+        H5Tclose(mt);
+    }
+    H5Tclose(t);
+    H5Sclose(sp);
+    H5Aclose(a);
+    return rc;
+}
+
+// Reads a numeric attribute of n elements (n = 1: scalar or [1]) converted to double.
+static int attr_read_num(hid_t loc, const char *path, const char *name, int n, double *out) {
+    if (H5Aexists(loc, name) <= 0)
+        return err_set("%s: attribute '%s' is missing (not a lorac vision feature cache? %s)", path, name, FC_HINT);
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0) return h5_fail("%s: attribute '%s': cannot open", path, name);
+    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
+    H5T_class_t cl = H5Tget_class(t);
+    int rc = 0;
+    if ((cl != H5T_INTEGER && cl != H5T_FLOAT) || H5Sget_simple_extent_npoints(sp) != n)
+        rc = err_set("%s: attribute '%s': expected %d number%s, found another type or size (%s)", path, name, n,
+                     n == 1 ? "" : "s", FC_HINT);
+    else if (H5Aread(a, H5T_NATIVE_DOUBLE, out) < 0)
+        rc = h5_fail("%s: attribute '%s': read failed", path, name);
+    H5Tclose(t);
+    H5Sclose(sp);
+    H5Aclose(a);
+    return rc;
+}
+
+// --- writer
+
+struct data_fc_writer {
+    hid_t file, d_feat, d_images, str_t;
+    char *path, *tmp, *source;
+    data_fc_ident id;
+    int64_t n;
+    char **refs;    // [n] owned (the map's keys)
+    int64_t rcap;
+    fc_map map;
+};
+
+static void writer_free(data_fc_writer *w) {
+    if (w->d_feat >= 0) H5Dclose(w->d_feat);
+    if (w->d_images >= 0) H5Dclose(w->d_images);
+    if (w->str_t >= 0) H5Tclose(w->str_t);
+    if (w->file >= 0) H5Fclose(w->file);
+    for (int64_t i = 0; i < w->n; i++) free(w->refs[i]);
+    free(w->refs);
+    map_free(&w->map);
+    free(w->path);
+    free(w->tmp);
+    free(w->source);
+    free(w);
+}
+
+data_fc_writer *data_fc_writer_open(const char *path, const data_fc_ident *id, const char *source) {
+    h5_quiet();
+    if (id->num_patches <= 0 || id->hidden_size <= 0) {
+        err_set("%s: feature cache needs num_patches > 0 and hidden_size > 0, found %d and %d", path,
+                id->num_patches, id->hidden_size);
+        return NULL;
+    }
+    data_fc_writer *w = xcalloc(1, sizeof *w);
+    w->file = w->d_feat = w->d_images = w->str_t = -1;
+    w->path = xstrdup(path);
+    size_t tn = strlen(path) + 32;
+    w->tmp = xmalloc(tn);
+    snprintf(w->tmp, tn, "%s.tmp.%d", path, (int)getpid());
+    w->source = source ? xstrdup(source) : NULL;
+    w->id = *id;
+    char *dir = path_dirname(path);
+    int ok = dir_exists(dir);
+    if (!ok) err_set("%s: the output folder %s does not exist", path, dir);
+    free(dir);
+    if (!ok) {
+        writer_free(w);
+        return NULL;
+    }
+    hid_t fapl = file_access();
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, fcpl, fapl);
+    H5Pclose(fcpl);
+    H5Pclose(fapl);
+    if (w->file < 0) {
+        h5_fail("%s: cannot create the feature cache", w->tmp);
+        writer_free(w);
+        return NULL;
+    }
+    hsize_t P = (hsize_t)id->num_patches, C = (hsize_t)id->hidden_size;
+    hsize_t dims[3] = {0, P, C}, maxd[3] = {H5S_UNLIMITED, P, C}, chunk[3] = {1, P, C};
+    hid_t sp = H5Screate_simple(3, dims, maxd);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 3, chunk);
+    H5Pset_fletcher32(dcpl);           // a checksum per image: corrupt bytes fail the read
+    H5Pset_obj_track_times(dcpl, 0);   // no timestamps: the same input gives the same bytes
+    w->d_feat = H5Dcreate2(w->file, "features", H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    hsize_t d1 = 0, m1 = H5S_UNLIMITED, c1 = 1024;
+    sp = H5Screate_simple(1, &d1, &m1);
+    dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 1, &c1);
+    H5Pset_obj_track_times(dcpl, 0);
+    w->str_t = vlen_utf8_type();
+    w->d_images = H5Dcreate2(w->file, "images", w->str_t, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+    if (w->d_feat < 0 || w->d_images < 0) {
+        h5_fail("%s: cannot create the datasets", w->tmp);
+        data_fc_writer_abort(w);
+        return NULL;
+    }
+    return w;
+}
+
+int data_fc_writer_has(const data_fc_writer *w, const char *image_ref) { return map_get(&w->map, image_ref) >= 0; }
+int64_t data_fc_writer_count(const data_fc_writer *w) { return w->n; }
+const char *data_fc_writer_tmp_path(const data_fc_writer *w) { return w->tmp; }
+
+int data_fc_writer_add(data_fc_writer *w, const char *image_ref, const float *feat) {
+    h5_quiet();
+    if (!image_ref) return err_set("%s: feature cache: image without a name", w->tmp);
+    if (map_get(&w->map, image_ref) >= 0)
+        return err_set("%s: image '%s' added twice (each unique image is stored once)", w->tmp, image_ref);
+    hsize_t P = (hsize_t)w->id.num_patches, C = (hsize_t)w->id.hidden_size;
+    hsize_t size[3] = {(hsize_t)w->n + 1, P, C}, start[3] = {(hsize_t)w->n, 0, 0}, count[3] = {1, P, C};
+    if (H5Dset_extent(w->d_feat, size) < 0) return h5_fail("%s: dataset 'features': cannot extend", w->tmp);
+    hid_t fs = H5Dget_space(w->d_feat), ms = H5Screate_simple(3, count, NULL);
+    int bad = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+              H5Dwrite(w->d_feat, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, feat) < 0;
+    H5Sclose(ms);
+    H5Sclose(fs);
+    if (bad) return h5_fail("%s: dataset 'features': write of image %lld failed (disk full?)", w->tmp, (long long)w->n);
+    hsize_t n1 = (hsize_t)w->n + 1, s1 = (hsize_t)w->n, c1 = 1;
+    if (H5Dset_extent(w->d_images, &n1) < 0) return h5_fail("%s: dataset 'images': cannot extend", w->tmp);
+    fs = H5Dget_space(w->d_images);
+    ms = H5Screate_simple(1, &c1, NULL);
+    bad = H5Sselect_hyperslab(fs, H5S_SELECT_SET, &s1, NULL, &c1, NULL) < 0 ||
+          H5Dwrite(w->d_images, w->str_t, ms, fs, H5P_DEFAULT, &image_ref) < 0;
+    H5Sclose(ms);
+    H5Sclose(fs);
+    if (bad) return h5_fail("%s: dataset 'images': write failed", w->tmp);
+    if (w->n == w->rcap) {
+        w->rcap = w->rcap ? 2 * w->rcap : 256;
+        w->refs = xrealloc(w->refs, (size_t)w->rcap * sizeof *w->refs);
+    }
+    w->refs[w->n] = xstrdup(image_ref);
+    map_put(&w->map, w->refs[w->n], w->n);
+    w->n++;
+    return 0;
+}
+
+void data_fc_writer_abort(data_fc_writer *w) {
+    if (!w) return;
+    char *tmp = xstrdup(w->tmp);
+    writer_free(w);
+    H5Eclear2(H5E_DEFAULT);
+    unlink(tmp);
+    free(tmp);
+}
+
+int data_fc_writer_commit(data_fc_writer *w) {
+    h5_quiet();
+    const data_fc_ident *id = &w->id;
+    hid_t f = w->file;
+    int bad = attr_str(f, "kind", FC_KIND) || attr_str(f, "lorac_version", DATA_FC_VERSION) ||
+              attr_str(f, "vision_model_hash", id->model_hash) || attr_i64(f, "select_layer", id->select_layer) ||
+              attr_i64(f, "image_size", id->image_size) || attr_i64(f, "patch_size", id->patch_size) ||
+              attr_i64(f, "num_patches", id->num_patches) || attr_i64(f, "hidden_size", id->hidden_size) ||
+              attr_f32x3(f, "image_mean", id->image_mean) || attr_f32x3(f, "image_std", id->image_std) ||
+              attr_f64(f, "rescale_factor", id->rescale_factor) || attr_str(f, "resize", id->resize) ||
+              attr_str(f, "source", w->source ? w->source : "") || attr_i64(f, "images", w->n);
+    if (bad) {
+        h5_fail("%s: cannot write the attributes", w->tmp);
+        data_fc_writer_abort(w);
+        return -1;
+    }
+    if (H5Dclose(w->d_feat) < 0) bad = 1;
+    if (H5Dclose(w->d_images) < 0) bad = 1;
+    w->d_feat = w->d_images = -1;
+    if (H5Fclose(w->file) < 0) bad = 1;
+    w->file = -1;
+    if (bad) {
+        h5_fail("%s: write failed while closing (disk full?)", w->tmp);
+        data_fc_writer_abort(w);
+        return -1;
+    }
+    int fd = open(w->tmp, O_RDONLY);
+    if (fd < 0 || fsync(fd) != 0) {
+        err_set("%s: fsync failed: %s", w->tmp, strerror(errno));
+        if (fd >= 0) close(fd);
+        data_fc_writer_abort(w);
+        return -1;
+    }
+    close(fd);
+    if (rename(w->tmp, w->path) != 0) {
+        err_set("%s: cannot rename to %s: %s", w->tmp, w->path, strerror(errno));
+        data_fc_writer_abort(w);
+        return -1;
+    }
+    char *dir = path_dirname(w->path);
+    int rc = fsync_dir(dir);
+    free(dir);
+    writer_free(w);
+    return rc;
+}
+
+// --- reader
+
+struct data_fc {
+    hid_t file, d_feat, fspace, mspace;
+    char *path;
+    data_fc_ident id;   // as stored
+    int64_t n;
+    char **refs;        // [n]
+    fc_map map;
+};
+
+void data_fc_close(data_fc *fc) {
+    if (!fc) return;
+    if (fc->mspace >= 0) H5Sclose(fc->mspace);
+    if (fc->fspace >= 0) H5Sclose(fc->fspace);
+    if (fc->d_feat >= 0) H5Dclose(fc->d_feat);
+    if (fc->file >= 0) H5Fclose(fc->file);
+    for (int64_t i = 0; i < fc->n && fc->refs; i++) free(fc->refs[i]);
+    free(fc->refs);
+    map_free(&fc->map);
+    free(fc->path);
+    free(fc);
+    H5Eclear2(H5E_DEFAULT);
+}
+
+static int mismatch_i(const char *path, const char *name, long long want, long long found) {
+    return err_set("%s: attribute '%s': expected %lld, found %lld (the cache was made for another vision "
+                   "setup; %s)", path, name, want, found, FC_HINT);
+}
+
+static int read_ident(data_fc *fc, const data_fc_ident *expect) {
+    const char *p = fc->path;
+    hid_t f = fc->file;
+    data_fc_ident *id = &fc->id;
+    char *s = NULL;
+    if (attr_read_str(f, p, "kind", &s)) return -1;
+    if (strcmp(s, FC_KIND)) {
+        err_set("%s: attribute 'kind': expected '%s', found '%s' (a prepared text dataset? vision.features "
+                "needs a cache written by `lorac prepare` in projector mode)", p, FC_KIND, s);
+        free(s);
+        return -1;
+    }
+    free(s);
+    const char *ints[] = {"select_layer", "image_size", "patch_size", "num_patches", "hidden_size"};
+    int *dst[] = {&id->select_layer, &id->image_size, &id->patch_size, &id->num_patches, &id->hidden_size};
+    for (int i = 0; i < 5; i++) {
+        double v;
+        if (attr_read_num(f, p, ints[i], 1, &v)) return -1;
+        *dst[i] = (int)v;
+    }
+    double v3[3], r;
+    if (attr_read_num(f, p, "image_mean", 3, v3)) return -1;
+    for (int i = 0; i < 3; i++) id->image_mean[i] = (float)v3[i];
+    if (attr_read_num(f, p, "image_std", 3, v3)) return -1;
+    for (int i = 0; i < 3; i++) id->image_std[i] = (float)v3[i];
+    if (attr_read_num(f, p, "rescale_factor", 1, &r)) return -1;
+    id->rescale_factor = (float)r;
+    if (attr_read_str(f, p, "resize", &s)) return -1;
+    snprintf(id->resize, sizeof id->resize, "%s", s);
+    free(s);
+    if (attr_read_str(f, p, "vision_model_hash", &s)) return -1;
+    snprintf(id->model_hash, sizeof id->model_hash, "%s", s);
+    free(s);
+    if (!expect) return 0;
+
+    const int *want[] = {&expect->select_layer, &expect->image_size, &expect->patch_size, &expect->num_patches,
+                         &expect->hidden_size};
+    for (int i = 0; i < 5; i++)
+        if (*want[i] != *dst[i]) return mismatch_i(p, ints[i], *want[i], *dst[i]);
+    const char *fn[] = {"image_mean", "image_std"};
+    const float *fw[] = {expect->image_mean, expect->image_std}, *ff[] = {id->image_mean, id->image_std};
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 3; i++)
+            if (fw[k][i] != ff[k][i])
+                return err_set("%s: attribute '%s': expected [%g, %g, %g], found [%g, %g, %g] (the cache was made "
+                               "with other preprocessing; %s)", p, fn[k], fw[k][0], fw[k][1], fw[k][2], ff[k][0],
+                               ff[k][1], ff[k][2], FC_HINT);
+    if (expect->rescale_factor != id->rescale_factor)
+        return err_set("%s: attribute 'rescale_factor': expected %.9g, found %.9g (the cache was made with other "
+                       "preprocessing; %s)", p, expect->rescale_factor, id->rescale_factor, FC_HINT);
+    if (strcmp(expect->resize, id->resize))
+        return err_set("%s: attribute 'resize': expected '%s', found '%s' (%s)", p, expect->resize, id->resize, FC_HINT);
+    if (strcmp(expect->model_hash, id->model_hash))
+        return err_set("%s: attribute 'vision_model_hash': expected %s, found %s (the cache was made with other "
+                       "vision weights; %s)", p, expect->model_hash, id->model_hash, FC_HINT);
+    return 0;
+}
+
+static int read_images(data_fc *fc) {
+    const char *p = fc->path;
+    hid_t d = H5Dopen2(fc->file, "images", H5P_DEFAULT);
+    if (d < 0) return h5_fail("%s: dataset 'images' is missing (%s)", p, FC_HINT);
+    hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
+    int rc = -1;
+    hsize_t n = 0;
+    if (H5Tget_class(t) != H5T_STRING || H5Tis_variable_str(t) <= 0 || H5Sget_simple_extent_ndims(sp) != 1) {
+        err_set("%s: dataset 'images': expected a 1-D variable-length string dataset (%s)", p, FC_HINT);
+        goto done;
+    }
+    H5Sget_simple_extent_dims(sp, &n, NULL);
+    if ((int64_t)n != fc->n) {
+        err_set("%s: dataset 'images': expected %lld entries (the rows of 'features'), found %lld (%s)", p,
+                (long long)fc->n, (long long)n, FC_HINT);
+        goto done;
+    }
+    fc->refs = xcalloc(n ? n : 1, sizeof *fc->refs);
+    char **tmp = xcalloc(n ? n : 1, sizeof *tmp);
+    hid_t mt = vlen_utf8_type();
+    if (n > 0 && H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, tmp) < 0) {
+        h5_fail("%s: dataset 'images': read failed", p);
+        H5Tclose(mt);
+        free(tmp);
+        goto done;
+    }
+    int dup = -1;
+    for (hsize_t i = 0; i < n; i++) {
+        fc->refs[i] = xstrdup(tmp[i] ? tmp[i] : "");
+        if (dup < 0 && map_get(&fc->map, fc->refs[i]) >= 0) dup = (int)i;
+        else map_put(&fc->map, fc->refs[i], (int64_t)i);
+    }
+    if (n > 0) H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, tmp);
+    H5Tclose(mt);
+    free(tmp);
+    if (dup >= 0) {
+        err_set("%s: dataset 'images': image '%s' appears twice (rows %lld and %d) (%s)", p, fc->refs[dup],
+                (long long)map_get(&fc->map, fc->refs[dup]), dup, FC_HINT);
+        goto done;
+    }
+    rc = 0;
+done:
+    H5Tclose(t);
+    H5Sclose(sp);
+    H5Dclose(d);
+    return rc;
+}
+
+data_fc *data_fc_open(const char *path, const data_fc_ident *expect) {
+    h5_quiet();
+    data_fc *fc = xcalloc(1, sizeof *fc);
+    fc->file = fc->d_feat = fc->fspace = fc->mspace = -1;
+    fc->path = xstrdup(path);
+    if (!file_exists(path)) {
+        err_set("%s: vision feature cache not found (write it with `lorac prepare CONFIG --out %s`)", path, path);
+        goto fail;
+    }
+    if (H5Fis_hdf5(path) <= 0) {
+        h5_fail("%s: not an HDF5 file (corrupt or truncated? %s)", path, FC_HINT);
+        goto fail;
+    }
+    hid_t fapl = file_access();
+    fc->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    if (fc->file < 0) {
+        h5_fail("%s: cannot open the feature cache (corrupt or truncated? %s)", path, FC_HINT);
+        goto fail;
+    }
+    if (read_ident(fc, expect)) goto fail;
+    fc->d_feat = H5Dopen2(fc->file, "features", H5P_DEFAULT);
+    if (fc->d_feat < 0) {
+        h5_fail("%s: dataset 'features' is missing (%s)", path, FC_HINT);
+        goto fail;
+    }
+    hid_t t = H5Dget_type(fc->d_feat);
+    int is_f32 = H5Tget_class(t) == H5T_FLOAT && H5Tget_size(t) == 4;
+    H5Tclose(t);
+    fc->fspace = H5Dget_space(fc->d_feat);
+    hsize_t dims[3] = {0, 0, 0};
+    if (!is_f32 || H5Sget_simple_extent_ndims(fc->fspace) != 3) {
+        err_set("%s: dataset 'features': expected float32 [images, patches, hidden] (%s)", path, FC_HINT);
+        goto fail;
+    }
+    H5Sget_simple_extent_dims(fc->fspace, dims, NULL);
+    if ((int)dims[1] != fc->id.num_patches || (int)dims[2] != fc->id.hidden_size) {
+        err_set("%s: dataset 'features': expected [N, %d, %d] (attributes num_patches, hidden_size), found "
+                "[%llu, %llu, %llu] (%s)", path, fc->id.num_patches, fc->id.hidden_size,
+                (unsigned long long)dims[0], (unsigned long long)dims[1], (unsigned long long)dims[2], FC_HINT);
+        goto fail;
+    }
+    fc->n = (int64_t)dims[0];
+    hsize_t count[3] = {1, dims[1], dims[2]};
+    fc->mspace = H5Screate_simple(3, count, NULL);
+    if (read_images(fc)) goto fail;
+    return fc;
+fail:
+    data_fc_close(fc);
+    return NULL;
+}
+
+int64_t data_fc_count(const data_fc *fc) { return fc->n; }
+int data_fc_patches(const data_fc *fc) { return fc->id.num_patches; }
+int data_fc_hidden(const data_fc *fc) { return fc->id.hidden_size; }
+const data_fc_ident *data_fc_get_ident(const data_fc *fc) { return &fc->id; }
+const char *data_fc_image(const data_fc *fc, int64_t row) {
+    return row >= 0 && row < fc->n ? fc->refs[row] : NULL;
+}
+int64_t data_fc_find(const data_fc *fc, const char *image_ref) { return image_ref ? map_get(&fc->map, image_ref) : -1; }
+
+int data_fc_read_row(data_fc *fc, int64_t row, float *out) {
+    h5_quiet();
+    if (row < 0 || row >= fc->n)
+        return err_set("%s: row %lld out of range (the cache holds %lld images)", fc->path, (long long)row,
+                       (long long)fc->n);
+    hsize_t start[3] = {(hsize_t)row, 0, 0};
+    hsize_t count[3] = {1, (hsize_t)fc->id.num_patches, (hsize_t)fc->id.hidden_size};
+    if (H5Sselect_hyperslab(fc->fspace, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+        H5Dread(fc->d_feat, H5T_NATIVE_FLOAT, fc->mspace, fc->fspace, H5P_DEFAULT, out) < 0)
+        return h5_fail("%s: dataset 'features': read of image %lld ('%s') failed (corrupt file? %s)", fc->path,
+                       (long long)row, fc->refs[row], FC_HINT);
+    return 0;
+}
+
+int data_fc_read(data_fc *fc, const char *image_ref, float *out) {
+    int64_t row = data_fc_find(fc, image_ref);
+    if (row < 0)
+        return err_set("%s: image '%s' is not in the feature cache (%lld images; made from another data file? "
+                       "%s)", fc->path, image_ref ? image_ref : "(none)", (long long)fc->n, FC_HINT);
+    return data_fc_read_row(fc, row, out);
+}
+
+int data_fc_read_many(data_fc *fc, const char *const *image_refs, int n, float *out, int *failed) {
+    size_t rows = (size_t)fc->id.num_patches * fc->id.hidden_size;
+    if (failed) *failed = -1;
+    for (int i = 0; i < n; i++)
+        if (data_fc_read(fc, image_refs[i], out + (size_t)i * rows)) {
+            if (failed) *failed = i;
+            return -1;
+        }
+    return 0;
+}
+
+data_fc *data_fc_open_for(const char *path, const char *vision_dir, int select_layer) {
+    if (!vision_dir) return data_fc_open(path, NULL);
+    hf_siglip_config cfg;
+    data_fc_ident id;
+    if (hf_siglip_config_load(vision_dir, &cfg) || data_fc_ident_init(&id, vision_dir, &cfg, select_layer)) return NULL;
+    return data_fc_open(path, &id);
+}

@@ -1,0 +1,100 @@
+// vision.h — the multimodal path shared by `lorac train` (projector modes), `lorac eval
+// --vision` and `lorac generate --vision`: image files -> SigLIP features (frozen, no grad)
+// -> the projector (on the tape) -> spliced into the Llama input embeddings at the image rows.
+//
+// Legend (ag.h): n rows of a batch, P visual rows per image, Cv vision hidden size, Ct text
+// hidden size, m visual rows of a batch (P per image).
+//
+// Where an image goes (CONTRACT.md "Data formats"): a caption record is <|begin_of_text|>,
+// the P visual rows, the caption, <|end_of_text|>; a chat record has them where its user
+// message says `<image>`. Batches (data/batch.h) hold P rows with id -1 there; the visual
+// rows get the projector's outputs, every other row the token embedding.
+//
+// Bad images in training: images are decoded when their micro-batch is built (not at load
+// time, so a large data set starts at once). A file that fails to decode stops the run with
+// one error `DATA.jsonl:LINE: image 'PATH': <why>`; with data.skip_bad_lines the record
+// stays in the batch (the batch layout, and so resume, are unchanged) but contributes no
+// loss (all its targets are dropped), its visual rows are zeros, and it is counted and
+// reported once (`warning: ... skipped`).
+#ifndef LORAC_VISION_H
+#define LORAC_VISION_H
+
+#include <stdint.h>
+
+#include "ag.h"
+#include "batch.h"
+#include "featcache.h"
+#include "image.h"
+#include "llama.h"
+#include "ppl.h"
+#include "projector.h"
+#include "records.h"
+#include "siglip.h"
+
+// --- the frozen vision tower + its preprocessing
+
+typedef struct vision_tower {
+    siglip_model sig;
+    img_norm norm;         // mean/std/rescale of the folder's preprocessor (SigLIP defaults)
+    int size;              // S: images are resized to S×S
+    int select_layer;      // as in the config / projector_config.json
+    int P, C;              // patches per image, vision hidden size (Cv)
+    int64_t max_pixels;    // decoded images larger than this are rejected
+    int max_batch;         // images per siglip_features call
+    ag_ctx ctx;            // the tower's own no-grad arena
+    float *pixels;         // [max_batch, 3, S, S]
+    int failed;            // after vision_features: index of the first undecodable image, or -1
+} vision_tower;
+
+// Loads DIR (SigLIP folder) and checks select_layer. 0, or -1 + err_set.
+int vision_open(vision_tower *v, const char *dir, int select_layer, int64_t max_pixels, int max_batch);
+void vision_close(vision_tower *v);
+
+// Features of n image files -> out [n·P, Cv]. With bad == NULL an undecodable file is an
+// error (-1 + err_set naming it, v->failed = its index); otherwise bad[i] is set to 1 for
+// it (its rows are zeros; a warning naming it goes to stderr) and the others are still
+// computed.
+int vision_features(vision_tower *v, const char *const *paths, int n, float *out, uint8_t *bad);
+
+// --- splicing (on the tape)
+
+// Input embeddings [n, Ct]: the token embedding of ids[n] (ids < 0 on visual rows), with
+// rows[j] (j < m, distinct) replaced by projector(feats[j]) (feats [m, Cv], copied to the
+// arena; no grad). Gradients flow into the projector only. NULL + err_set on bad shapes.
+ag_tensor *vision_embed(ag_ctx *c, const llama_model *lm, const projector *p, const int32_t *ids,
+                        int64_t n, const float *feats, const int32_t *rows, int64_t m);
+
+// Forward + backward of one micro-batch with images: feats [images·P, Cv] holds the visual
+// features of the batch's sequences that have an image, in sequence order. targets [n]
+// (NULL: b->targets) lets the caller drop a record's loss. *loss += Σ nll / norm;
+// gradients accumulate into the projector (and the LoRA factors when lora != NULL). Resets c.
+int vision_micro_step(ag_ctx *c, const llama_model *m, const llama_lora *lora, const projector *p,
+                      const data_batch *b, const float *feats, const int32_t *targets, float norm,
+                      double *loss);
+
+// --- where features come from (the tower, a feature cache, a test)
+
+// Writes the P visual rows of record r's image into out [P, Cv]. 0, or -1 + err_set.
+typedef int (*vision_feature_fn)(void *user, const data_record *r, float *out);
+typedef struct vision_source {
+    vision_feature_fn fn;
+    void *user;
+    int P, Cv;
+} vision_source;
+
+// A source computing the features of r->image with the tower (errors name the image file).
+vision_source vision_tower_source(vision_tower *v);
+// A source reading r->image_ref's row of a feature cache (`lorac prepare`).
+vision_source vision_cache_source(data_fc *fc);
+
+// --- perplexity with images (CONTRACT.md "Perplexity")
+
+// As eval_perplexity, over the rows of each record with its P visual rows included
+// (windows of M rows, stride S, counting image rows; only supervised tokens are scored,
+// each predicted from the context inside its window). Records with an image need src and p
+// (src NULL: such a record is an error naming its line).
+int vision_perplexity(ag_ctx *c, const llama_model *m, const llama_lora *lora, const vision_source *src,
+                      const projector *p, const data_set *ds, int64_t M, int64_t S,
+                      int64_t batch_rows, eval_result *res, eval_progress_fn progress, void *user);
+
+#endif
