@@ -224,7 +224,18 @@ int hf_llama_config_parse(const char *json, const char *path, hf_llama_config *c
     if (rs ? parse_rope(&j, rs, c) : rp ? parse_rope(&j, rp, c) : 0) goto done;
     // special tokens
     c->bos_id = -1;
-    if (jget(&j, "bos_token_id") && jint(&j, "bos_token_id", 1, -1, 0, &c->bos_id)) goto done;
+    const cJSON *bos = jget(&j, "bos_token_id");
+    if (bos && cJSON_IsArray(bos)) {   // some configs list it, like eos_token_id: the first one is used
+        const cJSON *e = cJSON_GetArrayItem(bos, 0);
+        if (e && (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble != floor(e->valuedouble) ||
+                  e->valuedouble > 2147483647.0)) {
+            err_set("%s: key 'bos_token_id[0]': expected a token id", path);
+            goto done;
+        }
+        if (e) c->bos_id = (int)e->valuedouble;
+    } else if (bos && jint(&j, "bos_token_id", 1, -1, 0, &c->bos_id)) {
+        goto done;
+    }
     const cJSON *eos = jget(&j, "eos_token_id");
     if (eos && cJSON_IsArray(eos)) {
         int n = cJSON_GetArraySize(eos);

@@ -92,6 +92,9 @@ static void test_llama32(void) {
     CHECK(hf_llama_config_parse(s, "x/config.json", &c) == 0 && c.n_eos == 1 && c.eos_ids[0] == 128001,
           "eos int: %s", err_get());
     free(s);
+    s = variant("\"bos_token_id\": 128000,", "\"bos_token_id\": [128000],");
+    CHECK(hf_llama_config_parse(s, "x/config.json", &c) == 0 && c.bos_id == 128000, "bos list: %s", err_get());
+    free(s);
     s = variant("\"head_dim\": 64,", "");
     CHECK(hf_llama_config_parse(s, "x/config.json", &c) == 0 && c.head_dim == 64, "head_dim default");
     free(s);
@@ -141,6 +144,7 @@ static void test_llama_errors(void) {
         {"[128001, 128008, 128009]", "[128001, \"x\"]", "eos_token_id"},
         {"[128001, 128008, 128009]", "[1,2,3,4,5,6,7,8,9]", "eos_token_id"},
         {"\"bos_token_id\": 128000,", "\"bos_token_id\": 128256,", "'bos_token_id'"},
+        {"\"bos_token_id\": 128000,", "\"bos_token_id\": [\"x\"],", "'bos_token_id[0]'"},
         {"\"rope_theta\": 500000.0,", "\"rope_theta\": -1,", "'rope_theta'"},
         {"\"rope_scaling\": {", "\"rope_scaling\": 7, \"x\": {", "'rope_scaling'"},
     };

@@ -37,6 +37,11 @@ if [ "$rc" -eq 0 ] && [ "$got" = "$want" ]; then ok; else bad "stdin: rc $rc, go
 n=$(printf 'a\nb\nc\n' | "$LORAC" tokenize --model "$M" | wc -l)
 [ "$n" -eq 3 ] && ok || bad "stdin: $n lines for 3 input lines"
 
+# CRLF line ends are line ends (as Python's text-mode stdin reads them); a lone \r is text
+got=$(printf 'a b\r\nx\r' | "$LORAC" tokenize --model "$M"); rc=$?
+want=$(printf '64 293\n87 201')
+if [ "$rc" -eq 0 ] && [ "$got" = "$want" ]; then ok; else bad "stdin CRLF: rc $rc, got '$got', want '$want'"; fi
+
 # invalid UTF-8 does not crash; it encodes as its U+FFFD repair
 got=$(printf 'a\xffb\xe2\x82' | "$LORAC" tokenize --model "$M"); rc=$?
 want=$("$LORAC" tokenize --model "$M" "$(printf 'a\xef\xbf\xbdb\xef\xbf\xbd')")

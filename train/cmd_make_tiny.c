@@ -320,6 +320,11 @@ int cmd_make_tiny(int argc, char **argv) {
     int force = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            printf("usage: lorac make-tiny --out DIR [--kind llama|siglip] [--seed N] "
+                   "[--preset llama-3.2-1b|siglip-base-patch16-224] [--dtype bf16|f16|f32] [--tokenizer DIR] [--force]\n");
+            return 0;
+        }
         if (!strcmp(a, "--force")) {
             force = 1;
             continue;

@@ -65,6 +65,21 @@ static int copy_file(const char *src, const char *dst) {
     return rc;
 }
 
+static int ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && !strcmp(s + a - b, suffix);
+}
+
+// Weight files the merge does not rewrite: copying them would ship the unmerged base
+// (e.g. original/consolidated.00.pth of a hub snapshot, pytorch_model.bin).
+static int is_weight_file(const char *n) {
+    static const char *const ext[] = {".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".gguf", ".msgpack", ".h5",
+                                      ".safetensors.index.json", ".bin.index.json"};
+    for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++)
+        if (ends_with(n, ext[i])) return 1;
+    return 0;
+}
+
 // copies every file of src (and one level of sub-folders, e.g. original/) except weights
 static int copy_folder(const char *src, const char *dst, int depth) {
     DIR *d = opendir(src);
@@ -74,8 +89,7 @@ static int copy_folder(const char *src, const char *dst, int depth) {
     while (rc == 0 && (e = readdir(d))) {
         const char *n = e->d_name;
         if (n[0] == '.') continue;
-        size_t L = strlen(n);
-        if ((L > 12 && !strcmp(n + L - 12, ".safetensors")) || !strcmp(n, "model.safetensors.index.json")) continue;
+        if (is_weight_file(n)) continue;
         char *s = path_join(src, n), *t = path_join(dst, n);
         if (dir_exists(s)) {
             if (depth < 1) rc = mkdir_p(t) || copy_folder(s, t, depth + 1);

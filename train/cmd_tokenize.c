@@ -57,6 +57,9 @@ int cmd_tokenize(int argc, char **argv) {
             o.bos = 1;
         } else if (!strcmp(argv[i], "--chat")) {
             o.chat = 1;
+        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            printf("usage: lorac tokenize --model DIR [--bos] [--chat] [TEXT]   (no TEXT: one line of ids per stdin line)\n");
+            return 0;
         } else if (!strcmp(argv[i], "--")) {
             if (i + 1 < argc) {
                 if (text || i + 2 < argc) return cli_usage("tokenize", "expected one TEXT argument");
@@ -91,6 +94,7 @@ int cmd_tokenize(int argc, char **argv) {
             lineno++;
             size_t len = (size_t)n;
             if (len && line[len - 1] == '\n') len--;
+            if (len && line[len - 1] == '\r' && len + 1 == (size_t)n) len--;   // CRLF ends a line too
             rc = tokenize_one(t, &o, line, len, stdout);
             if (rc) err_prefix("stdin line %ld", lineno);
         }

@@ -45,8 +45,9 @@ static void usage(FILE *fp) {
 }
 
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        usage(stderr);
+    if (argc < 2) {   // a usage error: one `error:` line, like every other failure
+        fprintf(stderr, "error: missing command (train, eval, generate, tokenize, prepare, merge, make-tiny, bench; "
+                        "try: lorac --help)\n");
         return 2;
     }
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
