@@ -3,6 +3,7 @@
 #include "ag.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,7 +115,48 @@ void ag_ctx_free(ag_ctx *c) {
 
 void ag_ctx_reset(ag_ctx *c) {
     c->nnodes = 0;
+    c->nfree_grads = 0;
     ag_arena_reset(&c->arena);
+    if (ag_prof_enabled()) c->prof_mark = now_seconds();
+}
+
+// --- profiling (process-wide table: a diagnostic, not model state)
+
+static struct {
+    int on;   // -1: not yet read from the environment
+    double fwd[AG_OP_COUNT], bwd[AG_OP_COUNT];
+    long nfwd[AG_OP_COUNT], nbwd[AG_OP_COUNT];
+} prof = {.on = -1};
+
+static void prof_print(void) {
+    double tot = 0;
+    for (int i = 0; i < AG_OP_COUNT; i++) tot += prof.fwd[i] + prof.bwd[i];
+    fprintf(stderr, "LORAC_PROFILE: wall time per op, all steps (forward: since the previous op)\n"
+                    "%-14s %10s %8s %10s %6s\n", "op", "fwd s", "bwd n", "bwd s", "%");
+    for (int i = 0; i < AG_OP_COUNT; i++)
+        if (prof.nfwd[i] || prof.nbwd[i])
+            fprintf(stderr, "%-14s %10.3f %8ld %10.3f %5.1f%%\n", ag_op_names[i], prof.fwd[i], prof.nbwd[i],
+                    prof.bwd[i], tot > 0 ? 100 * (prof.fwd[i] + prof.bwd[i]) / tot : 0);
+    fprintf(stderr, "%-14s %10.3f %8s %10.3f\n", "total", tot, "", 0.0);
+}
+
+int ag_prof_enabled(void) {
+    if (prof.on < 0) {
+        const char *e = getenv("LORAC_PROFILE");
+        prof.on = e && *e && strcmp(e, "0") != 0;
+        if (prof.on) atexit(prof_print);
+    }
+    return prof.on;
+}
+
+void ag_prof_mark(ag_ctx *c, ag_op op) {
+    if (!ag_prof_enabled()) return;
+    double t = now_seconds();
+    if (c->prof_mark > 0) {
+        prof.fwd[op] += t - c->prof_mark;
+        prof.nfwd[op]++;
+    }
+    c->prof_mark = t;
 }
 
 int ag_set_grad(ag_ctx *c, int on) {
@@ -159,6 +201,7 @@ int ag_needs_grad(const ag_ctx *c, ag_tensor *const *in, int nin) {
 ag_node *ag_record(ag_ctx *c, ag_op op, ag_tensor *out, ag_tensor *const *in, int nin,
                    ag_backward_fn backward) {
     AG_ASSERT(nin <= AG_MAXIN, "op %s: %d inputs", ag_op_names[op], nin);
+    ag_prof_mark(c, op);
     out->requires_grad = 0;
     if (!ag_needs_grad(c, in, nin)) return NULL;
     if (c->nnodes == c->cap_nodes) {
@@ -180,9 +223,14 @@ float *ag_grad(ag_ctx *c, ag_tensor *t) {
     if (!t || !t->requires_grad) return NULL;
     if (!t->grad) {
         AG_ASSERT(!t->is_param, "parameter %s has no gradient buffer", t->name ? t->name : "?");
-        t->grad = ag_alloc(c, (size_t)t->numel * sizeof(float), "gradient");
-        if (!t->grad) return NULL;
-        memset(t->grad, 0, (size_t)t->numel * sizeof(float));
+        size_t bytes = (size_t)t->numel * sizeof(float);
+        for (int i = c->nfree_grads - 1; i >= 0 && !t->grad; i--)
+            if (c->free_grads[i].bytes == bytes) {   // a recycled buffer of the same size
+                t->grad = c->free_grads[i].p;
+                c->free_grads[i] = c->free_grads[--c->nfree_grads];
+            }
+        if (!t->grad && !(t->grad = ag_alloc(c, bytes, "gradient"))) return NULL;
+        memset(t->grad, 0, bytes);
     }
     return t->grad;
 }
@@ -203,14 +251,28 @@ int ag_backward_from(ag_ctx *c, ag_tensor *out, const float *dout) {
     float *g = ag_grad(c, out);
     if (!g) return -1;
     for (int64_t i = 0; i < out->numel; i++) g[i] += dout[i];
+    int prof_on = ag_prof_enabled();
     for (int i = c->nnodes - 1; i >= 0; i--) {
         ag_node *n = &c->nodes[i];
         if (!n->out->grad) continue;   // nothing flowed into this output
         // Inputs' gradient buffers exist before the kernel runs (so it can accumulate).
         for (int j = 0; j < n->nin; j++)
             if (n->in[j] && n->in[j]->requires_grad && !ag_grad(c, n->in[j])) return -1;
+        double t0 = prof_on ? now_seconds() : 0;
         n->backward(c, n);
+        if (prof_on) {
+            prof.bwd[n->op] += now_seconds() - t0;
+            prof.nbwd[n->op]++;
+        }
+        // the output's gradient is complete and consumed: recycle a model-internal one
+        ag_tensor *o = n->out;
+        if (o->grad_transient && o != out && !o->is_param && c->nfree_grads < (int)(sizeof c->free_grads / sizeof c->free_grads[0])) {
+            c->free_grads[c->nfree_grads].p = o->grad;
+            c->free_grads[c->nfree_grads++].bytes = (size_t)o->numel * sizeof(float);
+            o->grad = NULL;
+        }
     }
+    if (prof_on) c->prof_mark = now_seconds();
     // every gradient has its tensor's shape by construction (allocated from numel);
     // check that the tape did not write past them via the arena bound
     AG_ASSERT(c->arena.used <= c->arena.cap, "arena overrun");

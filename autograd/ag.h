@@ -41,6 +41,8 @@ typedef struct ag_tensor {
     int64_t numel;
     int requires_grad;          // a gradient flows into this tensor
     int is_param;               // trainable leaf (its grad lives in an ag_params block)
+    int grad_transient;         // model-internal intermediate: once backward has consumed its
+                                // grad (after its producer's backward), the buffer is recycled
     const char *name;           // optional, for error messages
 } ag_tensor;
 
@@ -114,6 +116,11 @@ struct ag_ctx {
     int grad_enabled;           // 0: no-grad mode, nothing recorded
     int training;               // dropout active
     uint64_t rng;               // dropout RNG state (saved in checkpoints)
+    // gradient buffers of grad_transient tensors given back during backward, reused by
+    // ag_grad for a tensor of the same size (intermediate grads then cost ~one layer)
+    struct { float *p; size_t bytes; } free_grads[64];
+    int nfree_grads;
+    double prof_mark;           // LORAC_PROFILE: time of the previous ag_prof_mark
 };
 
 int ag_ctx_init(ag_ctx *c, size_t arena_bytes);
@@ -141,6 +148,13 @@ float *ag_grad(ag_ctx *c, ag_tensor *t);
 int ag_backward(ag_ctx *c, ag_tensor *loss);
 // Runs the tape backwards from any output, seeded with dout (same numel as out).
 int ag_backward_from(ag_ctx *c, ag_tensor *out, const float *dout);
+
+// --- profiling (LORAC_PROFILE=1 in the environment): per-op wall time, printed as a table
+// on stderr at exit. Forward: the time since the previous mark (ag_ctx_reset, the previous
+// op) is attributed to the op calling ag_prof_mark (ag_record does it; ops that record no
+// node in no-grad mode call it themselves). Backward: each node's backward is timed.
+int ag_prof_enabled(void);
+void ag_prof_mark(ag_ctx *c, ag_op op);
 
 // --- trainable parameters: one contiguous block
 

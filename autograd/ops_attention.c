@@ -87,7 +87,8 @@ ag_tensor *ag_rope(ag_ctx *c, ag_tensor *x, int nheads, const int32_t *pos, cons
     ag_tensor *out = ag_new2(c, N, x->shape[1]);
     if (!out) return NULL;
     rope_apply(out->data, x->data, N, nheads, D, pos, inv_freq, 0);
-    if (ag_needs_grad(c, &x, 1)) {
+    if (!ag_needs_grad(c, &x, 1)) ag_prof_mark(c, AG_OP_ROPE);
+    else {
         int32_t *p = ag_alloc(c, (size_t)(N ? N : 1) * sizeof *p, "rope positions");
         float *f = ag_alloc(c, (size_t)(D / 2) * sizeof *f, "rope inv_freq");
         if (!p || !f) return NULL;
@@ -279,7 +280,21 @@ typedef struct attn_dims {
     const int32_t *beg, *end;   // [Nq]
     int ntiles;                 // query tiles of BQ rows
     const int32_t *tlo, *thi;   // [ntiles] union of the tile rows' key ranges
+    const float *kT, *vT;       // [K, D, Nk]: k and v transposed per head, once per op
 } attn_dims;
+
+// dst[g, d, j] = src[j, g·D + d] (per key/value head, keys contiguous): transposed once per op
+// instead of once per (query head, query tile, key tile)
+static void transpose_heads(float *dst, const float *src, int64_t Nk, int K, int D, int64_t ld) {
+    int64_t nb = (Nk + BK - 1) / BK;
+#pragma omp parallel for schedule(static)
+    for (int64_t task = 0; task < (int64_t)K * nb; task++) {
+        int g = (int)(task / nb);
+        int64_t j0 = task % nb * BK;
+        int n = (int)(Nk - j0 < BK ? Nk - j0 : BK);
+        transpose(dst + (int64_t)g * D * Nk + j0, Nk, src + j0 * ld + (int64_t)g * D, ld, n, D);
+    }
+}
 
 // the union of the key ranges of query rows [i0, i1) (empty ranges ignored)
 static void tile_range(const attn_dims *a, int64_t i0, int64_t i1, int32_t *lo, int32_t *hi) {
@@ -312,15 +327,14 @@ static void attn_fwd_tile(const attn_dims *a, const float *q, const float *k, co
     int D = a->D, g = h / a->G;
     int64_t i0 = (int64_t)t * BQ;
     int bq = (int)(a->Nq - i0 < BQ ? a->Nq - i0 : BQ);
-    float *kt = scr, *s = kt + (size_t)BK * D, *acc = s + BQ * BK, *mx = acc + (size_t)BQ * D, *l = mx + BQ;
+    float *s = scr + (size_t)BK * D, *acc = s + BQ * BK, *mx = acc + (size_t)BQ * D, *l = mx + BQ;
     const float *qh = q + i0 * a->ldq + (int64_t)h * D;
+    (void)k;
     for (int r = 0; r < bq; r++) mx[r] = -INFINITY, l[r] = 0;
     memset(acc, 0, (size_t)bq * D * sizeof *acc);
     for (int64_t j0 = a->tlo[t]; j0 < a->thi[t]; j0 += BK) {
         int bk = (int)(a->thi[t] - j0 < BK ? a->thi[t] - j0 : BK);
-        const float *kj = k + j0 * a->ldk + (int64_t)g * D;
-        transpose(kt, BK, kj, a->ldk, bk, D);
-        mm(s, BK, qh, a->ldq, kt, BK, bq, bk, D, 0);
+        mm(s, BK, qh, a->ldq, a->kT + (int64_t)g * D * a->Nk + j0, a->Nk, bq, bk, D, 0);
         for (int r = 0; r < bq; r++) {
             float *sr = s + r * BK;
             int64_t b = a->beg[i0 + r] - j0, e = a->end[i0 + r] - j0;
@@ -387,16 +401,15 @@ static void attn_dq_tile(const attn_dims *a, const float *q, const float *k, con
     int D = a->D, g = h / a->G;
     int64_t i0 = (int64_t)t * BQ;
     int bq = (int)(a->Nq - i0 < BQ ? a->Nq - i0 : BQ);
-    float *kt = scr, *vt = kt + (size_t)BK * D, *s = vt + (size_t)BK * D, *dp = s + BQ * BK, *acc = dp + BQ * BK;
+    float *s = scr + 2 * (size_t)BK * D, *dp = s + BQ * BK, *acc = dp + BQ * BK;
     const float *qh = q + i0 * a->ldq + (int64_t)h * D, *doh = dout + i0 * a->ldq + (int64_t)h * D;
+    (void)v;
     memset(acc, 0, (size_t)bq * D * sizeof *acc);
     for (int64_t j0 = a->tlo[t]; j0 < a->thi[t]; j0 += BK) {
         int bk = (int)(a->thi[t] - j0 < BK ? a->thi[t] - j0 : BK);
-        const float *kj = k + j0 * a->ldk + (int64_t)g * D, *vj = v + j0 * a->ldk + (int64_t)g * D;
-        transpose(kt, BK, kj, a->ldk, bk, D);
-        transpose(vt, BK, vj, a->ldk, bk, D);
-        mm(s, BK, qh, a->ldq, kt, BK, bq, bk, D, 0);
-        mm(dp, BK, doh, a->ldq, vt, BK, bq, bk, D, 0);
+        const float *kj = k + j0 * a->ldk + (int64_t)g * D;
+        mm(s, BK, qh, a->ldq, a->kT + (int64_t)g * D * a->Nk + j0, a->Nk, bq, bk, D, 0);
+        mm(dp, BK, doh, a->ldq, a->vT + (int64_t)g * D * a->Nk + j0, a->Nk, bq, bk, D, 0);
         attn_p_ds(a, s, dp, i0, bq, j0, bk, lse, Dr, h);
         mm(acc, D, dp, BK, kj, a->ldk, bq, D, bk, 1);
     }
@@ -413,11 +426,11 @@ static void attn_dkv_tile(const attn_dims *a, const float *q, const float *k, co
                           int64_t j0, float *scr) {
     int D = a->D;
     int bk = (int)(a->Nk - j0 < BK ? a->Nk - j0 : BK);
-    float *kt = scr, *vt = kt + (size_t)BK * D, *s = vt + (size_t)BK * D, *dp = s + BQ * BK;
+    float *s = scr + 2 * (size_t)BK * D, *dp = s + BQ * BK;
     float *pt = dp + BQ * BK, *dst = pt + BK * BQ, *dka = dst + BK * BQ, *dva = dka + (size_t)BK * D;
-    const float *kj = k + j0 * a->ldk + (int64_t)g * D, *vj = v + j0 * a->ldk + (int64_t)g * D;
-    transpose(kt, BK, kj, a->ldk, bk, D);
-    transpose(vt, BK, vj, a->ldk, bk, D);
+    const float *kt = a->kT + (int64_t)g * D * a->Nk + j0, *vt = a->vT + (int64_t)g * D * a->Nk + j0;
+    int64_t ldt = a->Nk;
+    (void)k, (void)v;
     memset(dka, 0, (size_t)bk * D * sizeof *dka);
     memset(dva, 0, (size_t)bk * D * sizeof *dva);
     for (int h = g * a->G; h < (g + 1) * a->G; h++) {
@@ -426,8 +439,8 @@ static void attn_dkv_tile(const attn_dims *a, const float *q, const float *k, co
             int64_t i0 = (int64_t)t * BQ;
             int bq = (int)(a->Nq - i0 < BQ ? a->Nq - i0 : BQ);
             const float *qh = q + i0 * a->ldq + (int64_t)h * D, *doh = dout + i0 * a->ldq + (int64_t)h * D;
-            mm(s, BK, qh, a->ldq, kt, BK, bq, bk, D, 0);
-            if (dk) mm(dp, BK, doh, a->ldq, vt, BK, bq, bk, D, 0);
+            mm(s, BK, qh, a->ldq, kt, ldt, bq, bk, D, 0);
+            if (dk) mm(dp, BK, doh, a->ldq, vt, ldt, bq, bk, D, 0);
             attn_p_ds(a, s, dk ? dp : NULL, i0, bq, j0, bk, lse, Dr, h);
             if (dv) {
                 transpose(pt, BQ, s, BK, bq, bk);
@@ -485,10 +498,14 @@ static void attention_backward(ag_ctx *c, ag_node *n) {
     size_t mark = arena_mark(c);
     int nth = omp_get_max_threads();
     size_t per = attn_scratch_floats(a.D);
-    size_t bytes = ((size_t)(a.Nq * a.H + 16) + (size_t)nth * per) * sizeof(float);
+    size_t nkt = ((size_t)(a.K * a.D * a.Nk) + 15) & ~(size_t)15;
+    size_t bytes = ((size_t)(a.Nq * a.H + 16) + (size_t)nth * per + 2 * nkt) * sizeof(float);
     float *Dr = ag_alloc(c, bytes, "attention backward scratch"), *heap = NULL;
     if (!Dr) Dr = heap = xmalloc(bytes);   // a full arena must not lose the gradient
-    float *scr = Dr + ((a.Nq * a.H + 15) & ~(int64_t)15);
+    float *scr = Dr + ((a.Nq * a.H + 15) & ~(int64_t)15), *kT = scr + (size_t)nth * per, *vT = kT + nkt;
+    transpose_heads(kT, k->data, a.Nk, a.K, a.D, a.ldk);
+    transpose_heads(vT, v->data, a.Nk, a.K, a.D, a.ldk);
+    a.kT = kT, a.vT = vT;
     // D_i = Σ_d dout·out per (row, head)
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < a.Nq; i++)
@@ -560,7 +577,10 @@ ag_tensor *ag_attention(ag_ctx *c, ag_tensor *q, ag_tensor *k, ag_tensor *v, int
     int nth = omp_get_max_threads();
     size_t per = attn_scratch_floats((int)D);
     float *scr = ag_alloc(c, (size_t)nth * per * sizeof *scr, "attention scratch");
-    if (!scr) return NULL;
+    float *kT = ag_alloc(c, (size_t)(K * D * Nk + 1) * sizeof *kT, "attention kT");
+    if (!scr || !kT) return NULL;
+    transpose_heads(kT, k->data, Nk, K, (int)D, K * D);
+    a.kT = kT;
     int64_t ntask = (int64_t)H * a.ntiles;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t task = 0; task < ntask; task++)
@@ -570,6 +590,7 @@ ag_tensor *ag_attention(ag_ctx *c, ag_tensor *q, ag_tensor *k, ag_tensor *v, int
     ag_tensor *in[3] = {q, k, v};
     if (!ag_needs_grad(c, in, 3)) {
         arena_release(c, mark);
+        ag_prof_mark(c, AG_OP_ATTENTION);
         return out;
     }
     arena_release(c, keep);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "ag.h"
+#include "vmath.h"
 
 // --- helpers
 
@@ -342,6 +343,7 @@ ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, a
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)r, scale, u, (int)r, B->data,
                 (int)r, 1.0f, y->data, (int)O);
     c->arena.used = mark;
+    ag_prof_mark(c, AG_OP_LORA_LINEAR);   // it records before computing
     return y;
 }
 
@@ -508,6 +510,7 @@ ag_tensor *ag_rmsnorm(ag_ctx *c, ag_tensor *x, ag_tensor *w, float eps) {
         for (int64_t j = 0; j < C; j++) yi[j] = wd[j] * (xi[j] * r);
         if (rstd) rstd[i] = r;
     }
+    ag_prof_mark(c, AG_OP_RMSNORM);
     return y;
 }
 
@@ -598,6 +601,7 @@ ag_tensor *ag_layernorm(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *b, flo
             rstd[i] = r;
         }
     }
+    ag_prof_mark(c, AG_OP_LAYERNORM);
     return y;
 }
 
@@ -606,12 +610,25 @@ ag_tensor *ag_layernorm(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *b, flo
 static void swiglu_backward(ag_ctx *c, ag_node *n) {
     const float *dy = n->out->grad, *gd = n->in[0]->data, *ud = n->in[1]->data;
     float *dg = ag_grad(c, n->in[0]), *du = ag_grad(c, n->in[1]);
-    int64_t m = n->out->numel;
+    int64_t m = n->out->numel, nb = (m + 7) / 8;
 #pragma omp parallel for schedule(static) if (m >= PAR_MIN)
-    for (int64_t i = 0; i < m; i++) {
-        float g = gd[i], sg = 1.0f / (1.0f + expf(-g));
-        if (dg) dg[i] += dy[i] * ud[i] * (sg * (1.0f + g * (1.0f - sg)));
-        if (du) du[i] += dy[i] * (g * sg);
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t i = 8 * b, k = imin(8, m - i);
+        vm8 g = k == 8 ? vm_ld(gd + i) : vm_tail_load(gd + i, k), sg = vm_sigmoid(g);
+        vm8 d = k == 8 ? vm_ld(dy + i) : vm_tail_load(dy + i, k);
+        if (dg) {
+            vm8 u = k == 8 ? vm_ld(ud + i) : vm_tail_load(ud + i, k);
+            vm8 o = k == 8 ? vm_ld(dg + i) : vm_tail_load(dg + i, k);
+            o += d * u * (sg * (1.0f + g * (1.0f - sg)));
+            if (k == 8) vm_st(dg + i, o);
+            else vm_tail_store(dg + i, o, k);
+        }
+        if (du) {
+            vm8 o = k == 8 ? vm_ld(du + i) : vm_tail_load(du + i, k);
+            o += d * (g * sg);
+            if (k == 8) vm_st(du + i, o);
+            else vm_tail_store(du + i, o, k);
+        }
     }
 }
 
@@ -623,11 +640,18 @@ ag_tensor *ag_swiglu(ag_ctx *c, ag_tensor *gate, ag_tensor *up) {
     }
     ag_tensor *y = op_out(c, "swiglu", gate->ndim, gate->shape);
     if (!y) return NULL;
-    int64_t m = gate->numel;
+    int64_t m = gate->numel, nb = (m + 7) / 8;
     const float *gd = gate->data, *ud = up->data;
     float *yd = y->data;
 #pragma omp parallel for schedule(static) if (m >= PAR_MIN)
-    for (int64_t i = 0; i < m; i++) yd[i] = gd[i] / (1.0f + expf(-gd[i])) * ud[i];
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t i = 8 * b, k = imin(8, m - i);
+        vm8 g = k == 8 ? vm_ld(gd + i) : vm_tail_load(gd + i, k);
+        vm8 u = k == 8 ? vm_ld(ud + i) : vm_tail_load(ud + i, k);
+        vm8 o = g / (1.0f + vm_exp(-g)) * u;
+        if (k == 8) vm_st(yd + i, o);
+        else vm_tail_store(yd + i, o, k);
+    }
     ag_tensor *in[2] = {gate, up};
     ag_record(c, AG_OP_SWIGLU, y, in, 2, swiglu_backward);
     return y;
@@ -671,14 +695,19 @@ ag_tensor *ag_gelu(ag_ctx *c, ag_tensor *x) {
 static void gelu_tanh_backward(ag_ctx *c, ag_node *n) {
     const float *dy = n->out->grad, *xd = n->in[0]->data;
     float *dx = ag_grad(c, n->in[0]);
-    int64_t m = n->out->numel;
+    int64_t m = n->out->numel, nb = (m + 7) / 8;
     if (!dx) return;
 #pragma omp parallel for schedule(static) if (m >= PAR_MIN)
-    for (int64_t i = 0; i < m; i++) {
-        float x = xd[i], x2 = x * x;
-        float t = tanhf(GELU_BETA * (x + GELU_KAPPA * x2 * x));
-        float d = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * x2);
-        dx[i] += dy[i] * d;
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t i = 8 * b, k = imin(8, m - i);
+        vm8 x = k == 8 ? vm_ld(xd + i) : vm_tail_load(xd + i, k), x2 = x * x;
+        vm8 t = vm_tanh(GELU_BETA * (x + GELU_KAPPA * x2 * x));
+        vm8 d = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_BETA * (1.0f + 3.0f * GELU_KAPPA * x2);
+        vm8 g = k == 8 ? vm_ld(dy + i) : vm_tail_load(dy + i, k);
+        vm8 o = k == 8 ? vm_ld(dx + i) : vm_tail_load(dx + i, k);
+        o += g * d;
+        if (k == 8) vm_st(dx + i, o);
+        else vm_tail_store(dx + i, o, k);
     }
 }
 
@@ -686,13 +715,16 @@ ag_tensor *ag_gelu_tanh(ag_ctx *c, ag_tensor *x) {
     if (!x) return NULL;
     ag_tensor *y = op_out(c, "gelu_tanh", x->ndim, x->shape);
     if (!y) return NULL;
-    int64_t m = x->numel;
+    int64_t m = x->numel, nb = (m + 7) / 8;
     const float *xd = x->data;
     float *yd = y->data;
 #pragma omp parallel for schedule(static) if (m >= PAR_MIN)
-    for (int64_t i = 0; i < m; i++) {
-        float v = xd[i];
-        yd[i] = 0.5f * v * (1.0f + tanhf(GELU_BETA * (v + GELU_KAPPA * v * v * v)));
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t i = 8 * b, k = imin(8, m - i);
+        vm8 v = k == 8 ? vm_ld(xd + i) : vm_tail_load(xd + i, k);
+        vm8 o = 0.5f * v * (1.0f + vm_tanh(GELU_BETA * (v + GELU_KAPPA * v * v * v)));
+        if (k == 8) vm_st(yd + i, o);
+        else vm_tail_store(yd + i, o, k);
     }
     ag_record(c, AG_OP_GELU_TANH, y, &x, 1, gelu_tanh_backward);
     return y;

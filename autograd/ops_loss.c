@@ -4,10 +4,12 @@
 // Logits are never materialized as [N, V]: only supervised rows (targets >= 0) are gathered
 // into a compact hg[M, C], and logits are computed a block of rows × a chunk of the vocabulary
 // at a time (cblas_sgemm against rows of W) while an online log-sum-exp per row runs in double.
-// The forward saves only lse[M] and the gathered row indices; the backward recomputes each
-// logits chunk, turns it into dlogits = (softmax − onehot)·dloss/norm and accumulates
-// dh_rows += dlogits · W_chunk (sgemm), then scatters dh_rows into h's gradient.
+// When h needs a gradient, the same pass over the vocabulary also accumulates
+// dh_rows = (softmax − onehot)·W (a second sgemm per chunk, rescaled online like the sum), so the
+// backward is only dh[row] += dloss/norm · dh_rows (no second lm-head product); saved state is
+// dh_rows [M, C] and the gathered row indices.
 #include "ag.h"
+#include "vmath.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -47,17 +49,47 @@ static void ce_gather(const ce_problem *p, float *hg, int64_t r0, int64_t mb) {
         memcpy(hg + r * p->C, p->h + (int64_t)p->rows[r0 + r] * p->C, (size_t)p->C * sizeof(float));
 }
 
-// lse[M] and nll[M] (double) for every supervised row. scr: ce_scratch_floats(p, 0).
-static void ce_forward(const ce_problem *p, float *scr, double *lse, double *nll) {
+typedef double vd4 __attribute__((vector_size(32)));
+
+// Σ over l[0..n) of e^(l[j] − m) (in double, fixed order); with store, l[j] = e^(l[j] − m).
+static double exp_sum(float *l, int64_t n, float m, int store) {
+    vd4 a0 = {0}, a1 = {0};
+    int64_t j = 0;
+    vm8 mv = vm_splat(m);
+    for (; j + 8 <= n; j += 8) {
+        vm8 p = vm_exp(vm_ld(l + j) - mv);
+        if (store) vm_st(l + j, p);
+        a0 += __builtin_convertvector(__builtin_shufflevector(p, p, 0, 1, 2, 3), vd4);
+        a1 += __builtin_convertvector(__builtin_shufflevector(p, p, 4, 5, 6, 7), vd4);
+    }
+    if (j < n) {
+        float t[8];
+        for (int k = 0; k < 8; k++) t[k] = j + k < n ? l[j + k] - m : -INFINITY;
+        vm8 p = vm_exp(vm_ld(t));
+        if (store) vm_tail_store(l + j, p, n - j);
+        a0 += __builtin_convertvector(__builtin_shufflevector(p, p, 0, 1, 2, 3), vd4);
+        a1 += __builtin_convertvector(__builtin_shufflevector(p, p, 4, 5, 6, 7), vd4);
+    }
+    return ((a0[0] + a1[0]) + (a0[1] + a1[1])) + ((a0[2] + a1[2]) + (a0[3] + a1[3]));
+}
+
+// lse[M] and nll[M] (double) for every supervised row. scr: ce_scratch_floats(p, dhs != NULL).
+// With dhs[M, C] (training), the gradient is computed in the same pass over the vocabulary
+// (no second lm-head product in backward): per row, running max m, Σ_{j≠t} e^(l_j − m) and
+// e^(l_t − m) in double, and acc = Σ_{j≠t} e^(l_j − m)·W_j (sgemm; rescaled when m grows).
+// Then dhs = acc/Σ − (Σ_{j≠t}/Σ)·W_t = Σ_j softmax_j W_j − W_t, with the target's
+// coefficient formed without cancellation.
+static void ce_forward(const ce_problem *p, float *scr, double *lse, double *nll, float *dhs) {
     int64_t C = p->C, V = p->V;
     int64_t rb = p->M < CE_ROWS ? p->M : CE_ROWS;
-    double *sum = xmalloc((size_t)rb * 2 * sizeof *sum), *tlogit = sum + rb;   // per row of a block
+    double *sum = xmalloc((size_t)rb * 3 * sizeof *sum), *tlogit = sum + rb, *texp = tlogit + rb;
     float *mx = xmalloc((size_t)rb * sizeof *mx);
     for (int64_t r0 = 0; r0 < p->M; r0 += CE_ROWS) {
         int64_t mb = p->M - r0 < CE_ROWS ? p->M - r0 : CE_ROWS;
-        float *hg = scr, *logits = scr + mb * C;
+        float *hg = scr, *logits = scr + mb * C, *acc = logits + mb * p->chunk;
         ce_gather(p, hg, r0, mb);
-        for (int64_t r = 0; r < mb; r++) sum[r] = 0, mx[r] = -INFINITY, tlogit[r] = 0;
+        for (int64_t r = 0; r < mb; r++) sum[r] = 0, mx[r] = -INFINITY, tlogit[r] = 0, texp[r] = 0;
+        if (dhs) memset(acc, 0, (size_t)(mb * C) * sizeof *acc);
         for (int64_t v0 = 0; v0 < V; v0 += p->chunk) {
             int64_t cv = V - v0 < p->chunk ? V - v0 : p->chunk;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mb, (int)cv, (int)C, 1.0f, hg, (int)C,
@@ -65,61 +97,54 @@ static void ce_forward(const ce_problem *p, float *scr, double *lse, double *nll
             // online log-sum-exp: running max mx and Σ exp(logit − mx) in double
 #pragma omp parallel for schedule(static)
             for (int64_t r = 0; r < mb; r++) {
-                const float *l = logits + r * cv;
+                float *l = logits + r * cv;
                 float m = -INFINITY;
                 for (int64_t j = 0; j < cv; j++) m = l[j] > m ? l[j] : m;
                 if (m > mx[r]) {
-                    sum[r] *= exp((double)mx[r] - (double)m);
+                    double f = exp((double)mx[r] - (double)m);
+                    sum[r] *= f;
+                    texp[r] *= f;
+                    if (dhs) {
+                        float ff = (float)f, *ar = acc + r * C;
+                        for (int64_t j = 0; j < C; j++) ar[j] *= ff;
+                    }
                     mx[r] = m;
                 }
-                double s = 0;
-                float mr = mx[r];
-                for (int64_t j = 0; j < cv; j++) s += (double)expf(l[j] - mr);
-                sum[r] += s;
                 int64_t t = p->tgt[r0 + r] - v0;
-                if (t >= 0 && t < cv) tlogit[r] = l[t];
+                float lt = t >= 0 && t < cv ? l[t] : 0;
+                double s = exp_sum(l, cv, mx[r], dhs != NULL);
+                if (t >= 0 && t < cv) {   // the target's term is kept apart (see above)
+                    float pt = vm_exp(vm_splat(lt - mx[r]))[0];
+                    tlogit[r] = lt;
+                    texp[r] += pt;
+                    s -= pt;
+                    if (dhs) l[t] = 0;
+                }
+                sum[r] += s;
             }
+            if (dhs)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mb, (int)C, (int)cv, 1.0f, logits,
+                            (int)cv, p->W + v0 * C, (int)C, 1.0f, acc, (int)C);
         }
         for (int64_t r = 0; r < mb; r++) {
-            double L = (double)mx[r] + log(sum[r]);
+            double tot = sum[r] + texp[r];
+            double L = (double)mx[r] + log(tot);
             lse[r0 + r] = L;
             nll[r0 + r] = L - tlogit[r];
+        }
+        if (dhs) {
+#pragma omp parallel for schedule(static)
+            for (int64_t r = 0; r < mb; r++) {
+                double tot = sum[r] + texp[r];
+                float inv = (float)(1.0 / tot), ct = (float)(-sum[r] / tot);
+                const float *ar = acc + r * C, *wt = p->W + (int64_t)p->tgt[r0 + r] * C;
+                float *d = dhs + (r0 + r) * C;
+                for (int64_t j = 0; j < C; j++) d[j] = ar[j] * inv + ct * wt[j];
+            }
         }
     }
     free(sum);
     free(mx);
-}
-
-// dh[N, C] (h's gradient) += dloss/norm · (softmax − onehot) · W for every supervised row.
-static void ce_backward(const ce_problem *p, const double *lse, float g, float *scr, float *dh) {
-    int64_t C = p->C, V = p->V;
-    for (int64_t r0 = 0; r0 < p->M; r0 += CE_ROWS) {
-        int64_t mb = p->M - r0 < CE_ROWS ? p->M - r0 : CE_ROWS;
-        float *hg = scr, *logits = hg + mb * C, *dhg = logits + mb * p->chunk;
-        ce_gather(p, hg, r0, mb);
-        memset(dhg, 0, (size_t)(mb * C) * sizeof *dhg);
-        for (int64_t v0 = 0; v0 < V; v0 += p->chunk) {
-            int64_t cv = V - v0 < p->chunk ? V - v0 : p->chunk;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mb, (int)cv, (int)C, 1.0f, hg, (int)C,
-                        p->W + v0 * C, (int)C, 0.0f, logits, (int)cv);
-#pragma omp parallel for schedule(static)
-            for (int64_t r = 0; r < mb; r++) {
-                float *l = logits + r * cv;
-                double L = lse[r0 + r];
-                for (int64_t j = 0; j < cv; j++) l[j] = expf((float)((double)l[j] - L)) * g;
-                int64_t t = p->tgt[r0 + r] - v0;
-                if (t >= 0 && t < cv) l[t] -= g;
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mb, (int)C, (int)cv, 1.0f, logits,
-                        (int)cv, p->W + v0 * C, (int)C, 1.0f, dhg, (int)C);
-        }
-#pragma omp parallel for schedule(static)
-        for (int64_t r = 0; r < mb; r++) {
-            float *d = dh + (int64_t)p->rows[r0 + r] * C;
-            const float *s = dhg + r * C;
-            for (int64_t j = 0; j < C; j++) d[j] += s[j];
-        }
-    }
 }
 
 // Validates shapes and targets and returns M, the number of supervised rows (or -1); fills
@@ -146,18 +171,21 @@ static int64_t ce_check(const char *op, const ag_tensor *h, const ag_tensor *W, 
     return M;
 }
 
+// dh[rows[r]] += dloss/norm · dhs[r]: the forward already formed softmax·W − W_target per row
 static void cross_entropy_backward(ag_ctx *c, ag_node *n) {
     ag_tensor *h = n->in[0];
     float *dh = ag_grad(c, h);
-    if (!dh || n->i[0] == 0) return;
-    ce_problem p = {.h = h->data, .W = n->aux[2], .C = h->shape[1], .V = n->i[2], .M = n->i[0],
-                    .rows = n->aux[0], .tgt = n->aux[1], .chunk = (int)n->i[1]};
-    size_t mark = c->arena.used;
-    void *heap;
-    float *scr = scratch(c, (size_t)ce_scratch_floats(&p, 1) * sizeof(float), &heap);
-    ce_backward(&p, n->saved, n->out->grad[0] / n->f[0], scr, dh);
-    free(heap);
-    c->arena.used = mark;
+    int64_t M = n->i[0], C = h->shape[1];
+    if (!dh || M == 0) return;
+    const float *dhs = n->saved;
+    const int32_t *rows = n->aux[0];
+    float g = n->out->grad[0] / n->f[0];
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < M; r++) {
+        float *d = dh + (int64_t)rows[r] * C;
+        const float *s = dhs + r * C;
+        for (int64_t j = 0; j < C; j++) d[j] += g * s[j];
+    }
 }
 
 ag_tensor *ag_cross_entropy_chunked(ag_ctx *c, ag_tensor *h, ag_tensor *W, const int32_t *targets, float norm,
@@ -173,33 +201,30 @@ ag_tensor *ag_cross_entropy_chunked(ag_ctx *c, ag_tensor *h, ag_tensor *W, const
     if (!out || !rows) return NULL;
     int32_t *tgt = rows + M;
     ce_check("cross_entropy", h, W, targets, rows, tgt);
-    double *lse = ag_alloc(c, (size_t)(M + 1) * sizeof *lse, "cross_entropy lse");
-    if (!lse) return NULL;
+    int grad = ag_needs_grad(c, &h, 1);
+    float *dhs = grad ? ag_alloc(c, (size_t)(M * h->shape[1] + 1) * sizeof *dhs, "cross_entropy dh") : NULL;
+    if (grad && !dhs) return NULL;
     size_t keep = c->arena.used;
     ce_problem p = {.h = h->data, .W = W->data, .C = h->shape[1], .V = W->shape[0], .M = M, .rows = rows,
                     .tgt = tgt, .chunk = chunk};
-    double *nll = NULL;
-    void *heap = NULL;
     double total = 0;
     if (M > 0) {
-        nll = xmalloc((size_t)M * sizeof *nll);
-        float *scr = scratch(c, (size_t)ce_scratch_floats(&p, 0) * sizeof(float), &heap);
-        ce_forward(&p, scr, lse, nll);
+        double *lse = xmalloc((size_t)M * 2 * sizeof *lse), *nll = lse + M;
+        void *heap = NULL;
+        float *scr = scratch(c, (size_t)ce_scratch_floats(&p, grad) * sizeof(float), &heap);
+        ce_forward(&p, scr, lse, nll, dhs);
         for (int64_t r = 0; r < M; r++) total += nll[r];
+        free(lse);
+        free(heap);
     }
-    free(nll);
-    free(heap);
     c->arena.used = keep;
     out->data[0] = (float)(total / norm);
-    ag_node *n = ag_record(c, AG_OP_CROSS_ENTROPY, out, &h, 1, cross_entropy_backward);
+    if (!grad) ag_prof_mark(c, AG_OP_CROSS_ENTROPY);
+    ag_node *n = grad ? ag_record(c, AG_OP_CROSS_ENTROPY, out, &h, 1, cross_entropy_backward) : NULL;
     if (n) {
-        n->saved = lse;
+        n->saved = dhs;
         n->aux[0] = rows;
-        n->aux[1] = tgt;
-        n->aux[2] = W->data;
         n->i[0] = M;
-        n->i[1] = chunk;
-        n->i[2] = W->shape[0];
         n->f[0] = norm;
     } else {
         c->arena.used = mark;   // nothing saved in no-grad mode
@@ -228,8 +253,9 @@ int ag_nll_rows_chunked(ag_ctx *c, const ag_tensor *h, const ag_tensor *W, const
     size_t mark = c->arena.used;
     void *heap;
     float *scr = scratch(c, (size_t)ce_scratch_floats(&p, 0) * sizeof(float), &heap);
-    ce_forward(&p, scr, lse, d);
+    ce_forward(&p, scr, lse, d, NULL);
     for (int64_t r = 0; r < M; r++) nll[rows[r]] = (float)d[r];
+    ag_prof_mark(c, AG_OP_CROSS_ENTROPY);
     free(heap);
     c->arena.used = mark;
     free(rows);

@@ -186,6 +186,13 @@ static ag_tensor *proj(ag_ctx *c, const llama_model *m, const llama_lora *lora, 
     return ag_linear(c, x, W, NULL);
 }
 
+// Marks a layer-internal tensor: its gradient buffer is recycled as soon as backward has
+// consumed it (nothing outside llama_forward sees these tensors).
+static ag_tensor *tr(ag_tensor *t) {
+    if (t) t->grad_transient = 1;
+    return t;
+}
+
 // One decoder layer: x [N,C] -> x + attn(norm(x)) -> + mlp(norm(.)). With a KV cache, the
 // new rows' K,V are appended at kv->len and attention runs over the whole cache.
 static ag_tensor *layer_forward(ag_ctx *c, const llama_model *m, const llama_lora *lora, int l,
@@ -195,10 +202,10 @@ static ag_tensor *layer_forward(ag_ctx *c, const llama_model *m, const llama_lor
     llama_layer *ly = &m->w.layers[l];
     int H = g->num_heads, K = g->num_kv_heads;
     float eps = g->rms_norm_eps;
-    ag_tensor *h = ag_rmsnorm(c, x, &ly->attn_norm, eps);
-    ag_tensor *q = ag_rope(c, proj(c, m, lora, l, LLAMA_Q, h), H, pos, m->inv_freq);
-    ag_tensor *k = ag_rope(c, proj(c, m, lora, l, LLAMA_K, h), K, pos, m->inv_freq);
-    ag_tensor *v = proj(c, m, lora, l, LLAMA_V, h);
+    ag_tensor *h = tr(ag_rmsnorm(c, x, &ly->attn_norm, eps));
+    ag_tensor *q = tr(ag_rope(c, tr(proj(c, m, lora, l, LLAMA_Q, h)), H, pos, m->inv_freq));
+    ag_tensor *k = tr(ag_rope(c, tr(proj(c, m, lora, l, LLAMA_K, h)), K, pos, m->inv_freq));
+    ag_tensor *v = tr(proj(c, m, lora, l, LLAMA_V, h));
     if (!q || !k || !v) return NULL;
     float scale = 1.0f / sqrtf((float)g->head_dim);
     ag_tensor *a;
@@ -211,10 +218,10 @@ static ag_tensor *layer_forward(ag_ctx *c, const llama_model *m, const llama_lor
     } else {
         a = ag_attention(c, q, k, v, H, K, kv_begin, NULL, scale);
     }
-    x = ag_add(c, x, proj(c, m, lora, l, LLAMA_O, a));
-    h = ag_rmsnorm(c, x, &ly->mlp_norm, eps);
-    ag_tensor *u = ag_swiglu(c, proj(c, m, lora, l, LLAMA_GATE, h), proj(c, m, lora, l, LLAMA_UP, h));
-    return ag_add(c, x, proj(c, m, lora, l, LLAMA_DOWN, u));
+    x = tr(ag_add(c, x, tr(proj(c, m, lora, l, LLAMA_O, tr(a)))));
+    h = tr(ag_rmsnorm(c, x, &ly->mlp_norm, eps));
+    ag_tensor *u = tr(ag_swiglu(c, tr(proj(c, m, lora, l, LLAMA_GATE, h)), tr(proj(c, m, lora, l, LLAMA_UP, h))));
+    return tr(ag_add(c, x, tr(proj(c, m, lora, l, LLAMA_DOWN, u))));
 }
 
 // Embeds the inputs and runs every layer and the final norm. In no-grad mode the arena is

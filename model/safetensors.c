@@ -692,6 +692,12 @@ float *st_load_f32(const st_model *m, const char *name, int ndim, const int64_t 
         free(dst);
         return NULL;
     }
+    // The converted copy is what the caller keeps: drop the tensor's pages of the read-only file
+    // mapping from this process (they stay in the page cache), so loading a model does not hold
+    // the file's bytes and the fp32 weights resident at once (peak RSS ~ weights, not + file).
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)t->data & ~(pg - 1);
+    uintptr_t e = ((uintptr_t)t->data + (uintptr_t)(st_numel(t) * st_dtype_size(t->dtype)) + pg - 1) & ~(pg - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
     return dst;
 }
 
