@@ -107,18 +107,20 @@ static void linear_backward(ag_ctx *c, ag_node *n) {
     if (db) colsum_acc(db, dy, N, O);
 }
 
+// x [..., In] against W [O, In]: sizes out, or -1 + err_set naming the op and both shapes
+static int check_xw(const char *op, const ag_tensor *x, const ag_tensor *W, int64_t *O, int64_t *In, int64_t *N) {
+    if (W->ndim != 2 || x->ndim < 1 || last_dim(x) != W->shape[1])
+        return err_set("%s: x [N, In] %s does not match W [O, In] %s (x's last dim must equal W's columns)", op,
+                       SHP(x), SHP(W));
+    *O = W->shape[0], *In = W->shape[1], *N = lead_rows(x);
+    if (*O == 0 || *In == 0) return err_set("%s: W %s has an empty dimension", op, SHP(W));
+    return 0;
+}
+
 ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *b) {
     if (!x || !W) return NULL;
-    if (W->ndim != 2 || x->ndim < 1 || last_dim(x) != W->shape[1]) {
-        err_set("linear: x [N, In] %s does not match W [O, In] %s (x's last dim must equal W's columns)",
-                SHP(x), SHP(W));
-        return NULL;
-    }
-    int64_t O = W->shape[0], In = W->shape[1], N = lead_rows(x);
-    if (O == 0 || In == 0) {
-        err_set("linear: W %s has an empty dimension", SHP(W));
-        return NULL;
-    }
+    int64_t O, In, N;
+    if (check_xw("linear", x, W, &O, &In, &N) != 0) return NULL;
     if (b && b->numel != O) {
         err_set("linear: bias b %s does not match W [O, In] %s (b needs O = %lld values)", SHP(b), SHP(W),
                 (long long)O);
@@ -254,16 +256,8 @@ static void lora_linear_backward(ag_ctx *c, ag_node *n) {
 ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, ag_tensor *B, float scale,
                           float dropout) {
     if (!x || !W || !A || !B) return NULL;
-    if (W->ndim != 2 || x->ndim < 1 || last_dim(x) != W->shape[1]) {
-        err_set("lora_linear: x [N, In] %s does not match W [O, In] %s (x's last dim must equal W's columns)",
-                SHP(x), SHP(W));
-        return NULL;
-    }
-    int64_t O = W->shape[0], In = W->shape[1], N = lead_rows(x);
-    if (O == 0 || In == 0) {
-        err_set("lora_linear: W %s has an empty dimension", SHP(W));
-        return NULL;
-    }
+    int64_t O, In, N;
+    if (check_xw("lora_linear", x, W, &O, &In, &N) != 0) return NULL;
     if (A->ndim != 2 || A->shape[1] != In) {
         err_set("lora_linear: A [r, In] %s does not match W [O, In] %s", SHP(A), SHP(W));
         return NULL;
