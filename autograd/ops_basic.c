@@ -440,6 +440,24 @@ ag_tensor *ag_scale(ag_ctx *c, ag_tensor *a, float s) {
 
 // --- RMSNorm (HF Llama, fp32): y = w ∘ (x · rstd), rstd = 1/√(mean(x²) + eps). Saves rstd [N].
 
+// Norm weight gradient: dw[j] += Σᵢ dy[i,j]·(x[i,j] − mu[i])·rstd[i] (mu NULL: RMSNorm),
+// summed over rows in order per column block (deterministic for any thread count).
+static void norm_dw_acc(float *dw, const float *dy, const float *xd, const float *mu, const float *rstd,
+                        int64_t N, int64_t C) {
+    int64_t nb = (C + COLBLK - 1) / COLBLK;
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
+    for (int64_t bk = 0; bk < nb; bk++) {
+        int64_t j0 = bk * COLBLK, nj = imin(COLBLK, C - j0);
+        double acc[COLBLK] = {0};
+        for (int64_t i = 0; i < N; i++) {
+            const float *xi = xd + i * C + j0, *gi = dy + i * C + j0;
+            float m = mu ? mu[i] : 0.0f, r = rstd[i];
+            for (int64_t j = 0; j < nj; j++) acc[j] += gi[j] * ((xi[j] - m) * r);
+        }
+        for (int64_t j = 0; j < nj; j++) dw[j0 + j] += (float)acc[j];
+    }
+}
+
 static void rmsnorm_backward(ag_ctx *c, ag_node *n) {
     ag_tensor *x = n->in[0], *w = n->in[1];
     const float *dy = n->out->grad, *xd = x->data, *wd = w->data, *rstd = n->saved;
@@ -457,21 +475,7 @@ static void rmsnorm_backward(ag_ctx *c, ag_node *n) {
             for (int64_t j = 0; j < C; j++) dxi[j] += r * wd[j] * gi[j] - k * xi[j];
         }
     }
-    if (dw) {
-        // dw[j] = Σᵢ dy[i,j]·x[i,j]·rstd[i]
-        int64_t nb = (C + COLBLK - 1) / COLBLK;
-#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
-        for (int64_t bk = 0; bk < nb; bk++) {
-            int64_t j0 = bk * COLBLK, nj = imin(COLBLK, C - j0);
-            double acc[COLBLK] = {0};
-            for (int64_t i = 0; i < N; i++) {
-                const float *xi = xd + i * C + j0, *gi = dy + i * C + j0;
-                float r = rstd[i];
-                for (int64_t j = 0; j < nj; j++) acc[j] += gi[j] * (xi[j] * r);
-            }
-            for (int64_t j = 0; j < nj; j++) dw[j0 + j] += (float)acc[j];
-        }
-    }
+    if (dw) norm_dw_acc(dw, dy, xd, NULL, rstd, N, C);
 }
 
 ag_tensor *ag_rmsnorm(ag_ctx *c, ag_tensor *x, ag_tensor *w, float eps) {
@@ -535,20 +539,7 @@ static void layernorm_backward(ag_ctx *c, ag_node *n) {
             }
         }
     }
-    if (dw) {
-        int64_t nb = (C + COLBLK - 1) / COLBLK;
-#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
-        for (int64_t bk = 0; bk < nb; bk++) {
-            int64_t j0 = bk * COLBLK, nj = imin(COLBLK, C - j0);
-            double acc[COLBLK] = {0};
-            for (int64_t i = 0; i < N; i++) {
-                const float *xi = xd + i * C + j0, *gi = dy + i * C + j0;
-                float m = mu[i], r = rstd[i];
-                for (int64_t j = 0; j < nj; j++) acc[j] += gi[j] * ((xi[j] - m) * r);
-            }
-            for (int64_t j = 0; j < nj; j++) dw[j0 + j] += (float)acc[j];
-        }
-    }
+    if (dw) norm_dw_acc(dw, dy, xd, mu, rstd, N, C);
     if (db) colsum_acc(db, dy, N, C);
 }
 
