@@ -11,6 +11,7 @@
 // Shapes (legend in ag.h): q[Nq, H*D], k/v[Nk, K*D], out[Nq, H*D], lse[Nq, H]; query row i
 // attends keys [beg[i], end[i]); query head h reads key/value head h / (H/K).
 #include "ag.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <omp.h>
@@ -106,15 +107,6 @@ ag_tensor *ag_rope(ag_ctx *c, ag_tensor *x, int nheads, const int32_t *pos, cons
 
 // --- small dense kernel: C[m,n] (= or +=) A[m,k] · B[k,n], row strides lda, ldb, ldc
 
-typedef float v8 __attribute__((vector_size(32)));
-
-static inline v8 ld8(const float *p) {
-    v8 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void st8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
-
 // MR_BIG rows × 16 columns of C in registers: 16 accumulators when the ISA has 32 vector
 // registers (AVX-512VL), 8 otherwise. Every path sums over k in the same order with fused
 // multiply-adds, so a C element does not depend on which path computed it.
@@ -133,28 +125,28 @@ static void mm4(float *restrict C, int64_t ldc, const float *restrict A, int64_t
         float *c0 = C + i * ldc, *c1 = c0 + ldc, *c2 = c1 + ldc, *c3 = c2 + ldc;
         int j = 0;
         for (; j + 16 <= n; j += 16) {
-            v8 x00 = {0}, x01 = {0}, x10 = {0}, x11 = {0}, x20 = {0}, x21 = {0}, x30 = {0}, x31 = {0};
+            vm8 x00 = {0}, x01 = {0}, x10 = {0}, x11 = {0}, x20 = {0}, x21 = {0}, x30 = {0}, x31 = {0};
             if (acc) {
-                x00 = ld8(c0 + j), x01 = ld8(c0 + j + 8), x10 = ld8(c1 + j), x11 = ld8(c1 + j + 8);
-                x20 = ld8(c2 + j), x21 = ld8(c2 + j + 8), x30 = ld8(c3 + j), x31 = ld8(c3 + j + 8);
+                x00 = vm_ld(c0 + j), x01 = vm_ld(c0 + j + 8), x10 = vm_ld(c1 + j), x11 = vm_ld(c1 + j + 8);
+                x20 = vm_ld(c2 + j), x21 = vm_ld(c2 + j + 8), x30 = vm_ld(c3 + j), x31 = vm_ld(c3 + j + 8);
             }
             for (int p = 0; p < k; p++) {
-                v8 b0 = ld8(B + p * ldb + j), b1 = ld8(B + p * ldb + j + 8);
+                vm8 b0 = vm_ld(B + p * ldb + j), b1 = vm_ld(B + p * ldb + j + 8);
                 float s0 = a0[p], s1 = a1[p], s2 = a2[p], s3 = a3[p];
                 x00 += s0 * b0, x01 += s0 * b1, x10 += s1 * b0, x11 += s1 * b1;
                 x20 += s2 * b0, x21 += s2 * b1, x30 += s3 * b0, x31 += s3 * b1;
             }
-            st8(c0 + j, x00), st8(c0 + j + 8, x01), st8(c1 + j, x10), st8(c1 + j + 8, x11);
-            st8(c2 + j, x20), st8(c2 + j + 8, x21), st8(c3 + j, x30), st8(c3 + j + 8, x31);
+            vm_st(c0 + j, x00), vm_st(c0 + j + 8, x01), vm_st(c1 + j, x10), vm_st(c1 + j + 8, x11);
+            vm_st(c2 + j, x20), vm_st(c2 + j + 8, x21), vm_st(c3 + j, x30), vm_st(c3 + j + 8, x31);
         }
         for (; j + 8 <= n; j += 8) {
-            v8 x0 = {0}, x1 = {0}, x2 = {0}, x3 = {0};
-            if (acc) x0 = ld8(c0 + j), x1 = ld8(c1 + j), x2 = ld8(c2 + j), x3 = ld8(c3 + j);
+            vm8 x0 = {0}, x1 = {0}, x2 = {0}, x3 = {0};
+            if (acc) x0 = vm_ld(c0 + j), x1 = vm_ld(c1 + j), x2 = vm_ld(c2 + j), x3 = vm_ld(c3 + j);
             for (int p = 0; p < k; p++) {
-                v8 b0 = ld8(B + p * ldb + j);
+                vm8 b0 = vm_ld(B + p * ldb + j);
                 x0 += a0[p] * b0, x1 += a1[p] * b0, x2 += a2[p] * b0, x3 += a3[p] * b0;
             }
-            st8(c0 + j, x0), st8(c1 + j, x1), st8(c2 + j, x2), st8(c3 + j, x3);
+            vm_st(c0 + j, x0), vm_st(c1 + j, x1), vm_st(c2 + j, x2), vm_st(c3 + j, x3);
         }
         for (; j < n; j++) {
             float x0 = acc ? c0[j] : 0, x1 = acc ? c1[j] : 0, x2 = acc ? c2[j] : 0, x3 = acc ? c3[j] : 0;
@@ -170,10 +162,10 @@ static void mm4(float *restrict C, int64_t ldc, const float *restrict A, int64_t
         float *c0 = C + i * ldc;
         int j = 0;
         for (; j + 8 <= n; j += 8) {
-            v8 x0 = {0};
-            if (acc) x0 = ld8(c0 + j);
-            for (int p = 0; p < k; p++) x0 += a0[p] * ld8(B + p * ldb + j);
-            st8(c0 + j, x0);
+            vm8 x0 = {0};
+            if (acc) x0 = vm_ld(c0 + j);
+            for (int p = 0; p < k; p++) x0 += a0[p] * vm_ld(B + p * ldb + j);
+            vm_st(c0 + j, x0);
         }
         for (; j < n; j++) {
             float x0 = acc ? c0[j] : 0;
@@ -190,14 +182,14 @@ static void mm(float *restrict C, int64_t ldc, const float *restrict A, int64_t 
     for (; i + MR_BIG <= m; i += MR_BIG) {
         int j = 0;
         for (; j + 16 <= n; j += 16) {
-            v8 x[MR_BIG][2];
+            vm8 x[MR_BIG][2];
 #pragma GCC unroll 8
             for (int r = 0; r < MR_BIG; r++) {
-                if (acc) x[r][0] = ld8(C + (i + r) * ldc + j), x[r][1] = ld8(C + (i + r) * ldc + j + 8);
-                else x[r][0] = (v8){0}, x[r][1] = (v8){0};
+                if (acc) x[r][0] = vm_ld(C + (i + r) * ldc + j), x[r][1] = vm_ld(C + (i + r) * ldc + j + 8);
+                else x[r][0] = (vm8){0}, x[r][1] = (vm8){0};
             }
             for (int p = 0; p < k; p++) {
-                v8 b0 = ld8(B + p * ldb + j), b1 = ld8(B + p * ldb + j + 8);
+                vm8 b0 = vm_ld(B + p * ldb + j), b1 = vm_ld(B + p * ldb + j + 8);
 #pragma GCC unroll 8
                 for (int r = 0; r < MR_BIG; r++) {
                     float s = A[(i + r) * lda + p];
@@ -206,7 +198,7 @@ static void mm(float *restrict C, int64_t ldc, const float *restrict A, int64_t 
             }
 #pragma GCC unroll 8
             for (int r = 0; r < MR_BIG; r++)
-                st8(C + (i + r) * ldc + j, x[r][0]), st8(C + (i + r) * ldc + j + 8, x[r][1]);
+                vm_st(C + (i + r) * ldc + j, x[r][0]), vm_st(C + (i + r) * ldc + j + 8, x[r][1]);
         }
         if (j < n) mm4(C + i * ldc + j, ldc, A + i * lda, lda, B + j, ldb, MR_BIG, n - j, k, acc);
     }
@@ -220,45 +212,20 @@ static void transpose(float *restrict dst, int64_t ldd, const float *restrict sr
         for (int d = 0; d < D; d++) dst[d * ldd + j] = src[j * lds + d];
 }
 
-// --- vectorized exp (Cody–Waite reduction, Cephes polynomial; ~1 ulp on [-87.3, 88.7], 0 below)
-
-typedef int32_t v8i __attribute__((vector_size(32)));
-
-static inline v8 exp8(v8 x) {
-    const v8 zero = {0}, xmax = zero + 88.3762626647949f, xmin = zero - 87.3365447504f;
-    const v8 magic = zero + 12582912.0f;   // 1.5·2²³: adding it rounds to an integer
-    v8i big = x > xmax, small = x < xmin;   // lane masks (-1 / 0)
-    x = (v8)(((v8i)x & ~big) | ((v8i)xmax & big));
-    x = (v8)(((v8i)x & ~small) | ((v8i)xmin & small));
-    v8 t = x * 1.44269504088896341f + magic;   // n = round(x / ln2) in the low mantissa bits
-    v8i n = (v8i)t - (v8i)magic;
-    v8 fn = t - magic;
-    v8 r = x - fn * 0.693359375f;               // r = x − n·ln2 (ln2 split in two parts)
-    r = r - fn * -2.12194440e-4f;
-    v8 p = r * 1.9875691500E-4f + 1.3981999507E-3f;
-    p = p * r + 8.3334519073E-3f;
-    p = p * r + 4.1665795894E-2f;
-    p = p * r + 1.6666665459E-1f;
-    p = p * r + 5.0000001201E-1f;
-    v8 y = p * (r * r) + r + 1.0f;              // e^r
-    v8 pow2n = (v8)((n + 127) << 23);
-    return (v8)((v8i)(y * pow2n) & ~small);     // exp(x < −87.34) = 0
-}
-
 // row[j] = exp(row[j]·scale − bias) for j in [b, e), 0 elsewhere in [0, n); returns Σ row
 static float row_exp(float *row, int n, int64_t b, int64_t e, float scale, float bias) {
-    v8 acc = {0};
+    vm8 acc = {0};
     int64_t j = b;
     for (; j + 8 <= e; j += 8) {
-        v8 p = exp8(ld8(row + j) * scale - bias);
-        st8(row + j, p);
+        vm8 p = vm_exp(vm_ld(row + j) * scale - bias);
+        vm_st(row + j, p);
         acc += p;
     }
     if (j < e) {   // tail: padded with -inf, whose exp is 0
         float tmp[8];
         for (int t = 0; t < 8; t++) tmp[t] = j + t < e ? row[j + t] * scale - bias : -INFINITY;
-        v8 p = exp8(ld8(tmp));
-        st8(tmp, p);
+        vm8 p = vm_exp(vm_ld(tmp));
+        vm_st(tmp, p);
         acc += p;
         for (int64_t t = 0; j + t < e; t++) row[j + t] = tmp[t];
     }
