@@ -42,3 +42,18 @@ def save_fixture(path, tensors, meta=None):
         entries.append((name, _DT[arr.dtype], arr.shape, arr.tobytes()))
     m = {k: repr(v) if not isinstance(v, str) else v for k, v in meta.items()} if meta else None
     write_safetensors(path, entries, m)
+
+
+def read_safetensors_f32(path):
+    """name -> float32 numpy array, for an all-F32 safetensors file (e.g. a tiny F32 model)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    out = {}
+    for k, v in json.loads(raw[8:8 + n]).items():
+        if k == "__metadata__":
+            continue
+        assert v["dtype"] == "F32", (path, k, v["dtype"])
+        a, b = v["data_offsets"]
+        out[k] = np.frombuffer(raw[8 + n + a:8 + n + b], dtype=np.float32).reshape(v["shape"]).copy()
+    return out

@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import tempfile
 import torch
 
 import torch_ref as R
-from fixtures_io import save_fixture
+from fixtures_io import read_safetensors_f32, save_fixture
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -37,23 +36,7 @@ TMP = tempfile.mkdtemp()
 M = os.path.join(TMP, "m32")
 subprocess.run([LORAC, "make-tiny", "--out", M, "--dtype", "f32", "--seed", "3"], check=True, capture_output=True)
 cfg = json.load(open(os.path.join(M, "config.json")))
-raw = open(os.path.join(M, "model.safetensors"), "rb").read()
-
-
-def read_st(b):
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    out = {}
-    for k, v in h.items():
-        if k == "__metadata__":
-            continue
-        s, e = v["data_offsets"]
-        assert v["dtype"] == "F32"
-        out[k] = torch.frombuffer(bytearray(b[8 + n + s:8 + n + e]), dtype=torch.float32).reshape(v["shape"])
-    return out
-
-
-W = read_st(raw)
+W = {k: torch.from_numpy(v) for k, v in read_safetensors_f32(os.path.join(M, "model.safetensors")).items()}
 r, alpha = 4, 8.0
 scale = alpha / r
 g = torch.Generator().manual_seed(5)
@@ -144,6 +127,6 @@ with torch.no_grad():
     loss2 = step_loss(lo2, kept[4:6] + kept[0:2])   # wraps to the next epoch
 save_fixture(os.path.join(OUT, "contract_ref.safetensors"), {k: v.grad for k, v in lora.items()},
              meta={"loss1": "%.7f" % loss1.item(), "loss2": "%.7f" % loss2.item(), "grad_norm": "%.7f" % gn,
-                   "model_sha256": hashlib.sha256(raw).hexdigest()})
+                   "model_sha256": hashlib.sha256(open(os.path.join(M, "model.safetensors"), "rb").read()).hexdigest()})
 print("loss1 %.6f loss2 %.6f grad_norm %.6f" % (loss1.item(), loss2.item(), gn))
 subprocess.run(["rm", "-rf", TMP])

@@ -14,23 +14,13 @@ import os
 import torch
 
 import torch_ref as R
-from fixtures_io import save_fixture
+from fixtures_io import read_safetensors_f32, save_fixture
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 folder = os.path.join(HERE, "fixtures", "train-tiny")
 cfg = json.load(open(os.path.join(folder, "config.json")))
-# read the F32 safetensors written by gen_train.py
-import struct
 import numpy as np
-raw = open(os.path.join(folder, "model.safetensors"), "rb").read()
-hl = struct.unpack("<Q", raw[:8])[0]
-hdr = json.loads(raw[8:8 + hl])
-W = {}
-for k, v in hdr.items():
-    if k == "__metadata__":
-        continue
-    a, b = v["data_offsets"]
-    W[k] = torch.from_numpy(np.frombuffer(raw[8 + hl + a:8 + hl + b], dtype=np.float32).reshape(v["shape"]).copy())
+W = {k: torch.from_numpy(v) for k, v in read_safetensors_f32(os.path.join(folder, "model.safetensors")).items()}
 
 g = torch.Generator().manual_seed(99)
 V = cfg["vocab_size"]
