@@ -1,6 +1,8 @@
 # lorac — build, test, bench.  `make` builds build/lorac; see README.md.
 CC      ?= gcc
-PKGS     = hdf5 libpcre2-8 libcjson yaml-0.1 stb
+PKGS     = hdf5 libpcre2-8 libcjson yaml-0.1 stb ompi-c
+# ompi-c: Open MPI (Debian's libopenmpi-dev) for data-parallel runs under mpirun (train/dist.c);
+# a plain run never initializes it.
 # OpenBLAS: the OpenMP build (Debian's libopenblas0-openmp), so BLAS and our OpenMP loops share
 # one thread pool instead of two sets of spinning threads fighting for the cores; the header
 # comes from libopenblas-dev.
