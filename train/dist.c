@@ -66,11 +66,16 @@ int dist_init(int *argc, char ***argv) {
 int dist_finish(int status) {
     if (!g_on) return status;
     fflush(NULL);
-    // an error this rank met outside an agreement point (e.g. before the first one, or the same
-    // config error on every rank): agree on it now, so the others stop at their next agreement
-    // point and rank 0 prints it once
-    if (status == 1 && !g_agreed) {
-        dist_sync(-1, NULL, 0);   // (this rank printed its own line already; only rank 0's shows)
+    // the last agreement point, met by every rank that has not agreed on a failure yet: a rank
+    // that failed outside one (before the first, the same config error everywhere, or after the
+    // last) tells the others here or at their next one; a rank that had succeeded then exits 1
+    // and rank 0 prints the failing rank's line (a failing rank printed its own already).
+    if (!g_agreed) {
+        int failed = status != 0 && status != 130;
+        if (dist_sync(failed ? -1 : 0, NULL, 0) != 0 && !failed) {
+            fprintf(stderr, "error: %s\n", err_get());
+            status = 1;
+        }
     }
     MPI_Finalize();
     g_on = 0;
