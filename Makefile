@@ -22,7 +22,7 @@ TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TOKENIZER = .cache/tokenizer/tokenizer.json
 
-.PHONY: all deps tokenizer test bench asan fixtures demo demo-vision clean
+.PHONY: all deps tokenizer test bench bench-mpi asan fixtures demo demo-vision clean
 all: $(BUILD)/lorac
 
 # System packages (apt-get as root when something is missing) and the Llama 3 tokenizer.
@@ -54,6 +54,12 @@ asan:
 bench: deps
 	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac
 	@bash scripts/bench.sh
+
+# data-parallel training on the Llama-3.2-1B shapes: 1 x 2 threads vs 2 ranks x 1 (shared
+# memory, TCP); under flock /tmp/lorac-heavy.lock (scripts/bench_mpi.sh)
+bench-mpi: deps
+	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac
+	@bash scripts/bench_mpi.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac

@@ -16,7 +16,12 @@
 static int g_on;              // MPI initialized by dist_init
 static int g_rank, g_size = 1;
 static int g_agreed;          // err_get() holds an agreed "rank R: ..." message
-static dist_stats g_stats;
+static struct {
+    int64_t calls, bytes;   // gradient allreduces, bytes reduced
+    double seconds;
+} g_stats;
+#define MAX_TIMES 4096
+static double g_times[MAX_TIMES];   // seconds of each gradient allreduce (the first MAX_TIMES)
 
 #define MSG_MAX 4096
 
@@ -63,6 +68,24 @@ int dist_init(int *argc, char ***argv) {
     return 0;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+// One line on rank 0 after a training run: the gradient allreduces, each timed as the minimum
+// over ranks (the last rank to arrive waits least: its time is the communication itself, not
+// another rank's slower step). Every rank made the same calls.
+static void report_allreduce(void) {
+    int n = g_stats.calls < MAX_TIMES ? (int)g_stats.calls : MAX_TIMES;
+    MPI_Allreduce(MPI_IN_PLACE, g_times, n, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
+    if (g_rank != 0) return;
+    qsort(g_times, (size_t)n, sizeof *g_times, cmp_double);
+    fprintf(stderr, "dist: %d ranks, %lld gradient allreduces of %.2f MB: median %.2f ms (min %.2f, max %.2f)\n", g_size,
+            (long long)g_stats.calls, (double)g_stats.bytes / (double)g_stats.calls / 1e6, 1e3 * g_times[n / 2],
+            1e3 * g_times[0], 1e3 * g_times[n - 1]);
+}
+
 int dist_finish(int status) {
     if (!g_on) return status;
     fflush(NULL);
@@ -77,6 +100,7 @@ int dist_finish(int status) {
             status = 1;
         }
     }
+    if (!g_agreed && g_stats.calls > 0) report_allreduce();
     MPI_Finalize();
     g_on = 0;
     return status;
@@ -111,9 +135,11 @@ void dist_allreduce_sum_f32(float *x, int64_t n) {
         int64_t k = n - i < ((int64_t)1 << 30) ? n - i : ((int64_t)1 << 30);
         MPI_Allreduce(MPI_IN_PLACE, x + i, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
     }
+    double dt = now_seconds() - t0;
+    if (g_stats.calls < MAX_TIMES) g_times[g_stats.calls] = dt;
     g_stats.calls++;
     g_stats.bytes += n * (int64_t)sizeof(float);
-    g_stats.seconds += now_seconds() - t0;
+    g_stats.seconds += dt;
 }
 
 int dist_same_u64(uint64_t x, const char *what) {
@@ -136,4 +162,3 @@ void dist_to_root_f32(float *buf, int64_t n, int from) {
     }
 }
 
-dist_stats dist_get_stats(void) { return g_stats; }

@@ -35,19 +35,12 @@ int dist_sync(int rc, double *v, int n);
 // 1 when err_get() already holds an agreed message (a dist_sync failure), so an error path
 // must not call dist_sync again.
 int dist_agreed(void);
-// Sums x [n] across ranks in place (one MPI_Allreduce); the bytes and seconds it took are
-// added to the counters below.
+// Sums x [n] across ranks in place (one MPI_Allreduce). Timed: after a training run rank 0
+// prints one `dist:` line with the calls, their size and the median/min/max milliseconds.
 void dist_allreduce_sum_f32(float *x, int64_t n);
 // -1 + err_set("<what> differs across ranks ...") unless every rank passed the same value.
 int dist_same_u64(uint64_t x, const char *what);
 // Rank 0 receives the n floats of rank `from` into buf (a send on `from`, nothing elsewhere).
 void dist_to_root_f32(float *buf, int64_t n, int from);
-
-// Communication counters (this rank): allreduce calls, bytes reduced, seconds spent.
-typedef struct dist_stats {
-    int64_t calls, bytes;
-    double seconds;
-} dist_stats;
-dist_stats dist_get_stats(void);
 
 #endif
