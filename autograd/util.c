@@ -397,7 +397,8 @@ int lock_acquire(const char *path) {
         buf[strcspn(buf, "\n")] = 0;
         close(fd);
         if (e == EWOULDBLOCK)
-            return err_set("%s: locked by another lorac process%s%s", path, buf[0] ? " (pid " : "", buf[0] ? buf : "");
+            return err_set("%s: locked by another lorac process%s%s%s", path, buf[0] ? " (pid " : "", buf,
+                           buf[0] ? ")" : "");
         return err_set("%s: cannot lock: %s", path, strerror(e));
     }
     char buf[32];
