@@ -116,7 +116,7 @@ check "5 resume: continued from step 6" grep -q "continuing from .*step_0000006 
 $L train "${tc[@]}" output_dir="$T/l" train.max_steps=100000 train.save_every=0 data.eval= >"$T/l1.out" 2>"$T/l1.err" &
 pid=$!
 for _ in $(seq 1 1000); do grep -q '"loss"' "$T/l/metrics.jsonl" 2>/dev/null && break; sleep 0.02; done
-expect 1 "6 a second run on the same output_dir: refused" -- train "$T/l" train.max_steps=100000 resume=true
+expect 1 "6 a second run on the same output_dir: refused" -- timeout 60 $L train "${tc[@]}" output_dir="$T/l" train.max_steps=100000 resume=true
 check "6 second run: names the lock" err_has "another \`lorac train\` is using it"
 check "6 the first run is still running" kill -0 $pid
 kill -INT $pid 2>/dev/null; wait $pid; rc=$?

@@ -283,9 +283,8 @@ static int restore(run *R, const char *dir) {
     m = xmalloc((size_t)(n ? n : 1) * sizeof *m);
     v = xmalloc((size_t)(n ? n : 1) * sizeof *v);
     if (ckpt_load_optimizer(dir, n, m, v, &t) != 0) goto done;
-    if (data_loader_seek(&R->loader, (data_pos){epoch, cursor}) != 0) {
+    if (data_loader_seek(&R->loader, (data_pos){epoch, cursor}) != 0) {   // same data: a damaged position
         err_prefix("%s", path);
-        rc = -2;
         goto done;
     }
     // every check passed: use it
