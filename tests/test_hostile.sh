@@ -139,6 +139,12 @@ check "7 the kill left metrics.jsonl.tmp.PID" bash -c "ls '$T/f' | grep -q 'metr
 train "$T/f" resume=true >/dev/null 2>&1
 check "7 the next resume removes it" no_leftovers "$T/f"
 check "7 and metrics.jsonl is still the run's" cmp -s "$T/a/metrics.jsonl" "$T/f/metrics.jsonl"
+# the same with samples (train.sample_prompts): the final samples line is logged once
+train "$T/fs" train.max_steps=2 train.sample_prompts=[Hi] train.sample_max_tokens=2 >/dev/null 2>&1
+cp "$T/fs/metrics.jsonl" "$T/fs.metrics"
+train "$T/fs" train.max_steps=2 train.sample_prompts=[Hi] train.sample_max_tokens=2 resume=true >/dev/null 2>&1
+check "7 finished-run resume with samples: exit 0, metrics.jsonl unchanged" cmp -s "$T/fs.metrics" "$T/fs/metrics.jsonl"
+check "7 (samples logged at all)" grep -q '"samples"' "$T/fs/metrics.jsonl"
 # killed after the final checkpoint and the final eval line, before the final adapter:
 # the resume logs no second final eval
 fresh "$T/a" "$T/f2"

@@ -206,10 +206,19 @@ static int check_run_config(const run *R, const cJSON *cf, const char *path) {
     set_str(&old.data.train, c->data.train);   // the data itself is compared by its fingerprint
     set_str(&old.data.eval, c->data.eval);
     set_str(&old.train.dump_grads, c->train.dump_grads);
+    old.train.tensorboard = c->train.tensorboard;   // what is logged and sampled, not what is trained
+    old.train.sample_every = c->train.sample_every;
+    old.train.sample_max_tokens = c->train.sample_max_tokens;
+    set_str(&old.train.sample_file, c->train.sample_file);
+    for (int i = 0; i < old.train.n_sample_prompts; i++) free(old.train.sample_prompts[i]);
+    free(old.train.sample_prompts);
+    old.train.n_sample_prompts = c->train.n_sample_prompts;
+    old.train.sample_prompts = xcalloc((size_t)c->train.n_sample_prompts + 1, sizeof(char *));
+    for (int i = 0; i < c->train.n_sample_prompts; i++) old.train.sample_prompts[i] = xstrdup(c->train.sample_prompts[i]);
     const char *k = cfg_first_diff(&old, c);
     if (k)
         rc = err_set("%s: the checkpoint belongs to a run with another config: %s differs (resume may change only "
-                     "the length, paths, save/eval/log intervals and threads); start the new run in a new output_dir",
+                     "the length, paths, save/eval/log/sample settings and threads); start the new run in a new output_dir",
                      path, k);
     cfg_free(&old);
     return rc ? -2 : 0;
