@@ -72,6 +72,29 @@ class Proc:
         return None if self.error else s
 
 
+# the baseline's peak RSS (MB) measured on the 2-core machine at 512 tokens / batch 8; the
+# driver starts it beside a live lorac process only when this much (+ 2.5 GB) is available
+TORCH_PEAK_MB = {("lora", "fp32"): 13000, ("lora", "bf16"): 8000, ("eval", "fp32"): 6500, ("eval", "bf16"): 4000,
+                 ("siglip", "fp32"): 1000, ("siglip", "bf16"): 1000}
+
+
+def mem_available_mb():
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) // 1024
+    return 0
+
+
+def turns(x, y):
+    """warm-up + measured iterations, x and y taking turns (the order flips every iteration)"""
+    for it in range(a.warmup + a.iters):
+        for q in [q for q in ((x, y) if it % 2 == 0 else (y, x)) if q]:
+            r = q.turn()
+            if r:
+                print(f"  {q.name:<28} iter {it}{' (warm-up)' if r['warmup'] else ''}: {r['sec']:.3f} s",
+                      file=sys.stderr, flush=True)
+
+
 def run_row(what, prec):
     common = ["--iters", str(a.iters), "--warmup", str(a.warmup), "--interleave"]
     if what == "siglip":
@@ -90,18 +113,23 @@ def run_row(what, prec):
         # transparent huge pages for malloc (its best setting here)
         tenv = dict(env, LD_LIBRARY_PATH=OPENBLAS_OMP + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else ""),
                     GLIBC_TUNABLES="glibc.malloc.hugetlb=1")
-        to = Proc(f"pytorch-{what}-{prec}" + (f"-{sup}" if sup else ""),
-                  ["/usr/bin/python3", os.path.join(here, "bench_torch.py"), what, *to_args, *s, "--precision", prec,
-                   "--threads", str(a.threads), *common], tenv)
-        for it in range(a.warmup + a.iters):
-            for q in ((lo, to) if it % 2 == 0 else (to, lo)):
-                r = q.turn()
-                if r:
-                    print(f"  {q.name:<28} iter {it}{' (warm-up)' if r['warmup'] else ''}: {r['sec']:.3f} s",
-                          file=sys.stderr, flush=True)
+        tname = f"pytorch-{what}-{prec}" + (f"-{sup}" if sup else "")
+        targv = ["/usr/bin/python3", os.path.join(here, "bench_torch.py"), what, *to_args, *s, "--precision", prec,
+                 "--threads", str(a.threads), *common]
+        need = TORCH_PEAK_MB[what, prec] + 2560   # + lorac's growth from loaded to its step's peak
+        together = mem_available_mb() >= need
+        if not together:   # lorac's turns first, then the baseline's, never both in memory
+            print(f"bench: {mem_available_mb()} MB available, the baseline needs about {need} MB beside lorac: "
+                  f"running them one after the other for this row", file=sys.stderr, flush=True)
+            turns(lo, None)
+            lo_sum = lo.summary()
+        to = Proc(tname, targv, tenv)
+        turns(lo, to) if together else turns(to, None)
         pair = []
         for q in (lo, to):
-            r = q.summary() or {"impl": q.name.split("-")[0], "bench": what, "precision": prec, "error": q.error}
+            r = (q.summary() if together or q is to else lo_sum) or \
+                {"impl": q.name.split("-")[0], "bench": what, "precision": prec, "error": q.error}
+            r["interleaved"] = together
             if sup:
                 r.setdefault("supervised", sup)
             pair.append(r)
@@ -162,6 +190,8 @@ for lo, to in rows:
     key = (lo["bench"], lo.get("supervised") if lo["bench"] == "lora" else None)
     name = NAMES[key] if key not in seen else "″"
     seen.add(key)
+    if not lo.get("interleaved", True):
+        name += " †"
     prec = lo["precision"]
     tname = "PyTorch fp32" if prec == "fp32" else "PyTorch bf16 autocast"
     ok = "error" not in lo and "error" not in to
@@ -182,6 +212,8 @@ for pair in rows:
     for r in pair:
         if "error" in r:
             print(f"{r['impl']} {r['bench']} {r['precision']}: not measured ({r['error']})")
+if any(not r.get("interleaved", True) for pair in rows for r in pair):
+    print("† too little memory to hold both processes: lorac's iterations ran first, then PyTorch's")
 print(f"(all summaries: {a.out}; per-process logs beside it; total {time.time() - t_start:.0f} s)")
 if len(blas) > 1:
     sys.exit("bench: lorac and PyTorch mapped different OpenBLAS builds")
