@@ -297,7 +297,7 @@ static int run_iters(const bench_opts *o, step_fn step, void *ctx, gemm_ceiling 
         int m = it - o->warmup;
         if (m >= 0) r->sec[m] = dt, r->sg[m] = sg, r->bf[m] = bf;
         if (o->interleave) {
-            printf("{\"iter\": %d, \"warmup\": %s, \"sec\": %.4f}\n", it, m < 0 ? "true" : "false", dt);
+            printf("{\"iter\": %d, \"warmup\": %s, \"sec\": %.6g}\n", it, m < 0 ? "true" : "false", dt);
             fflush(stdout);
         }
     }
@@ -311,14 +311,14 @@ static void print_common(const bench_opts *o, bench_run *r, const gemm_ceiling *
     char blas[512], dnnl[512];
     printf("{\"impl\": \"lorac\", \"bench\": \"%s\", \"precision\": \"%s\", \"iters\": %d, \"sec_all\": [", o->what,
            o->precision, o->iters);
-    for (int i = 0; i < o->iters; i++) printf("%s%.4f", i ? ", " : "", r->sec[i]);
+    for (int i = 0; i < o->iters; i++) printf("%s%.6g", i ? ", " : "", r->sec[i]);
     spread(r->sec, o->iters, &sec, &smin, &smax);
     spread(r->sg, o->iters, &sg, &sg0, &sg1);
     spread(r->bf, o->iters, &bf, &bf0, &bf1);
     mapped_lib("libopenblas", blas, sizeof blas);
     mapped_lib("libdnnl", dnnl, sizeof dnnl);
-    printf("], \"sec\": %.4f, \"sec_min\": %.4f, \"sec_max\": %.4f, \"unit\": \"%s\", \"per_s\": %.3f, "
-           "\"per_s_min\": %.3f, \"per_s_max\": %.3f, \"gflops\": %.4g, \"sgemm_gflops\": %.4g, \"bf16_gemm_gflops\": %.4g, "
+    printf("], \"sec\": %.6g, \"sec_min\": %.6g, \"sec_max\": %.6g, \"unit\": \"%s\", \"per_s\": %.6g, "
+           "\"per_s_min\": %.6g, \"per_s_max\": %.6g, \"gflops\": %.4g, \"sgemm_gflops\": %.4g, \"bf16_gemm_gflops\": %.4g, "
            "\"gemm_shape\": [%d, %d, %d], \"ceiling_mb\": %.0f, \"peak_rss_mb\": %.0f, \"blas\": \"%s\", \"dnnl\": \"%s\"",
            sec, smin, smax, unit, items / sec, items / smax, items / smin, flops / sec / 1e9, sg, bf, g->T, g->C, g->F,
            gemm_mb(g), peak_rss_mb(), blas, dnnl);
