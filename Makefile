@@ -12,7 +12,7 @@ OPT     ?= -O3 -march=native
 SAN     ?=
 CFLAGS  := $(OPT) $(SAN) $(CFLAGS) -std=gnu11 -Wall -Wextra -fopenmp -MMD -MP -I. -Iautograd -Imodel -Idata -Itrain -Ieval \
            $(shell pkg-config --cflags openblas $(PKGS) 2>/dev/null)
-LDLIBS  := $(BLAS) $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ljpeg -lm -fopenmp $(SAN)
+LDLIBS  := $(BLAS) $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldnnl -ljpeg -lm -fopenmp $(SAN)
 BUILD   ?= build
 
 MODULES  = autograd model data train eval
@@ -51,9 +51,11 @@ asan:
 	@$(MAKE) --no-print-directory test BUILD=build-asan OPT="-O1 -g -march=native" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 
+# make bench [ROWS="lora eval siglip"] [ITERS=5] [PRECISIONS="fp32 bf16"]: lorac beside PyTorch
+# (scripts/bench.sh; runs under /tmp/lorac-heavy.lock, about 20 minutes on 2 cores)
 bench: deps
 	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac
-	@bash scripts/bench.sh
+	@bash scripts/bench.sh $(ROWS)
 
 # data-parallel training on the Llama-3.2-1B shapes: 1 x 2 threads vs 2 ranks x 1 (shared
 # memory, TCP); under flock /tmp/lorac-heavy.lock (scripts/bench_mpi.sh)
