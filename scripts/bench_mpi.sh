@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 if [ -z "${BENCH_MPI_LOCKED:-}" ]; then
   exec env BENCH_MPI_LOCKED=1 flock /tmp/lorac-heavy.lock bash "$0" "$@"
 fi
-L=build/lorac
+L=${LORAC:-build/lorac}
 STEPS=${STEPS:-5}
 M=${MODEL:-/tmp/mpi-1b}
 out=build/bench-mpi

@@ -90,8 +90,9 @@ for n in 1 3; do
 done
 
 # --- 3. refusals and errors
-expect 1 "N > grad_accum refused" -- "${MPI[@]}" -np 3 $L train configs/tiny-lora.yaml "${lcommon[@]}" train.grad_accum=2 output_dir="$T/bad"
-check "N > grad_accum: says to raise grad_accum" err_has "raise train.grad_accum to at least 3"
+expect 1 "N > grad_accum refused" -- "${MPI[@]}" -np 2 $L train configs/tiny-lora.yaml "${lcommon[@]}" train.grad_accum=1 output_dir="$T/bad"
+check "N > grad_accum: says to raise grad_accum" err_has "raise train.grad_accum to at least 2"
+check "N > grad_accum: nothing written" [ ! -e "$T/bad/metrics.jsonl" ]
 
 # --- 4. projector+lora: 2 ranks against one process (the SigLIP tower per micro-batch, dropout on)
 vcommon=(model="$T/llama" vision.model="$T/siglip" data.train="$T/cap_train.jsonl" data.eval="$T/cap_eval.jsonl"
