@@ -22,7 +22,7 @@ out=build/bench-mpi
 mkdir -p "$out"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 unset OMP_NUM_THREADS
-[ -s "$M/model.safetensors" ] || $L make-tiny --preset llama-3.2-1b --out "$M" --force >/dev/null
+[ -s "$M/model.safetensors" ] || $L make-tiny --preset llama-3.2-1b --tokenizer .cache/tokenizer --out "$M" --force >/dev/null
 # 8 plain-text records of 600+ words, truncated to 512 tokens: every step 2 x 512 tokens
 /usr/bin/python3 - "$out/train.jsonl" <<'PY'
 import json, random, sys
