@@ -16,26 +16,12 @@
 #define LORAC_MM16_H
 
 #include <stdint.h>
-#include <string.h>
 
-// --- conversions (exact widening; round-to-nearest-even narrowing, NaN -> quiet NaN as torch)
+#include "gemv16.h"
 
-static inline float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
+// --- conversions: f32_to_bf16 / bf16_to_f32 (gemv16.h); the same over arrays, in parallel
 
-static inline uint16_t f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;   // any NaN -> canonical quiet NaN
-    u += 0x7FFFu + ((u >> 16) & 1u);                     // round to nearest, ties to even
-    return (uint16_t)(u >> 16);
-}
-
-void bf16_round(uint16_t *dst, const float *src, int64_t n);   // dst[n] = bf16(src[n]) (parallel)
+void bf16_round(uint16_t *dst, const float *src, int64_t n);   // dst[n] = bf16(src[n]), nearest even
 void bf16_widen(float *dst, const uint16_t *src, int64_t n);    // dst[n] = src[n] exactly
 
 // --- matmuls (accumulate: 0 writes y, 1 adds to y)

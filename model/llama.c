@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemv16.h"
 #include "mm16.h"
 #include "safetensors.h"
 
@@ -182,11 +183,12 @@ ag_tensor *llama_embed(const llama_model *m) { return frozen(&m->w.embed); }
 // --- forward
 
 // y[O] = W[O,In] · x[In] for a frozen W of either storage: cblas_sgemv streams an fp32 W once
-// (sgemm with one row packs W first and runs ~3x slower on this memory-bound step); a BF16 W
-// goes through the BF16 matmul with one row.
+// (sgemm with one row packs W first and runs ~3x slower on this memory-bound step); gemv_bf16
+// streams a BF16 W (half the bytes), with the numerics of the BF16 matmuls (x rounded to BF16,
+// fp32 accumulation).
 static void frozen_gemv(const ag_tensor *W, const float *x, float *y) {
     int O = (int)W->shape[0], In = (int)W->shape[1];
-    if (W->dtype == AG_BF16) mm16_xwt(y, x, W->w16, 1, O, In, 0);
+    if (W->dtype == AG_BF16) gemv_bf16(O, In, W->w16, x, y);
     else cblas_sgemv(CblasRowMajor, CblasNoTrans, O, In, 1.0f, W->data, In, x, 1, 0.0f, y, 1);
 }
 

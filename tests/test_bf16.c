@@ -299,13 +299,14 @@ static void test_embedding(void) {
     ag_ctx_free(&c);
 }
 
-// bf16_round is round-to-nearest-even as torch (ties, NaN, infinities, subnormals).
+// bf16_round is round-to-nearest-even as torch and the safetensors writer (ties, NaN,
+// infinities, subnormals).
 static void test_rounding(void) {
     const struct { uint32_t in; uint16_t out; } cases[] = {
         {0x3F800000u, 0x3F80}, {0x3F808000u, 0x3F80},   // tie -> even (down)
         {0x3F818000u, 0x3F82}, {0x3F808001u, 0x3F81},   // tie -> even (up); above the tie
         {0x7F7FFFFFu, 0x7F80}, {0xFF800000u, 0xFF80},   // overflow to inf; -inf
-        {0x7FC00001u, 0x7FC0}, {0xFF800001u, 0x7FC0},   // NaNs -> canonical quiet NaN
+        {0x7FC00001u, 0x7FC0}, {0x7F800001u, 0x7FC0},   // NaNs -> quiet NaNs
         {0x00000001u, 0x0000}, {0x00018000u, 0x0002},   // subnormals round too
     };
     int bad = 0;
@@ -314,7 +315,7 @@ static void test_rounding(void) {
         memcpy(&f, &cases[i].in, 4);
         uint16_t h;
         bf16_round(&h, &f, 1);
-        bad += h != cases[i].out || f32_to_bf16(f) != st_f32_to_bf16(f);
+        bad += h != cases[i].out || f32_to_bf16(f) != st_f32_to_bf16(f) || h != f32_to_bf16(f);
         if (h != cases[i].out) printf("# 0x%08x -> 0x%04x, want 0x%04x\n", cases[i].in, h, cases[i].out);
     }
     CHECK(bad == 0, "%d rounding cases wrong", bad);
@@ -435,6 +436,43 @@ static void test_logits(void) {
     CHECK(e_cross <= 2e-2 + e_torch, "bf16 logits vs autocast: %.3e", e_cross);
     CHECK(!memcmp(l16, again, sizeof(float) * n), "bf16 logits differ run to run");
     free(l16), free(l32), free(again);
+    lora_free(&a);
+}
+
+// Decoding: the KV-cached forward token by token (every projection and the lm-head through
+// gemv_bf16, the LoRA through sgemv) against the batched forward (oneDNN matmuls) on the first
+// document of b1. Both round the same activations to BF16 and accumulate in fp32; only the
+// summation order differs, which can flip the BF16 rounding of an activation that sits on a
+// rounding boundary (probability ~2⁻¹⁵ per value), so the bound is 1e-4 of the logits' norm
+// where fp32 would give ~1e-6.
+static void test_decode(void) {
+    lora_adapter a;
+    if (trainfx_lora(&a, &m16.cfg, fx32, "init") != 0) {
+        CHECK(0, "LoRA factors 'init.*' from train_ref.safetensors: %s", err_get());
+        return;
+    }
+    float *full = logits_of(&m16, &a);
+    data_batch b = trainfx_batch(fx32, "b1");
+    int64_t n = 0, V = m16.cfg.vocab_size;
+    while (n < b.n && b.kv_begin[n] == 0) n++;   // the first document
+    ag_ctx c;
+    ag_ctx_init(&c, (size_t)1 << 26);
+    llama_kv_cache kv;
+    float *dec = malloc(sizeof(float) * n * V);
+    CHECK(full && llama_kv_cache_init(&kv, &m16, n) == 0, "%s", err_get());
+    for (int64_t i = 0; full && i < n; i++) {
+        ag_ctx_reset(&c);
+        ag_tensor *h = llama_forward_cached(&c, &m16, &a.view, &kv, b.ids + i, NULL, 1);
+        CHECK(h != NULL, "cached forward: %s", err_get());
+        if (!h) break;
+        llama_logits(&m16, h->data, dec + i * V);
+    }
+    double e = full ? rel_norm_err(dec, full, n * V) : 1;
+    printf("# decode (gemv_bf16) vs batched forward (oneDNN), %lld tokens: relative error %.2e\n", (long long)n, e);
+    CHECK(e <= 1e-4, "decoded logits vs batched: %.3e", e);
+    llama_kv_cache_free(&kv);
+    ag_ctx_free(&c);
+    free(full), free(dec);
     lora_free(&a);
 }
 
@@ -565,6 +603,7 @@ int main(void) {
         return test_summary();
     }
     RUN(test_logits);
+    RUN(test_decode);
     RUN(test_step_gradients);
     RUN(test_trajectory);
     llama_free(&m32);
