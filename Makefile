@@ -51,9 +51,11 @@ asan:
 	@$(MAKE) --no-print-directory test BUILD=build-asan OPT="-O1 -g -march=native" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 
+# make bench [ROWS="lora eval siglip"] [ITERS=5] [PRECISIONS="fp32 bf16"]: lorac beside PyTorch
+# (scripts/bench.sh; runs under /tmp/lorac-heavy.lock, about 20 minutes on 2 cores)
 bench: deps
 	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac
-	@bash scripts/bench.sh
+	@bash scripts/bench.sh $(ROWS)
 
 demo: deps
 	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac
