@@ -24,7 +24,7 @@ TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TOKENIZER = .cache/tokenizer/tokenizer.json
 
-.PHONY: all deps tokenizer test bench bench-mpi asan fixtures demo demo-vision clean
+.PHONY: all deps tokenizer test bench bench-mpi bench-busy asan fixtures demo demo-vision clean
 all: $(BUILD)/lorac
 
 # System packages (apt-get as root when something is missing) and the Llama 3 tokenizer.
@@ -64,6 +64,13 @@ bench: deps
 bench-mpi: deps
 	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac
 	@bash scripts/bench_mpi.sh
+
+# tokens/s quiet vs next to one busy process (issue 17), small model and Llama-3.2-1B shapes, with
+# lorac's GOMP_SPINCOUNT and libgomp's default; the 1B rows under flock /tmp/lorac-heavy.lock
+# (scripts/bench_busy.sh, about 10 minutes)
+bench-busy: deps
+	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac
+	@bash scripts/bench_busy.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac

@@ -32,7 +32,7 @@ void ag_adamw_free(ag_adamw *o) {
 double ag_grad_norm(const float *g, int64_t n) {
     int64_t nb = (n + NORM_BLOCK - 1) / NORM_BLOCK;
     double *part = xmalloc((size_t)(nb ? nb : 1) * sizeof *part);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= AG_PAR_MIN)   // fixed blocks: same sum either way
     for (int64_t b = 0; b < nb; b++) {
         int64_t lo = b * NORM_BLOCK, hi = lo + NORM_BLOCK < n ? lo + NORM_BLOCK : n;
         double s = 0;
@@ -50,7 +50,7 @@ double ag_clip_grad_norm(float *g, int64_t n, double max_norm) {
     double coef = max_norm / (norm + 1e-6);
     if (coef < 1) {
         float f = (float)coef;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= AG_PAR_MIN)
         for (int64_t i = 0; i < n; i++) g[i] *= f;
     }
     return norm;
@@ -68,7 +68,7 @@ void ag_adamw_step(ag_adamw *o, float *p, const float *g, float lr) {
     float c1 = (float)(1 - b1), c2 = (float)(1 - b2), fb1 = o->beta1, fb2 = o->beta2;
     float nstep = (float)(-(double)lr / bc1), bc2s = (float)sqrt(bc2), eps = o->eps;
     float *m = o->m, *v = o->v;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (o->n >= AG_PAR_MIN)
     for (int64_t i = 0; i < o->n; i++) {
         float gi = g[i];
         float pi = p[i] * decay;                      // decoupled weight decay

@@ -32,6 +32,11 @@
 #include "util.h"
 
 #define AG_MAXDIM 4
+// Work (elements, or multiply-adds) below which an op's own OpenMP loop stays on one thread:
+// a parallel region's fork/join costs microseconds on a quiet machine and up to a scheduler time
+// slice when another process holds a core (issue 17). Only loops whose iterations write their own
+// outputs (or fixed-order partials) get such a clause, so results do not depend on it.
+#define AG_PAR_MIN 16384
 #define AG_MAXIN 6
 
 // --- tensors

@@ -43,7 +43,7 @@ static void rope_apply(float *out, const float *x, int64_t N, int nheads, int D,
                        const float *inv_freq, int backward) {
     int half = D / 2;
     int64_t ld = (int64_t)nheads * D;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * ld >= AG_PAR_MIN)
     for (int64_t n = 0; n < N; n++) {
         float cs[ROPE_MAXHALF], sn[ROPE_MAXHALF];
         rope_table(cs, sn, pos[n], inv_freq, half);
@@ -254,7 +254,7 @@ typedef struct attn_dims {
 // instead of once per (query head, query tile, key tile)
 static void transpose_heads(float *dst, const float *src, int64_t Nk, int K, int D, int64_t ld) {
     int64_t nb = (Nk + BK - 1) / BK;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Nk * K * D >= AG_PAR_MIN)
     for (int64_t task = 0; task < (int64_t)K * nb; task++) {
         int g = (int)(task / nb);
         int64_t j0 = task % nb * BK;
@@ -273,6 +273,15 @@ static void tile_range(const attn_dims *a, int64_t i0, int64_t i1, int32_t *lo, 
     }
     if (l >= h) l = h = 0;
     *lo = l, *hi = h;
+}
+
+// multiply-adds of one pass over the (query row, key) pairs of every head: below AG_PAR_MIN·16
+// (tens of microseconds, e.g. one decoded token) the tiles run on one thread; each tile writes
+// only its own rows, so the result is the same either way
+static int attn_parallel(const attn_dims *a) {
+    int64_t keys = 0;
+    for (int64_t i = 0; i < a->Nq; i++) keys += a->end[i] - a->beg[i];
+    return keys * a->H * a->D >= (int64_t)AG_PAR_MIN * 16;
 }
 
 static int attn_setup(ag_ctx *c, attn_dims *a) {
@@ -473,8 +482,9 @@ static void attention_backward(ag_ctx *c, ag_node *n) {
     transpose_heads(kT, k->data, a.Nk, a.K, a.D, a.ldk);
     transpose_heads(vT, v->data, a.Nk, a.K, a.D, a.ldk);
     a.kT = kT, a.vT = vT;
+    int par = attn_parallel(&a);
     // D_i = Σ_d dout·out per (row, head)
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (a.Nq * a.H * a.D >= AG_PAR_MIN)
     for (int64_t i = 0; i < a.Nq; i++)
         for (int h = 0; h < a.H; h++) {
             const float *o = out + i * a.ldq + (int64_t)h * a.D, *g = dout + i * a.ldq + (int64_t)h * a.D;
@@ -484,14 +494,14 @@ static void attention_backward(ag_ctx *c, ag_node *n) {
         }
     if (dq) {
         int64_t ntask = (int64_t)a.H * a.ntiles;
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if (par)
         for (int64_t task = 0; task < ntask; task++)
             attn_dq_tile(&a, q->data, k->data, v->data, dout, lse, Dr, dq, (int)(task % a.H),
                          (int)(task / a.H), scr + (size_t)omp_get_thread_num() * per);
     }
     if (dk || dv) {
         int64_t nkt = (a.Nk + BK - 1) / BK, ntask = (int64_t)a.K * nkt;
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if (par)
         for (int64_t task = 0; task < ntask; task++)
             attn_dkv_tile(&a, q->data, k->data, v->data, dout, lse, Dr, dk, dv, (int)(task % a.K),
                           (task / a.K) * BK, scr + (size_t)omp_get_thread_num() * per);
@@ -549,7 +559,7 @@ ag_tensor *ag_attention(ag_ctx *c, ag_tensor *q, ag_tensor *k, ag_tensor *v, int
     transpose_heads(kT, k->data, Nk, K, (int)D, K * D);
     a.kT = kT;
     int64_t ntask = (int64_t)H * a.ntiles;
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for schedule(dynamic, 1) if (attn_parallel(&a))
     for (int64_t task = 0; task < ntask; task++)
         attn_fwd_tile(&a, q->data, k->data, v->data, out->data, lse, (int)(task % H), (int)(task / H),
                       scr + (size_t)omp_get_thread_num() * per);

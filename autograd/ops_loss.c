@@ -51,7 +51,7 @@ static int64_t ce_scratch_floats(const ce_problem *p, int with_grad) {
 
 // hg[mb, C] = h rows rows[r0 .. r0+mb)
 static void ce_gather(const ce_problem *p, float *hg, int64_t r0, int64_t mb) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (mb * p->C >= AG_PAR_MIN)
     for (int64_t r = 0; r < mb; r++)
         memcpy(hg + r * p->C, p->h + (int64_t)p->rows[r0 + r] * p->C, (size_t)p->C * sizeof(float));
 }
@@ -201,7 +201,7 @@ static void cross_entropy_backward(ag_ctx *c, ag_node *n) {
     const float *dhs = n->saved;
     const int32_t *rows = n->aux[0];
     float g = n->out->grad[0] / n->f[0];
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (M * C >= AG_PAR_MIN)
     for (int64_t r = 0; r < M; r++) {
         float *d = dh + (int64_t)rows[r] * C;
         const float *s = dhs + r * C;

@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# `make bench-busy` (issue 17): LoRA training throughput on a quiet machine and next to one busy
+# process (`bash -c 'while :; do :; done'`, the stand-in for "the machine is doing something
+# else"), for two models:
+#   small  make-tiny --hidden-size 256 --layers 4 (Llama tokenizer), `lorac train`, batch 8 short
+#          text records, r=8 on all linear layers; tokens/s per step from metrics.jsonl
+#   1b     make-tiny --preset llama-3.2-1b (random weights), `lorac bench lora` (batch 1 x TOKENS_1B,
+#          r=16, fp32), under flock /tmp/lorac-heavy.lock (the process needs ~7 GB)
+# each with lorac's own wait policy (GOMP_SPINCOUNT=20000, train/threads.c) and with libgomp's old
+# default spelled out (GOMP_SPINCOUNT=300000), so the table shows what the spin setting does.
+# Prints per row the median (min-max) tokens/s over the measured steps and the busy/quiet ratio.
+# Targets (issue 17): busy/quiet >= 0.4 for both models.
+# On a shared machine (other users' jobs) the numbers are noisy: look at min-max, run twice.
+#   SMALL_STEPS=12 ITERS_1B=3 TOKENS_1B=512 MODELS="small 1b" bash scripts/bench_busy.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+L=${LORAC:-build/lorac}
+SMALL_STEPS=${SMALL_STEPS:-12}
+ITERS_1B=${ITERS_1B:-3}
+TOKENS_1B=${TOKENS_1B:-512}
+MODELS=${MODELS:-small 1b}
+M1B=${MODEL_1B:-/tmp/busy-1b}
+out=build/bench-busy
+mkdir -p "$out"
+: >"$out/results.jsonl"
+export OMP_NUM_THREADS=2
+unset OMP_WAIT_POLICY GOMP_SPINCOUNT LORAC_WAIT_POLICY_SET
+
+busy_pid=
+stop_busy() { if [ -n "$busy_pid" ]; then kill "$busy_pid" 2>/dev/null || true; wait "$busy_pid" 2>/dev/null || true; busy_pid=; fi; }
+trap stop_busy EXIT
+start_busy() { bash -c 'while :; do :; done' & busy_pid=$!; sleep 0.5; }
+
+record() {   # MODEL LOAD SPIN TPS... -> one JSON line
+  /usr/bin/python3 - "$@" >>"$out/results.jsonl" <<'PY'
+import json, sys
+m, load, spin, *tps = sys.argv[1:]
+print(json.dumps({"model": m, "load": load, "spin": spin, "tokens_per_s": [float(t) for t in tps]}))
+PY
+}
+
+small() {   # LOAD SPIN
+  local load=$1 spin=$2 env=()
+  [ "$spin" = default ] || env=(GOMP_SPINCOUNT="$spin")
+  rm -rf "$out/small-run"
+  [ "$load" = busy ] && start_busy
+  env "${env[@]}" $L train configs/tiny-lora.yaml model="$out/small-model" data.train="$out/small.jsonl" \
+      data.eval=null data.format=text data.max_seq_len=64 data.shuffle=false train.batch_size=8 \
+      train.grad_accum=1 train.epochs=1000 train.max_steps="$SMALL_STEPS" train.save_every=100000 \
+      train.eval_every=0 train.log_every=1 output_dir="$out/small-run" >"$out/small.out" 2>"$out/small.err" ||
+    { stop_busy; tail -5 "$out/small.err" >&2; exit 1; }
+  stop_busy
+  # steps after the first two (warm-up: arena growth, first-touch pages)
+  record small "$load" "$spin" $(/usr/bin/python3 -c '
+import json, sys
+s = [json.loads(l) for l in open(sys.argv[1]) if "\"loss\"" in l][2:]
+print(" ".join("%.1f" % (x["tokens"] / x["step_s"]) for x in s))' "$out/small-run/metrics.jsonl")
+}
+
+big() {   # LOAD SPIN
+  local load=$1 spin=$2 env=()
+  [ "$spin" = default ] || env=(GOMP_SPINCOUNT="$spin")
+  [ "$load" = busy ] && start_busy
+  env "${env[@]}" $L bench lora --model "$M1B" --tokens "$TOKENS_1B" --iters "$ITERS_1B" --warmup 1 \
+      >"$out/1b.out" 2>"$out/1b.err" || { stop_busy; tail -5 "$out/1b.err" >&2; exit 1; }
+  stop_busy
+  record 1b "$load" "$spin" $(/usr/bin/python3 -c '
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")][-1]   # the summary line
+print(" ".join("%.2f" % (r["tokens"] / s) for s in r["sec_all"]))' "$out/1b.out")
+}
+
+echo "bench-busy: the machine may be shared; other jobs add noise to every number (see min-max)" >&2
+if [[ " $MODELS " == *" small "* ]]; then
+  [ -s "$out/small-model/model.safetensors" ] ||
+    $L make-tiny --hidden-size 256 --layers 4 --tokenizer .cache/tokenizer --out "$out/small-model" --force >/dev/null
+  # 64 short plain-text records of 20-40 words (about 30-60 tokens each)
+  /usr/bin/python3 - "$out/small.jsonl" <<'PY'
+import json, random, sys
+random.seed(1)
+words = "the of and to in is was for on that with as by at from his her it an were are which this be or first new".split()
+with open(sys.argv[1], "w") as f:
+    for _ in range(64):
+        f.write(json.dumps({"text": " ".join(random.choice(words) for _ in range(random.randrange(20, 41)))}) + "\n")
+PY
+  for spin in default 300000; do
+    for load in quiet busy; do echo "+ small $load spin=$spin" >&2; small $load $spin; done
+  done
+fi
+if [[ " $MODELS " == *" 1b "* ]]; then
+  echo "bench-busy: waiting for /tmp/lorac-heavy.lock (1B rows)" >&2
+  exec 9>/tmp/lorac-heavy.lock
+  flock 9
+  [ -s "$M1B/model.safetensors" ] || $L make-tiny --preset llama-3.2-1b --out "$M1B" --force >/dev/null
+  for spin in default 300000; do
+    for load in quiet busy; do echo "+ 1b $load spin=$spin" >&2; big $load $spin; done
+  done
+  flock -u 9
+fi
+/usr/bin/python3 - "$out/results.jsonl" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+med = {(r["model"], r["load"], r["spin"]): statistics.median(r["tokens_per_s"]) for r in rows}
+print("\n| model | GOMP_SPINCOUNT | load | tokens/s median (min-max) | n | busy/quiet |")
+print("|---|---|---|---|---|---|")
+for r in rows:
+    t = r["tokens_per_s"]
+    spin = "20000 (lorac default)" if r["spin"] == "default" else r["spin"] + " (libgomp default)"
+    ratio = f"{med[(r['model'], 'busy', r['spin'])] / med[(r['model'], 'quiet', r['spin'])]:.2f}" \
+        if r["load"] == "busy" and (r["model"], "quiet", r["spin"]) in med else ""
+    print(f"| {r['model']} | {spin} | {r['load']} | {statistics.median(t):.1f} ({min(t):.1f}-{max(t):.1f}) | {len(t)} | {ratio} |")
+print("\nsmall: hidden 256, 4 layers, batch 8 records of ~30-60 tokens, lorac train; "
+      "1b: bench lora, batch 1; 2 OpenMP threads; busy = one `while :; do :; done` shell.")
+print("Target (issue 17): busy/quiet >= 0.4 for both models. The machine may be shared: numbers are noisy.")
+PY
