@@ -32,11 +32,15 @@
 #include "util.h"
 
 #define AG_MAXDIM 4
-// Work (elements, or multiply-adds) below which an op's own OpenMP loop stays on one thread:
-// a parallel region's fork/join costs microseconds on a quiet machine and up to a scheduler time
-// slice when another process holds a core (issue 17). Only loops whose iterations write their own
+// Work (elements, or multiply-adds) below which an op's own OpenMP loop stays on one thread.
+// Measured on 2 cores (issue 17, an elementwise z = x*y + z): quiet, two threads win from ~8K
+// elements, saving ~2 us at 64K and ~15 us at 256K; with another process on the machine any
+// region can stall for a scheduler time slice (~1 ms) waiting for its parked second thread.
+// 256K keeps the quiet cost of running serially below ~15 us per op while taking the small
+// model's per-layer elementwise ops (N x hidden) out of the region count; the Llama-3.2-1B
+// shapes (512 x 2048 and up) stay parallel. Only loops whose iterations write their own
 // outputs (or fixed-order partials) get such a clause, so results do not depend on it.
-#define AG_PAR_MIN 16384
+#define AG_PAR_MIN (1 << 18)
 #define AG_MAXIN 6
 
 // --- tensors

@@ -275,13 +275,13 @@ static void tile_range(const attn_dims *a, int64_t i0, int64_t i1, int32_t *lo, 
     *lo = l, *hi = h;
 }
 
-// multiply-adds of one pass over the (query row, key) pairs of every head: below AG_PAR_MIN·16
+// multiply-adds of one pass over the (query row, key) pairs of every head: below AG_PAR_MIN
 // (tens of microseconds, e.g. one decoded token) the tiles run on one thread; each tile writes
 // only its own rows, so the result is the same either way
 static int attn_parallel(const attn_dims *a) {
     int64_t keys = 0;
     for (int64_t i = 0; i < a->Nq; i++) keys += a->end[i] - a->beg[i];
-    return keys * a->H * a->D >= (int64_t)AG_PAR_MIN * 16;
+    return keys * a->H * a->D >= AG_PAR_MIN;
 }
 
 static int attn_setup(ag_ctx *c, attn_dims *a) {

@@ -19,7 +19,7 @@
 
 // --- helpers
 
-#define PAR_MIN 16384   // elements below which a loop stays serial (thread start-up dominates)
+#define PAR_MIN AG_PAR_MIN   // elements below which a loop stays serial (ag.h: measured, issue 17)
 #define COLBLK 64       // columns per block in the deterministic column reductions
 
 // shape string for error messages; the buffer lives until the end of the enclosing block
