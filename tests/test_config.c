@@ -14,8 +14,8 @@ static const char *write_yaml(const char *name, const char *text) {
     static char path[600];
     snprintf(path, sizeof path, "%s/%s", tmp, name);
     if (file_write_atomic(path, text, strlen(text))) {
-        printf("FAIL cannot write %s: %s\n", path, err_get());
-        exit(1);
+        test_fail("cannot write %s: %s", path, err_get());
+        exit(test_summary());
     }
     return path;
 }
