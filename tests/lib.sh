@@ -75,6 +75,14 @@ close() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -
 # jfield JSON KEY: a number field of a one-line JSON object such as eval --json's (no python)
 jfield() { sed -n 's/.*"'"$2"'": \([0-9.eE+-]*\).*/\1/p' <<<"$1"; }
 
+# window_tokens L M S: how many tokens `lorac eval` scores in a document of L tokens with
+# windows of at most M tokens every S (docs/numerics.md): window k covers [kS, min(kS+M, L)),
+# the last window is the first that reaches L, and it scores [max(prev_end, kS+1), end)
+window_tokens() {
+  awk -v L="$1" -v M="$2" -v S="$3" 'BEGIN { n = 0; prev = 0; for (s = 0;; s += S) { e = s + M < L ? s + M : L;
+    f = prev > s + 1 ? prev : s + 1; if (e > f) n += e - f; prev = e; if (e >= L) break } print n }'
+}
+
 # file kinds by their first 8 bytes
 is_h5() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "894844460d0a1a0a" ]; }
 is_png() { [ "$(head -c 8 "$1" | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]; }

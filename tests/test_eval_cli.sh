@@ -32,17 +32,20 @@ check "BF16 merge keeps BF16" grep -aq '"dtype":"BF16"' "$T/merged16/model.safet
 expect_error 1 "merge refuses an existing output folder, naming it" "merged32" -- $L merge --model "$T/m32" --adapter "$T/ad" --out "$T/merged32"
 
 # windows: a long .txt document (no trailing newline, so it equals the tokenize argument) through
-# many windows. A .txt file is one `text` document: <|begin_of_text|> + text, L tokens, and the
-# windows score every token but the first exactly once: exactly L - 1, whatever M and S are
-# (a window scheme that scores overlaps twice or drops window starts gives another count)
+# many windows. A .txt file is one `text` document: <|begin_of_text|> + text, L tokens. With
+# S < M the windows score every token but the first exactly once (L - 1); with S = M each
+# window's first token has no context and is not scored (L - windows). The exact count is
+# asserted: scoring overlaps twice or dropping window starts gives another number.
 printf '%s' "$(for i in $(seq 1 30); do cat data/demo/eval.jsonl; done | head -c 20000)" > "$T/long.txt"
 ntok=$($L tokenize --model "$T/m32" --bos -- "$(cat "$T/long.txt")" | wc -w)
 check "long document tokenized ($ntok tokens)" [ "$ntok" -gt 1000 ]
+check "window rule: S < M scores L - 1, S = M scores L - windows" \
+  [ "$(window_tokens "$ntok" 64 32)" -eq $((ntok - 1)) -a "$(window_tokens "$ntok" 64 64)" -eq $((ntok - (ntok + 63) / 64)) ]
 for ms in "64 32" "50 17" "64 64"; do
   set -- $ms
   jw=$($L eval --model "$T/m32" --data "$T/long.txt" --max-length "$1" --stride "$2" --json 2>/dev/null)
-  check "sliding window M=$1 S=$2 scores each token but the first once: $(field "$jw" tokens) = $ntok - 1" \
-    [ "$(field "$jw" tokens)" = $((ntok - 1)) ]
+  want=$(window_tokens "$ntok" "$1" "$2")
+  check "sliding window M=$1 S=$2 over $ntok tokens scores $want (got $(field "$jw" tokens))" [ "$(field "$jw" tokens)" = "$want" ]
   check "M=$1 S=$2: one .txt document" grep -q '"documents": 1}' <<<"$jw"
 done
 

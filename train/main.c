@@ -1,19 +1,11 @@
-// main.c — the `lorac` entry point: dispatches to the subcommands declared in cli.h.
-// A command whose implementation has not been linked in is reported, not crashed on.
+// main.c — the `lorac` entry point: dispatches to the subcommands declared in cli.h. Every
+// subcommand is a strong reference: a command missing from the build is a link error, never a
+// runtime surprise.
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
 #include "util.h"
-
-#pragma weak cmd_train
-#pragma weak cmd_eval
-#pragma weak cmd_generate
-#pragma weak cmd_tokenize
-#pragma weak cmd_prepare
-#pragma weak cmd_merge
-#pragma weak cmd_make_tiny
-#pragma weak cmd_bench
 
 typedef struct {
     const char *name;
@@ -56,10 +48,6 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < NCOMMANDS; i++) {
         if (strcmp(argv[1], commands[i].name)) continue;
-        if (!commands[i].fn) {
-            fprintf(stderr, "error: lorac %s: not built into this binary yet\n", argv[1]);
-            return 1;
-        }
         return commands[i].fn(argc - 1, argv + 1);
     }
     fprintf(stderr, "error: unknown command '%s' (try: lorac --help)\n", argv[1]);
