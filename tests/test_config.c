@@ -515,7 +515,7 @@ static void test_lr_hand(void) {
     cfg_free(&c);
 }
 
-// Table computed once with Python (numpy float32 inputs, double math) from the CONTRACT.md
+// Table computed once with Python (numpy float32 inputs, double math) from the docs/numerics.md
 // formula: n < W: lr*(n+1)/W; else p = (n-W)/(N-W), lr*(m + (1-m)*f(p)),
 // f = (1+cos(pi p))/2 | 1-p | 1.
 static void test_lr_table(void) {

@@ -18,7 +18,7 @@ $L train configs/tiny-lora.yaml model="$T/m32" data.train="$T/train.jsonl" data.
 check "adapter trained" [ -s "$T/ad/adapter_model.safetensors" ]
 
 j0=$($L eval --model "$T/m32" --data "$T/eval.jsonl" --json 2>/dev/null)
-check "eval --json prints the contract's object" grep -qE '^\{"ppl": [0-9.]+, "nll": [0-9.]+, "tokens": [0-9]+, "documents": 12\}$' <<<"$j0"
+check "eval --json prints the documented object" grep -qE '^\{"ppl": [0-9.]+, "nll": [0-9.]+, "tokens": [0-9]+, "documents": 12\}$' <<<"$j0"
 ja=$($L eval --model "$T/m32" --adapter "$T/ad" --data "$T/eval.jsonl" --json 2>/dev/null)
 check "adapter changes the perplexity" [ "$(field "$ja" ppl)" != "$(field "$j0" ppl)" ]
 $L merge --model "$T/m32" --adapter "$T/ad" --out "$T/merged32" 2>"$T/merge.err"

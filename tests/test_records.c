@@ -1,6 +1,6 @@
 // test_records.c — JSONL records (data/records.c) and batches (data/batch.c).
 //
-// Records are checked against strings rendered by hand here from CONTRACT.md "Data formats"
+// Records are checked against strings rendered by hand here from docs/formats.md "Data: JSONL records"
 // and encoded whole with the real Llama 3 tokenizer (TOKENIZER_DIR); loss masks by decoding
 // the supervised tokens; the 1,100 demo instruction records as alpaca, chat and
 // alpaca_classic. Batches are checked on synthetic data sets against index arithmetic.
