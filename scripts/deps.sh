@@ -7,9 +7,12 @@ set -euo pipefail
 pkgs=(gcc make pkg-config libopenblas-dev libopenblas0-openmp libhdf5-dev libpcre2-dev libcjson-dev libyaml-dev
       libstb-dev libjpeg62-turbo-dev ca-certificates)
 # tests: Debian's /usr/bin/python3 with numpy (tests/fixtures_io.py, tests/model_variant.py),
-# h5py (test_captions.sh reads the feature cache), PIL (tests/gen_image.py's references); nm
-# (binutils) for the link check; cmp/diff, od/md5sum/comm, flock and awk come with every Debian
-pkgs+=(python3 python3-numpy python3-h5py python3-pil binutils diffutils coreutils util-linux mawk)
+# h5py (test_captions.sh reads the feature cache), PIL (tests/gen_image.py's references),
+# protobuf (test_tboard.sh reads the TensorBoard event files); chromium renders report.html
+# (test_report.sh); nm (binutils) for the link check; cmp/diff, od/md5sum/comm, flock and awk
+# come with every Debian
+pkgs+=(python3 python3-numpy python3-h5py python3-pil python3-protobuf protobuf-compiler chromium
+       binutils diffutils coreutils util-linux mawk)
 # npm fetches the tokenizer; this image may ship Node.js outside Debian's packages
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 missing=()

@@ -246,7 +246,7 @@ static void test_png_bmp_edge_cases(void) {
 
 int main(void) {
     fx = fixture_load("tests/fixtures/image_ref.safetensors");
-    if (!fx) { printf("0 passed, 1 failed\n"); return 1; }
+    if (!fx) return test_summary();   // fixture_load counted the failure
     cJSON *m = cJSON_GetObjectItem(fx->header, "__metadata__");
     cJSON *fl = m ? cJSON_GetObjectItem(m, "files") : NULL;
     if (fl && cJSON_IsString(fl)) {
