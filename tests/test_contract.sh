@@ -329,7 +329,7 @@ check "all 8 subcommands are strong symbols of the binary" \
   [ "$(nm -P "$L" | awk '$2 == "T" && $1 ~ /^cmd_(train|eval|generate|tokenize|prepare|merge|make_tiny|bench)$/' | wc -l)" -eq 8 \
     -a "$(nm -P "$L" | awk '$1 ~ /^cmd_/ && $2 ~ /^[vVwW]$/' | wc -l)" -eq 0 ]
 check "no 'not built into this binary' path" bash -c "! grep -aq 'not built into this binary' '$L'"
-for c in train eval generate tokenize prepare merge make-tiny; do
+for c in train eval generate tokenize prepare merge make-tiny bench; do
   $L $c --help >"$T/o" 2>"$T/e"; rc=$?
   check "$c --help: status 0, usage on stdout" [ $rc -eq 0 -a -s "$T/o" -a ! -s "$T/e" ]
 done
