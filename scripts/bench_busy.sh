@@ -11,7 +11,8 @@
 # Prints per row the median (min-max) tokens/s over the measured steps and the busy/quiet ratio.
 # Targets (issue 17): busy/quiet >= 0.4 for both models.
 # On a shared machine (other users' jobs) the numbers are noisy: look at min-max, run twice.
-#   SMALL_STEPS=12 ITERS_1B=3 TOKENS_1B=512 MODELS="small 1b" bash scripts/bench_busy.sh
+#   SMALL_STEPS=12 ITERS_1B=3 TOKENS_1B=512 MODELS="small 1b" LORAC=build/lorac OUT=build/bench-busy \
+#     bash scripts/bench_busy.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 L=${LORAC:-build/lorac}
@@ -20,7 +21,7 @@ ITERS_1B=${ITERS_1B:-3}
 TOKENS_1B=${TOKENS_1B:-512}
 MODELS=${MODELS:-small 1b}
 M1B=${MODEL_1B:-/tmp/busy-1b}
-out=build/bench-busy
+out=${OUT:-build/bench-busy}
 mkdir -p "$out"
 : >"$out/results.jsonl"
 export OMP_NUM_THREADS=2
@@ -91,7 +92,7 @@ if [[ " $MODELS " == *" 1b "* ]]; then
   echo "bench-busy: waiting for /tmp/lorac-heavy.lock (1B rows)" >&2
   exec 9>/tmp/lorac-heavy.lock
   flock 9
-  [ -s "$M1B/model.safetensors" ] || $L make-tiny --preset llama-3.2-1b --out "$M1B" --force >/dev/null
+  [ -s "$M1B/model.safetensors" ] || $L make-tiny --preset llama-3.2-1b --tokenizer .cache/tokenizer --out "$M1B" --force >/dev/null
   for spin in default 300000; do
     for load in quiet busy; do echo "+ 1b $load spin=$spin" >&2; big $load $spin; done
   done
