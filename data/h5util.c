@@ -144,6 +144,19 @@ hid_t h5u_create_1d(hid_t file, const char *name, hid_t type, hsize_t chunk, int
     return d;
 }
 
+int h5u_check_extent(hid_t ds, const char *path, const char *name, uint64_t nelem, size_t elem_size,
+                     const char *hint) {
+    uint64_t need;
+    if (__builtin_mul_overflow(nelem, (uint64_t)elem_size, &need)) need = UINT64_MAX;
+    uint64_t stored = (uint64_t)H5Dget_storage_size(ds);
+    if (need <= stored * H5U_MAX_INFLATE + 4096) return 0;
+    H5Eclear2(H5E_DEFAULT);
+    return err_set("%s: dataset '%s': %llu values (%llu bytes), but the file stores %llu bytes for it (at most %d "
+                   "times that; corrupt file? %s)",
+                   path, name, (unsigned long long)nelem, (unsigned long long)need, (unsigned long long)stored,
+                   H5U_MAX_INFLATE, hint);
+}
+
 int h5u_append_1d(hid_t d, hid_t mt, int64_t at, int64_t n, const void *buf) {
     if (n <= 0) return 0;
     hsize_t size = (hsize_t)(at + n), start = (hsize_t)at, count = (hsize_t)n;
