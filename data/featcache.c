@@ -513,6 +513,7 @@ data_fc *data_fc_open(const char *path, const data_fc_ident *expect) {
         h5u_fail("%s: not an HDF5 file (corrupt or truncated? %s)", path, FC_HINT);
         goto fail;
     }
+    if (h5u_check_heaps(path, FC_HINT)) goto fail;   // one read of the file: at most one epoch's reading
     hid_t fapl = h5u_file_access();
     fc->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);

@@ -609,6 +609,7 @@ int data_h5_load(data_set *ds, const char *path, const tok_tokenizer *tok, const
         return err_set("%s: not an HDF5 file (no HDF5 signature; JSONL data should not be named .h5/.hdf5)",
                        path);
     }
+    if (h5u_check_heaps(path, HINT)) return -1;
     hid_t fapl = h5u_file_access();
     h5_in in = {H5Fopen(path, H5F_ACC_RDONLY, fapl), path};
     H5Pclose(fapl);

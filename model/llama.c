@@ -102,6 +102,11 @@ int llama_load(const char *dir, llama_model *m) {
     memset(m, 0, sizeof *m);
     if (hf_llama_config_load(dir, &m->cfg) != 0) return -1;
     if (check_config(dir, &m->cfg) != 0) return -1;
+    st_model *st = st_open(dir);   // sizes from config.json are checked against the weights before allocating
+    if (!st || hf_llama_check_weights(st, &m->cfg) != 0) {
+        st_close(st);
+        return -1;
+    }
     m->dir = xstrdup(dir);
     m->w.layers = xcalloc((size_t)m->cfg.num_layers, sizeof *m->w.layers);
     m->inv_freq = xmalloc((size_t)(m->cfg.head_dim / 2) * sizeof(float));
@@ -112,10 +117,9 @@ int llama_load(const char *dir, llama_model *m) {
         free(src);
         src = path_join(dir, "model.safetensors.index.json");
     }
-    st_model *st = st_open(dir);
-    int rc = st ? load_weights(st, m, src) : -1;
+    int rc = load_weights(st, m, src);
     free(src);
-    if (st) st_close(st);
+    st_close(st);
     if (rc != 0) llama_free(m);
     return rc;
 }
