@@ -959,7 +959,8 @@ tok_tokenizer *tok_load(const char *model_dir) {
     char *tk1 = path_join(orig, "tokenizer.model");
     char *tk2 = path_join(model_dir, "tokenizer.model");
     int rc;
-    if (file_exists(hf)) rc = load_hf(t, hf);
+    if (!dir_exists(model_dir)) rc = err_set("%s: model folder not found", model_dir);
+    else if (file_exists(hf)) rc = load_hf(t, hf);
     else if (file_exists(tk1)) rc = load_tiktoken(t, tk1, model_dir);
     else if (file_exists(tk2)) rc = load_tiktoken(t, tk2, model_dir);
     else
