@@ -224,9 +224,6 @@ static uint32_t be32(const unsigned char *p) {
 static int check_png(const char *name, const unsigned char *d, size_t len, int64_t max_pixels,
                      unsigned char **fixed, size_t *fixed_len) {
     *fixed = NULL;
-    // the size from IHDR first, so a zero or huge size gets the message every format gives
-    if (len >= 24 && !memcmp(d + 12, "IHDR", 4) && check_pixels(name, be32(d + 16), be32(d + 20), max_pixels))
-        return -1;
     size_t pos = 8, last_end = 8;
     int seen_idat = 0;
     for (;;) {
@@ -246,6 +243,10 @@ static int check_png(const char *name, const unsigned char *d, size_t len, int64
         }
         if (!seen_idat && png_crc(d + pos + 4, (size_t)n + 4) != be32(d + pos + 8 + n))
             return err_set("%s: corrupt PNG: bad CRC in chunk '%s' at byte %zu", name, type, pos);
+        // the size in a sound IHDR (PIL checks the CRC first): a zero or huge size gets the message
+        // every format gives, before stb_image's own
+        if (!memcmp(type, "IHDR", 4) && n >= 8 && check_pixels(name, be32(d + pos + 8), be32(d + pos + 12), max_pixels))
+            return -1;
         pos += 12 + (size_t)n;
         last_end = pos;
         if (!memcmp(type, "IEND", 4)) return 0;

@@ -936,10 +936,14 @@ int cfg_validate(const cfg_train *c) {
         return verr(c, "schedule.warmup_ratio: expected 0 <= warmup_ratio < 1, found %g", c->schedule.warmup_ratio);
     if (!(c->schedule.min_lr_ratio >= 0 && c->schedule.min_lr_ratio <= 1))
         return verr(c, "schedule.min_lr_ratio: expected 0 <= min_lr_ratio <= 1, found %g", c->schedule.min_lr_ratio);
-    if (c->train.batch_size < 1 || c->train.batch_size > CFG_MAX_BATCH)
-        return verr(c, "train.batch_size: expected an integer in [1, %d], found %d", CFG_MAX_BATCH, c->train.batch_size);
-    if (c->train.grad_accum < 1 || c->train.grad_accum > CFG_MAX_BATCH)
-        return verr(c, "train.grad_accum: expected an integer in [1, %d], found %d", CFG_MAX_BATCH, c->train.grad_accum);
+    if (c->train.batch_size < 1)
+        return verr(c, "train.batch_size: expected an integer >= 1, found %d", c->train.batch_size);
+    if (c->train.grad_accum < 1)
+        return verr(c, "train.grad_accum: expected an integer >= 1, found %d", c->train.grad_accum);
+    if (c->train.batch_size > CFG_MAX_BATCH || c->train.grad_accum > CFG_MAX_BATCH)
+        return verr(c, "train.%s: expected at most %d (the limit on batch sizes), found %d",
+                    c->train.batch_size > CFG_MAX_BATCH ? "batch_size" : "grad_accum", CFG_MAX_BATCH,
+                    c->train.batch_size > CFG_MAX_BATCH ? c->train.batch_size : c->train.grad_accum);
     if (c->train.epochs < 1) return verr(c, "train.epochs: expected an integer >= 1, found %d", c->train.epochs);
     if (c->train.max_steps != -1 && c->train.max_steps < 1)
         return verr(c, "train.max_steps: expected -1 (use epochs) or an integer >= 1, found %" PRId64,
