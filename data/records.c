@@ -504,6 +504,8 @@ static int record_from_json(data_reader *rd, const char *text, size_t len, int64
     if (!obj) {
         const char *at = cJSON_GetErrorPtr();
         long long col = at && at >= text && at <= text + len ? (long long)(at - text + 1) : 0;
+        if (json_max_depth(text, len) >= CJSON_NESTING_LIMIT)
+            return CTX_ERR(&c, "the JSON nests deeper than %d levels (the limit)", CJSON_NESTING_LIMIT);
         return CTX_ERR(&c, "not valid JSON (error near column %lld; each line must hold one JSON object)", col);
     }
     if (!cJSON_IsObject(obj)) {

@@ -123,6 +123,8 @@ static cJSON *load_json(const char *path) {
     if (!root || !cJSON_IsObject(root)) {
         size_t at = root ? 0 : (size_t)((end ? end : cJSON_GetErrorPtr()) - txt);
         if (root) err_set("%s: expected a JSON object at the top level", path);
+        else if (json_max_depth(txt, strlen(txt)) >= CJSON_NESTING_LIMIT)
+            err_set("%s: the JSON nests deeper than %d levels (the limit)", path, CJSON_NESTING_LIMIT);
         else err_set("%s: not valid JSON (error near byte %zu)", path, at);
         cJSON_Delete(root);
         free(txt);
@@ -167,6 +169,8 @@ int hf_llama_config_parse(const char *json, const char *path, hf_llama_config *c
     cJSON *root = cJSON_Parse(json);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
+        if (!root && json_max_depth(json, strlen(json)) >= CJSON_NESTING_LIMIT)
+            return err_set("%s: the JSON nests deeper than %d levels (the limit)", path, CJSON_NESTING_LIMIT);
         return err_set("%s: not a valid JSON object", path);
     }
     jctx j = {root, path, ""};

@@ -222,10 +222,15 @@ int lora_load(lora_adapter *a, const hf_llama_config *mc, const char *dir) {
         return -1;
     }
     cJSON *j = cJSON_Parse(txt);
+    int deep = !j && json_max_depth(txt, strlen(txt)) >= CJSON_NESTING_LIMIT;
     free(txt);
     int rc = -1;
     st_model *st = NULL;
     lora_config lc = {0};
+    if (deep) {
+        err_set("%s: the JSON nests deeper than %d levels (the limit)", cpath, CJSON_NESTING_LIMIT);
+        goto done;
+    }
     if (!j || !cJSON_IsObject(j)) {
         err_set("%s: not a JSON object", cpath);
         goto done;

@@ -609,7 +609,9 @@ static int load_hf(tok_tokenizer *t, const char *path) {
     if (!root) {
         const char *e = cJSON_GetErrorPtr();
         size_t at = e && e >= text && e <= text + flen ? (size_t)(e - text) : 0;
+        int deep = json_max_depth(text, flen) >= CJSON_NESTING_LIMIT;
         free(text);
+        if (deep) return err_set("%s: the JSON nests deeper than %d levels (the limit)", path, CJSON_NESTING_LIMIT);
         return err_set("%s: not valid JSON (near byte %zu; a truncated download?)", path, at);
     }
     free(text);

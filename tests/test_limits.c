@@ -16,6 +16,7 @@
 #include "llama.h"
 #include "lora.h"
 #include "records.h"
+#include "safetensors.h"
 #include "test.h"
 
 static const char *T;   // scratch folder
@@ -329,6 +330,37 @@ static void test_yaml_limits(void) {
     cfg_free(&c);
 }
 
+// --- JSON nesting deeper than cJSON's limit: the message names the limit
+
+static void test_json_depth(void) {
+    size_t depth = 1500, k = 0;
+    char *j = xmalloc(2 * depth + 64);
+    k += (size_t)sprintf(j, "{\"text\": ");
+    for (size_t i = 0; i < depth; i++) j[k++] = '[';
+    for (size_t i = 0; i < depth; i++) j[k++] = ']';
+    k += (size_t)sprintf(j + k, "}\n");
+    data_set ds = {0};
+    CHECK(load_jsonl("deep.jsonl", j, &ds) != 0 && HAS("deep.jsonl:1") && HAS("deeper than 1000 levels"),
+          "deep JSONL: %s", err_get());
+    data_set_free(&ds);
+    hf_llama_config c;
+    CHECK(hf_llama_config_parse(j, "deep/config.json", &c) != 0 && HAS("deep/config.json") &&
+              HAS("deeper than 1000 levels"),
+          "deep config.json: %s", err_get());
+    // a safetensors header: 8-byte length + the JSON
+    size_t hl = k;
+    unsigned char *st = xmalloc(8 + hl);
+    for (int b = 0; b < 8; b++) st[b] = (unsigned char)((uint64_t)hl >> (8 * b));
+    memcpy(st + 8, j, hl);
+    char *p = write_file("deep.safetensors", st, 8 + hl);
+    st_model *m = st_open(p);
+    CHECK(!m && HAS("deep.safetensors") && HAS("deeper than 1000 levels"), "deep header: %s", err_get());
+    st_close(m);
+    free(p);
+    free(st);
+    free(j);
+}
+
 int main(void) {
     T = test_tmpdir("limits");
     RUN(test_jsonl_nul_escape);
@@ -338,5 +370,6 @@ int main(void) {
     RUN(test_h5_extent);
     RUN(test_image_limits);
     RUN(test_yaml_limits);
+    RUN(test_json_depth);
     return test_summary();
 }
