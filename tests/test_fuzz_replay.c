@@ -59,7 +59,8 @@ static int replay_dir(const harness *h, const char *kind) {
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         snprintf(cname, sizeof cname, "%s %s", h->name, path);
         t_case = cname;
-        t_case_failed = 0;
+        t_case_failed = t_case_skipped = 0;
+        t_in_case = 1;
         size_t len;
         char *bytes = file_read_all(path, &len);
         CHECK(bytes, "cannot read: %s", err_get());
@@ -75,6 +76,7 @@ static int replay_dir(const harness *h, const char *kind) {
             CHECK(dt < 10.0, "took %.1f s (a hang?)", dt);
             free(bytes);
         }
+        t_in_case = 0;
         if (t_case_failed) t_failed++;
         else t_passed++;
         free(names[i]);
@@ -87,6 +89,8 @@ int main(void) {
     // every harness source is replayed (a new tests/fuzz/fuzz_*.c must be added to HARNESSES)
     glob_t g;
     t_case = "harness list";
+    t_case_failed = 0;
+    t_in_case = 1;
     if (glob("tests/fuzz/fuzz_*.c", 0, NULL, &g) == 0) {
         for (size_t i = 0; i < g.gl_pathc; i++) {
             int known = 0;
@@ -102,15 +106,14 @@ int main(void) {
     } else {
         CHECK(0, "no tests/fuzz/fuzz_*.c found (run from the repository root)");
     }
+    t_in_case = 0;
     if (t_case_failed) t_failed++;
     else t_passed++;
     for (int k = 0; k < NH; k++) {
         int seeds = replay_dir(&harnesses[k], "corpus");
         int regs = replay_dir(&harnesses[k], "regressions");
         t_case = harnesses[k].name;
-        t_case_failed = 0;
-        CHECK(seeds > 0, "tests/fuzz/corpus/%s has no seed inputs", harnesses[k].name);
-        if (t_case_failed) t_failed++;
+        CHECK(seeds > 0, "tests/fuzz/corpus/%s has no seed inputs", harnesses[k].name);   // counts as a failure
         printf("fuzz replay %-12s %4d seeds, %3d regression inputs\n", harnesses[k].name, seeds, regs);
     }
     return test_summary();
