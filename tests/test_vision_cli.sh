@@ -12,7 +12,7 @@ has() { grep -aq -- "$2" "$1"; }
 
 $L make-tiny --out "$T/llama" --seed 7 >/dev/null 2>"$T/mk.err" &&
   $L make-tiny --kind siglip --out "$T/siglip" --seed 3 >/dev/null 2>>"$T/mk.err" ||
-  { cat "$T/mk.err"; echo "0 passed, 1 failed"; exit 1; }
+  { bad "make-tiny: $(cat "$T/mk.err")"; test_summary; exit 1; }
 D=data/demo/captions
 ln -s "$(pwd)/$D/images" "$T/images"
 head -n 8 "$D/train.jsonl" > "$T/train.jsonl"
