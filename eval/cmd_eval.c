@@ -86,7 +86,7 @@ int cmd_eval(int argc, char **argv) {
     data_opts o = data_opts_default();
     o.format = format;
     o.template_ = template_;
-    o.num_patches = vision ? vt.P : 0;
+    o.num_patches = vision ? projector_rows(&proj) : 0;
     if (data_load_any(&ds, data, tok, &o) != 0) goto out;
     if (!batch_rows) batch_rows = M > 2048 ? M : 2048;
     int64_t hint = (int64_t)m.cfg.num_layers * (12 * (int64_t)m.cfg.hidden_size + 5 * (int64_t)m.cfg.intermediate_size) * 4;

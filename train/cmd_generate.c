@@ -172,18 +172,20 @@ int cmd_generate(int argc, char **argv) {
     // with an image: encode the text before <image>, leave P rows, encode the rest
     char *mark = vision ? strstr(text, "<image>") : NULL;
     int64_t image_pos = -1;
+    int nrows = 0;   // visual rows of the image in the prompt
     if (vision) {
         if (vision_open_projected(&vt, &proj, vision, proj_dir, &m, model) != 0) goto done;
         if (mark && tok_encode(tok, text, (size_t)(mark - text), 1, &ids) != 0) goto done;
         image_pos = (int64_t)ids.n;
-        for (int k = 0; k < vt.P; k++) tok_ids_push(&ids, -1);
+        nrows = projector_rows(&proj);   // the pooled tokens, or every patch
+        for (int k = 0; k < nrows; k++) tok_ids_push(&ids, -1);
         const char *rest = mark ? mark + strlen("<image>") : text;
         if (tok_encode(tok, rest, strlen(rest), 1, &ids) != 0) goto done;
     } else if (tok_encode(tok, text, strlen(text), 1, &ids) != 0) {
         goto done;
     }
     for (size_t i = 0; i < ids.n; i++)
-        if ((ids.ids[i] < 0 && !(image_pos >= 0 && (int64_t)i >= image_pos && (int64_t)i < image_pos + vt.P)) ||
+        if ((ids.ids[i] < 0 && !(image_pos >= 0 && (int64_t)i >= image_pos && (int64_t)i < image_pos + nrows)) ||
             ids.ids[i] >= m.cfg.vocab_size) {
             err_set("%s: prompt token id %d is outside the model's vocabulary (vocab_size %d): "
                     "tokenizer and model do not match",
@@ -192,14 +194,14 @@ int cmd_generate(int argc, char **argv) {
         }
     if (vision) {   // the prompt embeddings with the image's projected features spliced in
         feats = xmalloc((size_t)vt.P * vt.C * sizeof(float));
-        rows = xmalloc((size_t)vt.P * sizeof(int32_t));
+        rows = xmalloc((size_t)nrows * sizeof(int32_t));
         if (vision_features(&vt, &image, 1, feats, NULL) != 0) goto done;
-        for (int k = 0; k < vt.P; k++) rows[k] = (int32_t)(image_pos + k);
+        for (int k = 0; k < nrows; k++) rows[k] = (int32_t)(image_pos + k);
         if (ag_ctx_init(&vc, (size_t)ids.n * m.cfg.hidden_size * 3 * sizeof(float) +
                                  (size_t)vt.P * (vt.C + 3 * m.cfg.hidden_size) * sizeof(float) + ((size_t)1 << 20)) != 0)
             goto done;
         ag_set_grad(&vc, 0);
-        if (!(embeds = vision_embed(&vc, &m, &proj, ids.ids, (int64_t)ids.n, feats, rows, vt.P))) goto done;
+        if (!(embeds = vision_embed(&vc, &m, &proj, ids.ids, (int64_t)ids.n, feats, rows, nrows))) goto done;
     }
     int32_t stop[16];
     int nstop = gen_stop_ids(&m, stop, 16);

@@ -49,6 +49,8 @@ typedef struct cfg_train {
     struct {
         char *type;           // linear | mlp2x_gelu
         char *init;           // existing projector output folder, or NULL
+        char *pool_type;      // none | avg | linear   (YAML: pool: {type, tokens})
+        int pool_tokens;      // N visual tokens per image when pooled
     } projector;
     struct {
         float lr, beta1, beta2, eps, weight_decay;   // YAML: betas: [beta1, beta2]

@@ -69,7 +69,8 @@ typedef struct run {
     projector proj;
     vision_tower vis;
     data_fc *fc;               // vision.features: the prepared feature cache (no tower then)
-    int P, Cv;                 // visual rows per image, vision hidden size
+    int P, Cv;                 // patches per image (feature rows), vision hidden size
+    int rows_img;              // visual rows per image in the sequence (P, or the pooled tokens)
     float **feats;             // [grad_accum] × [images·P, Cv] features of each micro-batch
     int64_t *feat_cap;         // [grad_accum] floats allocated
     int32_t **tgt;             // [grad_accum] × [n] targets with bad-image records dropped
@@ -166,9 +167,12 @@ static int restore(run *R, const char *dir) {
     if (R->vmode) {   // the projector: load, check the layout, copy into ours
         projector tp;
         if (projector_load(&tp, dir) != 0) goto done;
-        if (tp.params.total != R->proj.params.total || tp.type != R->proj.type) {
-            err_set("%s: the checkpoint's projector (%s, %lld parameters) differs from this run's (%s, %lld)", dir,
-                    projector_type_name(tp.type), (long long)tp.params.total, projector_type_name(R->proj.type),
+        if (tp.params.total != R->proj.params.total || tp.type != R->proj.type || tp.pool != R->proj.pool ||
+            tp.pool_tokens != R->proj.pool_tokens) {
+            err_set("%s: the checkpoint's projector (%s, pool %s to %d tokens, %lld parameters) differs from this "
+                    "run's (%s, pool %s to %d tokens, %lld)", dir, projector_type_name(tp.type),
+                    projector_pool_name(tp.pool), tp.pool_tokens, (long long)tp.params.total,
+                    projector_type_name(R->proj.type), projector_pool_name(R->proj.pool), R->proj.pool_tokens,
                     (long long)R->proj.params.total);
             projector_free(&tp);
             goto done;
@@ -374,7 +378,15 @@ static int setup_projector(run *R) {
             fprintf(stderr, "warning: %s was trained with select_layer %d, this run uses %d\n", cfg->projector.init,
                     R->proj.select_layer, cfg->vision.select_layer);
         fprintf(stderr, "projector: starting from %s\n", cfg->projector.init);
-    } else if (projector_create(&R->proj, cfg->projector.type, R->Cv, Ct, cfg->train.seed) != 0) {
+        if (strcmp(projector_pool_name(R->proj.pool), cfg->projector.pool_type) ||
+            (R->proj.pool != POOL_NONE && R->proj.pool_tokens != cfg->projector.pool_tokens) ||
+            (R->proj.pool != POOL_NONE && R->proj.num_patches != R->P))
+            return err_set("%s: the projector pools %s to %d tokens from %d patches, this run needs projector.pool "
+                           "{type: %s, tokens: %d} from %d patches",
+                           cfg->projector.init, projector_pool_name(R->proj.pool), R->proj.pool_tokens,
+                           R->proj.num_patches, cfg->projector.pool_type, cfg->projector.pool_tokens, R->P);
+    } else if (projector_create_pooled(&R->proj, cfg->projector.type, R->Cv, Ct, cfg->projector.pool_type, R->P,
+                                       cfg->projector.pool_tokens, cfg->train.seed) != 0) {
         return -1;
     }
     R->proj.num_patches = R->P;
@@ -431,8 +443,15 @@ int train_run(cfg_train *cfg) {
         R->P = R->vis.P;
         R->Cv = R->vis.C;
     }
+    if (R->vmode && strcmp(cfg->projector.pool_type, "none") && cfg->projector.pool_tokens > R->P) {
+        err_set("projector.pool.tokens: expected at most %d (the vision features' patches per image), found %d", R->P,
+                cfg->projector.pool_tokens);
+        goto out;
+    }
+    // visual rows per image in the sequences: the pooled tokens, or every patch
+    R->rows_img = R->vmode && strcmp(cfg->projector.pool_type, "none") ? cfg->projector.pool_tokens : R->P;
     data_opts o = data_opts_default();
-    o.num_patches = R->P;
+    o.num_patches = R->rows_img;
     o.format = cfg->data.format;
     o.template_ = cfg->data.template_;
     o.train_on_prompt = cfg->data.train_on_prompt;
@@ -483,7 +502,7 @@ int train_run(cfg_train *cfg) {
     R->ctx.rng = cfg->train.seed * 0x9E3779B97F4A7C15ULL + 1;
     data_loader_opts lo = {.batch_size = cfg->train.batch_size, .max_seq_len = cfg->data.max_seq_len,
                            .packing = cfg->data.packing, .shuffle = cfg->data.shuffle, .seed = cfg->train.seed,
-                           .num_patches = R->P};
+                           .num_patches = R->rows_img};
     if (data_loader_init(&R->loader, &R->train, &lo) != 0) goto out;
     R->total = cfg->train.max_steps > 0 ? cfg->train.max_steps
                                         : data_loader_steps_for_epochs(&R->loader, cfg->train.epochs, cfg->train.grad_accum);
@@ -500,9 +519,9 @@ int train_run(cfg_train *cfg) {
     }
     if (metrics_open(R, R->step) != 0) goto out;
     if (R->vmode)
-        fprintf(stderr, "projector: %s %d -> %d (%lld parameters), select_layer %d, %d visual rows per image%s\n",
+        fprintf(stderr, "projector: %s %d -> %d (%lld parameters), select_layer %d, %d visual rows per image (pool %s)%s\n",
                 projector_type_name(R->proj.type), R->Cv, R->proj.text_hidden, (long long)R->proj.params.total,
-                cfg->vision.select_layer, R->P, R->use_lora ? "; with LoRA:" : "");
+                cfg->vision.select_layer, R->rows_img, projector_pool_name(R->proj.pool), R->use_lora ? "; with LoRA:" : "");
     if (!R->use_lora)
         fprintf(stderr, "%lld optimizer steps of %d x %d records; loaded in %.1fs\n", (long long)R->total,
                 cfg->train.batch_size, cfg->train.grad_accum, now_seconds() - t_load);

@@ -81,8 +81,10 @@ int vision_features(vision_tower *v, const char *const *paths, int n, float *out
 
 // --- splicing
 
-ag_tensor *vision_embed(ag_ctx *c, const llama_model *lm, const projector *p, const int32_t *ids,
-                        int64_t n, const float *feats, const int32_t *rows, int64_t m) {
+// The token embeddings of ids [n] with rows[j] replaced by projector(f[j]); f [m, Cv] holds
+// the (pooled) visual rows, on the tape.
+static ag_tensor *embed_rows(ag_ctx *c, const llama_model *lm, const projector *p, const int32_t *ids, int64_t n,
+                             ag_tensor *f, const int32_t *rows, int64_t m) {
     int32_t *safe = ag_alloc(c, (size_t)n * sizeof(int32_t), "vision ids");
     if (!safe) return NULL;
     for (int64_t i = 0; i < n; i++) safe[i] = ids[i] < 0 ? 0 : ids[i];   // visual rows: replaced below
@@ -93,14 +95,36 @@ ag_tensor *vision_embed(ag_ctx *c, const llama_model *lm, const projector *p, co
                 lm->cfg.hidden_size);
         return NULL;
     }
-    ag_tensor *f = ag_new2(c, m, p->vision_hidden);
     if (!f) return NULL;
-    memcpy(f->data, feats, (size_t)m * p->vision_hidden * sizeof(float));
+    if (f->shape[0] != m) {
+        err_set("projector: %lld visual rows for %lld image rows of the sequence", (long long)f->shape[0], (long long)m);
+        return NULL;
+    }
     ag_tensor *y = projector_forward(c, p, f);
     return ag_scatter_rows(c, x, y, rows);
 }
 
-// The visual rows of a batch, in sequence order: rows [images·P]. Returns the count.
+// Raw patch features [images·P, Cv] into the arena (no grad).
+static ag_tensor *feats_tensor(ag_ctx *c, const projector *p, const float *feats, int64_t rows) {
+    ag_tensor *f = ag_new2(c, rows, p->vision_hidden);
+    if (f) memcpy(f->data, feats, (size_t)rows * p->vision_hidden * sizeof(float));
+    return f;
+}
+
+ag_tensor *vision_embed(ag_ctx *c, const llama_model *lm, const projector *p, const int32_t *ids,
+                        int64_t n, const float *feats, const int32_t *rows, int64_t m) {
+    int R = projector_rows(p);
+    if (m == 0) return embed_rows(c, lm, p, ids, n, NULL, rows, 0);
+    if (R <= 0 || m % R != 0) {
+        err_set("vision: %lld image rows are not whole images of %d rows", (long long)m, R);
+        return NULL;
+    }
+    ag_tensor *f = feats_tensor(c, p, feats, m / R * p->num_patches);
+    return embed_rows(c, lm, p, ids, n, projector_pool(c, p, f), rows, m);
+}
+
+// The visual rows of a batch, in sequence order: rows [images·P] (P rows per image in the
+// sequence). Returns the count.
 static int64_t batch_image_rows(ag_ctx *c, const data_batch *b, int P, int32_t **rows) {
     int64_t m = 0;
     for (int s = 0; s < b->nseq; s++)
@@ -118,7 +142,7 @@ int vision_micro_step(ag_ctx *c, const llama_model *m, const llama_lora *lora, c
                       const data_batch *b, const float *feats, const int32_t *targets, float norm,
                       double *loss) {
     ag_ctx_reset(c);
-    int P = p->num_patches;
+    int P = projector_rows(p);
     int32_t *rows = NULL;
     int64_t nr = batch_image_rows(c, b, P, &rows);
     if (nr < 0) return -1;
@@ -158,23 +182,32 @@ typedef struct vision_ppl {
     const llama_model *m;
     const projector *p;
     const vision_source *src;
+    float *raw;   // [P, Cv] one image's patch features before pooling
 } vision_ppl;
 
 static int ppl_features(void *user, const data_record *r, float *out) {
-    const vision_source *src = ((const vision_ppl *)user)->src;
-    return src->fn(src->user, r, out);
+    const vision_ppl *v = user;
+    if (v->p->pool == POOL_NONE) return v->src->fn(v->src->user, r, out);
+    if (v->src->fn(v->src->user, r, v->raw) != 0) return -1;
+    projector_pool_plain(v->p, v->raw, 1, out);
+    return 0;
 }
 
 static ag_tensor *ppl_embed(void *user, ag_ctx *c, const int32_t *ids, int64_t n, const float *feats,
                             const int32_t *rows, int64_t m) {
     const vision_ppl *v = user;
-    return vision_embed(c, v->m, v->p, ids, n, feats, rows, m);
+    return embed_rows(c, v->m, v->p, ids, n, feats_tensor(c, v->p, feats, m), rows, m);
 }
 
 int vision_perplexity(ag_ctx *c, const llama_model *m, const llama_lora *lora, const vision_source *v,
                       const projector *p, const data_set *ds, int64_t M, int64_t S,
                       int64_t batch_rows, eval_result *res, eval_progress_fn progress, void *user) {
-    vision_ppl vp = {m, p, v};
-    eval_image_hook hook = {v ? v->P : 0, v ? v->Cv : 0, v && p ? ppl_features : NULL, ppl_embed, &vp};
-    return eval_perplexity_img(c, m, lora, &hook, ds, M, S, batch_rows, res, progress, user);
+    if (v && p && p->pool != POOL_NONE && v->P != p->num_patches)
+        return err_set("vision: the features have %d patches per image, the projector pools %d", v->P, p->num_patches);
+    vision_ppl vp = {m, p, v, v && p ? xmalloc((size_t)v->P * v->Cv * sizeof(float)) : NULL};
+    eval_image_hook hook = {v ? (p ? projector_rows(p) : v->P) : 0, v ? v->Cv : 0, v && p ? ppl_features : NULL,
+                            ppl_embed, &vp};
+    int rc = eval_perplexity_img(c, m, lora, &hook, ds, M, S, batch_rows, res, progress, user);
+    free(vp.raw);
+    return rc;
 }

@@ -66,8 +66,10 @@ int vision_features(vision_tower *v, const char *const *paths, int n, float *out
 // --- splicing (on the tape)
 
 // Input embeddings [n, Ct]: the token embedding of ids[n] (ids < 0 on visual rows), with
-// rows[j] (j < m, distinct) replaced by projector(feats[j]) (feats [m, Cv], copied to the
-// arena; no grad). Gradients flow into the projector only. NULL + err_set on bad shapes.
+// rows[j] (j < m, distinct; R = projector_rows(p) per image) replaced by the projector's
+// output for the images' patch features feats [m/R·P, Cv] (copied to the arena; no grad),
+// pooled to R rows per image first when the projector pools. Gradients flow into the
+// projector (and its linear pool) only. NULL + err_set on bad shapes.
 ag_tensor *vision_embed(ag_ctx *c, const llama_model *lm, const projector *p, const int32_t *ids,
                         int64_t n, const float *feats, const int32_t *rows, int64_t m);
 
