@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "params_io.h"
 #include "safetensors.h"
 #include "util.h"
 
@@ -165,17 +166,10 @@ ag_tensor *projector_forward(ag_ctx *c, const projector *p, ag_tensor *features)
 
 int projector_save(const projector *p, const char *dir, int select_layer, int num_patches) {
     if (mkdir_p(dir) != 0) return -1;
-    st_writer *w = st_writer_new();
-    for (int i = 0; i < p->params.n; i++) {
-        const ag_tensor *t = p->params.t[i];
-        st_writer_add_f32(w, t->name, ST_F32, t->ndim, t->shape, t->data);
-    }
     char *path = path_join(dir, ST_FILE);
-    int rc = st_writer_write(w, path);
-    st_writer_free(w);
+    int rc = params_save(&p->params, path, 0);
     free(path);
     if (rc != 0) return -1;
-
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "projector_type", projector_type_name(p->type));
     cJSON_AddNumberToObject(j, "select_layer", select_layer);
@@ -184,30 +178,10 @@ int projector_save(const projector *p, const char *dir, int select_layer, int nu
     cJSON_AddNumberToObject(j, "num_patches", num_patches);
     cJSON_AddStringToObject(j, "pool_type", pool_names[p->pool]);
     cJSON_AddNumberToObject(j, "pool_tokens", p->pool_tokens);
-    char *txt = cJSON_Print(j);
-    cJSON_Delete(j);
-    size_t n = strlen(txt);
-    char *buf = xmalloc(n + 2);
-    memcpy(buf, txt, n);
-    buf[n++] = '\n';
-    free(txt);
-    path = path_join(dir, CFG_FILE);
-    rc = file_write_atomic(path, buf, n);
-    free(path);
-    free(buf);
-    return rc;
+    return json_save(j, dir, CFG_FILE);
 }
 
-int projector_save_grads(const projector *p, const char *path) {
-    st_writer *w = st_writer_new();
-    for (int i = 0; i < p->params.n; i++) {
-        const ag_tensor *t = p->params.t[i];
-        st_writer_add_f32(w, t->name, ST_F32, t->ndim, t->shape, t->grad);
-    }
-    int rc = st_writer_write(w, path);
-    st_writer_free(w);
-    return rc;
-}
+int projector_save_grads(const projector *p, const char *path) { return params_save(&p->params, path, 1); }
 
 // An integer key of the config, >= lo.
 static int cfg_int(const cJSON *root, const char *path, const char *key, int lo, int *out) {

@@ -23,7 +23,7 @@
 const char *const cfg_lora_target_names[CFG_N_LORA_TARGETS] = {
     "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
-static const char *const modes[] = {"lora", "projector", "projector+lora", NULL};
+static const char *const modes[] = {"lora", "projector", "projector+lora", "xattn", "xattn+lora", NULL};
 static const char *const formats[] = {"auto", "chat", "alpaca", "text", "caption", NULL};
 static const char *const templates[] = {"llama3", "alpaca_classic", NULL};
 static const char *const truncations[] = {"drop", "truncate", NULL};
@@ -84,6 +84,7 @@ static const field fields[] = {
     F("projector", "init", FT_STR, projector.init, NULL),
     F("projector", "pool.type", FT_ENUM, projector.pool_type, pool_types),   // projector: {pool: {type, tokens}}
     F("projector", "pool.tokens", FT_INT, projector.pool_tokens, NULL),
+    F("xattn", "every", FT_INT, xattn.every, NULL),
     F("optim", "lr", FT_FLOAT, optim.lr, NULL),
     F("optim", "betas", FT_BETAS, optim.beta1, NULL),
     F("optim", "eps", FT_FLOAT, optim.eps, NULL),
@@ -109,7 +110,7 @@ static const field fields[] = {
 #undef F
 #define NFIELDS (int)(sizeof fields / sizeof fields[0])
 
-static const char *const sections[] = {"data", "lora", "vision", "projector", "optim", "schedule", "train", NULL};
+static const char *const sections[] = {"data", "lora", "vision", "projector", "xattn", "optim", "schedule", "train", NULL};
 
 static int is_section(const char *name) {
     for (int i = 0; sections[i]; i++)
@@ -177,6 +178,7 @@ void cfg_defaults(cfg_train *c) {
     c->projector.type = xstrdup("mlp2x_gelu");
     c->projector.pool_type = xstrdup("none");
     c->projector.pool_tokens = 0;
+    c->xattn.every = 4;
     c->optim.lr = 2.0e-4f;
     c->optim.beta1 = 0.9f;
     c->optim.beta2 = 0.999f;
@@ -891,8 +893,8 @@ int cfg_validate(const cfg_train *c) {
             return verr(c, "%s: expected one of %s, found '%s'", key, ch, s ? s : "null");
         }
     }
-    int lora = !strcmp(c->mode, "lora") || !strcmp(c->mode, "projector+lora");
-    int proj = !strcmp(c->mode, "projector") || !strcmp(c->mode, "projector+lora");
+    int lora = !strcmp(c->mode, "lora") || !strcmp(c->mode, "projector+lora") || !strcmp(c->mode, "xattn+lora");
+    int proj = strcmp(c->mode, "lora") != 0;   // projector, projector+lora, xattn, xattn+lora
     if (!c->model) return verr(c, "model: required (the text model folder), found nothing");
     if (!c->output_dir) return verr(c, "output_dir: required, found nothing");
     if (!c->data.train) return verr(c, "data.train: required (the training JSONL), found nothing");
@@ -918,6 +920,7 @@ int cfg_validate(const cfg_train *c) {
     }
     if (proj && !c->vision.model && !c->vision.features)
         return verr(c, "vision.model: required in %s mode (the SigLIP folder), found nothing", c->mode);
+    if (c->xattn.every < 1) return verr(c, "xattn.every: expected an integer >= 1, found %d", c->xattn.every);
     if (strcmp(c->projector.pool_type, "none") && c->projector.pool_tokens < 1)
         return verr(c, "projector.pool.tokens: expected an integer >= 1 with pool.type %s, found %d",
                     c->projector.pool_type, c->projector.pool_tokens);

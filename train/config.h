@@ -20,7 +20,7 @@
 extern const char *const cfg_lora_target_names[CFG_N_LORA_TARGETS];
 
 typedef struct cfg_train {
-    char mode[24];            // lora | projector | projector+lora
+    char mode[24];            // lora | projector | projector+lora | xattn | xattn+lora
     char *model;              // text model folder (HF layout); required
     char *output_dir;         // required
     int resume;               // continue from the newest complete checkpoint in output_dir
@@ -52,6 +52,9 @@ typedef struct cfg_train {
         char *pool_type;      // none | avg | linear   (YAML: pool: {type, tokens})
         int pool_tokens;      // N visual tokens per image when pooled
     } projector;
+    struct {
+        int every;            // xattn modes: a cross-attention block after every k-th decoder layer
+    } xattn;
     struct {
         float lr, beta1, beta2, eps, weight_decay;   // YAML: betas: [beta1, beta2]
         float grad_clip;      // max global grad norm; 0 disables clipping

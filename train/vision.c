@@ -57,6 +57,14 @@ int vision_open_projected(vision_tower *v, projector *p, const char *vision_dir,
     return 0;
 }
 
+int vision_open_xattn(xattn *xa, const char *proj_dir, const llama_model *m) {
+    char *cfg = path_join(proj_dir, "xattn_config.json");
+    int has = file_exists(cfg);
+    free(cfg);
+    if (!has) return 0;
+    return xattn_load(xa, proj_dir, &m->cfg) == 0 ? 1 : -1;
+}
+
 int vision_features(vision_tower *v, const char *const *paths, int n, float *out, uint8_t *bad) {
     size_t img = (size_t)3 * v->size * v->size, rows = (size_t)v->P * v->C;
     v->failed = -1;
@@ -115,6 +123,7 @@ ag_tensor *vision_embed(ag_ctx *c, const llama_model *lm, const projector *p, co
                         int64_t n, const float *feats, const int32_t *rows, int64_t m) {
     int R = projector_rows(p);
     if (m == 0) return embed_rows(c, lm, p, ids, n, NULL, rows, 0);
+    if (p->pool == POOL_NONE) return embed_rows(c, lm, p, ids, n, feats_tensor(c, p, feats, m), rows, m);
     if (R <= 0 || m % R != 0) {
         err_set("vision: %lld image rows are not whole images of %d rows", (long long)m, R);
         return NULL;
@@ -138,6 +147,16 @@ static int64_t batch_image_rows(ag_ctx *c, const data_batch *b, int P, int32_t *
     return m;
 }
 
+// The fused lm-head cross-entropy of h and its backward: *loss += Σ nll / norm.
+static int loss_backward(ag_ctx *c, const llama_model *m, ag_tensor *h, const int32_t *targets, float norm,
+                         double *loss) {
+    ag_tensor *l = ag_cross_entropy(c, h, (ag_tensor *)&m->w.lm_head, targets, norm);
+    if (!l) return -1;
+    *loss += l->data[0];
+    if (!l->requires_grad) return 0;   // nothing supervised, or nothing trainable in the batch
+    return ag_backward(c, l);
+}
+
 int vision_micro_step(ag_ctx *c, const llama_model *m, const llama_lora *lora, const projector *p,
                       const data_batch *b, const float *feats, const int32_t *targets, float norm,
                       double *loss) {
@@ -148,11 +167,55 @@ int vision_micro_step(ag_ctx *c, const llama_model *m, const llama_lora *lora, c
     if (nr < 0) return -1;
     ag_tensor *x = vision_embed(c, m, p, b->ids, b->n, feats, rows, nr);
     ag_tensor *h = llama_forward(c, m, lora, NULL, x, b->n, b->pos, b->kv_begin);
-    ag_tensor *l = ag_cross_entropy(c, h, (ag_tensor *)&m->w.lm_head, targets ? targets : b->targets, norm);
-    if (!l) return -1;
-    *loss += l->data[0];
-    if (!l->requires_grad) return 0;   // nothing supervised, or nothing trainable in the batch
-    return ag_backward(c, l);
+    return loss_backward(c, m, h, targets ? targets : b->targets, norm, loss);
+}
+
+// --- cross-attention fusion
+
+ag_tensor *vision_xattn_rows(ag_ctx *c, const projector *p, const float *feats, int nimg) {
+    if (nimg == 0) return NULL;
+    int64_t rows = (int64_t)nimg * (p->pool == POOL_NONE ? projector_rows(p) : p->num_patches);
+    return projector_forward(c, p, projector_pool(c, p, feats_tensor(c, p, feats, rows)));
+}
+
+// Each row's visual rows: image img[i] (-1: none) owns rows [img·R, (img+1)·R) of vis.
+static int xattn_ranges(ag_ctx *c, const int32_t *img, int64_t n, int R, int32_t **kb, int32_t **ke) {
+    *kb = ag_alloc(c, (size_t)n * sizeof **kb, "xattn ranges");
+    *ke = ag_alloc(c, (size_t)n * sizeof **ke, "xattn ranges");
+    if (!*kb || !*ke) return -1;
+    for (int64_t i = 0; i < n; i++) {
+        (*kb)[i] = img[i] >= 0 ? img[i] * R : 0;
+        (*ke)[i] = img[i] >= 0 ? (img[i] + 1) * R : 0;
+    }
+    return 0;
+}
+
+ag_tensor *vision_xattn_forward(ag_ctx *c, const llama_model *m, const llama_lora *lora, const projector *p,
+                                const xattn *xa, const int32_t *ids, int64_t n, const int32_t *pos,
+                                const int32_t *kv_begin, const float *feats, int nimg, const int32_t *img) {
+    ag_tensor *vis = vision_xattn_rows(c, p, feats, nimg);
+    if (nimg && !vis) return NULL;
+    int32_t *kb, *ke;
+    if (xattn_ranges(c, img, n, projector_rows(p), &kb, &ke) != 0) return NULL;
+    xattn_run run = {xa, vis, kb, ke};
+    llama_hook hook = xattn_hook(&run);
+    return llama_forward_hooked(c, m, lora, ids, NULL, n, pos, kv_begin, &hook);
+}
+
+int vision_xattn_micro_step(ag_ctx *c, const llama_model *m, const llama_lora *lora, const projector *p,
+                            const xattn *xa, const data_batch *b, const float *feats, const int32_t *targets,
+                            float norm, double *loss) {
+    ag_ctx_reset(c);
+    int32_t *img = ag_alloc(c, (size_t)b->n * sizeof *img, "xattn images");
+    if (!img) return -1;
+    int ni = 0;
+    for (int s = 0; s < b->nseq; s++) {
+        int has = b->image_row && b->image_row[s] >= 0;
+        for (int64_t r = b->seq_begin[s]; r < b->seq_begin[s + 1]; r++) img[r] = has ? ni : -1;
+        ni += has;
+    }
+    ag_tensor *h = vision_xattn_forward(c, m, lora, p, xa, b->ids, b->n, b->pos, b->kv_begin, feats, ni, img);
+    return loss_backward(c, m, h, targets ? targets : b->targets, norm, loss);
 }
 
 // --- feature sources
@@ -183,6 +246,8 @@ typedef struct vision_ppl {
     const projector *p;
     const vision_source *src;
     float *raw;   // [P, Cv] one image's patch features before pooling
+    const llama_lora *lora;   // cross-attention: the forward runs here
+    const xattn *xa;
 } vision_ppl;
 
 static int ppl_features(void *user, const data_record *r, float *out) {
@@ -199,15 +264,45 @@ static ag_tensor *ppl_embed(void *user, ag_ctx *c, const int32_t *ids, int64_t n
     return embed_rows(c, v->m, v->p, ids, n, feats_tensor(c, v->p, feats, m), rows, m);
 }
 
-int vision_perplexity(ag_ctx *c, const llama_model *m, const llama_lora *lora, const vision_source *v,
-                      const projector *p, const data_set *ds, int64_t M, int64_t S,
-                      int64_t batch_rows, eval_result *res, eval_progress_fn progress, void *user) {
-    if (v && p && p->pool != POOL_NONE && v->P != p->num_patches)
-        return err_set("vision: the features have %d patches per image, the projector pools %d", v->P, p->num_patches);
-    vision_ppl vp = {m, p, v, v && p ? xmalloc((size_t)v->P * v->Cv * sizeof(float)) : NULL};
-    eval_image_hook hook = {v ? (p ? projector_rows(p) : v->P) : 0, v ? v->Cv : 0, v && p ? ppl_features : NULL,
-                            ppl_embed, &vp};
+static ag_tensor *ppl_xattn(void *user, ag_ctx *c, const int32_t *ids, int64_t n, const int32_t *pos,
+                            const int32_t *begin, const float *feats, int nimg, const int32_t *img) {
+    const vision_ppl *v = user;
+    // feats hold the pooled rows already: project them without pooling again
+    ag_tensor *vis = nimg ? projector_forward(c, v->p, feats_tensor(c, v->p, feats, (int64_t)nimg * projector_rows(v->p)))
+                          : NULL;
+    if (nimg && !vis) return NULL;
+    int32_t *kb, *ke;
+    if (xattn_ranges(c, img, n, projector_rows(v->p), &kb, &ke) != 0) return NULL;
+    xattn_run run = {v->xa, vis, kb, ke};
+    llama_hook hook = xattn_hook(&run);
+    return llama_forward_hooked(c, v->m, v->lora, ids, NULL, n, pos, begin, &hook);
+}
+
+int vision_perplexity_xattn(ag_ctx *c, const llama_model *m, const llama_lora *lora, const vision_source *v,
+                            const projector *p, const xattn *xa, const data_set *ds, int64_t M, int64_t S,
+                            int64_t batch_rows, eval_result *res, eval_progress_fn progress, void *user) {
+    if (v && p && (p->pool != POOL_NONE || xa) && v->P != p->num_patches)
+        return err_set("vision: the features have %d patches per image, the projector expects %d", v->P,
+                       p->num_patches);
+    vision_ppl vp = {m, p, v, v && p ? xmalloc((size_t)v->P * v->Cv * sizeof(float)) : NULL, lora, xa};
+    eval_image_hook hook = {0};
+    hook.Cv = v ? v->Cv : 0;
+    hook.features = v && p ? ppl_features : NULL;
+    hook.user = &vp;
+    if (xa) {
+        hook.R = p ? projector_rows(p) : 0;
+        hook.forward = ppl_xattn;
+    } else {
+        hook.P = v ? (p ? projector_rows(p) : v->P) : 0;
+        hook.embed = ppl_embed;
+    }
     int rc = eval_perplexity_img(c, m, lora, &hook, ds, M, S, batch_rows, res, progress, user);
     free(vp.raw);
     return rc;
+}
+
+int vision_perplexity(ag_ctx *c, const llama_model *m, const llama_lora *lora, const vision_source *v,
+                      const projector *p, const data_set *ds, int64_t M, int64_t S,
+                      int64_t batch_rows, eval_result *res, eval_progress_fn progress, void *user) {
+    return vision_perplexity_xattn(c, m, lora, v, p, NULL, ds, M, S, batch_rows, res, progress, user);
 }
