@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "threads.h"
 #include "util.h"
 
 #pragma weak cmd_train
@@ -45,6 +46,7 @@ static void usage(FILE *fp) {
 }
 
 int main(int argc, char **argv) {
+    threads_wait_policy(argv);
     if (argc < 2) {   // a usage error: one `error:` line, like every other failure
         fprintf(stderr, "error: missing command (train, eval, generate, tokenize, prepare, merge, make-tiny, bench; "
                         "try: lorac --help)\n");
