@@ -270,10 +270,10 @@ static void test_errors(void) {
                       "you mean optim.lr?)");
     expect_load_error("lr: 1\n", 0, NULL,
                       ":1: unknown key lr (valid top-level keys: mode, model, output_dir, resume, data, lora, vision, "
-                      "projector, optim, schedule, train; did you mean optim.lr?)");
+                      "projector, xattn, optim, schedule, train; did you mean optim.lr?)");
     expect_load_error("trian:\n  epochs: 2\n", 0, NULL,
                       ":1: unknown key trian (valid top-level keys: mode, model, output_dir, resume, data, lora, "
-                      "vision, projector, optim, schedule, train; did you mean train?)");
+                      "vision, projector, xattn, optim, schedule, train; did you mean train?)");
     // wrong types
     expect_load_error("data:\n  packing: yes\n", 0, NULL, ":2: data.packing: expected true or false, found 'yes'");
     expect_load_error("lora:\n  r: [1, 2]\n", 0, NULL, ":2: lora.r: expected an integer, found a list");
@@ -281,7 +281,7 @@ static void test_errors(void) {
     expect_load_error("optim: 5\n", 0, NULL, ":1: optim: expected a mapping of optim keys, found '5'");
     expect_load_error("- a\n- b\n", 0, NULL, ":1: expected a mapping of config keys at the top level, found a list");
     expect_load_error("mode: lroa\n", 0, NULL,
-                      ":1: mode: expected one of lora, projector, projector+lora, found 'lroa'");
+                      ":1: mode: expected one of lora, projector, projector+lora, xattn, xattn+lora, found 'lroa'");
     expect_load_error("optim:\n  betas: [0.9]\n", 0, NULL,
                       ":2: optim.betas: expected a list of two numbers [beta1, beta2], found a list of 1");
     expect_load_error("optim:\n  betas: [0.9,\n    x]\n", 0, NULL, ":3: optim.betas[1]: expected a number, found 'x'");
@@ -331,7 +331,7 @@ static void test_errors(void) {
          "grad_clip; did you mean optim.lr?)"},
         {"optimm.lr=1",
          "override 'optimm.lr=1': unknown key optimm.lr (valid top-level keys: mode, model, output_dir, resume, "
-         "data, lora, vision, projector, optim, schedule, train; did you mean optim?)"},
+         "data, lora, vision, projector, xattn, optim, schedule, train; did you mean optim?)"},
         {"optim.lr.x=1",
          "override 'optim.lr.x=1': unknown key optim.lr.x (valid keys of optim: lr, betas, eps, weight_decay, "
          "grad_clip)"},

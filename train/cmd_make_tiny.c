@@ -316,13 +316,14 @@ int cmd_make_tiny(int argc, char **argv) {
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--kind") && !strcmp(argv[i + 1], "captions")) return cmd_make_captions(argc, argv);
     const char *out = NULL, *kind = NULL, *preset = NULL, *dtype_s = "bf16", *tok_dir = NULL;
-    uint64_t seed = 0;
+    uint64_t seed = 0, image_size = 0;   // --image-size: a tiny SigLIP with (S/8)² patches
     int force = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             printf("usage: lorac make-tiny --out DIR [--kind llama|siglip] [--seed N] "
-                   "[--preset llama-3.2-1b|siglip-base-patch16-224] [--dtype bf16|f16|f32] [--tokenizer DIR] [--force]\n");
+                   "[--preset llama-3.2-1b|siglip-base-patch16-224] [--dtype bf16|f16|f32] [--tokenizer DIR] [--force]\n"
+                   "                       [--image-size S]   (tiny siglip: S×S images, patch 8, default 32)\n");
             return 0;
         }
         if (!strcmp(a, "--force")) {
@@ -338,6 +339,14 @@ int cmd_make_tiny(int argc, char **argv) {
         if (!strcmp(a, "--seed")) {
             if (i + 1 >= argc || parse_u64(argv[i + 1], &seed) != 0)
                 return cli_usage("make-tiny", "--seed needs a non-negative integer, found '%s'",
+                                 i + 1 < argc ? argv[i + 1] : "");
+            i++;
+            continue;
+        }
+        if (!strcmp(a, "--image-size")) {
+            if (i + 1 >= argc || parse_u64(argv[i + 1], &image_size) != 0 || image_size < 8 || image_size > 1024 ||
+                image_size % 8)
+                return cli_usage("make-tiny", "--image-size needs a multiple of 8 in [8, 1024], found '%s'",
                                  i + 1 < argc ? argv[i + 1] : "");
             i++;
             continue;
@@ -412,6 +421,8 @@ int cmd_make_tiny(int argc, char **argv) {
         if (big) {
             c.hidden_size = 768, c.intermediate_size = 3072, c.num_layers = 12, c.num_heads = 12;
             c.image_size = 224, c.patch_size = 16;
+        } else if (image_size) {
+            c.image_size = (int)image_size;
         }
         c.num_patches = (c.image_size / c.patch_size) * (c.image_size / c.patch_size);
         if (write_json(tmp, "config.json", siglip_config_json(&c, 1e-6, torch_dtype)) ||
