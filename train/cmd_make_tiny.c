@@ -316,14 +316,17 @@ int cmd_make_tiny(int argc, char **argv) {
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--kind") && !strcmp(argv[i + 1], "captions")) return cmd_make_captions(argc, argv);
     const char *out = NULL, *kind = NULL, *preset = NULL, *dtype_s = "bf16", *tok_dir = NULL;
-    uint64_t seed = 0, image_size = 0;   // --image-size: a tiny SigLIP with (S/8)² patches
+    uint64_t seed = 0, hidden = 0, layers = 0;
+    uint64_t image_size = 0;   // --image-size: a tiny SigLIP with (S/8)² patches
     int force = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             printf("usage: lorac make-tiny --out DIR [--kind llama|siglip] [--seed N] "
                    "[--preset llama-3.2-1b|siglip-base-patch16-224] [--dtype bf16|f16|f32] [--tokenizer DIR] [--force]\n"
-                   "                       [--image-size S]   (tiny siglip: S×S images, patch 8, default 32)\n");
+                   "       llama size (default 64 hidden, 2 layers): [--hidden-size N (a multiple of 32)] [--layers N]\n"
+                   "       (heads of 16 dims, half as many KV heads, MLP 3x hidden)\n"
+                   "       siglip size: [--image-size S] (S×S images, patch 8: (S/8)² patches; default 32)\n");
             return 0;
         }
         if (!strcmp(a, "--force")) {
@@ -336,17 +339,11 @@ int cmd_make_tiny(int argc, char **argv) {
                            : !strcmp(a, "--dtype")     ? &dtype_s
                            : !strcmp(a, "--tokenizer") ? &tok_dir
                                                        : NULL;
-        if (!strcmp(a, "--seed")) {
-            if (i + 1 >= argc || parse_u64(argv[i + 1], &seed) != 0)
-                return cli_usage("make-tiny", "--seed needs a non-negative integer, found '%s'",
-                                 i + 1 < argc ? argv[i + 1] : "");
-            i++;
-            continue;
-        }
-        if (!strcmp(a, "--image-size")) {
-            if (i + 1 >= argc || parse_u64(argv[i + 1], &image_size) != 0 || image_size < 8 || image_size > 1024 ||
-                image_size % 8)
-                return cli_usage("make-tiny", "--image-size needs a multiple of 8 in [8, 1024], found '%s'",
+        uint64_t *num = !strcmp(a, "--seed") ? &seed : !strcmp(a, "--hidden-size") ? &hidden
+                        : !strcmp(a, "--layers") ? &layers : !strcmp(a, "--image-size") ? &image_size : NULL;
+        if (num) {
+            if (i + 1 >= argc || parse_u64(argv[i + 1], num) != 0)
+                return cli_usage("make-tiny", "%s needs a non-negative integer, found '%s'", a,
                                  i + 1 < argc ? argv[i + 1] : "");
             i++;
             continue;
@@ -356,6 +353,9 @@ int cmd_make_tiny(int argc, char **argv) {
         *dst = argv[++i];
     }
     if (!out || !*out) return cli_usage("make-tiny", "--out DIR is required");
+    if (image_size && (image_size < 8 || image_size > 1024 || image_size % 8))
+        return cli_usage("make-tiny", "--image-size needs a multiple of 8 in [8, 1024], found %llu",
+                         (unsigned long long)image_size);
     const char *preset_kind = NULL;
     if (preset) {
         if (!strcmp(preset, "llama-3.2-1b")) preset_kind = "llama";
@@ -368,6 +368,11 @@ int cmd_make_tiny(int argc, char **argv) {
         kind = preset_kind;
     }
     if (!kind) kind = "llama";
+    if ((hidden || layers) && (preset || strcmp(kind, "llama")))
+        return cli_usage("make-tiny", "--hidden-size/--layers size the default tiny llama (not with --preset or --kind siglip)");
+    if (hidden && (hidden % 32 || hidden > 8192))
+        return cli_usage("make-tiny", "--hidden-size: expected a multiple of 32 up to 8192, found %llu", (unsigned long long)hidden);
+    if (layers > 64) return cli_usage("make-tiny", "--layers: expected 1 to 64, found %llu", (unsigned long long)layers);
     if (strcmp(kind, "llama") && strcmp(kind, "siglip"))
         return cli_usage("make-tiny", "unknown --kind '%s' (expected llama or siglip)", kind);
     st_dtype dtype;
@@ -402,6 +407,9 @@ int cmd_make_tiny(int argc, char **argv) {
             .rope_high_freq_factor = 4.0f, .rope_original_max_pos = 8192, .tie_word_embeddings = 1,
             .bos_id = 128000, .eos_ids = {128001, 128008, 128009}, .n_eos = 3,
             .max_position_embeddings = 131072};
+        if (hidden) c.hidden_size = (int)hidden, c.intermediate_size = 3 * c.hidden_size, c.num_heads = c.hidden_size / 16,
+                    c.num_kv_heads = c.num_heads / 2;
+        if (layers) c.num_layers = (int)layers;
         if (big) {
             c.hidden_size = 2048, c.intermediate_size = 8192, c.num_layers = 16, c.num_heads = 32;
             c.num_kv_heads = 8, c.head_dim = 64;

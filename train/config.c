@@ -44,6 +44,7 @@ typedef enum {
     FT_FLOAT,    // float
     FT_BETAS,    // optim.beta1, optim.beta2 as [b1, b2]
     FT_TARGETS,  // lora.targets / n_targets
+    FT_PROMPTS,  // train.sample_prompts / n_sample_prompts, or a file name in train.sample_file
 } ftype;
 
 typedef struct {
@@ -106,6 +107,10 @@ static const field fields[] = {
     F("train", "log_every", FT_INT, train.log_every, NULL),
     F("train", "arena_mb", FT_I64, train.arena_mb, NULL),
     F("train", "threads", FT_INT, train.threads, NULL),
+    F("train", "tensorboard", FT_BOOL, train.tensorboard, NULL),
+    F("train", "sample_prompts", FT_PROMPTS, train.sample_prompts, NULL),
+    F("train", "sample_every", FT_INT, train.sample_every, NULL),
+    F("train", "sample_max_tokens", FT_INT, train.sample_max_tokens, NULL),
 };
 #undef F
 #define NFIELDS (int)(sizeof fields / sizeof fields[0])
@@ -200,6 +205,18 @@ void cfg_defaults(cfg_train *c) {
     c->train.log_every = 1;
     c->train.arena_mb = 0;
     c->train.threads = 0;
+    c->train.tensorboard = 1;
+    c->train.sample_every = 0;
+    c->train.sample_max_tokens = 32;
+}
+
+static void free_prompts(cfg_train *c) {
+    for (int i = 0; i < c->train.n_sample_prompts; i++) free(c->train.sample_prompts[i]);
+    free(c->train.sample_prompts);
+    free(c->train.sample_file);
+    c->train.sample_prompts = NULL;
+    c->train.sample_file = NULL;
+    c->train.n_sample_prompts = 0;
 }
 
 void cfg_free(cfg_train *c) {
@@ -212,6 +229,7 @@ void cfg_free(cfg_train *c) {
         }
     }
     free_targets(c);
+    free_prompts(c);
     free(c->config_path);
     memset(c, 0, sizeof *c);
 }
@@ -651,6 +669,23 @@ static int set_field(cfg_train *c, const field *f, const cnode *v, const srcctx 
         return 0;
     }
     case FT_TARGETS: return set_targets(c, v, x);
+    case FT_PROMPTS: {   // a list of prompts, a file name, or null
+        if (v->kind == CN_SEQ)
+            for (int i = 0; i < v->n; i++)
+                if (v->items[i].kind != CN_SCALAR)
+                    return loc_err(x, v->items[i].line, "%s[%d]: expected a prompt string, found %s", key, i,
+                                   describe(&v->items[i], buf, sizeof buf));
+        if (v->kind == CN_MAP || (v->kind == CN_SCALAR && !v->text[0]))
+            return loc_err(x, v->line, "%s: expected a list of prompts or a file name (.txt/.jsonl), found %s", key,
+                           found);
+        free_prompts(c);
+        if (v->kind == CN_SCALAR) c->train.sample_file = xstrdup(v->text);
+        for (int i = 0; v->kind == CN_SEQ && i < v->n; i++) {
+            c->train.sample_prompts = xrealloc(c->train.sample_prompts, (size_t)(i + 1) * sizeof(char *));
+            c->train.sample_prompts[c->train.n_sample_prompts++] = xstrdup(v->items[i].text);
+        }
+        return 0;
+    }
     }
     return loc_err(x, v->line, "%s: internal error: unknown field type", key);
 }
@@ -962,6 +997,13 @@ int cfg_validate(const cfg_train *c) {
         return verr(c, "train.arena_mb: expected an integer >= 0 (0: automatic), found %" PRId64, c->train.arena_mb);
     if (c->train.threads < 0)
         return verr(c, "train.threads: expected an integer >= 0 (0: OpenMP's default), found %d", c->train.threads);
+    if (c->train.sample_every < 0)
+        return verr(c, "train.sample_every: expected an integer >= 0 (0: before training and at the end), found %d",
+                    c->train.sample_every);
+    if (c->train.sample_max_tokens < 1)
+        return verr(c, "train.sample_max_tokens: expected an integer >= 1, found %d", c->train.sample_max_tokens);
+    if ((c->train.n_sample_prompts || c->train.sample_file) && strcmp(c->mode, "lora"))
+        return verr(c, "train.sample_prompts: samples are text prompts, for mode lora (found mode %s)", c->mode);
     return 0;
 }
 
@@ -1013,6 +1055,14 @@ static cJSON *field_json(const cfg_train *c, const field *f) {
     case FT_TARGETS: {
         cJSON *a = cJSON_CreateArray();
         for (int i = 0; i < c->lora.n_targets; i++) cJSON_AddItemToArray(a, cJSON_CreateString(c->lora.targets[i]));
+        return a;
+    }
+    case FT_PROMPTS: {
+        if (c->train.sample_file) return cJSON_CreateString(c->train.sample_file);
+        if (!c->train.n_sample_prompts) return cJSON_CreateNull();
+        cJSON *a = cJSON_CreateArray();
+        for (int i = 0; i < c->train.n_sample_prompts; i++)
+            cJSON_AddItemToArray(a, cJSON_CreateString(c->train.sample_prompts[i]));
         return a;
     }
     }
@@ -1087,6 +1137,13 @@ const char *cfg_first_diff(const cfg_train *a, const cfg_train *b) {
             same = a->lora.n_targets == b->lora.n_targets;
             for (int k = 0; same && k < a->lora.n_targets; k++) same = !strcmp(a->lora.targets[k], b->lora.targets[k]);
             break;
+        case FT_PROMPTS: {
+            const char *x = a->train.sample_file, *y = b->train.sample_file;
+            same = ((!x && !y) || (x && y && !strcmp(x, y))) && a->train.n_sample_prompts == b->train.n_sample_prompts;
+            for (int k = 0; same && k < a->train.n_sample_prompts; k++)
+                same = !strcmp(a->train.sample_prompts[k], b->train.sample_prompts[k]);
+            break;
+        }
         }
         if (!same) {
             dotted(name, sizeof name, f->sec, f->key);

@@ -76,6 +76,12 @@ typedef struct cfg_train {
         int log_every;        // progress line on stderr every N steps (metrics.jsonl: every step)
         int64_t arena_mb;     // activation arena size in MiB (0: automatic)
         int threads;          // OpenMP threads (0: OpenMP's default)
+        int tensorboard;      // write output_dir/tb/ event files (train/tboard.h)
+        char **sample_prompts;   // greedy samples during training: prompts given in the YAML,
+        int n_sample_prompts;    //   or (YAML string) sample_file: .txt (a prompt per line) or
+        char *sample_file;       //   .jsonl records (prompt + expected answer); see train/samples.h
+        int sample_every;     // samples every N optimizer steps (0: only before training and at the end)
+        int sample_max_tokens;   // new tokens per sample
     } train;
     char *config_path;        // the YAML file (or JSON source) the config came from, for messages
 } cfg_train;

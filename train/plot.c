@@ -1,4 +1,4 @@
-// plot.c — a dependency-free SVG line chart of the loss curve (see plot.h).
+// plot.c — dependency-free SVG line charts (see plot.h).
 #include "plot.h"
 
 #include <math.h>
@@ -8,26 +8,19 @@
 
 #include "util.h"
 
-int plot_loss_svg(const char *path, const double *x, const double *y, int n, const double *ex,
-                  const double *ey, int ne, const char *title) {
+void plot_svg(FILE *f, const char *title, const plot_series *s, int ns) {
     const double W = 720, H = 420, L = 70, R = 20, T = 40, B = 50;
     double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
-    for (int i = 0; i < n; i++) {
-        if (!isfinite(y[i])) continue;
-        x0 = fmin(x0, x[i]), x1 = fmax(x1, x[i]), y0 = fmin(y0, y[i]), y1 = fmax(y1, y[i]);
-    }
-    for (int i = 0; i < ne; i++) {
-        if (!isfinite(ey[i])) continue;
-        x0 = fmin(x0, ex[i]), x1 = fmax(x1, ex[i]), y0 = fmin(y0, ey[i]), y1 = fmax(y1, ey[i]);
-    }
+    for (int k = 0; k < ns; k++)
+        for (int i = 0; i < s[k].n; i++) {
+            if (!isfinite(s[k].y[i])) continue;
+            x0 = fmin(x0, s[k].x[i]), x1 = fmax(x1, s[k].x[i]), y0 = fmin(y0, s[k].y[i]), y1 = fmax(y1, s[k].y[i]);
+        }
     if (!(x0 <= x1)) x0 = 0, x1 = 1, y0 = 0, y1 = 1;
     if (x1 == x0) x1 = x0 + 1;
     if (y1 == y0) y1 = y0 + 1;
     double pad = 0.05 * (y1 - y0);
     y0 -= pad, y1 += pad;
-    afile *af = afile_open(path);
-    if (!af) return -1;
-    FILE *f = af->fp;
 #define PX(v) (L + ((v) - x0) / (x1 - x0) * (W - L - R))
 #define PY(v) (H - B - ((v) - y0) / (y1 - y0) * (H - T - B))
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%g\" height=\"%g\" font-family=\"sans-serif\" "
@@ -41,17 +34,31 @@ int plot_loss_svg(const char *path, const double *x, const double *y, int n, con
         fprintf(f, "<text x=\"%.1f\" y=\"%g\" text-anchor=\"middle\">%.0f</text>\n", PX(u), H - B + 18, u);
     }
     fprintf(f, "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">optimizer step</text>\n", (L + W - R) / 2, H - 12);
-    fprintf(f, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"");
-    for (int i = 0; i < n; i++)
-        if (isfinite(y[i])) fprintf(f, "%.1f,%.1f ", PX(x[i]), PY(y[i]));
-    fprintf(f, "\"/>\n");
-    for (int i = 0; i < ne; i++)
-        if (isfinite(ey[i]))
-            fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"#d62728\"/>\n", PX(ex[i]), PY(ey[i]));
-    fprintf(f, "<text x=\"%g\" y=\"24\" fill=\"#1f77b4\" text-anchor=\"end\">train loss</text>\n", W - R - 90);
-    if (ne) fprintf(f, "<text x=\"%g\" y=\"24\" fill=\"#d62728\" text-anchor=\"end\">eval loss</text>\n", W - R);
+    for (int k = 0; k < ns; k++) {
+        const plot_series *p = &s[k];
+        if (!p->dots) fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", p->color);
+        for (int i = 0; i < p->n; i++) {
+            if (!isfinite(p->y[i])) continue;
+            if (p->dots)
+                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\"/>\n", PX(p->x[i]), PY(p->y[i]), p->color);
+            else
+                fprintf(f, "%.1f,%.1f ", PX(p->x[i]), PY(p->y[i]));
+        }
+        if (!p->dots) fprintf(f, "\"/>\n");
+    }
+    for (int k = 0; k < ns; k++)   // legend, right-aligned, the last series rightmost
+        fprintf(f, "<text x=\"%g\" y=\"24\" fill=\"%s\" text-anchor=\"end\">%s</text>\n", W - R - 90 * (ns - 1 - k),
+                s[k].color, s[k].label);
     fprintf(f, "</svg>\n");
 #undef PX
 #undef PY
+}
+
+int plot_loss_svg(const char *path, const double *x, const double *y, int n, const double *ex,
+                  const double *ey, int ne, const char *title) {
+    plot_series s[2] = {{x, y, n, "train loss", "#1f77b4", 0}, {ex, ey, ne, "eval loss", "#d62728", 1}};
+    afile *af = afile_open(path);
+    if (!af) return -1;
+    plot_svg(af->fp, title, s, ne ? 2 : 1);
     return afile_commit(af);
 }

@@ -17,6 +17,9 @@
 #include "lora.h"
 #include "plot.h"
 #include "ppl.h"
+#include "report.h"
+#include "samples.h"
+#include "tboard.h"
 #include "h5data.h"
 #include "safetensors.h"
 #include "tokenizer.h"
@@ -88,6 +91,9 @@ typedef struct run {
     int nh, ne, caph, cape;
     FILE *metrics;
     int tty;
+    tb_writer *tb;             // output_dir/tb/ (train.tensorboard), or NULL
+    sample_set samples;        // train.sample_prompts
+    double t_eval, t_sample;   // seconds spent in evaluation / samples
 } run;
 
 static void push(double **x, double **y, int *n, int *cap, double a, double b) {
@@ -260,6 +266,7 @@ static void fmt_eta(char *buf, size_t n, double s) {
 }
 
 static int run_eval(run *R, double *loss, double *ppl) {
+    double t0 = now_seconds();
     int64_t M = R->cfg->data.max_seq_len;
     eval_result res;
     int rc;
@@ -275,18 +282,56 @@ static int run_eval(run *R, double *loss, double *ppl) {
         rc = eval_perplexity(&R->ctx, &R->model, &R->lora.view, &R->eval, M, M, 4 * M, &res, NULL, NULL);
         lora_set_dropout(&R->lora, R->cfg->lora.dropout);
     }
+    R->t_eval += now_seconds() - t0;
     if (rc) return -1;
     *loss = res.tokens ? res.nll / (double)res.tokens : NAN;
     *ppl = exp(*loss);
     return 0;
 }
 
-static void log_eval(run *R, double loss, double ppl) {
+static int log_eval(run *R, double loss, double ppl) {
     fprintf(R->metrics, "{\"step\": %lld, \"eval_loss\": %.6f, \"eval_ppl\": %.4f}\n", (long long)R->step, loss, ppl);
     fflush(R->metrics);
+    if (R->tb && (tb_scalar(R->tb, R->step, "eval/loss", loss) || tb_scalar(R->tb, R->step, "eval/ppl", ppl) ||
+                  tb_flush(R->tb)))
+        return -1;
     push(&R->ex, &R->ey, &R->ne, &R->cape, (double)R->step, loss);
     fprintf(stderr, "%sstep %lld/%lld  eval_loss %.4f  eval_ppl %.3f\n", R->tty ? "\r\033[K" : "",
             (long long)R->step, (long long)R->total, loss, ppl);
+    return 0;
+}
+
+// Greedy samples of train.sample_prompts with the current adapter (dropout off).
+static int run_samples(run *R) {
+    if (!R->samples.n) return 0;
+    double t0 = now_seconds();
+    if (R->tty) fputs("\r\033[K", stderr);
+    lora_set_dropout(&R->lora, 0);
+    int rc = samples_run(&R->samples, R->step, &R->model, &R->lora.view, R->tok, R->cfg->train.sample_max_tokens,
+                         R->metrics, NULL);
+    lora_set_dropout(&R->lora, R->cfg->lora.dropout);
+    R->t_sample += now_seconds() - t0;
+    return rc;
+}
+
+// report.html, and the summary on the terminal when the run is complete.
+static int finish_report(run *R, const char *status, double t_load, double t_begin, int summary) {
+    cfg_train *cfg = R->cfg;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    char *cj = cfg_to_json(cfg), title[512];
+    snprintf(title, sizeof title, "lorac train %s", cfg->config_path ? cfg->config_path : "");
+    double wall = now_seconds() - t_begin;
+    report_info ri = {title, status, cj, R->step, R->total, R->tokens_seen, R->train.n, R->train.n_tokens,
+                     R->train.n_skipped_bad, R->train.n_dropped_long, R->train.n_truncated, R->eval.n, R->n_bad_images,
+                     (R->use_lora ? R->lora.params.total : 0) + (R->vmode ? R->proj.params.total : 0), t_load,
+                     wall - t_load - R->t_eval - R->t_sample, R->t_eval, R->t_sample, wall, ru.ru_maxrss / 1024.0};
+    report_best best;
+    int rc = report_write(cfg->output_dir, &ri, &best);
+    if (rc == 0 && summary)
+        report_print_summary(stderr, cfg->output_dir, &ri, &best, cfg->model, cfg->data.eval, R->vmode != 0, cfg->vision.model);
+    free(cj);
+    return rc;
 }
 
 static int64_t arena_bytes(const cfg_train *cfg, const hf_llama_config *mc) {
@@ -441,7 +486,7 @@ int train_run(cfg_train *cfg) {
         fprintf(stderr, "error: output_dir: %s\n", err_get());
         return 1;
     }
-    double t_load = now_seconds();
+    double t_load = now_seconds(), t_begin = t_load;
     R->tok = tok_load(cfg->model);
     if (!R->tok || llama_load(cfg->model, &R->model) != 0) goto out;
     if (R->vmode && cfg->vision.features) {
@@ -553,6 +598,8 @@ int train_run(cfg_train *cfg) {
         }
     }
     if (metrics_open(R, R->step) != 0) goto out;
+    if (cfg->train.tensorboard && !(R->tb = tb_open(cfg->output_dir, R->step))) goto out;
+    if (samples_load(&R->samples, cfg) != 0) goto out;
     if (R->vmode)
         fprintf(stderr, "projector: %s %d -> %d (%lld parameters), select_layer %d, %d visual rows per image (pool %s)%s\n",
                 projector_type_name(R->proj.type), R->Cv, R->proj.text_hidden, (long long)R->proj.params.total,
@@ -574,9 +621,10 @@ int train_run(cfg_train *cfg) {
 
     if (R->eval.n > 0 && R->step == 0) {
         double el, ep;
-        if (run_eval(R, &el, &ep) != 0) goto out;
-        log_eval(R, el, ep);
+        if (run_eval(R, &el, &ep) != 0 || log_eval(R, el, ep) != 0) goto out;
     }
+    t_load = now_seconds() - t_load - R->t_eval;
+    if (R->step == 0 && run_samples(R) != 0) goto out;
 
     g_interrupted = 0;
     struct sigaction sa = {0};
@@ -672,6 +720,10 @@ int train_run(cfg_train *cfg) {
                 (long long)R->step, loss, lr, gnorm, (long long)rows, (long long)nsup, rows / dt, dt,
                 (long long)data_loader_tell(&R->loader).epoch, ru.ru_maxrss / 1024.0);
         fflush(R->metrics);
+        if (R->tb && (tb_scalar(R->tb, R->step, "train/loss", loss) || tb_scalar(R->tb, R->step, "train/lr", lr) ||
+                      tb_scalar(R->tb, R->step, "train/grad_norm", gnorm) ||
+                      tb_scalar(R->tb, R->step, "train/tokens_per_s", rows / dt) || tb_flush(R->tb)))
+            goto out;
         push(&R->hx, &R->hy, &R->nh, &R->caph, (double)R->step, loss);
         char e[32];
         fmt_eta(e, sizeof e, eta);
@@ -683,9 +735,11 @@ int train_run(cfg_train *cfg) {
                     (long long)R->total, loss, lr, gnorm, rows / dt, e);
         if (R->eval.n > 0 && cfg->train.eval_every > 0 && R->step % cfg->train.eval_every == 0 && R->step < R->total) {
             double el, ep;
-            if (run_eval(R, &el, &ep) != 0) goto out;
-            log_eval(R, el, ep);
+            if (run_eval(R, &el, &ep) != 0 || log_eval(R, el, ep) != 0) goto out;
         }
+        if (cfg->train.sample_every > 0 && R->step % cfg->train.sample_every == 0 && R->step < R->total &&
+            run_samples(R) != 0)
+            goto out;
         if ((cfg->train.save_every > 0 && R->step % cfg->train.save_every == 0) || R->step == R->total || g_interrupted) {
             if (save_checkpoint(R) != 0) goto out;
             last_saved = (int)R->step;
@@ -694,6 +748,8 @@ int train_run(cfg_train *cfg) {
             fprintf(stderr, "%sinterrupted: checkpoint saved at step %lld; resume with resume=true\n", R->tty ? "\n" : "",
                     (long long)R->step);
             status = 130;
+            if (finish_report(R, "interrupted (continue with resume=true)", t_load, t_begin, 0) != 0)
+                fprintf(stderr, "warning: report.html: %s\n", err_get());
             goto out;
         }
     }
@@ -701,14 +757,14 @@ int train_run(cfg_train *cfg) {
     if (last_saved != (int)R->step && save_checkpoint(R) != 0) goto out;
     if (R->eval.n > 0) {
         double el, ep;
-        if (run_eval(R, &el, &ep) != 0) goto out;
-        log_eval(R, el, ep);
+        if (run_eval(R, &el, &ep) != 0 || log_eval(R, el, ep) != 0) goto out;
     }
     if (R->vmode ? write_vision(R, cfg->output_dir) != 0 : lora_save(&R->lora, cfg->output_dir) != 0) goto out;
     char *svg = path_join(cfg->output_dir, "loss.svg");
     int prc = plot_loss_svg(svg, R->hx, R->hy, R->nh, R->ex, R->ey, R->ne, "lorac: loss");
     free(svg);
     if (prc) goto out;
+    if (run_samples(R) != 0) goto out;
     if (R->n_bad_images)
         fprintf(stderr, "data: %lld records skipped for undecodable images (data.skip_bad_lines)\n", (long long)R->n_bad_images);
     if (R->vmode)
@@ -718,12 +774,18 @@ int train_run(cfg_train *cfg) {
     else
     fprintf(stderr, "done: adapter in %s (adapter_model.safetensors, adapter_config.json), metrics.jsonl, loss.svg\n",
             cfg->output_dir);
+    if (finish_report(R, "finished", t_load, t_begin, 1) != 0) goto out;
     status = 0;
 out:
     if (status == 1) fprintf(stderr, "error: %s\n", err_get());
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     if (R->metrics) fclose(R->metrics);
+    if (tb_close(R->tb) != 0 && status == 0) {
+        fprintf(stderr, "error: %s\n", err_get());
+        status = 1;
+    }
+    samples_free(&R->samples);
     for (int k = 0; R->mb && k < accum; k++) data_batch_free(&R->mb[k]);
     for (int k = 0; R->feats && k < accum; k++) free(R->feats[k]), free(R->tgt[k]);
     free(R->feats), free(R->feat_cap), free(R->tgt), free(R->tgt_cap);
