@@ -79,6 +79,11 @@ for p in avg lin; do
   # <|begin_of_text|> + 4 visual rows
   check "generate --image ($p pool): the image takes 4 rows" has "$T/gen.$p.err" 'prompt tokens: 5,'
 done
+# the <image> placeholder expands to the 4 pooled rows: <|begin_of_text|> "a" <image> "b"
+$L generate --model "$T/llama" --vision "$T/siglip" --projector "$T/avg" --image "$T/images/eval_00000.png" \
+    --prompt "a<image>b" --temperature 0 --max-new-tokens 1 >"$T/gen.ph" 2>"$T/gen.ph.err"
+check "<image> in the prompt: 1 + 1 + 4 + 1 rows" has "$T/gen.ph.err" 'prompt tokens: 7,'
+
 # --- 2. cross-attention
 $L train configs/tiny-projector.yaml "${common[@]}" mode=xattn xattn.every=1 output_dir="$T/xa" train.dump_grads="$T/gxa.safetensors" \
     >"$T/xa.out" 2>"$T/xa.err"
