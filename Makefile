@@ -10,7 +10,7 @@ OPT     ?= -O3 -march=native
 SAN     ?=
 CFLAGS  := $(OPT) $(SAN) $(CFLAGS) -std=gnu11 -Wall -Wextra -fopenmp -MMD -MP -I. -Iautograd -Imodel -Idata -Itrain -Ieval \
            $(shell pkg-config --cflags openblas $(PKGS) 2>/dev/null)
-LDLIBS  := $(BLAS) $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ljpeg -lm -fopenmp $(SAN)
+LDLIBS  := $(BLAS) $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldnnl -ljpeg -lm -fopenmp $(SAN)
 BUILD   ?= build
 
 MODULES  = autograd model data train eval
@@ -49,9 +49,11 @@ asan:
 	@$(MAKE) --no-print-directory test BUILD=build-asan OPT="-O1 -g -march=native" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 
+# make bench [ROWS="lora eval siglip"] [ITERS=5] [PRECISIONS="fp32 bf16"]: lorac beside PyTorch
+# (scripts/bench.sh; runs under /tmp/lorac-heavy.lock, about 20 minutes on 2 cores)
 bench: deps
 	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac
-	@bash scripts/bench.sh
+	@bash scripts/bench.sh $(ROWS)
 
 demo: deps
 	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac

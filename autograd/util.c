@@ -5,9 +5,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -160,6 +164,7 @@ int rm_rf(const char *path) {
         return 0;
     }
     if (unlink(path) != 0) return err_set("%s: cannot remove: %s", path, strerror(errno));
+    fault_point2("removed", path);
     return 0;
 }
 
@@ -186,6 +191,7 @@ char *path_dirname(const char *path) {
 }
 
 int fsync_dir(const char *dir) {
+    fault_point2("fsync folder", dir);
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
     if (fd < 0) return err_set("%s: cannot open folder: %s", dir, strerror(errno));
     int rc = fsync(fd);
@@ -207,6 +213,7 @@ afile *afile_open(const char *path) {
         free(af);
         return NULL;
     }
+    fault_point2("created", af->tmp);
     return af;
 }
 
@@ -219,9 +226,12 @@ static void afile_free(afile *af) {
 int afile_commit(afile *af) {
     int rc = 0;
     if (fflush(af->fp) != 0 || ferror(af->fp)) rc = err_set("%s: write failed: %s", af->path, strerror(errno));
+    if (!rc) fault_point2("written", af->tmp);
     if (!rc && fsync(fileno(af->fp)) != 0) rc = err_set("%s: fsync failed: %s", af->path, strerror(errno));
     if (fclose(af->fp) != 0 && !rc) rc = err_set("%s: close failed: %s", af->path, strerror(errno));
+    if (!rc) fault_point2("fsynced", af->tmp);
     if (!rc && rename(af->tmp, af->path) != 0) rc = err_set("%s: rename failed: %s", af->path, strerror(errno));
+    if (!rc) fault_point2("renamed", af->path);
     if (rc) {
         unlink(af->tmp);
     } else {
@@ -247,6 +257,207 @@ int file_write_atomic(const char *path, const void *data, size_t len) {
         return err_set("%s: write failed: %s", path, strerror(errno));
     }
     return afile_commit(af);
+}
+
+// --- folders replaced in one step
+
+int dir_replace(const char *from, const char *to) {
+    if (rename(from, to) == 0) return 0;
+    if (errno != ENOTEMPTY && errno != EEXIST) return err_set("%s: cannot rename to %s: %s", from, to, strerror(errno));
+    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_EXCHANGE) != 0)
+        return err_set("%s: cannot replace %s (atomic exchange: %s)", from, to, strerror(errno));
+    fault_point2("exchanged", to);
+    rm_rf(from);   // the old folder; a leftover is a stale temporary
+    return 0;
+}
+
+// --- file sets
+
+#define PUBLISH_JOURNAL ".lorac-publish"
+
+char *publish_stage_name(const char *dir) {
+    char name[64];
+    snprintf(name, sizeof name, ".stage.tmp.%d", (int)getpid());
+    return path_join(dir, name);
+}
+
+static const char *base_name(const char *p) {
+    const char *s = strrchr(p, '/');
+    return s ? s + 1 : p;
+}
+
+// the renames of a committed journal (text: "lorac-publish 1\nSTAGE\nNAME\n...")
+static int publish_finish(const char *dir, const char *journal, char *text) {
+    char *save = NULL, *line = strtok_r(text, "\n", &save);
+    char *stage_name = line ? strtok_r(NULL, "\n", &save) : NULL;
+    if (!line || strcmp(line, "lorac-publish 1") || !stage_name || strchr(stage_name, '/') ||
+        !strcmp(stage_name, ".") || !strcmp(stage_name, ".."))
+        return err_set("%s: not a lorac publish journal (remove it to keep the files as they are)", journal);
+    char *stage = path_join(dir, stage_name);
+    int rc = 0;
+    for (char *name = strtok_r(NULL, "\n", &save); name && rc == 0; name = strtok_r(NULL, "\n", &save)) {
+        if (strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..")) {
+            rc = err_set("%s: bad file name '%s'", journal, name);
+            break;
+        }
+        char *src = path_join(stage, name), *dst = path_join(dir, name);
+        if (rename(src, dst) != 0 && errno != ENOENT)   // ENOENT: renamed before the interruption
+            rc = err_set("%s: cannot rename to %s: %s", src, dst, strerror(errno));
+        else
+            fault_point2("published", dst);
+        free(src);
+        free(dst);
+    }
+    if (rc == 0) rc = fsync_dir(dir);
+    if (rc == 0 && unlink(journal) != 0 && errno != ENOENT)
+        rc = err_set("%s: cannot remove: %s", journal, strerror(errno));
+    if (rc == 0) {
+        fault_point2("journal removed", journal);
+        rm_rf(stage);   // empty now; what is left of it is a stale temporary
+        rc = fsync_dir(dir);
+    }
+    free(stage);
+    return rc;
+}
+
+int dir_publish(const char *stage, const char *dir) {
+    DIR *d = opendir(stage);
+    if (!d) return err_set("%s: cannot open folder: %s", stage, strerror(errno));
+    size_t cap = 256, len = 0;
+    char *text = xmalloc(cap);
+    len = (size_t)snprintf(text, cap, "lorac-publish 1\n%s\n", base_name(stage));
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        size_t n = strlen(e->d_name);
+        if (len + n + 2 > cap) text = xrealloc(text, cap = 2 * (len + n + 2));
+        memcpy(text + len, e->d_name, n);
+        len += n;
+        text[len++] = '\n';
+        text[len] = 0;
+    }
+    closedir(d);
+    char *journal = path_join(dir, PUBLISH_JOURNAL);
+    int rc = fsync_dir(stage);
+    if (rc == 0) rc = file_write_atomic(journal, text, len);   // the commit point
+    if (rc == 0) rc = publish_finish(dir, journal, text);
+    free(journal);
+    free(text);
+    return rc;
+}
+
+int publish_recover(const char *dir) {
+    char *journal = path_join(dir, PUBLISH_JOURNAL);
+    int rc = 0;
+    if (file_exists(journal)) {
+        char *text = file_read_all(journal, NULL);
+        rc = text ? publish_finish(dir, journal, text) : -1;
+        if (rc == 0) fprintf(stderr, "note: %s: finished an interrupted save of its files\n", dir);
+        else err_prefix("%s: an interrupted save could not be finished", dir);
+        free(text);
+    }
+    free(journal);
+    return rc;
+}
+
+// "NAME.tmp.<digits>"
+static int is_stale_tmp(const char *name) {
+    const char *t = strstr(name, ".tmp.");
+    if (!t) return 0;
+    const char *p = t + 5;
+    if (!*p) return 0;
+    for (; *p; p++)
+        if (*p < '0' || *p > '9') return 0;
+    return 1;
+}
+
+void remove_stale_tmp(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!is_stale_tmp(e->d_name)) continue;
+        char *p = path_join(dir, e->d_name);
+        rm_rf(p);
+        free(p);
+    }
+    closedir(d);
+}
+
+// --- locks
+
+int lock_acquire(const char *path) {
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) return err_set("%s: cannot create the lock file: %s", path, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        char buf[32] = "";
+        ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+        buf[n > 0 ? n : 0] = 0;
+        buf[strcspn(buf, "\n")] = 0;
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return err_set("%s: locked by another lorac process%s%s%s", path, buf[0] ? " (pid " : "", buf,
+                           buf[0] ? ")" : "");
+        return err_set("%s: cannot lock: %s", path, strerror(e));
+    }
+    char buf[32];
+    int n = snprintf(buf, sizeof buf, "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, buf, (size_t)n, 0) != n) {
+        int e = errno;
+        close(fd);
+        return err_set("%s: cannot write the lock file: %s", path, strerror(e));
+    }
+    return fd;
+}
+
+void lock_release(int fd) {
+    if (fd >= 0) close(fd);
+}
+
+// --- JSON numbers
+
+const char *json_num(char *buf, const char *fmt, double v) {
+    if (!isfinite(v)) return strcpy(buf, "null");
+    snprintf(buf, 64, fmt, v);
+    return buf;
+}
+
+// --- fault injection (tests only)
+
+static long fault_n = -1, fault_seen;
+static const char *fault_word;
+static int fault_trace;
+
+static void fault_init(void) {
+    static int done;
+    if (done) return;
+    done = 1;
+    const char *k = getenv("LORAC_TEST_KILL");
+    if (k && *k) {
+        char *end;
+        fault_n = strtol(k, &end, 10);
+        if (*end == ':') fault_word = end + 1;
+    }
+    const char *t = getenv("LORAC_TEST_TRACE");
+    fault_trace = t && *t && strcmp(t, "0");
+}
+
+void fault_point2(const char *what, const char *path) {
+    fault_init();
+    if (fault_n < 0 && !fault_trace) return;
+    char label[1200];
+    snprintf(label, sizeof label, "%s %s", what, path ? path : "");
+    fault_point(label);
+}
+
+void fault_point(const char *label) {
+    fault_init();
+    if (fault_trace) fprintf(stderr, "fault: %s\n", label);
+    if (fault_n < 0 || (fault_word && !strstr(label, fault_word))) return;
+    if (++fault_seen == fault_n) {
+        kill(getpid(), SIGKILL);   // as a crash would: stdio buffers are lost
+    }
 }
 
 // --- hashing

@@ -67,6 +67,44 @@ void afile_abort(afile *af);              // removes the temp file; frees af
 int file_write_atomic(const char *path, const void *data, size_t len);
 int fsync_dir(const char *dir);
 
+// Renames folder `from` to `to`; when `to` exists the two are exchanged in one step
+// (renameat2 RENAME_EXCHANGE) and the old one, now at `from`, is removed: `to` always names a
+// complete folder. -1 + err_set on failure (`to` untouched).
+int dir_replace(const char *from, const char *to);
+
+// --- file sets: several files of one folder replaced as one unit
+// The new files are written complete into `stage` (a folder inside `dir`, e.g. made by
+// publish_stage_name). dir_publish then writes the journal DIR/.lorac-publish naming them (one
+// atomic write: the commit point), renames each over its old copy, and removes the journal and
+// the stage. A crash before the commit leaves the old set (and a stale stage), after it
+// publish_recover(dir) finishes the renames: every lorac reader and writer of such a folder
+// calls it first, so the set it sees is the previous complete one or the new one, never a mix.
+char *publish_stage_name(const char *dir);   // DIR/.stage.tmp.<pid> (malloc'd)
+int dir_publish(const char *stage, const char *dir);
+// Finishes an interrupted dir_publish (no journal: nothing to do). -1 + err_set naming the
+// journal when it cannot (e.g. a read-only folder).
+int publish_recover(const char *dir);
+// Removes what interrupted atomic writes left in dir: files and folders named
+// "*.tmp.<digits>" (afile_open's, the stage). Only for a folder this process owns (a lock).
+void remove_stale_tmp(const char *dir);
+
+// Exclusive advisory lock (flock) on `path`, created if needed, held until the process ends
+// (or lock_release). Returns the fd; -1 + err_set when another process holds it ("... is
+// locked by process PID") or the file cannot be created.
+int lock_acquire(const char *path);
+void lock_release(int fd);
+
+// A JSON number for a metrics/result line: printf(fmt, v), or "null" when v is NaN or ±Inf
+// (JSON has no such numbers). buf needs 64 bytes; returns buf.
+const char *json_num(char *buf, const char *fmt, double v);
+
+// --- test-only fault injection (tests/test_hostile*.sh)
+// Every step of an atomic write calls fault_point(label). LORAC_TEST_KILL=N[:WORD] sends the
+// process SIGKILL at the N-th point (counting only labels containing WORD); LORAC_TEST_TRACE=1
+// prints "fault: LABEL" on stderr at each point. Neither is set outside tests.
+void fault_point(const char *label);
+void fault_point2(const char *what, const char *path);   // label "WHAT PATH"
+
 // --- hashing (FNV-1a 64 over bytes; used for tokenizer/model identity attributes)
 uint64_t hash64(const void *data, size_t len, uint64_t seed);
 int file_hash64(const char *path, uint64_t *out);   // -1 + err_set on I/O failure

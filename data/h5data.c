@@ -93,7 +93,7 @@ static int flush(data_h5_writer *w) {
         h5u_append_1d(w->d_mask, H5T_NATIVE_UINT8, w->t_file, w->tn, w->mb) ||
         h5u_append_1d(w->d_offsets, H5T_NATIVE_INT64, w->r_file + 1, w->rn, w->ob) ||
         h5u_append_1d(w->d_lines, H5T_NATIVE_INT64, w->r_file, w->rn, w->lb))
-        return h5u_fail("%s: write failed (disk full?)", w->tmp);
+        return h5u_fail("%s: write failed (disk full?)", w->path);
     if (w->has_images) {
         const char **refs = xmalloc(sizeof(char *) * (size_t)(w->rn ? w->rn : 1));
         for (int64_t i = 0; i < w->rn; i++) refs[i] = w->ib[i] ? w->ib[i] : "";
@@ -102,7 +102,7 @@ static int flush(data_h5_writer *w) {
                   h5u_append_1d(w->d_images, st, w->r_file, w->rn, refs);
         H5Tclose(st);
         free(refs);
-        if (bad) return h5u_fail("%s: write failed (disk full?)", w->tmp);
+        if (bad) return h5u_fail("%s: write failed (disk full?)", w->path);
     }
     for (int64_t i = 0; i < w->rn; i++) free(w->ib[i]);
     w->t_file += w->tn;

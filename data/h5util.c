@@ -13,8 +13,27 @@
 
 void h5u_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
+// HDF5's exit handler closes what is still open; a file whose close failed (a full disk)
+// stays half-closed in its tables and that handler then crashes. Every file lorac writes is
+// closed (or discarded) explicitly, so the handler is not needed: turn it off before HDF5
+// starts (H5dont_atexit only works before the library's first call).
+__attribute__((constructor)) static void h5u_no_atexit(void) { H5dont_atexit(); }
+
+// The innermost message, on one line; for a failed system call just "what: strerror" (HDF5's
+// text also holds a time stamp, the buffer address and sizes, over two lines).
 static herr_t walk_innermost(unsigned n, const H5E_error2_t *e, void *ctx) {
-    if (n == 0 && e->desc) snprintf((char *)ctx, 256, "%s", e->desc);
+    if (n != 0 || !e->desc) return 0;
+    char *d = ctx;
+    snprintf(d, 256, "%s", e->desc);
+    const char *em = strstr(e->desc, "error message = '");
+    char *colon = strstr(d, ": time = ");
+    if (em && colon) {
+        em += strlen("error message = '");
+        size_t k = strcspn(em, "'");
+        snprintf(colon, 256 - (size_t)(colon - d), ": %.*s", (int)k, em);
+    }
+    for (char *p = d; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
     return 0;
 }
 
@@ -176,10 +195,10 @@ int h5u_close_publish(hid_t *file, hid_t *const *ds, int n, const char *tmp, con
     }
     if (H5Fclose(*file) < 0) bad = 1;
     *file = -1;
-    if (bad) return h5u_fail("%s: write failed while closing (disk full?)", tmp);
+    if (bad) return h5u_fail("%s: write failed while closing (disk full?)", path);
     int fd = open(tmp, O_RDONLY);
     if (fd < 0 || fsync(fd) != 0) {
-        err_set("%s: fsync failed: %s", tmp, strerror(errno));
+        err_set("%s: fsync failed: %s", path, strerror(errno));
         if (fd >= 0) close(fd);
         return -1;
     }

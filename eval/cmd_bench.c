@@ -1,12 +1,24 @@
-// cmd_bench.c — `lorac bench WHAT --model DIR ...`: the measurements behind `make bench`,
-// printed as one JSON object so scripts/bench.sh can put them beside PyTorch's.
-//   sgemm   plain cblas_sgemm GFLOP/s on the Llama-3.2-1B projection shapes (T x C x C, T x I x C)
-//   lora    one LoRA training step (forward, fused loss, backward, AdamW), rank 16 on all seven
-//           projections, batch 1 x T tokens; --supervised all|half
+// cmd_bench.c — `lorac bench WHAT ...`: the measurements behind `make bench`, printed as JSON
+// lines so scripts/bench.sh can put them beside PyTorch's (scripts/bench_torch.py).
+//   gemm    plain GEMM ceilings on the Llama-3.2-1B projection shapes (T x C x C, T x F x C,
+//           T x C x F): cblas_sgemm (fp32) and a oneDNN BF16 matmul (bf16 operands, fp32 out)
+//   lora    one LoRA training step (forward, fused loss, backward, AdamW), rank R on all seven
+//           projections, batch 1 x T tokens; --supervised all|half (half: the first half is an
+//           unsupervised prompt)
 //   eval    no-grad forward + per-token NLL over one window of T tokens
 //   siglip  no-grad SigLIP vision forward (last hidden state) of a batch of random images
+// Every model benchmark times its step, then runs both plain GEMM ceilings on the model's own
+// projection shapes in the same process and time window (the machine's load drifts; "% of
+// plain GEMM" compares like with like). The ceiling buffers count in peak_rss_mb and are
+// reported as ceiling_mb.
+// --interleave: before each iteration (warm-up included) wait for one line on stdin, after it
+// print {"iter": ...}; scripts/bench.sh uses it to make lorac and PyTorch take turns step by
+// step. The last line is always the summary object.
 #include <cblas.h>
+#include <ctype.h>
+#include <errno.h>
 #include <math.h>
+#include <oneapi/dnnl/dnnl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,55 +26,306 @@
 
 #include "cli.h"
 #include "lora.h"
+#include "safetensors.h"
 #include "siglip.h"
 #include "trainer.h"
+
+// --- statistics and process facts
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
-static double median(double *v, int n) {
+// median, min and max of v[n] (sorts v)
+static void spread(double *v, int n, double *med, double *lo, double *hi) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    *med = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    *lo = v[0], *hi = v[n - 1];
 }
 static double peak_rss_mb(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_maxrss / 1024.0;
 }
-
-// FLOPs of the model's matmuls for T rows (forward), attention included, lm-head for `sup` rows
-static double model_flops(const hf_llama_config *c, double T, double sup) {
-    double C = c->hidden_size, F = c->intermediate_size, nh = c->num_heads, nkv = c->num_kv_heads, hd = c->head_dim;
-    double lin = C * (nh * hd + 2 * nkv * hd) + nh * hd * C + 3 * C * F;
-    double attn = 2.0 * T * T * nh * hd;   // causal: half of 2·(QKᵀ + PV)
-    return c->num_layers * (2.0 * T * lin + attn) + 2.0 * sup * c->vocab_size * C;
-}
-
-// One pass of plain cblas_sgemm over the projection shapes with x[T,F], w[F,C], y[T,F]:
-// q/o-like (T x C x C), gate/up-like (T x F x C), dx-like (T x C x F). Returns GFLOP/s.
-static double sgemm_pass(int T, int C, int F, const float *x, const float *w, float *y) {
-    double t0 = now_seconds();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, C, C, 1, x, C, w, C, 0, y, C);    // q/o-like
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, F, C, 1, x, C, w, C, 0, y, F);    // gate/up-like
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, F, 1, x, F, w, C, 0, y, C);  // dx-like
-    return 2.0 * T * ((double)C * C + 2.0 * F * C) / (now_seconds() - t0) / 1e9;
-}
-
-static double bench_sgemm(int T, int iters) {
-    int C = 2048, F = 8192;
-    float *x = xcalloc((size_t)T * F, 4), *w = xcalloc((size_t)F * C, 4), *y = xcalloc((size_t)T * F, 4);
-    for (size_t i = 0; i < (size_t)F * C; i++) w[i] = 0.01f * (float)(i % 7);
-    for (size_t i = 0; i < (size_t)T * F; i++) x[i] = 0.01f * (float)(i % 5);
-    double *g = xmalloc((size_t)iters * sizeof *g);
-    for (int it = 0; it <= iters; it++) {
-        double gf = sgemm_pass(T, C, F, x, w, y);
-        if (it) g[it - 1] = gf;
+// The file of the first mapping whose path contains `lib` (e.g. which libopenblas was loaded),
+// or "none"; quotes and backslashes become '?' so the result is a valid JSON string body.
+static void mapped_lib(const char *lib, char *out, size_t cap) {
+    snprintf(out, cap, "none");
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return;
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        char *p = strchr(line, '/');
+        if (!p || !strstr(p, lib)) continue;
+        p[strcspn(p, "\n")] = 0;
+        snprintf(out, cap, "%s", p);
+        for (char *q = out; *q; q++)
+            if (*q == '"' || *q == '\\') *q = '?';
+        break;
     }
-    double r = median(g, iters);
-    free(x), free(w), free(y), free(g);
-    return r;
+    fclose(f);
 }
+
+// --- plain GEMM ceilings: the three projection shapes with x[T,K], W, y[T,N]
+//   q/o-like   y[T,C] = x[T,C] W[C,C]^T      gate/up-like  y[T,F] = x[T,C] W[F,C]^T
+//   dx-like    y[T,C] = x[T,F] W[F,C]
+
+typedef struct gemm_ceiling {
+    int T, C, F;
+    float *x, *w, *y;            // fp32 operands: x [T,F], w [F,C], y [T,F]
+    uint16_t *xb, *wb;           // the same operands in BF16
+    dnnl_engine_t eng;
+    dnnl_stream_t stream;
+    dnnl_primitive_t mm[3];      // the three shapes above, bf16 x bf16 -> f32
+    dnnl_memory_t mem[3][3];     // [shape][src, weights, dst]
+} gemm_ceiling;
+
+static double gemm_flops(const gemm_ceiling *g) { return 2.0 * g->T * ((double)g->C * g->C + 2.0 * g->F * g->C); }
+static double gemm_mb(const gemm_ceiling *g) { return ((double)g->T * g->F * 10 + (double)g->F * g->C * 6) / 1048576.0; }
+
+static int dnnl_ok(dnnl_status_t s, const char *what) {
+    if (s == dnnl_success) return 0;
+    err_set("bench: oneDNN %s failed (status %d)", what, (int)s);
+    return -1;
+}
+
+// One oneDNN matmul y[M,N] = x[M,K] w[K,N], bf16 operands, f32 result, on caller buffers; the
+// weights are read transposed (`wtag` dnnl_ba) for the W^T shapes, as lorac holds W [N,K].
+static int dnnl_matmul_make(gemm_ceiling *g, int i, int M, int K, int N, dnnl_format_tag_t wtag) {
+    dnnl_memory_desc_t md[3];
+    dnnl_dims_t ds = {M, K}, dw = {K, N}, dd = {M, N};
+    if (dnnl_ok(dnnl_memory_desc_init_by_tag(&md[0], 2, ds, dnnl_bf16, dnnl_ab), "memory desc") ||
+        dnnl_ok(dnnl_memory_desc_init_by_tag(&md[1], 2, dw, dnnl_bf16, wtag), "memory desc") ||
+        dnnl_ok(dnnl_memory_desc_init_by_tag(&md[2], 2, dd, dnnl_f32, dnnl_ab), "memory desc"))
+        return -1;
+    dnnl_matmul_desc_t desc;
+    dnnl_primitive_desc_t pd;
+    if (dnnl_ok(dnnl_matmul_desc_init(&desc, &md[0], &md[1], NULL, &md[2]), "matmul desc") ||
+        dnnl_ok(dnnl_primitive_desc_create(&pd, &desc, NULL, g->eng, NULL), "matmul primitive desc"))
+        return -1;
+    dnnl_status_t s = dnnl_primitive_create(&g->mm[i], pd);
+    dnnl_primitive_desc_destroy(pd);
+    if (dnnl_ok(s, "matmul primitive")) return -1;
+    void *buf[3] = {g->xb, g->wb, g->y};
+    for (int j = 0; j < 3; j++)
+        if (dnnl_ok(dnnl_memory_create(&g->mem[i][j], &md[j], g->eng, buf[j]), "memory")) return -1;
+    return 0;
+}
+
+static int gemm_init(gemm_ceiling *g, int T, int C, int F) {
+    memset(g, 0, sizeof *g);
+    g->T = T, g->C = C, g->F = F;
+    size_t nx = (size_t)T * F, nw = (size_t)F * C;
+    g->x = xmalloc(nx * 4), g->y = xcalloc(nx, 4), g->w = xmalloc(nw * 4);
+    g->xb = xmalloc(nx * 2), g->wb = xmalloc(nw * 2);
+    for (size_t i = 0; i < nw; i++) g->wb[i] = st_f32_to_bf16(g->w[i] = 0.01f * (float)(i % 7) - 0.03f);
+    for (size_t i = 0; i < nx; i++) g->xb[i] = st_f32_to_bf16(g->x[i] = 0.01f * (float)(i % 5) - 0.02f);
+    if (dnnl_ok(dnnl_engine_create(&g->eng, dnnl_cpu, 0), "engine") ||
+        dnnl_ok(dnnl_stream_create(&g->stream, g->eng, dnnl_stream_default_flags), "stream") ||
+        dnnl_matmul_make(g, 0, T, C, C, dnnl_ba) || dnnl_matmul_make(g, 1, T, C, F, dnnl_ba) ||
+        dnnl_matmul_make(g, 2, T, F, C, dnnl_ab))
+        return -1;
+    return 0;
+}
+
+static void gemm_free(gemm_ceiling *g) {
+    for (int i = 0; i < 3; i++) {
+        for (int j = 0; j < 3; j++)
+            if (g->mem[i][j]) dnnl_memory_destroy(g->mem[i][j]);
+        if (g->mm[i]) dnnl_primitive_destroy(g->mm[i]);
+    }
+    if (g->stream) dnnl_stream_destroy(g->stream);
+    if (g->eng) dnnl_engine_destroy(g->eng);
+    free(g->x), free(g->y), free(g->w), free(g->xb), free(g->wb);
+}
+
+// One pass over the three shapes with cblas_sgemm; GFLOP/s.
+static double sgemm_pass(const gemm_ceiling *g) {
+    int T = g->T, C = g->C, F = g->F;
+    double t0 = now_seconds();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, C, C, 1, g->x, C, g->w, C, 0, g->y, C);    // q/o-like
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, F, C, 1, g->x, C, g->w, C, 0, g->y, F);    // gate/up-like
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, C, F, 1, g->x, F, g->w, C, 0, g->y, C);  // dx-like
+    return gemm_flops(g) / (now_seconds() - t0) / 1e9;
+}
+
+// One pass over the three shapes with the oneDNN BF16 matmuls; GFLOP/s, or -1 on failure.
+static double bf16_pass(const gemm_ceiling *g) {
+    double t0 = now_seconds();
+    for (int i = 0; i < 3; i++) {
+        dnnl_exec_arg_t a[3] = {{DNNL_ARG_SRC, g->mem[i][0]}, {DNNL_ARG_WEIGHTS, g->mem[i][1]}, {DNNL_ARG_DST, g->mem[i][2]}};
+        if (dnnl_ok(dnnl_primitive_execute(g->mm[i], g->stream, 3, a), "matmul")) return -1;
+    }
+    if (dnnl_ok(dnnl_stream_wait(g->stream), "stream wait")) return -1;
+    return gemm_flops(g) / (now_seconds() - t0) / 1e9;
+}
+
+// --- options
+
+enum { B_GEMM = 1, B_LORA = 2, B_EVAL = 4, B_SIGLIP = 8, B_MODEL = B_LORA | B_EVAL, B_ALL = 15 };
+
+typedef struct bench_opts {
+    const char *what, *model, *vision, *sup, *precision;
+    int kind;                 // B_GEMM .. B_SIGLIP
+    int T, iters, warmup, r, batch, interleave;
+} bench_opts;
+
+static const char usage_text[] =
+    "usage: lorac bench gemm|lora|eval|siglip [options]\n"
+    "  gemm     plain cblas_sgemm and oneDNN BF16 matmul GFLOP/s on the Llama-3.2-1B projection shapes\n"
+    "  lora     one LoRA training step (forward, loss, backward, AdamW) of batch 1 x T tokens\n"
+    "  eval     no-grad forward + per-token NLL over one window of T tokens\n"
+    "  siglip   no-grad SigLIP vision forward of a batch of random images\n"
+    "options (each only where it applies):\n"
+    "  --model DIR             Llama model folder (lora, eval; required)\n"
+    "  --vision DIR            SigLIP model folder (siglip; required)\n"
+    "  --tokens T              tokens per step, 2..65536 (gemm, lora, eval; default 512)\n"
+    "  --batch B               images per step, 1..1024 (siglip; default 8)\n"
+    "  --rank R                LoRA rank, 1..1024 (lora; default 16)\n"
+    "  --supervised all|half   half: the first half of the tokens is an unsupervised prompt (lora; default all)\n"
+    "  --precision fp32|bf16   (lora, eval, siglip; default fp32)\n"
+    "  --iters N               measured iterations, 1..10000 (default 3)\n"
+    "  --warmup N              unmeasured iterations first, 0..100 (default 1)\n"
+    "  --interleave            wait for a line on stdin before each iteration, print one line after it\n"
+    "output: JSON lines on stdout; the last is the summary (median, min and max over the iterations)\n";
+
+// A decimal integer in [lo, hi] and nothing else: "512x", " 5", "+5", "1e3" and "" are usage errors.
+static int opt_int(const char *name, const char *s, int lo, int hi, int *out) {
+    char *end = (char *)s;
+    long v = 0;
+    errno = 0;
+    if (isdigit((unsigned char)s[0]) || (s[0] == '-' && isdigit((unsigned char)s[1]))) v = strtol(s, &end, 10);
+    if (end == s || *end || errno || v < lo || v > hi)
+        return cli_usage("bench", "%s: expected an integer in %d..%d, found '%s'", name, lo, hi, s);
+    *out = (int)v;
+    return 0;
+}
+
+// One of the words in `choices` (space separated).
+static int opt_word(const char *name, const char *s, const char *choices, const char **out) {
+    size_t n = strlen(s);
+    for (const char *c = choices; *c;) {
+        size_t k = strcspn(c, " ");
+        if (n && k == n && !strncmp(c, s, n)) {
+            *out = s;
+            return 0;
+        }
+        c += k + (c[k] == ' ');
+    }
+    return cli_usage("bench", "%s: expected one of %s, found '%s'", name, choices, s);
+}
+
+static int parse_opts(int argc, char **argv, bench_opts *o) {
+    *o = (bench_opts){.sup = "all", .precision = "fp32", .T = 512, .iters = 3, .warmup = 1, .r = 16, .batch = 8};
+    static const struct { const char *w; int kind; } kinds[] = {{"gemm", B_GEMM}, {"lora", B_LORA}, {"eval", B_EVAL}, {"siglip", B_SIGLIP}};
+    for (int k = 0; k < 4; k++)
+        if (!strcmp(argv[1], kinds[k].w)) o->what = kinds[k].w, o->kind = kinds[k].kind;
+    if (!o->kind) return cli_usage("bench", "unknown benchmark '%s' (expected gemm, lora, eval or siglip)", argv[1]);
+    static const struct { const char *name; int applies, flag; } opts[] = {
+        {"--model", B_MODEL, 0}, {"--vision", B_SIGLIP, 0}, {"--tokens", B_GEMM | B_MODEL, 0},
+        {"--batch", B_SIGLIP, 0}, {"--rank", B_LORA, 0}, {"--supervised", B_LORA, 0},
+        {"--precision", B_MODEL | B_SIGLIP, 0}, {"--iters", B_ALL, 0}, {"--warmup", B_ALL, 0},
+        {"--interleave", B_ALL, 1}};
+    unsigned seen = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        int k = 0;
+        while (k < (int)(sizeof opts / sizeof opts[0]) && strcmp(a, opts[k].name)) k++;
+        if (k == (int)(sizeof opts / sizeof opts[0])) return cli_usage("bench", "unknown option '%s'", a);
+        if (!(opts[k].applies & o->kind)) return cli_usage("bench", "%s does not apply to bench %s", a, o->what);
+        if (seen & (1u << k)) return cli_usage("bench", "%s given twice", a);
+        seen |= 1u << k;
+        if (opts[k].flag) {
+            o->interleave = 1;
+            continue;
+        }
+        if (i + 1 >= argc) return cli_usage("bench", "%s needs a value", a);
+        const char *v = argv[++i];
+        int rc = 0;
+        switch (k) {
+        case 0: o->model = v; break;
+        case 1: o->vision = v; break;
+        case 2: rc = opt_int(a, v, 2, 65536, &o->T); break;
+        case 3: rc = opt_int(a, v, 1, 1024, &o->batch); break;
+        case 4: rc = opt_int(a, v, 1, 1024, &o->r); break;
+        case 5: rc = opt_word(a, v, "all half", &o->sup); break;
+        case 6: rc = opt_word(a, v, "fp32 bf16", &o->precision); break;
+        case 7: rc = opt_int(a, v, 1, 10000, &o->iters); break;
+        case 8: rc = opt_int(a, v, 0, 100, &o->warmup); break;
+        }
+        if (rc) return rc;
+        if (!*v && k <= 1) return cli_usage("bench", "%s: empty folder name", a);
+    }
+    if ((o->kind & B_MODEL) && !o->model) return cli_usage("bench", "bench %s: --model DIR is required", o->what);
+    if (o->kind == B_SIGLIP && !o->vision) return cli_usage("bench", "bench siglip: --vision DIR is required");
+    if (!strcmp(o->precision, "bf16"))   // wired when the bf16 mode lands (issue 9)
+        return cli_usage("bench", "--precision bf16: this build has no bf16 mode yet");
+    return 0;
+}
+
+// --- the timing loop shared by every benchmark
+
+typedef int (*step_fn)(void *ctx);
+
+typedef struct bench_run {
+    double *sec, *sg, *bf;   // [iters] step seconds, sgemm and bf16 GFLOP/s after each step
+} bench_run;
+
+// waits for the driver's turn (--interleave): one line on stdin
+static int wait_turn(int it) {
+    char line[64];
+    if (fgets(line, sizeof line, stdin)) return 0;
+    err_set("bench --interleave: stdin closed before iteration %d", it);
+    return -1;
+}
+
+// warm-up + iters iterations of `step`, each followed by both ceilings (g may be NULL: no step)
+static int run_iters(const bench_opts *o, step_fn step, void *ctx, gemm_ceiling *g, bench_run *r) {
+    r->sec = xmalloc((size_t)o->iters * sizeof(double));
+    r->sg = xmalloc((size_t)o->iters * sizeof(double));
+    r->bf = xmalloc((size_t)o->iters * sizeof(double));
+    if (o->interleave) {
+        printf("{\"ready\": true}\n");
+        fflush(stdout);
+    }
+    for (int it = 0; it < o->warmup + o->iters; it++) {
+        if (o->interleave && wait_turn(it) != 0) return -1;
+        double t0 = now_seconds();
+        if (step && step(ctx) != 0) return -1;
+        double dt = now_seconds() - t0, sg = sgemm_pass(g), bf = bf16_pass(g);
+        if (bf < 0) return -1;
+        int m = it - o->warmup;
+        if (m >= 0) r->sec[m] = dt, r->sg[m] = sg, r->bf[m] = bf;
+        if (o->interleave) {
+            printf("{\"iter\": %d, \"warmup\": %s, \"sec\": %.6g}\n", it, m < 0 ? "true" : "false", dt);
+            fflush(stdout);
+        }
+    }
+    return 0;
+}
+
+// prints the summary fields every benchmark shares (no closing brace)
+static void print_common(const bench_opts *o, bench_run *r, const gemm_ceiling *g, double items, const char *unit,
+                         double flops) {
+    double sec, smin, smax, sg, sg0, sg1, bf, bf0, bf1;
+    char blas[512], dnnl[512];
+    printf("{\"impl\": \"lorac\", \"bench\": \"%s\", \"precision\": \"%s\", \"iters\": %d, \"sec_all\": [", o->what,
+           o->precision, o->iters);
+    for (int i = 0; i < o->iters; i++) printf("%s%.6g", i ? ", " : "", r->sec[i]);
+    spread(r->sec, o->iters, &sec, &smin, &smax);
+    spread(r->sg, o->iters, &sg, &sg0, &sg1);
+    spread(r->bf, o->iters, &bf, &bf0, &bf1);
+    mapped_lib("libopenblas", blas, sizeof blas);
+    mapped_lib("libdnnl", dnnl, sizeof dnnl);
+    printf("], \"sec\": %.6g, \"sec_min\": %.6g, \"sec_max\": %.6g, \"unit\": \"%s\", \"per_s\": %.6g, "
+           "\"per_s_min\": %.6g, \"per_s_max\": %.6g, \"gflops\": %.4g, \"sgemm_gflops\": %.4g, \"bf16_gemm_gflops\": %.4g, "
+           "\"gemm_shape\": [%d, %d, %d], \"ceiling_mb\": %.0f, \"peak_rss_mb\": %.0f, \"blas\": \"%s\", \"dnnl\": \"%s\"",
+           sec, smin, smax, unit, items / sec, items / smax, items / smin, flops / sec / 1e9, sg, bf, g->T, g->C, g->F,
+           gemm_mb(g), peak_rss_mb(), blas, dnnl);
+    free(r->sec), free(r->sg), free(r->bf);
+}
+
+// --- siglip
 
 // FLOPs of one SigLIP forward over B images: the patch conv, the linears and attention
 static double siglip_flops(const hf_siglip_config *c, double B) {
@@ -72,66 +335,93 @@ static double siglip_flops(const hf_siglip_config *c, double B) {
     return 2.0 * N * pin * C + c->num_layers * per_layer;
 }
 
-static int bench_siglip(const char *dir, int B, int iters) {
+typedef struct siglip_step_ctx {
+    ag_ctx c;
+    const siglip_model *m;
+    const float *px;
+    float *out;
+    int B;
+} siglip_step_ctx;
+
+static int siglip_step(void *p) {
+    siglip_step_ctx *s = p;
+    ag_ctx_reset(&s->c);
+    return siglip_features(&s->c, s->m, s->px, s->B, -1, s->out);
+}
+
+static int bench_siglip(const bench_opts *o) {
     siglip_model m;
-    if (siglip_load(dir, &m) != 0) return cli_fail();
+    if (siglip_load(o->vision, &m) != 0) return cli_fail();
     const hf_siglip_config *cfg = &m.cfg;
+    int B = o->batch;
     int64_t S = cfg->image_size, N = (int64_t)B * cfg->num_patches;
-    float *px = xmalloc((size_t)(B * 3 * S * S) * sizeof *px), *out = xmalloc((size_t)(N * cfg->hidden_size) * 4);
+    siglip_step_ctx s = {.m = &m, .B = B};
+    float *px = xmalloc((size_t)(B * 3 * S * S) * sizeof *px);
+    s.px = px, s.out = xmalloc((size_t)(N * cfg->hidden_size) * 4);
     uint64_t rng = 11;
     for (int64_t i = 0; i < B * 3 * S * S; i++) px[i] = 2.0f * ag_rng_uniform(&rng) - 1.0f;
-    ag_ctx c;
-    if (ag_ctx_init(&c, siglip_arena_bytes(&m, B)) != 0) return cli_fail();
-    double *t = xmalloc((size_t)iters * sizeof *t);
-    for (int it = 0; it <= iters; it++) {
-        double t0 = now_seconds();
-        ag_ctx_reset(&c);
-        if (siglip_features(&c, &m, px, B, -1, out) != 0) return cli_fail();
-        if (it) t[it - 1] = now_seconds() - t0;
-    }
-    double sec = median(t, iters);
-    printf("{\"impl\": \"lorac\", \"bench\": \"siglip\", \"batch\": %d, \"sec\": %.4f, \"images_per_s\": %.2f, "
-           "\"gflops\": %.1f, \"peak_rss_mb\": %.0f, \"arena_high_mb\": %.0f}\n",
-           B, sec, B / sec, siglip_flops(cfg, B) / sec / 1e9, peak_rss_mb(), c.arena.high / 1048576.0);
-    free(px), free(out), free(t);
-    ag_ctx_free(&c);
+    gemm_ceiling g;
+    bench_run r;
+    if (ag_ctx_init(&s.c, siglip_arena_bytes(&m, B)) != 0 ||
+        gemm_init(&g, (int)N, (int)cfg->hidden_size, (int)cfg->intermediate_size) != 0 ||
+        run_iters(o, siglip_step, &s, &g, &r) != 0)
+        return cli_fail();
+    print_common(o, &r, &g, B, "images/s", siglip_flops(cfg, B));
+    printf(", \"batch\": %d, \"arena_high_mb\": %.0f}\n", B, s.c.arena.high / 1048576.0);
+    free(px), free(s.out);
+    gemm_free(&g);
+    ag_ctx_free(&s.c);
     siglip_free(&m);
     return 0;
 }
 
-int cmd_bench(int argc, char **argv) {
-    if (argc < 2) return cli_usage("bench", "expected sgemm, lora, eval or siglip");
-    const char *what = argv[1], *model = NULL, *sup = "all", *vision = NULL;
-    int T = 512, iters = 3, r = 16, batch = 8;
-    for (int i = 2; i < argc; i++) {
-        int has = i + 1 < argc;
-        if (!strcmp(argv[i], "--model") && has) model = argv[++i];
-        else if (!strcmp(argv[i], "--tokens") && has) T = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--iters") && has) iters = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--rank") && has) r = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--supervised") && has) sup = argv[++i];
-        else if (!strcmp(argv[i], "--vision") && has) vision = argv[++i];
-        else if (!strcmp(argv[i], "--batch") && has) batch = atoi(argv[++i]);
-        else return cli_usage("bench", "unknown or incomplete option '%s'", argv[i]);
-    }
-    if (T < 2 || iters < 1 || r < 1) return cli_usage("bench", "--tokens >= 2, --iters >= 1 and --rank >= 1 required");
-    if (strcmp(sup, "all") && strcmp(sup, "half")) return cli_usage("bench", "--supervised: expected all or half");
-    if (!strcmp(what, "sgemm")) {
-        printf("{\"impl\": \"lorac\", \"bench\": \"sgemm\", \"tokens\": %d, \"gflops\": %.1f}\n", T, bench_sgemm(T, iters));
-        return 0;
-    }
-    if (!strcmp(what, "siglip")) {
-        if (!vision) return cli_usage("bench", "siglip: --vision DIR is required");
-        if (batch < 1) return cli_usage("bench", "--batch >= 1 required");
-        return bench_siglip(vision, batch, iters);
-    }
-    if (strcmp(what, "lora") && strcmp(what, "eval")) return cli_usage("bench", "unknown benchmark '%s'", what);
-    if (!model) return cli_usage("bench", "--model DIR is required");
+// --- lora and eval
+
+// FLOPs of the model's matmuls for T rows (forward), attention included, lm-head for `sup` rows
+static double model_flops(const hf_llama_config *c, double T, double sup) {
+    double C = c->hidden_size, F = c->intermediate_size, nh = c->num_heads, nkv = c->num_kv_heads, hd = c->head_dim;
+    double lin = C * (nh * hd + 2 * nkv * hd) + nh * hd * C + 3 * C * F;
+    double attn = 2.0 * T * T * nh * hd;   // causal: half of 2·(QKᵀ + PV)
+    return c->num_layers * (2.0 * T * lin + attn) + 2.0 * sup * c->vocab_size * C;
+}
+
+typedef struct llama_step_ctx {
+    ag_ctx c;
+    llama_model *m;
+    lora_adapter *lora;
+    ag_adamw *opt;
+    data_batch *b;
+    float *nll;
+    double loss;
+} llama_step_ctx;
+
+static int lora_step(void *p) {
+    llama_step_ctx *s = p;
+    double gn;
+    ag_params_zero_grad(&s->lora->params);
+    s->loss = 0;
+    if (train_micro_step(&s->c, s->m, &s->lora->view, s->b, (float)s->b->n_supervised, &s->loss) != 0) return -1;
+    return train_opt_step(s->opt, &s->lora->params, 1e-5f, 1.0f, &gn);
+}
+
+static int eval_step(void *p) {
+    llama_step_ctx *s = p;
+    const data_batch *b = s->b;
+    ag_ctx_reset(&s->c);
+    ag_tensor *h = llama_forward(&s->c, s->m, NULL, b->ids, NULL, b->n, b->pos, b->kv_begin);
+    if (!h || ag_nll_rows(&s->c, h, &s->m->w.lm_head, b->targets, s->nll) != 0) return -1;
+    s->loss = 0;   // mean NLL of the supervised tokens (as PyTorch's baseline prints)
+    for (int64_t i = 0; i < b->n; i++) s->loss += s->nll[i];
+    s->loss /= b->n_supervised > 0 ? (double)b->n_supervised : 1.0;
+    return 0;
+}
+
+static int bench_llama(const bench_opts *o) {
     llama_model m;
-    if (llama_load(model, &m) != 0) return cli_fail();
-    int train = !strcmp(what, "lora");
+    if (llama_load(o->model, &m) != 0) return cli_fail();
+    int train = o->kind == B_LORA, T = o->T;
     lora_adapter lora = {0};
-    lora_config lc = {.r = r, .alpha = 2.0f * r, .dropout = 0.05f, .targets = (1u << LLAMA_NPROJ) - 1};
+    lora_config lc = {.r = o->r, .alpha = 2.0f * o->r, .dropout = 0.05f, .targets = (1u << LLAMA_NPROJ) - 1};
     if (train && lora_create(&lora, &m.cfg, &lc, 1) != 0) return cli_fail();
     // B non-zero so every LoRA product is real work
     for (int i = 0; train && i < lora.params.n; i++)
@@ -139,10 +429,6 @@ int cmd_bench(int argc, char **argv) {
             for (int64_t j = 0; j < lora.params.t[i]->numel; j++) lora.params.t[i]->data[j] = 1e-3f;
     ag_adamw opt = {0};
     if (train) ag_adamw_init(&opt, lora.params.total, 0.9f, 0.999f, 1e-8f, 0);
-    ag_ctx c;
-    if (ag_ctx_init(&c, (size_t)16 << 30) != 0) return cli_fail();
-    c.training = train;
-    ag_set_grad(&c, train);
     data_batch b = {0};
     b.n = T;
     b.ids = xmalloc((size_t)T * 4), b.pos = xmalloc((size_t)T * 4), b.kv_begin = xcalloc((size_t)T, 4),
@@ -152,45 +438,54 @@ int cmd_bench(int argc, char **argv) {
         b.ids[i] = (int32_t)(ag_rng_next(&rng) % (uint64_t)m.cfg.vocab_size);
         b.pos[i] = i;
     }
+    int all = !strcmp(o->sup, "all");
     for (int i = 0; i < T; i++) {
-        b.targets[i] = i + 1 < T && (!strcmp(sup, "all") || i >= T / 2) ? b.ids[i + 1] : -1;
+        b.targets[i] = i + 1 < T && (all || i >= T / 2) ? b.ids[i + 1] : -1;
         b.n_supervised += b.targets[i] >= 0;
     }
-    double *t = xmalloc((size_t)iters * sizeof *t), loss = 0, gn;
-    float *nll = xmalloc((size_t)T * 4);
-    // plain sgemm measured after every step, in the same process and time window (the machine's
-    // load drifts; the %-of-sgemm figure compares like with like). w: a gate projection [F, C].
-    int C = (int)m.cfg.hidden_size, F = (int)m.cfg.intermediate_size;
-    float *sx = xcalloc((size_t)T * F, 4), *sy = xcalloc((size_t)T * F, 4);
-    for (size_t i = 0; i < (size_t)T * F; i++) sx[i] = 0.01f * (float)(i % 5);
-    double *sg = xmalloc((size_t)iters * sizeof *sg);
-    for (int it = 0; it <= iters; it++) {
-        double t0 = now_seconds();
-        if (train) {
-            ag_params_zero_grad(&lora.params);
-            loss = 0;
-            if (train_micro_step(&c, &m, &lora.view, &b, (float)b.n_supervised, &loss) != 0 ||
-                train_opt_step(&opt, &lora.params, 1e-5f, 1.0f, &gn) != 0)
-                return cli_fail();
-        } else {
-            ag_ctx_reset(&c);
-            ag_tensor *h = llama_forward(&c, &m, NULL, b.ids, NULL, T, b.pos, b.kv_begin);
-            if (!h || ag_nll_rows(&c, h, &m.w.lm_head, b.targets, nll) != 0) return cli_fail();
-            loss = 0;   // mean NLL of the supervised tokens (as PyTorch's baseline prints)
-            for (int i = 0; i < T; i++) loss += nll[i];
-            loss /= b.n_supervised > 0 ? b.n_supervised : 1;
-        }
-        if (it) t[it - 1] = now_seconds() - t0;
-        double gf = sgemm_pass(T, C, F, sx, m.w.layers[0].proj[LLAMA_GATE].data, sy);
-        if (it) sg[it - 1] = gf;
-    }
-    double sec = median(t, iters), sgemm = median(sg, iters);
-    free(sx), free(sy), free(sg);
+    llama_step_ctx s = {.m = &m, .lora = &lora, .opt = &opt, .b = &b, .nll = xmalloc((size_t)T * 4)};
+    gemm_ceiling g;
+    bench_run r;
+    if (ag_ctx_init(&s.c, (size_t)16 << 30) != 0) return cli_fail();
+    s.c.training = train;
+    ag_set_grad(&s.c, train);
+    if (gemm_init(&g, T, (int)m.cfg.hidden_size, (int)m.cfg.intermediate_size) != 0 ||
+        run_iters(o, train ? lora_step : eval_step, &s, &g, &r) != 0)
+        return cli_fail();
     // training: forward + backward (dx of every matmul, no dW of frozen weights)
-    double flops = model_flops(&m.cfg, T, (double)b.n_supervised) * (train ? 2.0 : 1.0);
-    printf("{\"impl\": \"lorac\", \"bench\": \"%s\", \"supervised\": \"%s\", \"tokens\": %d, \"sec\": %.4f, "
-           "\"tokens_per_s\": %.2f, \"gflops\": %.1f, \"sgemm_gflops\": %.1f, \"peak_rss_mb\": %.0f, \"arena_high_mb\": %.0f, "
-           "\"loss\": %.4f}\n",
-           what, sup, T, sec, T / sec, flops / sec / 1e9, sgemm, peak_rss_mb(), c.arena.high / 1048576.0, loss);
+    print_common(o, &r, &g, T, "tokens/s", model_flops(&m.cfg, T, (double)b.n_supervised) * (train ? 2.0 : 1.0));
+    printf(", \"supervised\": \"%s\", \"tokens\": %d, \"n_supervised\": %lld, \"arena_high_mb\": %.0f, \"loss\": %.6f}\n",
+           o->sup, T, (long long)b.n_supervised, s.c.arena.high / 1048576.0, s.loss);
+    gemm_free(&g);
+    free(s.nll), free(b.ids), free(b.pos), free(b.kv_begin), free(b.targets);
+    ag_ctx_free(&s.c);
+    if (train) ag_adamw_free(&opt), lora_free(&lora);
+    llama_free(&m);
+    return 0;
+}
+
+int cmd_bench(int argc, char **argv) {
+    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    if (argc < 2) return cli_usage("bench", "expected gemm, lora, eval or siglip");
+    bench_opts o;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc) return rc;
+    if (o.kind == B_SIGLIP) return bench_siglip(&o);
+    if (o.kind & B_MODEL) return bench_llama(&o);
+    gemm_ceiling g;   // gemm: the ceilings alone on the Llama-3.2-1B shapes
+    bench_run r;
+    if (gemm_init(&g, o.T, 2048, 8192) != 0 || run_iters(&o, NULL, NULL, &g, &r) != 0) return cli_fail();
+    double sg, sg0, sg1, bf, bf0, bf1;
+    spread(r.sg, o.iters, &sg, &sg0, &sg1);
+    spread(r.bf, o.iters, &bf, &bf0, &bf1);
+    printf("{\"impl\": \"lorac\", \"bench\": \"gemm\", \"iters\": %d, \"tokens\": %d, \"gemm_shape\": [%d, 2048, 8192], "
+           "\"sgemm_gflops\": %.1f, \"sgemm_gflops_min\": %.1f, \"sgemm_gflops_max\": %.1f, \"bf16_gemm_gflops\": %.1f, "
+           "\"bf16_gemm_gflops_min\": %.1f, \"bf16_gemm_gflops_max\": %.1f}\n",
+           o.iters, o.T, o.T, sg, sg0, sg1, bf, bf0, bf1);
+    free(r.sec), free(r.sg), free(r.bf);
+    gemm_free(&g);
     return 0;
 }

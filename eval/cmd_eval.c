@@ -111,9 +111,15 @@ int cmd_eval(int argc, char **argv) {
         goto out;
     }
     double nll = r.nll / (double)r.tokens, ppl = exp(nll);
+    if (!isfinite(nll)) {   // NaN/Inf in the weights or the adapter: no perplexity to report
+        err_set("%s: the mean NLL over %lld tokens is not finite (%g): NaN/Inf in the model%s", data,
+                (long long)r.tokens, nll, adapter ? " or the adapter" : "");
+        goto out;
+    }
+    char pj[64];   // exp() of a finite NLL over ~709 overflows: null in JSON (the NLL is exact)
     if (json)
-        printf("{\"ppl\": %.6f, \"nll\": %.6f, \"tokens\": %lld, \"documents\": %lld}\n", ppl, nll, (long long)r.tokens,
-               (long long)r.documents);
+        printf("{\"ppl\": %s, \"nll\": %.6f, \"tokens\": %lld, \"documents\": %lld}\n", json_num(pj, "%.6f", ppl), nll,
+               (long long)r.tokens, (long long)r.documents);
     else {
         printf("ppl        %.4f\nnll        %.6f nats/token\ntokens     %lld scored\ndocuments  %lld", ppl, nll,
                (long long)r.tokens, (long long)r.documents);

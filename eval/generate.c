@@ -87,6 +87,16 @@ static int by_prob_desc(const void *a, const void *b, void *ctx) {
 
 int32_t gen_sample(gen_sampler *s, float *logits) {
     int V = s->V;
+    // NaN or +Inf (a NaN in the adapter, absurd inputs) has no distribution to sample from;
+    // -Inf is a token that cannot come, but some token must be possible
+    int finite = 0;
+    for (int i = 0; i < V; i++) {
+        if (isnan(logits[i]) || logits[i] == INFINITY)
+            return err_set("the model's logits are not finite (token %d: %g): NaN/Inf in the weights, the adapter "
+                           "or the inputs", i, logits[i]);
+        finite += logits[i] > -INFINITY;
+    }
+    if (!finite) return err_set("the model's logits are all -inf: no token can be sampled");
     if (s->o.temperature == 0) return argmax(logits, V);
     float T = s->o.temperature;
     // top-k: keep logits >= the k-th largest (HF TopKLogitsWarper keeps ties)
@@ -106,10 +116,12 @@ int32_t gen_sample(gen_sampler *s, float *logits) {
     int n = 0;
     double total = sum;
     if (s->o.top_p < 1 && nkeep > 1) {
-        // A token with probability below (1-p)/(nkeep-1) cannot be in the nucleus (all the
-        // tokens at or below it sum to less than 1-p); skip those before sorting. The 0.99
-        // margin only lets in more candidates; the exact cut is made on the sorted list.
-        double cutoff = 0.99 * (1.0 - s->o.top_p) / (nkeep - 1) * sum;
+        // A token with probability below (1-p)/nkeep cannot be in the nucleus (the tokens at
+        // or below it, itself included, are at most nkeep and sum to less than 1-p); skip
+        // those before sorting. The bound holds for the maximum too, so at least one token
+        // stays (with (nkeep-1) instead, tied maxima could all be cut: an empty list). The
+        // 0.99 margin only lets in more candidates; the exact cut is made on the sorted list.
+        double cutoff = 0.99 * (1.0 - s->o.top_p) / nkeep * sum;
         for (int i = 0; i < V; i++)
             if (s->prob[i] > 0 && s->prob[i] >= cutoff) cand[n++] = i;
         qsort_r(cand, (size_t)n, sizeof *cand, by_prob_desc, s->prob);
@@ -129,6 +141,7 @@ int32_t gen_sample(gen_sampler *s, float *logits) {
         acc += s->prob[cand[j]];
         if (r < acc) return cand[j];
     }
+    AG_ASSERT(n > 0, "no sampling candidate");   // finite logits keep at least their maximum
     return cand[n - 1];   // rounding at the top end
 }
 
@@ -258,6 +271,10 @@ int gen_generate_hooked(const llama_model *m, const llama_lora *lora, const llam
     double t1 = now_seconds();
     for (int64_t i = 0; i < o->max_new_tokens; i++) {
         int32_t id = gen_sample(&s, logits);
+        if (id < 0) {
+            err_prefix("generate: new token %lld", (long long)i + 1);
+            goto done;
+        }
         if (is_stop(id, stop, nstop)) {
             st->stopped = 1;
             break;

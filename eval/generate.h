@@ -37,7 +37,8 @@ typedef struct gen_sampler {
 
 void gen_sampler_init(gen_sampler *s, int V, const gen_opts *o);
 void gen_sampler_free(gen_sampler *s);
-// Picks the next token from logits [V] (overwritten as scratch).
+// Picks the next token from logits [V] (overwritten as scratch). -1 + err_set when the logits
+// hold NaN or +Inf, or are all -Inf.
 int32_t gen_sample(gen_sampler *s, float *logits);
 
 // --- the generation loop

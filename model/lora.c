@@ -172,6 +172,8 @@ static int json_bad_if_set(cJSON *j, const char *key, const char *path) {
 }
 
 int lora_load(lora_adapter *a, const hf_llama_config *mc, const char *dir) {
+    memset(a, 0, sizeof *a);   // the error path frees only what was set up
+    if (publish_recover(dir) != 0) return -1;   // a save of this folder that was interrupted
     char *cpath = path_join(dir, "adapter_config.json");
     char *txt = file_read_all(cpath, NULL);
     if (!txt) {

@@ -200,6 +200,7 @@ static int cfg_int(const cJSON *root, const char *path, const char *key, int lo,
 
 int projector_load(projector *p, const char *dir) {
     memset(p, 0, sizeof *p);
+    if (publish_recover(dir) != 0) return -1;   // a save of this folder that was interrupted
     char *cpath = path_join(dir, CFG_FILE), *spath = path_join(dir, ST_FILE);
     cJSON *root = NULL;
     st_model *st = NULL;

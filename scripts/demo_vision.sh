@@ -4,7 +4,9 @@
 # trainer prints held-out caption loss/perplexity before, during and after), the vision
 # feature cache, caption perplexity with `lorac eval`, and a caption sampled for an image.
 # Then the three fusions side by side on a tiny SigLIP with 196 patches (112x112 images, like
-# siglip-base-patch16-224's count): all patches prepended (LLaVA), avg-pooled to 16 tokens
+# siglip-base-patch16-224's count) and a wider tiny Llama (256 hidden, 4 layers, so the rows
+# through the decoder weigh against the 128k-vocabulary lm-head): all patches prepended
+# (LLaVA), avg-pooled to 16 tokens
 # (projector.pool), and gated cross-attention (mode xattn); a table of held-out caption
 # perplexity before/after and training speed for each (DEMO_EPOCHS, default 2).
 set -euo pipefail
@@ -31,8 +33,9 @@ echo "demo outputs: build/demo-projector/{projector.safetensors,projector_config
 echo
 echo "== three fusions on a tiny SigLIP with 196 patches per image (features cached once)"
 [ -s build/tiny-siglip-196/model.safetensors ] || $L make-tiny --kind siglip --image-size 112 --out build/tiny-siglip-196
+[ -s build/tiny-llama-256/model.safetensors ] || $L make-tiny --hidden-size 256 --layers 4 --out build/tiny-llama-256
 $L prepare configs/tiny-projector.yaml vision.model=build/tiny-siglip-196 --out build/demo-captions-features-196.h5
-fusion_args=(configs/tiny-projector.yaml vision.model=build/tiny-siglip-196 train.log_every=25
+fusion_args=(configs/tiny-projector.yaml model=build/tiny-llama-256 vision.model=build/tiny-siglip-196 train.log_every=25
              vision.features=build/demo-captions-features-196.h5 data.max_seq_len=256 train.epochs=${DEMO_EPOCHS:-2})
 run_fusion() {   # run_fusion NAME VISUAL_ROWS_PER_IMAGE [overrides...]
   local name=$1 rows=$2; shift 2
@@ -60,14 +63,14 @@ printf '| fusion | visual rows per image | rows per step | held-out caption ppl 
     > build/demo-fusion-table.md
 run_fusion all-patches 196 mode=projector
 run_fusion avg-pooled-16 16 mode=projector 'projector.pool={type: avg, tokens: 16}'
-run_fusion cross-attention 0 mode=xattn xattn.every=1
+run_fusion cross-attention 0 mode=xattn xattn.every=2
 echo
 cat build/demo-fusion-table.md
 echo "(all three from the same cached features, $(nproc) cores; rows/s counts visual rows too)"
 img=data/demo/captions/$(head -n 1 data/demo/captions/eval.jsonl | sed 's/.*"image": *"\([^"]*\)".*/\1/')
 for f in avg-pooled-16 cross-attention; do
   echo "== caption for $img with $f (greedy)"
-  $L generate --model build/tiny-llama --vision build/tiny-siglip-196 --projector "build/demo-fusion-$f" \
+  $L generate --model build/tiny-llama-256 --vision build/tiny-siglip-196 --projector "build/demo-fusion-$f" \
       --image "$img" --prompt "" --temperature 0 --max-new-tokens 12
   echo
 done

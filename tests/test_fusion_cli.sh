@@ -57,7 +57,7 @@ check "linear: resume exits 0" [ $? -eq 0 ]
 check "linear: resume ends identical" cmp -s "$T/lin/projector.safetensors" "$T/lin2/projector.safetensors"
 expect 1 "resume refuses a different pool" -- $L train "$T/linear.yaml" "${common[@]}" output_dir="$T/lin2" \
     resume=true train.max_steps=3 'projector.pool={type: linear, tokens: 5}'
-check "resume mismatch names the pool" err_has 'pool linear to 4 tokens'
+check "resume mismatch names the pool" err_has 'projector.pool.tokens differs'
 expect 1 "projector.init with another pool" -- $L train configs/tiny-projector.yaml "${common[@]}" output_dir="$T/x" \
     projector.init="$T/avg" 'projector.pool={type: linear, tokens: 4}'
 check "init mismatch names the pool" err_has 'pools avg to 4 tokens'
@@ -103,7 +103,7 @@ for f in xattn.safetensors projector.safetensors checkpoints/step_0000002/optimi
 done
 expect 1 "resume refuses another xattn.every" -- $L train configs/tiny-projector.yaml "${common[@]}" mode=xattn xattn.every=1 \
     output_dir="$T/xa2" resume=true train.max_steps=3 xattn.every=2
-check "every mismatch is named" err_has "xattn.every is 2"
+check "every mismatch is named" err_has 'xattn.every differs'
 
 # eval / generate with the blocks; the trainer's final eval is the same computation
 $L eval --model "$T/llama" --data "$T/eval.jsonl" --vision "$T/siglip" --projector "$T/xa" --json --max-length 64 \

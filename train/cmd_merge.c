@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -126,6 +127,30 @@ static int write_shard(const st_model *st, const lora_adapter *lora, const char 
     return rc;
 }
 
+// Removes OUT.tmp<pid> folders of merges that were killed (their process is gone).
+static void remove_stale_merges(const char *out) {
+    char *o = xstrdup(out);
+    for (size_t n = strlen(o); n > 1 && o[n - 1] == '/'; n--) o[n - 1] = 0;
+    char *dir = path_dirname(o);
+    const char *base = strrchr(o, '/') ? strrchr(o, '/') + 1 : o;
+    size_t bl = strlen(base);
+    DIR *d = base[0] ? opendir(dir) : NULL;
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        const char *n = e->d_name;
+        if (strncmp(n, base, bl) || strncmp(n + bl, ".tmp", 4) || !n[bl + 4]) continue;
+        char *end;
+        long pid = strtol(n + bl + 4, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char *p = path_join(dir, n);
+        rm_rf(p);
+        free(p);
+    }
+    if (d) closedir(d);
+    free(dir);
+    free(o);
+}
+
 int cmd_merge(int argc, char **argv) {
     const char *model = NULL, *adapter = NULL, *out = NULL;
     for (int i = 1; i < argc; i++) {
@@ -156,6 +181,7 @@ int cmd_merge(int argc, char **argv) {
     tmp = xmalloc(n);
     snprintf(tmp, n, "%s.tmp%d", out, (int)getpid());
     rm_rf(tmp);
+    remove_stale_merges(out);
     if (mkdir_p(tmp) != 0 || copy_folder(model, tmp, 0) != 0) goto done;
     char *ipath = path_join(model, "model.safetensors.index.json");
     if (file_exists(ipath)) {   // sharded like the input: same shard files, same index
@@ -205,6 +231,11 @@ int cmd_merge(int argc, char **argv) {
         err_set("%s: cannot rename to %s: %s", tmp, out, strerror(errno));
         goto done;
     }
+    fault_point2("merged folder in place", out);
+    char *parent = path_dirname(out);
+    int frc = fsync_dir(parent);
+    free(parent);
+    if (frc) goto done;
     fprintf(stderr, "merged %s (r=%d, scale %g) into %s -> %s\n", adapter, lora.cfg.r, lora.scale, model, out);
     status = 0;
 done:

@@ -33,7 +33,9 @@ static const command commands[] = {
     {"tokenize", cmd_tokenize, "tokenize --model DIR [--bos] [--chat] [TEXT]"},
     {"prepare", cmd_prepare, "prepare CONFIG.yaml [key=value ...] --out FILE.h5"},
     {"merge", cmd_merge, "merge --model DIR --adapter DIR --out DIR"},
-    {"bench", cmd_bench, "bench sgemm|lora|eval [--model DIR] [--tokens T] [--iters N] [--rank R] [--supervised all|half]"},
+    {"bench", cmd_bench,
+     "bench gemm|lora|eval|siglip [--model DIR] [--vision DIR] [--tokens T] [--batch B] [--rank R] "
+     "[--supervised all|half] [--precision fp32|bf16] [--iters N] [--warmup N] [--interleave] (lorac bench --help)"},
     {"make-tiny", cmd_make_tiny,
      "make-tiny --out DIR [--kind llama|siglip] [--seed N] [--preset llama-3.2-1b|siglip-base-patch16-224] "
      "[--dtype bf16|f16|f32] [--tokenizer DIR] [--force]"},

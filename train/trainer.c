@@ -4,6 +4,7 @@
 
 #include <cJSON.h>
 #include <cblas.h>
+#include <errno.h>
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -86,6 +87,10 @@ typedef struct run {
     ag_params cat;             // several blocks (projector+lora, xattn...): gathered for one AdamW (data, grad)
     int64_t step, total;
     int64_t tokens_seen;
+    uint64_t data_fp;          // fingerprint of the tokenized training data (data_fingerprint)
+    int lock_fd;               // output_dir/.lorac.lock, held for the whole run
+    int eval_logged;           // metrics.jsonl already holds an eval line at the resumed step
+    int samples_logged;        // ... and a samples line
     // history for the loss curve
     double *hx, *hy, *ex, *ey;
     int nh, ne, caph, cape;
@@ -128,6 +133,10 @@ static char *state_json(run *R) {
     snprintf(rng, sizeof rng, "%016llx", (unsigned long long)R->ctx.rng);
     cJSON_AddStringToObject(j, "rng", rng);
     cJSON_AddNumberToObject(j, "tokens_seen", (double)R->tokens_seen);
+    char fp[32];
+    snprintf(fp, sizeof fp, "%016llx", (unsigned long long)R->data_fp);
+    cJSON_AddStringToObject(j, "data_fingerprint", fp);
+    cJSON_AddNumberToObject(j, "train_records", (double)R->train.n);
     char *cj = cfg_to_json(R->cfg);
     cJSON_AddItemToObject(j, "config", cJSON_Parse(cj));
     free(cj);
@@ -144,39 +153,139 @@ static int save_checkpoint(run *R) {
     return rc;
 }
 
+// The training data as the run sees it (token ids, loss masks, image positions and
+// references of every record, in file order): a checkpoint records it, resume compares it.
+static uint64_t data_fingerprint(const data_set *d) {
+    uint64_t h = hash64(&d->n, sizeof d->n, 0x6C6F726163ULL);
+    for (int64_t i = 0; i < d->n; i++) {
+        const data_record *r = &d->r[i];
+        const char *img = r->image_ref ? r->image_ref : r->image ? r->image : "";
+        h = hash64(&r->n, sizeof r->n, h);
+        if (r->n > 0) {
+            h = hash64(r->ids, (size_t)r->n * sizeof *r->ids, h);
+            h = hash64(r->mask, (size_t)r->n, h);
+        }
+        h = hash64(&r->image_pos, sizeof r->image_pos, h);
+        h = hash64(img, strlen(img) + 1, h);
+    }
+    return h;
+}
+
+// an integer field >= lo (JSON numbers are doubles: exact up to 2^53)
+static int json_int(const cJSON *o, const char *key, int64_t lo, int64_t *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsNumber(v)) return -1;
+    double d = v->valuedouble;
+    if (!(d == floor(d)) || d < (double)lo || d > 9007199254740992.0) return -1;
+    *out = (int64_t)d;
+    return 0;
+}
+
+static void set_str(char **dst, const char *src) {
+    free(*dst);
+    *dst = src ? xstrdup(src) : NULL;
+}
+
+// Keys that may change between a run and its resume (configs/README.md "Resuming"): how long
+// to train, where the files are, how often to save, evaluate and log, and machine settings.
+// Everything else must equal the checkpoint's config. 0 same run, -1 unreadable, -2 another run.
+static int check_run_config(const run *R, const cJSON *cf, const char *path) {
+    char *txt = cJSON_PrintUnformatted(cf);
+    cfg_train old;
+    int rc = cfg_from_json(&old, txt, path);
+    free(txt);
+    if (rc) return -1;
+    const cfg_train *c = R->cfg;
+    if (old.train.threads != c->train.threads)
+        fprintf(stderr, "warning: train.threads differs from the checkpoint's (%d, now %d); results are bit-exact "
+                        "only for one thread count\n", old.train.threads, c->train.threads);
+    old.resume = c->resume;
+    old.train.max_steps = c->train.max_steps;
+    old.train.epochs = c->train.epochs;
+    old.train.save_every = c->train.save_every;
+    old.train.eval_every = c->train.eval_every;
+    old.train.keep_last = c->train.keep_last;
+    old.train.log_every = c->train.log_every;
+    old.train.arena_mb = c->train.arena_mb;
+    old.train.threads = c->train.threads;
+    set_str(&old.output_dir, c->output_dir);
+    set_str(&old.data.train, c->data.train);   // the data itself is compared by its fingerprint
+    set_str(&old.data.eval, c->data.eval);
+    set_str(&old.train.dump_grads, c->train.dump_grads);
+    old.train.tensorboard = c->train.tensorboard;   // what is logged and sampled, not what is trained
+    old.train.sample_every = c->train.sample_every;
+    old.train.sample_max_tokens = c->train.sample_max_tokens;
+    set_str(&old.train.sample_file, c->train.sample_file);
+    for (int i = 0; i < old.train.n_sample_prompts; i++) free(old.train.sample_prompts[i]);
+    free(old.train.sample_prompts);
+    old.train.n_sample_prompts = c->train.n_sample_prompts;
+    old.train.sample_prompts = xcalloc((size_t)c->train.n_sample_prompts + 1, sizeof(char *));
+    for (int i = 0; i < c->train.n_sample_prompts; i++) old.train.sample_prompts[i] = xstrdup(c->train.sample_prompts[i]);
+    const char *k = cfg_first_diff(&old, c);
+    if (k)
+        rc = err_set("%s: the checkpoint belongs to a run with another config: %s differs (resume may change only "
+                     "the length, paths, save/eval/log/sample settings and threads); start the new run in a new output_dir",
+                     path, k);
+    cfg_free(&old);
+    return rc ? -2 : 0;
+}
+
+// Reads checkpoint DIR, checks that it belongs to this run, then loads it into R. Nothing of
+// R changes unless every check passes. 0 ok; -1 the checkpoint is damaged (err_set names the
+// file); -2 it belongs to another run or lies beyond this run's length (err_set says why).
 static int restore(run *R, const char *dir) {
-    char *s = ckpt_read_state(dir);
-    if (!s) return -1;
-    cJSON *j = cJSON_Parse(s);
+    char *path = path_join(dir, "trainer_state.json");
+    char *s = file_read_all(path, NULL);
+    cJSON *j = s ? cJSON_Parse(s) : NULL;
     free(s);
     int rc = -1;
-    cJSON *st = j ? cJSON_GetObjectItem(j, "step") : NULL, *d = j ? cJSON_GetObjectItem(j, "data") : NULL;
-    cJSON *rng = j ? cJSON_GetObjectItem(j, "rng") : NULL, *cf = j ? cJSON_GetObjectItem(j, "config") : NULL;
-    if (!cJSON_IsNumber(st) || !cJSON_IsObject(d) || !cJSON_IsString(rng)) {
-        err_set("%s/trainer_state.json: expected step, data and rng fields", dir);
+    lora_adapter tl = {0};
+    projector tp = {0};
+    xattn tx = {0};
+    float *m = NULL, *v = NULL;
+    if (!s) goto done;
+    if (!cJSON_IsObject(j)) {
+        err_set("%s: not a JSON object", path);
         goto done;
     }
-    if (cf) {   // warn when the run's config differs from the checkpoint's in anything but length/resume
-        char *txt = cJSON_PrintUnformatted(cf);
-        cfg_train old;
-        if (cfg_from_json(&old, txt, dir) == 0) {
-            old.train.max_steps = R->cfg->train.max_steps;
-            old.resume = R->cfg->resume;
-            const char *k = cfg_first_diff(&old, R->cfg);
-            if (k) fprintf(stderr, "warning: %s differs from the checkpoint's config; the run will not match an uninterrupted one\n", k);
-            cfg_free(&old);
-        }
-        free(txt);
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "data"), *rng = cJSON_GetObjectItemCaseSensitive(j, "rng");
+    const cJSON *cf = cJSON_GetObjectItemCaseSensitive(j, "config"), *fp = cJSON_GetObjectItemCaseSensitive(j, "data_fingerprint");
+    int64_t step, epoch, cursor, tokens = 0;
+    char *end = NULL;
+    uint64_t rng_v = cJSON_IsString(rng) ? strtoull(rng->valuestring, &end, 16) : 0;
+    const char *bad = NULL;
+    if (json_int(j, "step", 1, &step)) bad = "step (an integer >= 1)";
+    else if (!cJSON_IsObject(d) || json_int(d, "epoch", 0, &epoch)) bad = "data.epoch (an integer >= 0)";
+    else if (json_int(d, "cursor", 0, &cursor)) bad = "data.cursor (an integer >= 0)";
+    else if (!end || end == rng->valuestring || *end || strlen(rng->valuestring) != 16) bad = "rng (16 hex digits)";
+    else if (cJSON_GetObjectItemCaseSensitive(j, "tokens_seen") && json_int(j, "tokens_seen", 0, &tokens))
+        bad = "tokens_seen (an integer >= 0)";
+    else if (!cJSON_IsObject(cf)) bad = "config (an object)";
+    else if (!cJSON_IsString(fp)) bad = "data_fingerprint (a string)";
+    if (bad) {
+        err_set("%s: field %s is missing or malformed", path, bad);
+        goto done;
     }
-    R->step = (int64_t)st->valuedouble;
-    data_pos p = {(int64_t)cJSON_GetObjectItem(d, "epoch")->valuedouble,
-                  (int64_t)cJSON_GetObjectItem(d, "cursor")->valuedouble};
-    if (data_loader_seek(&R->loader, p) != 0) goto done;
-    R->ctx.rng = strtoull(rng->valuestring, NULL, 16);
-    cJSON *ts = cJSON_GetObjectItem(j, "tokens_seen");
-    R->tokens_seen = cJSON_IsNumber(ts) ? (int64_t)ts->valuedouble : 0;
-    if (R->vmode) {   // the projector: load, check the layout, copy into ours
-        projector tp;
+    // this run's checkpoint?
+    if ((rc = check_run_config(R, cf, path)) != 0) goto done;
+    rc = -2;
+    char want[32];
+    snprintf(want, sizeof want, "%016llx", (unsigned long long)R->data_fp);
+    if (strcmp(fp->valuestring, want)) {
+        err_set("%s: the checkpoint was trained on other data (fingerprint %s, %s gives %s): "
+                "resume needs the same training records; start a new run in a new output_dir",
+                path, fp->valuestring, R->cfg->data.train, want);
+        goto done;
+    }
+    if (step > R->total) {
+        err_set("%s: the checkpoint is at step %lld, beyond this run's %lld steps (train.max_steps / train.epochs): "
+                "raise train.max_steps to at least %lld, or start a new run in a new output_dir",
+                dir, (long long)step, (long long)R->total, (long long)step);
+        goto done;
+    }
+    rc = -1;
+    // the weights and the optimizer, into temporaries
+    if (R->vmode) {
         if (projector_load(&tp, dir) != 0) goto done;
         if (tp.params.total != R->proj.params.total || tp.type != R->proj.type || tp.pool != R->proj.pool ||
             tp.pool_tokens != R->proj.pool_tokens) {
@@ -185,44 +294,90 @@ static int restore(run *R, const char *dir) {
                     projector_pool_name(tp.pool), tp.pool_tokens, (long long)tp.params.total,
                     projector_type_name(R->proj.type), projector_pool_name(R->proj.pool), R->proj.pool_tokens,
                     (long long)R->proj.params.total);
-            projector_free(&tp);
             goto done;
         }
-        memcpy(R->proj.params.data, tp.params.data, (size_t)tp.params.total * sizeof(float));
-        projector_free(&tp);
     }
     if (R->xmode) {   // the cross-attention blocks (checked against the model and xattn.every)
-        xattn tx;
         if (xattn_load(&tx, dir, &R->model.cfg) != 0) goto done;
         if (tx.every != R->xa.every) {
             err_set("%s/xattn_config.json: every %d, this run's xattn.every is %d", dir, tx.every, R->xa.every);
-            xattn_free(&tx);
             goto done;
         }
-        memcpy(R->xa.params.data, tx.params.data, (size_t)tx.params.total * sizeof(float));
-        xattn_free(&tx);
     }
-    // weights: load into a fresh adapter, copy into ours (same layout)
-    lora_adapter tmp;
-    if (!R->use_lora) goto optimizer;
-    if (lora_load(&tmp, &R->model.cfg, dir) != 0) goto done;
-    if (tmp.params.total != R->lora.params.total) {
-        err_set("%s: the adapter has %lld parameters, this run's config makes %lld (lora.r or lora.targets changed?)",
-                dir, (long long)tmp.params.total, (long long)R->lora.params.total);
-        lora_free(&tmp);
+    if (R->use_lora) {
+        if (lora_load(&tl, &R->model.cfg, dir) != 0) goto done;
+        if (tl.params.total != R->lora.params.total) {
+            err_set("%s: the adapter has %lld parameters, this run's config makes %lld", dir,
+                    (long long)tl.params.total, (long long)R->lora.params.total);
+            goto done;
+        }
+    }
+    int64_t n = R->opt.n, t = 0;
+    m = xmalloc((size_t)(n ? n : 1) * sizeof *m);
+    v = xmalloc((size_t)(n ? n : 1) * sizeof *v);
+    if (ckpt_load_optimizer(dir, n, m, v, &t) != 0) goto done;
+    if (data_loader_seek(&R->loader, (data_pos){epoch, cursor}) != 0) {   // same data: a damaged position
+        err_prefix("%s", path);
         goto done;
     }
-    for (int i = 0; i < R->lora.params.n; i++) {
-        ag_tensor *a = R->lora.params.t[i], *b = ag_params_find(&tmp.params, a->name);
+    // every check passed: use it
+    if (R->vmode) memcpy(R->proj.params.data, tp.params.data, (size_t)tp.params.total * sizeof(float));
+    if (R->xmode) memcpy(R->xa.params.data, tx.params.data, (size_t)tx.params.total * sizeof(float));
+    for (int i = 0; R->use_lora && i < R->lora.params.n; i++) {
+        ag_tensor *a = R->lora.params.t[i], *b = ag_params_find(&tl.params, a->name);
         AG_ASSERT(b && b->numel == a->numel, "adapter layout");
         memcpy(a->data, b->data, (size_t)a->numel * sizeof(float));
     }
-    lora_free(&tmp);
-optimizer:
-    if (ckpt_load_optimizer(dir, &R->opt) != 0) goto done;
+    memcpy(R->opt.m, m, (size_t)n * sizeof *m);
+    memcpy(R->opt.v, v, (size_t)n * sizeof *v);
+    R->opt.t = t;
+    R->step = step;
+    R->ctx.rng = rng_v;
+    R->tokens_seen = tokens;
     rc = 0;
 done:
+    if (tl.slots) lora_free(&tl);
+    if (tp.params.n) projector_free(&tp);
+    if (tx.params.n) xattn_free(&tx);
+    free(m);
+    free(v);
+    free(path);
     cJSON_Delete(j);
+    return rc;
+}
+
+// Resume: the newest checkpoint that reads back whole; damaged newer ones are named and set
+// aside (step_N.damaged). 0 (R->step 0 when there is none), -1 + err_set.
+static int resume_from_checkpoints(run *R) {
+    const char *out = R->cfg->output_dir;
+    int n, rc = -1;
+    int64_t *steps = ckpt_steps(out, &n);
+    if (n == 0) {
+        fprintf(stderr, "resume: no checkpoint in %s/checkpoints, starting from scratch\n", out);
+        rc = 0;
+    }
+    char first_err[1024] = "";
+    for (int i = 0; i < n; i++) {
+        char *dir = ckpt_path(out, steps[i]);
+        int r = restore(R, dir);
+        if (r == 0) {
+            for (int k = 0; k < i; k++) {   // the damaged newer ones
+                char *bad = ckpt_path(out, steps[k]);
+                if (ckpt_set_aside(bad) == 0) fprintf(stderr, "resume: %s set aside as %s.damaged\n", bad, bad);
+                free(bad);
+            }
+            fprintf(stderr, "resume: continuing from %s (step %lld of %lld)\n", dir, (long long)R->step, (long long)R->total);
+            free(dir);
+            rc = 0;
+            break;
+        }
+        free(dir);
+        if (r == -2) break;
+        fprintf(stderr, "warning: %s: damaged checkpoint, trying the previous one\n", err_get());
+        if (!first_err[0]) snprintf(first_err, sizeof first_err, "%s", err_get());
+        if (i == n - 1) err_set("%s/checkpoints: no usable checkpoint (the newest: %s)", out, first_err);
+    }
+    free(steps);
     return rc;
 }
 
@@ -246,6 +401,8 @@ static int metrics_open(run *R, int64_t keep_upto) {
             cJSON *l = cJSON_GetObjectItem(j, "loss"), *e = cJSON_GetObjectItem(j, "eval_loss");
             if (cJSON_IsNumber(l)) push(&R->hx, &R->hy, &R->nh, &R->caph, s->valuedouble, l->valuedouble);
             if (cJSON_IsNumber(e)) push(&R->ex, &R->ey, &R->ne, &R->cape, s->valuedouble, e->valuedouble);
+            if (e && s->valuedouble == keep_upto) R->eval_logged = 1;
+            if (cJSON_GetObjectItem(j, "samples") && s->valuedouble == keep_upto) R->samples_logged = 1;
         }
         cJSON_Delete(j);
     }
@@ -289,15 +446,63 @@ static int run_eval(run *R, double *loss, double *ppl) {
     return 0;
 }
 
+// One line of metrics.jsonl, flushed to the file (a write error is an error, not a lost line).
+static int metrics_line(run *R, const char *line) {
+    fault_point("metrics.jsonl: before a line");
+    if (fputs(line, R->metrics) == EOF || fflush(R->metrics) != 0) {
+        char *p = path_join(R->cfg->output_dir, "metrics.jsonl");
+        err_set("%s: write failed: %s", p, strerror(errno));
+        free(p);
+        return -1;
+    }
+    fault_point("metrics.jsonl: after a line");
+    return 0;
+}
+
 static int log_eval(run *R, double loss, double ppl) {
-    fprintf(R->metrics, "{\"step\": %lld, \"eval_loss\": %.6f, \"eval_ppl\": %.4f}\n", (long long)R->step, loss, ppl);
-    fflush(R->metrics);
+    char line[256], a[64], b[64];   // a non-finite value (no tokens to score) is null
+    snprintf(line, sizeof line, "{\"step\": %lld, \"eval_loss\": %s, \"eval_ppl\": %s}\n", (long long)R->step,
+             json_num(a, "%.6f", loss), json_num(b, "%.4f", ppl));
+    if (metrics_line(R, line) != 0) return -1;
     if (R->tb && (tb_scalar(R->tb, R->step, "eval/loss", loss) || tb_scalar(R->tb, R->step, "eval/ppl", ppl) ||
                   tb_flush(R->tb)))
         return -1;
-    push(&R->ex, &R->ey, &R->ne, &R->cape, (double)R->step, loss);
+    if (isfinite(loss)) push(&R->ex, &R->ey, &R->ne, &R->cape, (double)R->step, loss);
     fprintf(stderr, "%sstep %lld/%lld  eval_loss %.4f  eval_ppl %.3f\n", R->tty ? "\r\033[K" : "",
             (long long)R->step, (long long)R->total, loss, ppl);
+    return 0;
+}
+
+// The final weights (adapter pair, projector pair, or both) replace the previous ones in
+// output_dir as one unit (dir_publish).
+static int publish_final(run *R) {
+    const char *out = R->cfg->output_dir;
+    char *stage = publish_stage_name(out);
+    int rc = rm_rf(stage) || mkdir_p(stage) || (R->vmode ? write_vision(R, stage) : write_adapter(R, stage)) ||
+             dir_publish(stage, out);
+    if (rc) {
+        err_prefix("%s: saving the final weights", out);
+        rm_rf(stage);
+    }
+    free(stage);
+    return rc ? -1 : 0;
+}
+
+// Takes output_dir for this run: the lock (one run per folder), then finishes or removes what
+// an interrupted run left (a half-published final set, temporaries).
+static int claim_output_dir(run *R) {
+    const char *out = R->cfg->output_dir;
+    if (mkdir_p(out) != 0) return err_prefix("output_dir");
+    char *lock = path_join(out, ".lorac.lock");
+    R->lock_fd = lock_acquire(lock);
+    free(lock);
+    if (R->lock_fd < 0) return err_prefix("output_dir %s: another `lorac train` is using it", out);
+    if (publish_recover(out) != 0) return -1;
+    remove_stale_tmp(out);
+    char *tb = path_join(out, "tb");   // the TensorBoard event file's rewrite on resume
+    remove_stale_tmp(tb);
+    free(tb);
+    ckpt_remove_stale(out);
     return 0;
 }
 
@@ -482,9 +687,23 @@ int train_run(cfg_train *cfg) {
         omp_set_num_threads(cfg->train.threads);
         openblas_set_num_threads(cfg->train.threads);
     }
-    if (mkdir_p(cfg->output_dir) != 0) {
-        fprintf(stderr, "error: output_dir: %s\n", err_get());
+    R->lock_fd = -1;
+    if (claim_output_dir(R) != 0) {
+        fprintf(stderr, "error: %s\n", err_get());
+        lock_release(R->lock_fd);
         return 1;
+    }
+    if (!cfg->resume) {   // a fresh run never mixes with another run's checkpoints
+        char *last = ckpt_find_latest(cfg->output_dir);
+        if (last) {
+            err_set("%s: output_dir holds checkpoints of an earlier run (newest: %s); continue it with resume=true, "
+                    "or start this run in a new output_dir (or remove %s/checkpoints)",
+                    cfg->output_dir, last, cfg->output_dir);
+            free(last);
+            fprintf(stderr, "error: %s\n", err_get());
+            lock_release(R->lock_fd);
+            return 1;
+        }
     }
     double t_load = now_seconds(), t_begin = t_load;
     R->tok = tok_load(cfg->model);
@@ -584,19 +803,12 @@ int train_run(cfg_train *cfg) {
                            .packing = cfg->data.packing, .shuffle = cfg->data.shuffle, .seed = cfg->train.seed,
                            .num_patches = R->xmode ? 0 : R->rows_img};
     if (data_loader_init(&R->loader, &R->train, &lo) != 0) goto out;
+    R->data_fp = data_fingerprint(&R->train);
     R->total = cfg->train.max_steps > 0 ? cfg->train.max_steps
                                         : data_loader_steps_for_epochs(&R->loader, cfg->train.epochs, cfg->train.grad_accum);
-    if (cfg->resume) {
-        char *dir = ckpt_find_latest(cfg->output_dir);
-        if (dir) {
-            int rc = restore(R, dir);
-            if (rc == 0) fprintf(stderr, "resume: continuing from %s (step %lld of %lld)\n", dir, (long long)R->step, (long long)R->total);
-            free(dir);
-            if (rc) goto out;
-        } else {
-            fprintf(stderr, "resume: no checkpoint in %s/checkpoints, starting from scratch\n", cfg->output_dir);
-        }
-    }
+    if (cfg->resume && resume_from_checkpoints(R) != 0) goto out;
+    if (R->step > 0 && R->step == R->total)
+        fprintf(stderr, "resume: the run is complete at step %lld; writing its final outputs again\n", (long long)R->step);
     if (metrics_open(R, R->step) != 0) goto out;
     if (cfg->train.tensorboard && !(R->tb = tb_open(cfg->output_dir, R->step))) goto out;
     if (samples_load(&R->samples, cfg) != 0) goto out;
@@ -641,7 +853,7 @@ int train_run(cfg_train *cfg) {
     }
     double t_start = now_seconds();
     int64_t first_step = R->step;
-    int last_saved = -1;
+    int64_t last_saved = R->step > 0 ? R->step : -1;   // a resumed run's checkpoint is on disk
     while (R->step < R->total) {
         double t0 = now_seconds();
         int64_t nsup = 0, rows = 0;
@@ -714,12 +926,14 @@ int train_run(cfg_train *cfg) {
         double eta = elapsed / (double)(R->step - first_step) * (double)(R->total - R->step);
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
-        fprintf(R->metrics,
-                "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6g, \"grad_norm\": %.6f, \"tokens\": %lld, "
-                "\"supervised\": %lld, \"tokens_per_s\": %.1f, \"step_s\": %.3f, \"epoch\": %lld, \"peak_rss_mb\": %.0f}\n",
-                (long long)R->step, loss, lr, gnorm, (long long)rows, (long long)nsup, rows / dt, dt,
-                (long long)data_loader_tell(&R->loader).epoch, ru.ru_maxrss / 1024.0);
-        fflush(R->metrics);
+        char line[512], n1[64], n2[64], n3[64], n4[64], n5[64];
+        snprintf(line, sizeof line,
+                 "{\"step\": %lld, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, \"tokens\": %lld, "
+                 "\"supervised\": %lld, \"tokens_per_s\": %s, \"step_s\": %s, \"epoch\": %lld, \"peak_rss_mb\": %.0f}\n",
+                 (long long)R->step, json_num(n1, "%.6f", loss), json_num(n2, "%.6g", lr), json_num(n3, "%.6f", gnorm),
+                 (long long)rows, (long long)nsup, json_num(n4, "%.1f", rows / dt), json_num(n5, "%.3f", dt),
+                 (long long)data_loader_tell(&R->loader).epoch, ru.ru_maxrss / 1024.0);
+        if (metrics_line(R, line) != 0) goto out;
         if (R->tb && (tb_scalar(R->tb, R->step, "train/loss", loss) || tb_scalar(R->tb, R->step, "train/lr", lr) ||
                       tb_scalar(R->tb, R->step, "train/grad_norm", gnorm) ||
                       tb_scalar(R->tb, R->step, "train/tokens_per_s", rows / dt) || tb_flush(R->tb)))
@@ -742,7 +956,7 @@ int train_run(cfg_train *cfg) {
             goto out;
         if ((cfg->train.save_every > 0 && R->step % cfg->train.save_every == 0) || R->step == R->total || g_interrupted) {
             if (save_checkpoint(R) != 0) goto out;
-            last_saved = (int)R->step;
+            last_saved = R->step;
         }
         if (g_interrupted) {
             fprintf(stderr, "%sinterrupted: checkpoint saved at step %lld; resume with resume=true\n", R->tty ? "\n" : "",
@@ -754,17 +968,17 @@ int train_run(cfg_train *cfg) {
         }
     }
     if (R->tty) fputc('\n', stderr);
-    if (last_saved != (int)R->step && save_checkpoint(R) != 0) goto out;
-    if (R->eval.n > 0) {
+    if (last_saved != R->step && save_checkpoint(R) != 0) goto out;
+    if (R->eval.n > 0 && !(R->step == first_step && R->eval_logged)) {   // a finished run's eval is logged once
         double el, ep;
         if (run_eval(R, &el, &ep) != 0 || log_eval(R, el, ep) != 0) goto out;
     }
-    if (R->vmode ? write_vision(R, cfg->output_dir) != 0 : lora_save(&R->lora, cfg->output_dir) != 0) goto out;
+    if (publish_final(R) != 0) goto out;
     char *svg = path_join(cfg->output_dir, "loss.svg");
     int prc = plot_loss_svg(svg, R->hx, R->hy, R->nh, R->ex, R->ey, R->ne, "lorac: loss");
     free(svg);
     if (prc) goto out;
-    if (run_samples(R) != 0) goto out;
+    if (!(R->step == first_step && R->samples_logged) && run_samples(R) != 0) goto out;   // once, as the eval
     if (R->n_bad_images)
         fprintf(stderr, "data: %lld records skipped for undecodable images (data.skip_bad_lines)\n", (long long)R->n_bad_images);
     if (R->vmode)
@@ -803,5 +1017,6 @@ out:
     if (R->lora.slots) lora_free(&R->lora);
     llama_free(&R->model);
     if (R->tok) tok_free(R->tok);
+    lock_release(R->lock_fd);
     return status;
 }
