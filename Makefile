@@ -10,7 +10,9 @@ OPT     ?= -O3 -march=native
 SAN     ?=
 CFLAGS  := $(OPT) $(SAN) $(CFLAGS) -std=gnu11 -Wall -Wextra -fopenmp -MMD -MP -I. -Iautograd -Imodel -Idata -Itrain -Ieval \
            $(shell pkg-config --cflags openblas $(PKGS) 2>/dev/null)
-LDLIBS  := $(BLAS) $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldnnl -ljpeg -lm -fopenmp $(SAN)
+# oneDNN (Debian's libdnnl-dev): the BF16 matmuls of precision: bf16. Its CPU runtime is OpenMP
+# (libgomp), the same pool as OpenBLAS and our loops.
+LDLIBS  := $(BLAS) -ldnnl $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ljpeg -lm -fopenmp $(SAN)
 BUILD   ?= build
 
 MODULES  = autograd model data train eval

@@ -49,6 +49,22 @@ ag_tensor ag_wrap2(float *data, int64_t d0, int64_t d1, const char *name) {
 
 ag_tensor ag_wrap1(float *data, int64_t d0, const char *name) { return ag_wrap(data, 1, &d0, name); }
 
+ag_tensor ag_wrap_bf16(uint16_t *w16, int ndim, const int64_t *shape, const char *name) {
+    ag_tensor t = ag_wrap(NULL, ndim, shape, name);
+    t.w16 = w16;
+    t.dtype = AG_BF16;
+    return t;
+}
+
+const char *ag_precision_name(ag_precision p) { return p == AG_PREC_BF16 ? "bf16" : "fp32"; }
+
+int ag_precision_parse(const char *s, ag_precision *out) {
+    if (!strcmp(s, "fp32")) *out = AG_PREC_FP32;
+    else if (!strcmp(s, "bf16")) *out = AG_PREC_BF16;
+    else return -1;
+    return 0;
+}
+
 char *ag_shape_str(const ag_tensor *t, char *buf, size_t n) {
     if (!t) {
         snprintf(buf, n, "(null)");

@@ -9,6 +9,9 @@
 // Model:
 //   - ag_tensor: fp32, row-major, up to 4 dims. Frozen weights are plain tensors wrapped
 //     around weight memory (grad == NULL, requires_grad == 0): they never get a gradient.
+//     A frozen weight may instead be stored in BF16 (dtype AG_BF16: w16 set, data NULL;
+//     precision: bf16). The ops that read frozen weights accept it: linear and LoRA linear
+//     (BF16 matmuls, mm16.h), embedding (rows widened exactly) and the lm-head loss.
 //   - ag_params: the trainable parameters (LoRA factors, projector), carved from one
 //     block for data and one for gradients (zeroing is one memset, a checkpoint one write).
 //   - ag_ctx: the per-step arena (activations, saved tensors, intermediate gradients) and
@@ -33,8 +36,18 @@
 
 // --- tensors
 
+// Storage of a tensor's values: fp32 (data), or BF16 for frozen weights (w16).
+typedef enum ag_dtype { AG_F32 = 0, AG_BF16 } ag_dtype;
+
+// How frozen weights are held and multiplied: fp32, or BF16 with fp32 accumulation.
+typedef enum ag_precision { AG_PREC_FP32 = 0, AG_PREC_BF16 } ag_precision;
+const char *ag_precision_name(ag_precision p);             // "fp32" / "bf16"
+int ag_precision_parse(const char *s, ag_precision *out);  // -1 (no err_set) when unknown
+
 typedef struct ag_tensor {
-    float *data;                // [numel]
+    float *data;                // [numel] (NULL when dtype is AG_BF16)
+    uint16_t *w16;              // [numel] BF16 values of a frozen weight (dtype AG_BF16), else NULL
+    ag_dtype dtype;
     float *grad;                // [numel], or NULL: allocated lazily (arena) or by ag_params
     int64_t shape[AG_MAXDIM];   // shape[0..ndim-1], row-major
     int ndim;
@@ -50,6 +63,8 @@ typedef struct ag_tensor {
 ag_tensor ag_wrap(float *data, int ndim, const int64_t *shape, const char *name);
 ag_tensor ag_wrap2(float *data, int64_t d0, int64_t d1, const char *name);
 ag_tensor ag_wrap1(float *data, int64_t d0, const char *name);
+// A frozen BF16 weight header around w16[numel].
+ag_tensor ag_wrap_bf16(uint16_t *w16, int ndim, const int64_t *shape, const char *name);
 int64_t ag_numel(int ndim, const int64_t *shape);
 // "[3, 4]" into buf (returns buf), for error messages
 char *ag_shape_str(const ag_tensor *t, char *buf, size_t n);
@@ -186,7 +201,7 @@ float ag_rng_normal(uint64_t *state);
 // Every op: inputs NULL -> returns NULL; shape mismatch -> NULL + err_set naming op+shapes.
 
 // y[N,O] = x[N,Iₙ] · W[O,Iₙ]ᵀ (+ b[O]). Any of x, W, b may require grad (projector);
-// frozen W uses cblas_sgemm for y and for dx = dy · W.
+// frozen W uses cblas_sgemm for y and for dx = dy · W (a BF16 W: BF16 matmuls, mm16.h).
 ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *b);
 // y[N,O] = x Wᵀ + scale · (drop(x) Aᵀ) Bᵀ, A[r,Iₙ], B[O,r]; W frozen. Dropout probability
 // `dropout` on the LoRA input only, and only when c->training (uses c->rng).
@@ -211,7 +226,7 @@ ag_tensor *ag_attention(ag_ctx *c, ag_tensor *q, ag_tensor *k, ag_tensor *v, int
 ag_tensor *ag_swiglu(ag_ctx *c, ag_tensor *gate, ag_tensor *up);
 ag_tensor *ag_gelu(ag_ctx *c, ag_tensor *x);
 ag_tensor *ag_gelu_tanh(ag_ctx *c, ag_tensor *x);
-// table[V,C], ids[n] (checked against V) -> [n,C]
+// table[V,C], ids[n] (checked against V) -> [n,C] (a BF16 table's rows are widened exactly)
 ag_tensor *ag_embedding(ag_ctx *c, ag_tensor *table, const int32_t *ids, int64_t n);
 // parts[i] [Nᵢ,C] -> [ΣNᵢ, C]
 ag_tensor *ag_concat_rows(ag_ctx *c, ag_tensor *const *parts, int nparts);

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "ag.h"
+#include "mm16.h"
 #include "vmath.h"
 
 // --- helpers
@@ -25,6 +26,19 @@
 #define SHP(t) ag_shape_str((t), (char[64]){0}, 64)
 
 static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// dx[N,In] += dy[N,O] · W[O,In] for a frozen W of either storage (the large backward product)
+static void frozen_dx_acc(float *dx, const float *dy, const ag_tensor *W, int N, int In, int O) {
+    if (W->dtype == AG_BF16) mm16_xw(dx, dy, W->w16, N, O, In, 1);
+    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, In, O, 1.0f, dy, O, W->data, In, 1.0f, dx, In);
+}
+
+// y[N,O] (+)= x[N,In] · W[O,In]ᵀ for a frozen W of either storage
+static void frozen_xwt(float *y, const float *x, const ag_tensor *W, int N, int O, int In, int accumulate) {
+    if (W->dtype == AG_BF16) mm16_xwt(y, x, W->w16, N, O, In, accumulate);
+    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, In, 1.0f, x, In, W->data, In,
+                     accumulate ? 1.0f : 0.0f, y, O);
+}
 
 // product of all dims but the last (the rows of a [..., C] tensor)
 static int64_t lead_rows(const ag_tensor *t) { return t->ndim ? ag_numel(t->ndim - 1, t->shape) : 1; }
@@ -98,9 +112,7 @@ static void linear_backward(ag_ctx *c, ag_node *n) {
     int N = (int)n->i[0], In = (int)n->i[1], O = (int)n->i[2];
     float *dx = ag_grad(c, x), *dW = ag_grad(c, W), *db = ag_grad(c, b);
     if (N == 0) return;
-    if (dx)   // dx[N,In] += dy[N,O] · W[O,In]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, In, O, 1.0f, dy, O, W->data, In, 1.0f,
-                    dx, In);
+    if (dx) frozen_dx_acc(dx, dy, W, N, In, O);   // dx[N,In] += dy[N,O] · W[O,In]
     if (dW)   // dW[O,In] += dyᵀ · x
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, In, N, 1.0f, dy, O, x->data, In, 1.0f, dW,
                     In);
@@ -114,6 +126,8 @@ static int check_xw(const char *op, const ag_tensor *x, const ag_tensor *W, int6
                        SHP(x), SHP(W));
     *O = W->shape[0], *In = W->shape[1], *N = lead_rows(x);
     if (*O == 0 || *In == 0) return err_set("%s: W %s has an empty dimension", op, SHP(W));
+    if (W->dtype == AG_BF16 && W->requires_grad)
+        return err_set("%s: W %s is held in BF16 (precision bf16) and cannot be trained", op, SHP(W));
     return 0;
 }
 
@@ -134,9 +148,7 @@ ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *b) {
     // bias rows first (serially: memory-bound, and no OpenMP region right before the BLAS call)
     if (b)
         for (int64_t i = 0; i < N; i++) memcpy(y->data + i * O, b->data, (size_t)O * sizeof(float));
-    if (N > 0 && O > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)In, 1.0f, x->data, (int)In,
-                    W->data, (int)In, b ? 1.0f : 0.0f, y->data, (int)O);
+    if (N > 0 && O > 0) frozen_xwt(y->data, x->data, W, (int)N, (int)O, (int)In, b != NULL);
     ag_tensor *in[3] = {x, W, b};
     ag_node *nd = ag_record(c, AG_OP_LINEAR, y, in, 3, linear_backward);
     if (nd) {
@@ -215,9 +227,7 @@ static void lora_linear_backward(ag_ctx *c, ag_node *n) {
     if (N == 0) return;
     if (dB)   // dB[O,r] += s · dyᵀ u
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, r, N, s, dy, O, u, r, 1.0f, dB, r);
-    if (dx)   // dx[N,In] += dy W  (the large product)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, In, O, 1.0f, dy, O, W->data, In, 1.0f,
-                    dx, In);
+    if (dx) frozen_dx_acc(dx, dy, W, N, In, O);   // dx[N,In] += dy W  (the large product)
     if (!dx && !dA) return;
     // du[N,r] = s · dy B
     scratch sd;
@@ -332,8 +342,7 @@ ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, a
         scratch_release(c, &sc);
     }
     // y = x Wᵀ + s · u Bᵀ
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)In, 1.0f, x->data, (int)In,
-                W->data, (int)In, 0.0f, y->data, (int)O);
+    frozen_xwt(y->data, x->data, W, (int)N, (int)O, (int)In, 0);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)r, scale, u, (int)r, B->data,
                 (int)r, 1.0f, y->data, (int)O);
     c->arena.used = mark;
@@ -753,12 +762,23 @@ ag_tensor *ag_embedding(ag_ctx *c, ag_tensor *table, const int32_t *ids, int64_t
                     (long long)i, ids[i], SHP(table), (long long)V, (long long)V - 1);
             return NULL;
         }
+    if (table->dtype == AG_BF16 && table->requires_grad) {
+        err_set("embedding: table %s is held in BF16 (precision bf16) and cannot be trained", SHP(table));
+        return NULL;
+    }
     ag_tensor *y = op_out(c, "embedding", 2, (int64_t[2]){n, C});
     if (!y) return NULL;
     const float *td = table->data;
     float *yd = y->data;
+    if (table->dtype == AG_BF16) {   // rows widened exactly
+        const uint16_t *t16 = table->w16;
 #pragma omp parallel for schedule(static) if (n * C >= PAR_MIN)
-    for (int64_t i = 0; i < n; i++) memcpy(yd + i * C, td + (int64_t)ids[i] * C, (size_t)C * sizeof(float));
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < C; j++) yd[i * C + j] = bf16_to_f32(t16[(int64_t)ids[i] * C + j]);
+    } else {
+#pragma omp parallel for schedule(static) if (n * C >= PAR_MIN)
+        for (int64_t i = 0; i < n; i++) memcpy(yd + i * C, td + (int64_t)ids[i] * C, (size_t)C * sizeof(float));
+    }
     ag_node *nd = ag_record(c, AG_OP_EMBEDDING, y, &table, 1, embedding_backward);
     if (nd) {
         int32_t *saved = op_save(c, "embedding", (size_t)n * sizeof(int32_t));

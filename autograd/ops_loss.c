@@ -8,7 +8,12 @@
 // dh_rows = (softmax − onehot)·W (a second sgemm per chunk, rescaled online like the sum), so the
 // backward is only dh[row] += dloss/norm · dh_rows (no second lm-head product); saved state is
 // dh_rows [M, C] and the gathered row indices.
+//
+// With a BF16 lm-head (precision: bf16) both products run as BF16 matmuls with fp32
+// accumulation (mm16.h): the gathered rows are rounded to BF16 once per block of rows, the
+// probabilities once per chunk; the target's row W_t is widened exactly.
 #include "ag.h"
+#include "mm16.h"
 #include "vmath.h"
 
 #include <cblas.h>
@@ -30,7 +35,8 @@ static void *scratch(ag_ctx *c, size_t bytes, void **heap) {
 
 typedef struct ce_problem {
     const float *h;          // [N, C]
-    const float *W;          // [V, C]
+    const float *W;          // [V, C] (NULL when W16 is set)
+    const uint16_t *W16;     // [V, C] BF16 lm-head, or NULL
     int64_t C, V, M;
     const int32_t *rows;     // [M] rows of h with a target
     const int32_t *tgt;      // [M] their targets
@@ -39,7 +45,8 @@ typedef struct ce_problem {
 
 static int64_t ce_scratch_floats(const ce_problem *p, int with_grad) {
     int64_t rb = p->M < CE_ROWS ? p->M : CE_ROWS;
-    return rb * (p->C + p->chunk + (with_grad ? p->C : 0)) + 64;
+    // + the BF16 copy of the gathered rows (half a float each) with a BF16 lm-head
+    return rb * (p->C + p->chunk + (with_grad ? p->C : 0) + (p->W16 ? (p->C + 1) / 2 : 0)) + 64;
 }
 
 // hg[mb, C] = h rows rows[r0 .. r0+mb)
@@ -87,13 +94,18 @@ static void ce_forward(const ce_problem *p, float *scr, double *lse, double *nll
     for (int64_t r0 = 0; r0 < p->M; r0 += CE_ROWS) {
         int64_t mb = p->M - r0 < CE_ROWS ? p->M - r0 : CE_ROWS;
         float *hg = scr, *logits = scr + mb * C, *acc = logits + mb * p->chunk;
+        uint16_t *hb = (uint16_t *)(acc + (dhs ? mb * C : 0));   // [mb, C] BF16 rows (W16 only)
         ce_gather(p, hg, r0, mb);
+        if (p->W16) bf16_round(hb, hg, mb * C);
         for (int64_t r = 0; r < mb; r++) sum[r] = 0, mx[r] = -INFINITY, tlogit[r] = 0, texp[r] = 0;
         if (dhs) memset(acc, 0, (size_t)(mb * C) * sizeof *acc);
         for (int64_t v0 = 0; v0 < V; v0 += p->chunk) {
             int64_t cv = V - v0 < p->chunk ? V - v0 : p->chunk;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mb, (int)cv, (int)C, 1.0f, hg, (int)C,
-                        p->W + v0 * C, (int)C, 0.0f, logits, (int)cv);
+            if (p->W16)
+                mm16_xwt_b16(logits, hb, p->W16 + v0 * C, mb, cv, C, 0);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mb, (int)cv, (int)C, 1.0f, hg, (int)C,
+                            p->W + v0 * C, (int)C, 0.0f, logits, (int)cv);
             // online log-sum-exp: running max mx and Σ exp(logit − mx) in double
 #pragma omp parallel for schedule(static)
             for (int64_t r = 0; r < mb; r++) {
@@ -122,7 +134,9 @@ static void ce_forward(const ce_problem *p, float *scr, double *lse, double *nll
                 }
                 sum[r] += s;
             }
-            if (dhs)
+            if (dhs && p->W16)
+                mm16_xw(acc, logits, p->W16 + v0 * C, mb, cv, C, 1);
+            else if (dhs)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mb, (int)C, (int)cv, 1.0f, logits,
                             (int)cv, p->W + v0 * C, (int)C, 1.0f, acc, (int)C);
         }
@@ -137,9 +151,16 @@ static void ce_forward(const ce_problem *p, float *scr, double *lse, double *nll
             for (int64_t r = 0; r < mb; r++) {
                 double tot = sum[r] + texp[r];
                 float inv = (float)(1.0 / tot), ct = (float)(-sum[r] / tot);
-                const float *ar = acc + r * C, *wt = p->W + (int64_t)p->tgt[r0 + r] * C;
+                const float *ar = acc + r * C;
                 float *d = dhs + (r0 + r) * C;
-                for (int64_t j = 0; j < C; j++) d[j] = ar[j] * inv + ct * wt[j];
+                int64_t t = p->tgt[r0 + r];
+                if (p->W16) {
+                    const uint16_t *wt = p->W16 + t * C;
+                    for (int64_t j = 0; j < C; j++) d[j] = ar[j] * inv + ct * bf16_to_f32(wt[j]);
+                } else {
+                    const float *wt = p->W + t * C;
+                    for (int64_t j = 0; j < C; j++) d[j] = ar[j] * inv + ct * wt[j];
+                }
             }
         }
     }
@@ -205,8 +226,8 @@ ag_tensor *ag_cross_entropy_chunked(ag_ctx *c, ag_tensor *h, ag_tensor *W, const
     float *dhs = grad ? ag_alloc(c, (size_t)(M * h->shape[1] + 1) * sizeof *dhs, "cross_entropy dh") : NULL;
     if (grad && !dhs) return NULL;
     size_t keep = c->arena.used;
-    ce_problem p = {.h = h->data, .W = W->data, .C = h->shape[1], .V = W->shape[0], .M = M, .rows = rows,
-                    .tgt = tgt, .chunk = chunk};
+    ce_problem p = {.h = h->data, .W = W->data, .W16 = W->w16, .C = h->shape[1], .V = W->shape[0], .M = M,
+                    .rows = rows, .tgt = tgt, .chunk = chunk};
     double total = 0;
     if (M > 0) {
         double *lse = xmalloc((size_t)M * 2 * sizeof *lse), *nll = lse + M;
@@ -248,8 +269,8 @@ int ag_nll_rows_chunked(ag_ctx *c, const ag_tensor *h, const ag_tensor *W, const
     double *lse = xmalloc((size_t)M * sizeof *lse);
     double *d = xmalloc((size_t)M * sizeof *d);
     ce_check("nll_rows", h, W, targets, rows, rows + M);
-    ce_problem p = {.h = h->data, .W = W->data, .C = h->shape[1], .V = W->shape[0], .M = M, .rows = rows,
-                    .tgt = rows + M, .chunk = chunk};
+    ce_problem p = {.h = h->data, .W = W->data, .W16 = W->w16, .C = h->shape[1], .V = W->shape[0], .M = M,
+                    .rows = rows, .tgt = rows + M, .chunk = chunk};
     size_t mark = c->arena.used;
     void *heap;
     float *scr = scratch(c, (size_t)ce_scratch_floats(&p, 0) * sizeof(float), &heap);

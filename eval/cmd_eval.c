@@ -44,6 +44,7 @@ int cmd_eval(int argc, char **argv) {
                *template_ = "llama3";
     int64_t M = 1024, S = 512, batch_rows = 0;
     int json = 0;
+    ag_precision precision = AG_PREC_FP32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int has = i + 1 < argc;
@@ -55,6 +56,10 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--projector") && has) proj_dir = argv[++i];
         else if (!strcmp(a, "--format") && has) format = argv[++i];
         else if (!strcmp(a, "--template") && has) template_ = argv[++i];
+        else if (!strcmp(a, "--precision") && has) {
+            if (ag_precision_parse(argv[++i], &precision))
+                return cli_usage("eval", "--precision: expected fp32 or bf16, found '%s'", argv[i]);
+        }
         else if (!strcmp(a, "--max-length") && has) {
             if (parse_int(argv[++i], &M) || M < 2) return cli_usage("eval", "--max-length: expected an integer >= 2, found '%s'", argv[i]);
         } else if (!strcmp(a, "--stride") && has) {
@@ -64,7 +69,7 @@ int cmd_eval(int argc, char **argv) {
                 return cli_usage("eval", "--batch-tokens: expected a positive integer, found '%s'", argv[i]);
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             printf("usage: lorac eval --model DIR --data FILE [--adapter DIR] [--vision DIR --projector DIR]\n"
-                   "                  [--max-length N] [--stride S] [--json]\n");
+                   "                  [--max-length N] [--stride S] [--precision fp32|bf16] [--json]\n");
             return 0;
         } else
             return cli_usage("eval", "unknown or incomplete option '%s'", a);
@@ -83,7 +88,7 @@ int cmd_eval(int argc, char **argv) {
     projector proj = {0};
     xattn xa = {0};
     int has_xa = 0;   // the projector folder holds cross-attention blocks (mode xattn)
-    if (!(tok = tok_load(model)) || llama_load(model, &m) != 0) goto out;
+    if (!(tok = tok_load(model)) || llama_load_precision(model, &m, precision) != 0) goto out;
     if (vision && vision_open_projected(&vt, &proj, vision, proj_dir, &m, model) != 0) goto out;
     if (vision && (has_xa = vision_open_xattn(&xa, proj_dir, &m)) < 0) goto out;
     if (adapter && lora_load(&lora, &m.cfg, adapter) != 0) goto out;

@@ -1,5 +1,6 @@
-// llama.c — Llama 3 decoder: loading a HF folder into fp32, the packed forward on the tape
-// with LoRA hooks, and the KV-cached forward used by generation (see llama.h).
+// llama.c — Llama 3 decoder: loading a HF folder (fp32, or BF16 matmul weights in bf16
+// precision), the packed forward on the tape with LoRA hooks, and the KV-cached forward used
+// by generation (see llama.h).
 #include "llama.h"
 
 #include <cblas.h>
@@ -7,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemv16.h"
+#include "mm16.h"
 #include "safetensors.h"
 
 const char *const llama_proj_names[LLAMA_NPROJ] = {
@@ -19,10 +22,19 @@ const char *const llama_proj_modules[LLAMA_NPROJ] = {
 
 // --- loading
 
-// Loads one weight as fp32 after checking it exists and has the config's shape. `src` names
-// the weights file (or shard index) for messages.
-static int load_weight(st_model *st, const char *src, ag_tensor *t, const char *name, int ndim,
-                       int64_t d0, int64_t d1) {
+typedef struct loader {
+    st_model *st;
+    const char *src;     // the weights file (or shard index), for messages
+    int bf16;            // matmul weights held in BF16 (precision bf16)
+    int n16, rounded;    // BF16 weights loaded; how many of them were rounded from F32/F16
+    double bytes16;
+} loader;
+
+// Loads one weight after checking it exists and has the config's shape: fp32, or BF16 when
+// `matmul` (a weight multiplied by the BF16 matmuls) in bf16 precision.
+static int load_weight(loader *L, ag_tensor *t, const char *name, int matmul, int ndim, int64_t d0, int64_t d1) {
+    st_model *st = L->st;
+    const char *src = L->src;
     int64_t shape[2] = {d0, d1};
     if (!st_find(st, name)) {
         if (ndim == 1)
@@ -30,6 +42,16 @@ static int load_weight(st_model *st, const char *src, ag_tensor *t, const char *
                            name, (long long)d0);
         return err_set("%s: missing tensor '%s' (expected shape [%lld, %lld] from config.json)", src,
                        name, (long long)d0, (long long)d1);
+    }
+    if (matmul && L->bf16) {
+        int rounded;
+        uint16_t *w16 = st_load_bf16(st, name, ndim, shape, &rounded);
+        if (!w16) return -1;
+        *t = ag_wrap_bf16(w16, ndim, shape, NULL);
+        L->n16++;
+        L->rounded += rounded;
+        L->bytes16 += 2.0 * (double)t->numel;
+        return 0;
     }
     float *data = st_load_f32(st, name, ndim, shape);
     if (!data) return -1;
@@ -70,36 +92,41 @@ static int check_extra_layers(st_model *st, const char *dir, int nlayers) {
     return 0;
 }
 
-static int load_weights(st_model *st, llama_model *m, const char *dir) {
+static int load_weights(loader *L, llama_model *m) {
+    st_model *st = L->st;
+    const char *dir = L->src;
     const hf_llama_config *g = &m->cfg;
     int64_t C = g->hidden_size, FF = g->intermediate_size, V = g->vocab_size;   // FF: I (cblas.h defines I)
     int64_t QD = (int64_t)g->num_heads * g->head_dim, KD = (int64_t)g->num_kv_heads * g->head_dim;
     if (check_extra_layers(st, dir, g->num_layers)) return -1;
     llama_weights *w = &m->w;
-    if (load_weight(st, dir, &w->embed, "model.embed_tokens.weight", 2, V, C)) return -1;
-    if (load_weight(st, dir, &w->norm, "model.norm.weight", 1, C, 0)) return -1;
+    if (load_weight(L, &w->embed, "model.embed_tokens.weight", 1, 2, V, C)) return -1;
+    if (load_weight(L, &w->norm, "model.norm.weight", 0, 1, C, 0)) return -1;
     m->tied = g->tie_word_embeddings || !st_find(st, "lm_head.weight");
     if (m->tied) w->lm_head = w->embed;
-    else if (load_weight(st, dir, &w->lm_head, "lm_head.weight", 2, V, C)) return -1;
+    else if (load_weight(L, &w->lm_head, "lm_head.weight", 1, 2, V, C)) return -1;
     const int64_t pshape[LLAMA_NPROJ][2] = {{QD, C}, {KD, C}, {KD, C}, {C, QD},
                                             {FF, C}, {FF, C}, {C, FF}};
     char name[256];
     for (int l = 0; l < g->num_layers; l++) {
         llama_layer *ly = &w->layers[l];
         snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
-        if (load_weight(st, dir, &ly->attn_norm, name, 1, C, 0)) return -1;
+        if (load_weight(L, &ly->attn_norm, name, 0, 1, C, 0)) return -1;
         snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
-        if (load_weight(st, dir, &ly->mlp_norm, name, 1, C, 0)) return -1;
+        if (load_weight(L, &ly->mlp_norm, name, 0, 1, C, 0)) return -1;
         for (int p = 0; p < LLAMA_NPROJ; p++) {
             snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, llama_proj_modules[p]);
-            if (load_weight(st, dir, &ly->proj[p], name, 2, pshape[p][0], pshape[p][1])) return -1;
+            if (load_weight(L, &ly->proj[p], name, 1, 2, pshape[p][0], pshape[p][1])) return -1;
         }
     }
     return 0;
 }
 
-int llama_load(const char *dir, llama_model *m) {
+int llama_load(const char *dir, llama_model *m) { return llama_load_precision(dir, m, AG_PREC_FP32); }
+
+int llama_load_precision(const char *dir, llama_model *m, ag_precision precision) {
     memset(m, 0, sizeof *m);
+    m->precision = precision;
     if (hf_llama_config_load(dir, &m->cfg) != 0) return -1;
     if (check_config(dir, &m->cfg) != 0) return -1;
     m->dir = xstrdup(dir);
@@ -112,10 +139,11 @@ int llama_load(const char *dir, llama_model *m) {
         free(src);
         src = path_join(dir, "model.safetensors.index.json");
     }
-    st_model *st = st_open(dir);
-    int rc = st ? load_weights(st, m, src) : -1;
+    loader L = {.st = st_open(dir), .src = src, .bf16 = precision == AG_PREC_BF16};
+    int rc = L.st ? load_weights(&L, m) : -1;
+    if (rc == 0 && L.bf16) mm16_log_load(dir, L.n16, L.rounded, L.bytes16);
     free(src);
-    if (st) st_close(st);
+    if (L.st) st_close(L.st);
     if (rc != 0) llama_free(m);
     return rc;
 }
@@ -126,12 +154,13 @@ void llama_free(llama_model *m) {
             llama_layer *ly = &m->w.layers[l];
             free(ly->attn_norm.data);
             free(ly->mlp_norm.data);
-            for (int p = 0; p < LLAMA_NPROJ; p++) free(ly->proj[p].data);
+            for (int p = 0; p < LLAMA_NPROJ; p++) free(ly->proj[p].data), free(ly->proj[p].w16);
         }
         free(m->w.layers);
     }
-    if (!m->tied) free(m->w.lm_head.data);
+    if (!m->tied) free(m->w.lm_head.data), free(m->w.lm_head.w16);
     free(m->w.embed.data);
+    free(m->w.embed.w16);
     free(m->w.norm.data);
     free(m->inv_freq);
     free(m->dir);
@@ -153,15 +182,24 @@ ag_tensor *llama_embed(const llama_model *m) { return frozen(&m->w.embed); }
 
 // --- forward
 
+// y[O] = W[O,In] · x[In] for a frozen W of either storage: cblas_sgemv streams an fp32 W once
+// (sgemm with one row packs W first and runs ~3x slower on this memory-bound step); gemv_bf16
+// streams a BF16 W (half the bytes), with the numerics of the BF16 matmuls (x rounded to BF16,
+// fp32 accumulation).
+static void frozen_gemv(const ag_tensor *W, const float *x, float *y) {
+    int O = (int)W->shape[0], In = (int)W->shape[1];
+    if (W->dtype == AG_BF16) gemv_bf16(O, In, W->w16, x, y);
+    else cblas_sgemv(CblasRowMajor, CblasNoTrans, O, In, 1.0f, W->data, In, x, 1, 0.0f, y, 1);
+}
+
 // One row without the tape (token-by-token decoding): y = W x (+ s·B(A x)) as matrix-vector
-// products. cblas_sgemv streams W once; sgemm with one row packs W first and runs ~3x slower
-// on this memory-bound step.
+// products.
 static ag_tensor *proj_row(ag_ctx *c, ag_tensor *x, ag_tensor *W, const llama_lora_slot *s) {
     int O = (int)W->shape[0], In = (int)W->shape[1];
     if (x->shape[1] != In) return ag_linear(c, x, W, NULL);   // let the op report the mismatch
     ag_tensor *y = ag_new2(c, 1, O);
     if (!y) return NULL;
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, O, In, 1.0f, W->data, In, x->data, 1, 0.0f, y->data, 1);
+    frozen_gemv(W, x->data, y->data);
     if (s && s->A) {
         int r = (int)s->A->shape[0];
         if (s->A->shape[1] != In || s->B->shape[0] != O || s->B->shape[1] != r)
@@ -339,8 +377,4 @@ ag_tensor *llama_forward_cached_hooked(ag_ctx *c, const llama_model *m, const ll
     return h;
 }
 
-void llama_logits(const llama_model *m, const float *h, float *logits) {
-    const ag_tensor *W = &m->w.lm_head;
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)W->shape[0], (int)W->shape[1], 1.0f, W->data,
-                (int)W->shape[1], h, 1, 0.0f, logits, 1);
-}
+void llama_logits(const llama_model *m, const float *h, float *logits) { frozen_gemv(&m->w.lm_head, h, logits); }

@@ -42,7 +42,9 @@ typedef struct llama_weights {
 
 typedef struct llama_model {
     hf_llama_config cfg;
-    llama_weights w;       // frozen fp32 (requires_grad 0), each tensor its own allocation
+    llama_weights w;       // frozen (requires_grad 0), each tensor its own allocation: fp32, or
+                           // in bf16 precision the embedding, lm-head and projections in BF16
+    ag_precision precision;
     float *inv_freq;       // [D/2] RoPE frequencies (llama3 rule applied)
     int tied;              // lm_head shares the embedding
     char *dir;             // the model folder (for messages)
@@ -54,6 +56,11 @@ typedef struct llama_model {
 // lm_head is tied to the embedding when tie_word_embeddings is true or the file has no
 // lm_head.weight. 0, or -1 + err_set (m is then empty).
 int llama_load(const char *dir, llama_model *m);
+// The same in a given precision. AG_PREC_BF16: the embedding, the lm-head and the seven
+// projections of every layer are held in BF16 (BF16 tensors as stored, F32/F16 rounded once
+// to nearest-even; one log line on stderr says which), the norms in fp32; every matmul
+// against them is a BF16 matmul with fp32 accumulation (mm16.h).
+int llama_load_precision(const char *dir, llama_model *m, ag_precision precision);
 void llama_free(llama_model *m);
 // Weight of projection p of layer l (out × in).
 ag_tensor *llama_proj_weight(const llama_model *m, int layer, llama_proj p);
@@ -124,7 +131,7 @@ ag_tensor *llama_forward_cached_hooked(ag_ctx *c, const llama_model *m, const ll
                                        llama_kv_cache *kv, const int32_t *ids, ag_tensor *embeds,
                                        int64_t N, const llama_hook *hook);
 
-// logits [V] = lm_head · h [C] (one row, cblas_sgemv).
+// logits [V] = lm_head · h [C] (one row: cblas_sgemv, or a BF16 matrix-vector product).
 void llama_logits(const llama_model *m, const float *h, float *logits);
 
 #endif

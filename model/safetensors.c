@@ -678,26 +678,67 @@ int st_check_shape(const st_model *m, const char *name, int ndim, const int64_t 
     return 0;
 }
 
-float *st_load_f32(const st_model *m, const char *name, int ndim, const int64_t *expect) {
+// Drops the tensor's pages of the read-only file mapping from this process (they stay in the
+// page cache) once the caller holds a converted copy, so loading a model does not hold the
+// file's bytes and the loaded weights resident at once (peak RSS ~ weights, not + file).
+static void drop_mapped(const st_tensor *t) {
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)t->data & ~(pg - 1);
+    uintptr_t e = ((uintptr_t)t->data + (uintptr_t)(st_numel(t) * st_dtype_size(t->dtype)) + pg - 1) & ~(pg - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+// A 64-byte aligned buffer for `elem`-byte values of tensor t, after checking its shape.
+static void *load_buffer(const st_model *m, const char *name, int ndim, const int64_t *expect, size_t elem,
+                         const st_tensor **tp) {
     if (st_check_shape(m, name, ndim, expect) != 0) return NULL;
-    const st_tensor *t = st_find(m, name);
-    size_t bytes = (size_t)st_numel(t) * sizeof(float);
+    const st_tensor *t = *tp = st_find(m, name);
+    size_t bytes = (size_t)st_numel(t) * elem;
     bytes = (bytes + 63) & ~(size_t)63;
-    float *dst = aligned_alloc(64, bytes ? bytes : 64);
-    if (!dst) {
-        err_set("%s: tensor '%s': out of memory allocating %zu bytes", t->file, name, bytes);
-        return NULL;
-    }
+    void *dst = aligned_alloc(64, bytes ? bytes : 64);
+    if (!dst) err_set("%s: tensor '%s': out of memory allocating %zu bytes", t->file, name, bytes);
+    return dst;
+}
+
+float *st_load_f32(const st_model *m, const char *name, int ndim, const int64_t *expect) {
+    const st_tensor *t;
+    float *dst = load_buffer(m, name, ndim, expect, sizeof(float), &t);
+    if (!dst) return NULL;
     if (st_read_f32(t, dst) != 0) {
         free(dst);
         return NULL;
     }
-    // The converted copy is what the caller keeps: drop the tensor's pages of the read-only file
-    // mapping from this process (they stay in the page cache), so loading a model does not hold
-    // the file's bytes and the fp32 weights resident at once (peak RSS ~ weights, not + file).
-    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)t->data & ~(pg - 1);
-    uintptr_t e = ((uintptr_t)t->data + (uintptr_t)(st_numel(t) * st_dtype_size(t->dtype)) + pg - 1) & ~(pg - 1);
-    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+    drop_mapped(t);
+    return dst;
+}
+
+uint16_t *st_load_bf16(const st_model *m, const char *name, int ndim, const int64_t *expect, int *rounded) {
+    const st_tensor *t;
+    uint16_t *dst = load_buffer(m, name, ndim, expect, sizeof(uint16_t), &t);
+    if (!dst) return NULL;
+    int64_t n = st_numel(t);
+    *rounded = t->dtype != ST_BF16;
+    if (t->dtype == ST_BF16) {
+        memcpy(dst, t->data, (size_t)n * 2);
+    } else {   // through fp32 (exact for F16/F32), one block at a time
+        enum { BLK = 1 << 16 };
+        float *tmp = xmalloc(BLK * sizeof *tmp);
+        const unsigned char *src = t->data;
+        int esz = st_dtype_size(t->dtype);
+        for (int64_t i0 = 0; i0 < n; i0 += BLK) {
+            st_tensor part = *t;
+            part.ndim = 1;
+            part.shape[0] = n - i0 < BLK ? n - i0 : BLK;
+            part.data = src + (size_t)i0 * (size_t)esz;
+            if (st_read_f32(&part, tmp) != 0) {
+                free(tmp);
+                free(dst);
+                return NULL;
+            }
+            for (int64_t i = 0; i < part.shape[0]; i++) dst[i0 + i] = st_f32_to_bf16(tmp[i]);
+        }
+        free(tmp);
+    }
+    drop_mapped(t);
     return dst;
 }
 

@@ -61,6 +61,10 @@ int st_read_f32(const st_tensor *t, float *dst);
 // after checking its shape equals expect[0..ndim). NULL + err_set naming the file, the
 // tensor, the expected and the found shapes.
 float *st_load_f32(const st_model *m, const char *name, int ndim, const int64_t *expect);
+// The same as BF16 (64-byte aligned, release with free()): BF16 tensors copied as they are,
+// F32/F16 rounded to nearest-even (F64 via fp32) (as torch's .to(torch.bfloat16)); *rounded is set to 1
+// when the file's dtype was not BF16.
+uint16_t *st_load_bf16(const st_model *m, const char *name, int ndim, const int64_t *expect, int *rounded);
 // The same check without loading: 0, or -1 + err_set.
 int st_check_shape(const st_model *m, const char *name, int ndim, const int64_t *expect);
 

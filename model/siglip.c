@@ -1,5 +1,6 @@
 // siglip.c — the SigLIP vision tower: loading from a HF folder and the no-grad forward to
-// any hidden state (see siglip.h). Every matmul is an ag_linear (cblas_sgemm).
+// any hidden state (see siglip.h). Every matmul is an ag_linear (cblas_sgemm, or a BF16
+// matmul in bf16 precision).
 #include "siglip.h"
 
 #include <math.h>
@@ -8,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mm16.h"
 #include "safetensors.h"
 #include "util.h"
 
@@ -16,21 +18,46 @@
 typedef struct loader {
     const st_model *st;
     siglip_model *m;
+    int bf16;            // matmul weights in BF16 (precision bf16)
+    int n16, rounded;    // BF16 weights loaded; how many were rounded from F32/F16
+    double bytes16;
 } loader;
 
-// Loads `name` (shape [a] or [a, b]; b = 0 for 1-D) into *t, owned by the model.
-static int load_t(loader *L, ag_tensor *t, const char *name, int64_t a, int64_t b) {
+// Loads `name` (shape [a] or [a, b]; b = 0 for 1-D) into *t, owned by the model; in BF16 when
+// `matmul` in bf16 precision. `fndim`/`fshape` give the file's shape (the patch conv: 4-D) when
+// it differs from the tensor's.
+static int load_as(loader *L, ag_tensor *t, const char *name, int matmul, int fndim, const int64_t *fshape,
+                   int64_t a, int64_t b) {
     int64_t shape[2] = {a, b};
     int ndim = b ? 2 : 1;
-    float *d = st_load_f32(L->st, name, ndim, shape);
+    if (matmul && L->bf16) {
+        int rounded;
+        uint16_t *d = st_load_bf16(L->st, name, fndim, fshape, &rounded);
+        if (!d) return -1;
+        L->m->bufs[L->m->nbufs++] = d;
+        *t = ag_wrap_bf16(d, ndim, shape, NULL);
+        L->n16++;
+        L->rounded += rounded;
+        L->bytes16 += 2.0 * (double)t->numel;
+        return 0;
+    }
+    float *d = st_load_f32(L->st, name, fndim, fshape);
     if (!d) return -1;
     L->m->bufs[L->m->nbufs++] = d;
     *t = ag_wrap(d, ndim, shape, NULL);
     return 0;
 }
 
-int siglip_load(const char *dir, siglip_model *m) {
+static int load_t(loader *L, ag_tensor *t, const char *name, int matmul, int64_t a, int64_t b) {
+    int64_t shape[2] = {a, b};
+    return load_as(L, t, name, matmul, b ? 2 : 1, shape, a, b);
+}
+
+int siglip_load(const char *dir, siglip_model *m) { return siglip_load_precision(dir, m, AG_PREC_FP32); }
+
+int siglip_load_precision(const char *dir, siglip_model *m, ag_precision precision) {
     memset(m, 0, sizeof *m);
+    m->precision = precision;
     if (hf_siglip_config_load(dir, &m->cfg) != 0) return -1;
     st_model *st = st_open(dir);
     if (!st) return -1;
@@ -42,18 +69,16 @@ int siglip_load(const char *dir, siglip_model *m) {
     int64_t pin = (int64_t)c->num_channels * p * p;
     m->layers = xcalloc((size_t)c->num_layers, sizeof *m->layers);
     m->bufs = xcalloc((size_t)(5 + 16 * c->num_layers), sizeof *m->bufs);
-    loader L = {st, m};
+    loader L = {.st = st, .m = m, .bf16 = precision == AG_PREC_BF16};
     {   // the conv weight [C, 3, p, p] is read as the linear weight [C, 3·p·p] (same order)
         int64_t pw[4] = {C, c->num_channels, p, p};
-        float *d = st_load_f32(st, "vision_model.embeddings.patch_embedding.weight", 4, pw);
-        if (!d) goto done;
-        m->bufs[m->nbufs++] = d;
-        m->patch_w = ag_wrap2(d, C, pin, "vision_model.embeddings.patch_embedding.weight");
+        if (load_as(&L, &m->patch_w, "vision_model.embeddings.patch_embedding.weight", 1, 4, pw, C, pin)) goto done;
+        m->patch_w.name = "vision_model.embeddings.patch_embedding.weight";
     }
-    if (load_t(&L, &m->patch_b, "vision_model.embeddings.patch_embedding.bias", C, 0) ||
-        load_t(&L, &m->pos, "vision_model.embeddings.position_embedding.weight", P, C) ||
-        load_t(&L, &m->post_ln_w, "vision_model.post_layernorm.weight", C, 0) ||
-        load_t(&L, &m->post_ln_b, "vision_model.post_layernorm.bias", C, 0))
+    if (load_t(&L, &m->patch_b, "vision_model.embeddings.patch_embedding.bias", 0, C, 0) ||
+        load_t(&L, &m->pos, "vision_model.embeddings.position_embedding.weight", 0, P, C) ||
+        load_t(&L, &m->post_ln_w, "vision_model.post_layernorm.weight", 0, C, 0) ||
+        load_t(&L, &m->post_ln_b, "vision_model.post_layernorm.bias", 0, C, 0))
         goto done;
     for (int l = 0; l < c->num_layers; l++) {
         siglip_layer *y = &m->layers[l];
@@ -72,9 +97,10 @@ int siglip_load(const char *dir, siglip_model *m) {
         for (size_t k = 0; k < sizeof w / sizeof w[0]; k++) {
             char n[256];
             snprintf(n, sizeof n, "vision_model.encoder.layers.%d.%s", l, w[k].k);
-            if (load_t(&L, w[k].t, n, w[k].a, w[k].b) != 0) goto done;
+            if (load_t(&L, w[k].t, n, w[k].b != 0, w[k].a, w[k].b) != 0) goto done;   // 2-D: a matmul weight
         }
     }
+    if (L.bf16) mm16_log_load(dir, L.n16, L.rounded, L.bytes16);
     rc = 0;
 done:
     st_close(st);

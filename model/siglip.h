@@ -1,5 +1,6 @@
 // siglip.h — the SigLIP vision tower (HF SiglipVisionTransformer without the pooling head),
-// loaded frozen in fp32 from a Hugging Face folder and run without gradients.
+// loaded frozen (fp32, or BF16 matmul weights in bf16 precision) from a Hugging Face folder
+// and run without gradients.
 //
 // Shapes (legend in ag.h): B images of S×S pixels (S = image_size), patch size p,
 // P = (S/p)² patches per image, N = B·P rows, C = hidden_size, I = intermediate_size,
@@ -38,7 +39,8 @@ typedef struct siglip_model {
     ag_tensor pos;          // [P, C]
     ag_tensor post_ln_w, post_ln_b;   // [C]
     siglip_layer *layers;   // [num_layers]
-    float **bufs;           // every weight buffer (freed by siglip_free)
+    void **bufs;            // every weight buffer (freed by siglip_free)
+    ag_precision precision; // bf16: the patch embedding and the layers' linear weights in BF16
     int nbufs;
 } siglip_model;
 
@@ -46,6 +48,9 @@ typedef struct siglip_model {
 // F32/BF16/F16/F64, held as fp32). Every shape is checked against the config first. -1 +
 // err_set naming the file and tensor.
 int siglip_load(const char *dir, siglip_model *m);
+// The same in a given precision (AG_PREC_BF16: the patch embedding and every layer's linear
+// weights held in BF16 and multiplied by BF16 matmuls; biases, norms, positions fp32).
+int siglip_load_precision(const char *dir, siglip_model *m, ag_precision precision);
 void siglip_free(siglip_model *m);
 
 // Which hidden state `select_layer` names, as an index into HF's hidden_states (0 =

@@ -2,7 +2,7 @@
 # Installs the system packages lorac needs to build and test (Debian 12), only if missing.
 set -euo pipefail
 pkgs=(gcc make pkg-config libopenblas-dev libopenblas0-openmp libhdf5-dev libpcre2-dev libcjson-dev libyaml-dev
-      libstb-dev libjpeg62-turbo-dev libdnnl-dev ca-certificates
+      libstb-dev libjpeg62-turbo-dev libdnnl-dev ca-certificates   # libdnnl-dev: precision bf16 (oneDNN)
       chromium python3 python3-pil python3-protobuf protobuf-compiler)   # report + TensorBoard tests
 # npm fetches the tokenizer; this image may ship Node.js outside Debian's packages
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)

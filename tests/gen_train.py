@@ -99,25 +99,7 @@ for l in range(cfg["num_hidden_layers"]):
 for k, v in lora2.items():
     fx["traj_init." + k] = v.detach().clone()
 params = list(lora2.values())
-opt = torch.optim.AdamW(params, lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
-N, warm, lr, m = 30, 3, 1e-2, 0.1
-losses, norms = [], []
-for n in range(N):
-    lr_n = lr * (n + 1) / warm if n < warm else lr * (m + (1 - m) * (1 + math.cos(math.pi * (n - warm) / (N - warm))) / 2)
-    for g in opt.param_groups:
-        g["lr"] = lr_n
-    opt.zero_grad()
-    mbs = [micro[(2 * n) % 4], micro[(2 * n + 1) % 4]]
-    tot = sum(int((b[3] >= 0).sum()) for b in mbs)
-    total = 0.0
-    for b in mbs:
-        l = loss_sum(lora2, b) / tot
-        l.backward()
-        total += float(l)
-    norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
-    opt.step()
-    losses.append(total)
-    norms.append(float(norm))
+losses, norms = R.train_trajectory(params, lambda b: loss_sum(lora2, b), micro)
 fx["traj.loss"] = torch.tensor(losses)
 fx["traj.grad_norm"] = torch.tensor(norms)
 for k, v in lora2.items():

@@ -45,6 +45,7 @@ static void test_defaults(void) {
     cfg_train c;
     cfg_defaults(&c);
     CHECK(!strcmp(c.mode, "lora"), "mode %s", c.mode);
+    CHECK(!strcmp(c.precision, "fp32"), "precision %s", c.precision);
     CHECK(!c.model && !c.output_dir && !c.resume && !c.config_path, "model/output_dir unset");
     CHECK(!c.data.train && !c.data.eval, "data paths unset");
     CHECK(!strcmp(c.data.format, "auto") && !strcmp(c.data.template_, "llama3"), "format/template");
@@ -112,6 +113,13 @@ static void test_committed_configs(void) {
               "1b config");
         cfg_free(&c);
     }
+    // the real-model configs train in bf16 (issue 9 item 7); the tiny demos stay fp32
+    for (int i = 0; i < 5; i++)
+        if (cfg_load(&c, files[i], 0, NULL) == 0) {
+            CHECK(!strcmp(c.precision, strstr(files[i], "tiny") ? "fp32" : "bf16"), "%s: precision %s", files[i],
+                  c.precision);
+            cfg_free(&c);
+        }
 }
 
 // --- YAML features
@@ -269,10 +277,10 @@ static void test_errors(void) {
                       ":4: unknown key optim.lrr (valid keys of optim: lr, betas, eps, weight_decay, grad_clip; did "
                       "you mean optim.lr?)");
     expect_load_error("lr: 1\n", 0, NULL,
-                      ":1: unknown key lr (valid top-level keys: mode, model, output_dir, resume, data, lora, vision, "
+                      ":1: unknown key lr (valid top-level keys: mode, model, precision, output_dir, resume, data, lora, vision, "
                       "projector, xattn, optim, schedule, train; did you mean optim.lr?)");
     expect_load_error("trian:\n  epochs: 2\n", 0, NULL,
-                      ":1: unknown key trian (valid top-level keys: mode, model, output_dir, resume, data, lora, "
+                      ":1: unknown key trian (valid top-level keys: mode, model, precision, output_dir, resume, data, lora, "
                       "vision, projector, xattn, optim, schedule, train; did you mean train?)");
     // wrong types
     expect_load_error("data:\n  packing: yes\n", 0, NULL, ":2: data.packing: expected true or false, found 'yes'");
@@ -282,6 +290,14 @@ static void test_errors(void) {
     expect_load_error("- a\n- b\n", 0, NULL, ":1: expected a mapping of config keys at the top level, found a list");
     expect_load_error("mode: lroa\n", 0, NULL,
                       ":1: mode: expected one of lora, projector, projector+lora, xattn, xattn+lora, found 'lroa'");
+    expect_load_error("precision: fp16\n", 0, NULL, ":1: precision: expected one of fp32, bf16, found 'fp16'");
+    {
+        cfg_train c;
+        char *ov[] = {"precision=bf16"};
+        CHECK(load_text(&c, REQUIRED, 1, ov) == 0 && cfg_validate(&c) == 0 && !strcmp(c.precision, "bf16"),
+              "precision=bf16 override: %s", err_get());
+        cfg_free(&c);
+    }
     expect_load_error("optim:\n  betas: [0.9]\n", 0, NULL,
                       ":2: optim.betas: expected a list of two numbers [beta1, beta2], found a list of 1");
     expect_load_error("optim:\n  betas: [0.9,\n    x]\n", 0, NULL, ":3: optim.betas[1]: expected a number, found 'x'");
@@ -330,7 +346,7 @@ static void test_errors(void) {
          "override 'optim.lrr=1': unknown key optim.lrr (valid keys of optim: lr, betas, eps, weight_decay, "
          "grad_clip; did you mean optim.lr?)"},
         {"optimm.lr=1",
-         "override 'optimm.lr=1': unknown key optimm.lr (valid top-level keys: mode, model, output_dir, resume, "
+         "override 'optimm.lr=1': unknown key optimm.lr (valid top-level keys: mode, model, precision, output_dir, resume, "
          "data, lora, vision, projector, xattn, optim, schedule, train; did you mean optim?)"},
         {"optim.lr.x=1",
          "override 'optim.lr.x=1': unknown key optim.lr.x (valid keys of optim: lr, betas, eps, weight_decay, "

@@ -8,6 +8,7 @@
 #include "llama.h"
 #include "lora.h"
 #include "test.h"
+#include "train_fixture.h"
 #include "trainer.h"
 
 #define FX "tests/fixtures/train_ref.safetensors"
@@ -16,45 +17,13 @@
 static fixture *fx;
 static llama_model model;
 
-// a data_batch over fixture arrays named <prefix>.ids/.pos/.begin/.targets
-static data_batch fx_batch(const char *prefix) {
-    data_batch b = {0};
-    char k[64];
-    long n = 0;
-    snprintf(k, sizeof k, "%s.ids", prefix);
-    b.ids = (int32_t *)fixture_i32(fx, k, &n);
-    b.n = n;
-    snprintf(k, sizeof k, "%s.pos", prefix);
-    b.pos = (int32_t *)fixture_i32(fx, k, NULL);
-    snprintf(k, sizeof k, "%s.begin", prefix);
-    b.kv_begin = (int32_t *)fixture_i32(fx, k, NULL);
-    snprintf(k, sizeof k, "%s.targets", prefix);
-    b.targets = (int32_t *)fixture_i32(fx, k, NULL);
-    for (long i = 0; i < n; i++) b.n_supervised += b.targets && b.targets[i] >= 0;
-    return b;
-}
-
-static int make_lora(lora_adapter *a, const char *prefix) {
-    lora_config lc = {.r = 4, .alpha = 8, .dropout = 0, .targets = (1u << LLAMA_NPROJ) - 1};
-    if (lora_create(a, &model.cfg, &lc, 1) != 0) return -1;
-    for (int i = 0; i < a->params.n; i++) {
-        char k[256];
-        snprintf(k, sizeof k, "%s.%s", prefix, a->params.t[i]->name);
-        long n = 0;
-        const float *d = fixture_f32(fx, k, &n);
-        if (!d || n != a->params.t[i]->numel) return -1;
-        memcpy(a->params.t[i]->data, d, (size_t)n * sizeof(float));
-    }
-    return 0;
-}
-
 static void test_step_gradients(void) {
     lora_adapter a;
-    CHECK(make_lora(&a, "init") == 0, "lora from fixture: %s", err_get());
+    CHECK(trainfx_lora(&a, &model.cfg, fx, "init") == 0, "lora from fixture: %s", err_get());
     ag_ctx c;
     ag_ctx_init(&c, (size_t)1 << 30);
     c.training = 1;
-    data_batch b = fx_batch("b1");
+    data_batch b = trainfx_batch(fx, "b1");
     double loss = 0;
     ag_params_zero_grad(&a.params);
     CHECK(train_micro_step(&c, &model, &a.view, &b, (float)b.n_supervised, &loss) == 0, "step: %s", err_get());
@@ -78,7 +47,7 @@ static void test_step_gradients(void) {
 
 static void test_trajectory(void) {
     lora_adapter a;
-    CHECK(make_lora(&a, "traj_init") == 0, "lora from fixture: %s", err_get());
+    CHECK(trainfx_lora(&a, &model.cfg, fx, "traj_init") == 0, "lora from fixture: %s", err_get());
     ag_adamw opt;
     ag_adamw_init(&opt, a.params.total, 0.9f, 0.999f, 1e-8f, 0.01f);
     cfg_train cfg;
@@ -93,7 +62,7 @@ static void test_trajectory(void) {
     char p[16];
     for (int j = 0; j < 4; j++) {
         snprintf(p, sizeof p, "mb%d", j);
-        mb[j] = fx_batch(p);
+        mb[j] = trainfx_batch(fx, p);
     }
     const float *ref_loss = fixture_f32(fx, "traj.loss", NULL), *ref_norm = fixture_f32(fx, "traj.grad_norm", NULL);
     double worst_loss = 0;
@@ -128,7 +97,7 @@ static void test_trajectory(void) {
 
 static void test_save_load_roundtrip(void) {
     lora_adapter a, b;
-    CHECK(make_lora(&a, "init") == 0, "lora: %s", err_get());
+    CHECK(trainfx_lora(&a, &model.cfg, fx, "init") == 0, "lora: %s", err_get());
     const char *dir = test_tmpdir("train_adapter");
     snprintf(a.cfg.base_model, sizeof a.cfg.base_model, "%s", MODEL);
     CHECK(lora_save(&a, dir) == 0, "save: %s", err_get());
@@ -139,7 +108,7 @@ static void test_save_load_roundtrip(void) {
     ag_ctx c;
     ag_ctx_init(&c, (size_t)1 << 28);
     ag_set_grad(&c, 0);
-    data_batch bt = fx_batch("b1");
+    data_batch bt = trainfx_batch(fx, "b1");
     ag_tensor *h1 = llama_forward(&c, &model, &a.view, bt.ids, NULL, bt.n, bt.pos, bt.kv_begin);
     ag_tensor *h2 = llama_forward(&c, &model, &b.view, bt.ids, NULL, bt.n, bt.pos, bt.kv_begin);
     CHECK(h1 && h2 && !memcmp(h1->data, h2->data, (size_t)h1->numel * 4), "reloaded adapter changes the output");

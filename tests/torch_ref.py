@@ -133,3 +133,29 @@ def save_safetensors(path, tensors, dtype="F32", meta=None):
             b = t.to(torch.float32).numpy().tobytes()
         entries.append((name, dtype, t.shape, b))
     write_safetensors(path, entries, dict({"format": "pt"}, **(meta or {})))
+
+
+def train_trajectory(params, loss_fn, micro, N=30, warm=3, lr=1e-2, m=0.1):
+    """tests/gen_train.py's optimizer run: N AdamW steps (betas 0.9/0.999, eps 1e-8, wd 0.01),
+    cosine schedule with `warm` warmup steps and min_lr_ratio m, grad clip 1.0, grad_accum 2
+    over the micro-batches cycled in order; loss_fn(b) is a micro-batch's summed NLL, averaged
+    over the supervised tokens of both. Returns (losses, grad norms before clipping)."""
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+    losses, norms = [], []
+    for n in range(N):
+        lr_n = lr * (n + 1) / warm if n < warm else lr * (m + (1 - m) * (1 + math.cos(math.pi * (n - warm) / (N - warm))) / 2)
+        for g in opt.param_groups:
+            g["lr"] = lr_n
+        opt.zero_grad()
+        mbs = [micro[(2 * n) % len(micro)], micro[(2 * n + 1) % len(micro)]]
+        tot = sum(int((b[3] >= 0).sum()) for b in mbs)
+        total = 0.0
+        for b in mbs:
+            l = loss_fn(b) / tot
+            l.backward()
+            total += float(l)
+        norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(total)
+        norms.append(float(norm))
+    return losses, norms

@@ -69,12 +69,14 @@ static const char usage_text[] =
     "  --top-k K           keep the K most likely tokens (default 50; 0 = off)\n"
     "  --top-p P           nucleus sampling in (0, 1] (default 0.9; 1 = off)\n"
     "  --seed S            sampling seed (default 42)\n"
+    "  --precision P       fp32 (default) or bf16: frozen weights in BF16, BF16 matmuls\n"
     "stdout: the generated text only (streamed); stderr: statistics\n";
 
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *adapter = NULL, *vision = NULL, *proj_dir = NULL, *image = NULL;
     const char *prompt = NULL;
     int chat = 0;
+    ag_precision precision = AG_PREC_FP32;
     gen_opts o;
     gen_opts_default(&o);
     for (int i = 1; i < argc; i++) {
@@ -106,6 +108,10 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(name, "--projector")) proj_dir = val;
         else if (!strcmp(name, "--image")) image = val;
         else if (!strcmp(name, "--prompt")) prompt = val;
+        else if (!strcmp(name, "--precision")) {
+            if (ag_precision_parse(val, &precision))
+                return cli_usage("generate", "--precision: expected fp32 or bf16, got '%s'", val);
+        }
         else if (!strcmp(name, "--max-new-tokens")) {
             if (parse_i64(val, &iv) || iv < 0)
                 return cli_usage("generate", "--max-new-tokens: expected an integer >= 0, got '%s'", val);
@@ -149,7 +155,7 @@ int cmd_generate(int argc, char **argv) {
     int32_t *rows = NULL;
     int rc = 1;
     double t0 = now_seconds();
-    if (llama_load(model, &m) != 0) return cli_fail();
+    if (llama_load_precision(model, &m, precision) != 0) return cli_fail();
     double load_s = now_seconds() - t0;
     if (!(tok = tok_load(model))) goto done;
     if (adapter) {

@@ -103,7 +103,9 @@ static int prepare_features(const cfg_train *c, const char *out, int batch) {
     tok_tokenizer *tok = tok_load(c->model);
     if (!tok) return -1;
     siglip_model m;
-    if (siglip_load(c->vision.model, &m)) {
+    ag_precision precision = AG_PREC_FP32;
+    ag_precision_parse(c->precision, &precision);   // validated by cfg_validate
+    if (siglip_load_precision(c->vision.model, &m, precision)) {
         tok_free(tok);
         return -1;
     }

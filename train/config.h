@@ -22,6 +22,7 @@ extern const char *const cfg_lora_target_names[CFG_N_LORA_TARGETS];
 typedef struct cfg_train {
     char mode[24];            // lora | projector | projector+lora | xattn | xattn+lora
     char *model;              // text model folder (HF layout); required
+    char *precision;          // fp32 | bf16: frozen weights and their matmuls (ag_precision_parse)
     char *output_dir;         // required
     int resume;               // continue from the newest complete checkpoint in output_dir
     struct {

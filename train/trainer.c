@@ -707,7 +707,9 @@ int train_run(cfg_train *cfg) {
     }
     double t_load = now_seconds(), t_begin = t_load;
     R->tok = tok_load(cfg->model);
-    if (!R->tok || llama_load(cfg->model, &R->model) != 0) goto out;
+    ag_precision precision = AG_PREC_FP32;
+    ag_precision_parse(cfg->precision, &precision);   // validated by cfg_validate
+    if (!R->tok || llama_load_precision(cfg->model, &R->model, precision) != 0) goto out;
     if (R->vmode && cfg->vision.features) {
         // the cache is checked against vision.model (weights hash, layer, preprocessing) when given
         data_fc_ident id;
@@ -727,7 +729,7 @@ int train_run(cfg_train *cfg) {
                 (long long)data_fc_count(R->fc));
     } else if (R->vmode) {
         if (vision_open(&R->vis, cfg->vision.model, cfg->vision.select_layer, cfg->vision.max_pixels,
-                        cfg->train.batch_size) != 0)
+                        cfg->train.batch_size, precision) != 0)
             goto out;
         R->P = R->vis.P;
         R->Cv = R->vis.C;

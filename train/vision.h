@@ -47,13 +47,14 @@ typedef struct vision_tower {
     int failed;            // after vision_features: index of the first undecodable image, or -1
 } vision_tower;
 
-// Loads DIR (SigLIP folder) and checks select_layer. 0, or -1 + err_set.
-int vision_open(vision_tower *v, const char *dir, int select_layer, int64_t max_pixels, int max_batch);
+// Loads DIR (SigLIP folder) in the given precision and checks select_layer. 0, or -1 + err_set.
+int vision_open(vision_tower *v, const char *dir, int select_layer, int64_t max_pixels, int max_batch,
+                ag_precision precision);
 void vision_close(vision_tower *v);
 // For eval/generate: loads the projector of proj_dir, opens the tower of vision_dir (SigLIP
-// folder) at the projector's select_layer (one image per call, default max_pixels) and checks
-// that projector, tower and the text model m (loaded from folder `model`, named in messages)
-// fit together. 0, or -1 + err_set; on failure the caller still frees both (vision_close,
+// folder) at the projector's select_layer and in m's precision (one image per call, default
+// max_pixels) and checks that projector, tower and the text model m (loaded from folder
+// `model`, named in messages) fit together. 0, or -1 + err_set; on failure the caller still frees both (vision_close,
 // projector_free).
 int vision_open_projected(vision_tower *v, projector *p, const char *vision_dir, const char *proj_dir,
                           const llama_model *m, const char *model);

@@ -1,0 +1,236 @@
+// mm16.c — BF16 matmuls through oneDNN (see mm16.h): one CPU engine and stream, a cache of
+// matmul primitives keyed by shape, and the activation operand rounded to BF16 into a
+// per-thread buffer that grows to the largest operand seen.
+//
+// Weights are used in the plain row-major layout they are stored in: W [O, In] is the
+// weights operand [In, O] with strides (1, In) for y = x·Wᵀ and [O, In] with strides (In, 1)
+// for y = x·W, so one copy serves forward and backward. Accumulation (y += ...) is oneDNN's
+// sum post-op. Where oneDNN has no BF16 matmul at all (CPUs without AVX-512: it reports
+// "unimplemented"), the same numbers come from cblas_sgemm on the BF16 operands widened to
+// fp32 (exact), a block of weight rows at a time. Other oneDNN failures are out-of-memory or
+// bugs (shapes are checked by the ops), so they abort with the status and the shape.
+#include "mm16.h"
+
+#include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "util.h"
+
+#define PAR_MIN 16384   // elements below which a conversion loop stays serial
+
+void bf16_round(uint16_t *dst, const float *src, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) dst[i] = f32_to_bf16(src[i]);
+}
+
+void bf16_widen(float *dst, const uint16_t *src, int64_t n) {
+#pragma omp parallel for schedule(static) if (n >= PAR_MIN)
+    for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]);
+}
+
+// --- engine, stream, primitive cache
+
+#define CK(call, what)                                                                              \
+    do {                                                                                            \
+        dnnl_status_t s_ = (call);                                                                  \
+        AG_ASSERT(s_ == dnnl_success, "oneDNN %s failed with status %d (%s)", #call, (int)s_, what); \
+    } while (0)
+
+typedef struct mm_entry {
+    int64_t M, K, N;
+    int wt;                 // weights operand is Wᵀ of a row-major W[N, K] (strides 1, K)
+    int acc;                // sum post-op
+    dnnl_primitive_t prim;  // NULL: oneDNN has no BF16 matmul here (widened sgemm instead)
+    dnnl_memory_t src, wei, dst;   // memory objects reused with new data handles
+} mm_entry;
+
+#define MM_CACHE 256
+
+static struct {
+    pthread_once_t once;
+    pthread_mutex_t lock;
+    dnnl_engine_t eng;
+    dnnl_stream_t stream;
+    mm_entry e[MM_CACHE];
+    int n, next;            // entries in use; the next slot to evict when full
+} mm = {.once = PTHREAD_ONCE_INIT, .lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void mm_init(void) {
+    CK(dnnl_engine_create(&mm.eng, dnnl_cpu, 0), "cpu engine");
+    CK(dnnl_stream_create(&mm.stream, mm.eng, dnnl_stream_default_flags), "stream");
+}
+
+static void entry_free(mm_entry *e) {
+    if (!e->prim) return;
+    dnnl_primitive_destroy(e->prim);
+    dnnl_memory_destroy(e->src);
+    dnnl_memory_destroy(e->wei);
+    dnnl_memory_destroy(e->dst);
+}
+
+static void entry_create(mm_entry *e, int64_t M, int64_t K, int64_t N, int wt, int acc) {
+    char what[128];
+    snprintf(what, sizeof what, "bf16 matmul [%lld, %lld] x [%lld, %lld]%s%s", (long long)M, (long long)K,
+             (long long)K, (long long)N, wt ? " (transposed weight)" : "", acc ? " accumulating" : "");
+    dnnl_memory_desc_t a, b, c;
+    dnnl_dims_t da = {M, K}, db = {K, N}, dc = {M, N};
+    dnnl_dims_t sb_t = {1, K}, sb = {N, 1};
+    CK(dnnl_memory_desc_init_by_tag(&a, 2, da, dnnl_bf16, dnnl_ab), what);
+    CK(dnnl_memory_desc_init_by_strides(&b, 2, db, dnnl_bf16, wt ? sb_t : sb), what);
+    CK(dnnl_memory_desc_init_by_tag(&c, 2, dc, dnnl_f32, dnnl_ab), what);
+    dnnl_matmul_desc_t md;
+    CK(dnnl_matmul_desc_init(&md, &a, &b, NULL, &c), what);
+    dnnl_primitive_attr_t attr;
+    dnnl_post_ops_t po = NULL;
+    CK(dnnl_primitive_attr_create(&attr), what);
+    if (acc) {
+        CK(dnnl_post_ops_create(&po), what);
+        CK(dnnl_post_ops_append_sum(po, 1.0f), what);
+        CK(dnnl_primitive_attr_set_post_ops(attr, po), what);
+    }
+    e->M = M, e->K = K, e->N = N, e->wt = wt, e->acc = acc;
+    dnnl_primitive_desc_t pd;
+    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &md, attr, mm.eng, NULL);
+    if (st == dnnl_unimplemented) {   // no BF16 matmul on this CPU: emulated by mm_widened
+        e->prim = NULL;
+        if (po) dnnl_post_ops_destroy(po);
+        dnnl_primitive_attr_destroy(attr);
+        return;
+    }
+    CK(st, what);
+    CK(dnnl_primitive_create(&e->prim, pd), what);
+    CK(dnnl_memory_create(&e->src, &a, mm.eng, DNNL_MEMORY_NONE), what);
+    CK(dnnl_memory_create(&e->wei, &b, mm.eng, DNNL_MEMORY_NONE), what);
+    CK(dnnl_memory_create(&e->dst, &c, mm.eng, DNNL_MEMORY_NONE), what);
+    dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    dnnl_primitive_attr_destroy(attr);
+}
+
+// The emulation: y (+)= widen(a) · widen(B) with cblas_sgemm, B a block of WBLK weight rows
+// at a time (the widened copies are the only extra memory). Same operands, fp32 products.
+#define WBLK 256
+static void mm_widened(float *y, const uint16_t *a, const uint16_t *W, int64_t M, int64_t K, int64_t N, int wt,
+                       int acc) {
+    float *af = xmalloc((size_t)(M * K) * sizeof *af);
+    int64_t wrows = wt ? N : K, wcols = wt ? K : N;   // W is [wrows, wcols] row-major
+    float *wf = xmalloc((size_t)(WBLK * wcols) * sizeof *wf);
+    bf16_widen(af, a, M * K);
+    for (int64_t r0 = 0; r0 < wrows; r0 += WBLK) {
+        int nr = (int)(wrows - r0 < WBLK ? wrows - r0 : WBLK);
+        bf16_widen(wf, W + r0 * wcols, nr * wcols);
+        if (wt)   // y[:, r0:r0+nr] (+)= a · Wblkᵀ
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, nr, (int)K, 1.0f, af, (int)K, wf, (int)K,
+                        acc ? 1.0f : 0.0f, y + r0, (int)N);
+        else      // y (+)= a[:, r0:r0+nr] · Wblk (the first block writes unless accumulating)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, nr, 1.0f, af + r0, (int)K, wf,
+                        (int)N, acc || r0 > 0 ? 1.0f : 0.0f, y, (int)N);
+    }
+    free(wf);
+    free(af);
+}
+
+// y[M, N] (+)= a[M, K] · B[K, N], B from the row-major weight W (see the file comment)
+static void mm_run(float *y, const uint16_t *a, const uint16_t *W, int64_t M, int64_t K, int64_t N, int wt,
+                   int acc) {
+    if (M == 0 || N == 0) return;
+    pthread_once(&mm.once, mm_init);
+    pthread_mutex_lock(&mm.lock);
+    mm_entry *e = NULL;
+    for (int i = 0; i < mm.n && !e; i++)
+        if (mm.e[i].M == M && mm.e[i].K == K && mm.e[i].N == N && mm.e[i].wt == wt && mm.e[i].acc == acc)
+            e = &mm.e[i];
+    if (!e) {
+        if (mm.n < MM_CACHE) {
+            e = &mm.e[mm.n++];
+        } else {   // full (many distinct batch sizes): replace round-robin
+            e = &mm.e[mm.next];
+            mm.next = (mm.next + 1) % MM_CACHE;
+            entry_free(e);
+        }
+        entry_create(e, M, K, N, wt, acc);
+    }
+    if (!e->prim) {
+        pthread_mutex_unlock(&mm.lock);
+        mm_widened(y, a, W, M, K, N, wt, acc);
+        return;
+    }
+    CK(dnnl_memory_set_data_handle(e->src, (void *)a), "src");
+    CK(dnnl_memory_set_data_handle(e->wei, (void *)W), "weights");
+    CK(dnnl_memory_set_data_handle(e->dst, y), "dst");
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->wei}, {DNNL_ARG_DST, e->dst}};
+    CK(dnnl_primitive_execute(e->prim, mm.stream, 3, args), "execute");
+    CK(dnnl_stream_wait(mm.stream), "wait");
+    pthread_mutex_unlock(&mm.lock);
+}
+
+// The activation operand rounded to BF16, in a per-thread buffer (grown, never shrunk)
+static uint16_t *round_operand(const float *x, int64_t n) {
+    static __thread uint16_t *buf;
+    static __thread size_t cap;
+    if ((size_t)n > cap) {
+        free(buf);
+        cap = (size_t)n + ((size_t)n >> 3);
+        buf = xmalloc(cap * sizeof *buf);
+    }
+    bf16_round(buf, x, n);
+    return buf;
+}
+
+void mm16_xwt_b16(float *y, const uint16_t *xb, const uint16_t *W, int64_t M, int64_t O, int64_t In,
+                  int accumulate) {
+    mm_run(y, xb, W, M, In, O, 1, accumulate);
+}
+
+void mm16_xw_b16(float *y, const uint16_t *xb, const uint16_t *W, int64_t M, int64_t O, int64_t In,
+                 int accumulate) {
+    mm_run(y, xb, W, M, O, In, 0, accumulate);
+}
+
+void mm16_xwt(float *y, const float *x, const uint16_t *W, int64_t M, int64_t O, int64_t In, int accumulate) {
+    if (M == 0) return;
+    mm16_xwt_b16(y, round_operand(x, M * In), W, M, O, In, accumulate);
+}
+
+void mm16_xw(float *y, const float *x, const uint16_t *W, int64_t M, int64_t O, int64_t In, int accumulate) {
+    if (M == 0) return;
+    mm16_xw_b16(y, round_operand(x, M * O), W, M, O, In, accumulate);
+}
+
+// --- CPU capability
+
+int mm16_native(void) {
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    return (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+}
+
+const char *mm16_isa_name(void) {
+    switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_mic: return "avx512_mic";
+    case dnnl_cpu_isa_avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    default: return "unknown";
+    }
+}
+
+void mm16_log_load(const char *what, int tensors, int rounded, double bytes) {
+    static int told;
+    fprintf(stderr, "precision: bf16: %s: %d frozen weights held in BF16 (%.2f GB)%s\n", what, tensors, bytes / 1e9,
+            rounded == 0        ? ", as stored"
+            : rounded < tensors ? ", some rounded once from F32/F16 at load"
+                                : ", rounded once from F32/F16 at load");
+    if (!told && !mm16_native())
+        fprintf(stderr, "precision: bf16: this CPU has no AVX512-BF16 or AMX (oneDNN runs %s): BF16 matmuls are "
+                        "emulated and slower than fp32 here; consider precision: fp32\n", mm16_isa_name());
+    told = 1;
+}

@@ -1,0 +1,48 @@
+// mm16.h — BF16 matmuls against frozen BF16 weights (precision: bf16) through oneDNN's matmul
+// primitive, and the BF16 <-> fp32 conversions.
+//
+// Numerics: both operands BF16 (the weight as stored; the activation operand rounded to
+// nearest-even, as torch's .to(torch.bfloat16)), products accumulated in fp32, output fp32
+// (written, or added to what the output holds). Everything else of a bf16 step stays fp32.
+//
+// Shapes: W [O, In] row-major (out × in, as every frozen Llama/SigLIP weight), M rows.
+//   mm16_xwt:  y[M, O]  (+)=  bf16(x)[M, In] · Wᵀ     (forward of a linear, lm-head logits)
+//   mm16_xw:   y[M, In] (+)=  bf16(x)[M, O]  · W      (dx of a linear, the lm-head's dh)
+// The *_b16 variants take the activation operand already in BF16 (when one operand feeds
+// several products). Primitives are created once per (M, O, In, orientation, accumulate)
+// and cached. oneDNN runs on the OpenMP (libgomp) pool shared with OpenBLAS and lorac's
+// loops; call these outside OpenMP parallel regions.
+#ifndef LORAC_MM16_H
+#define LORAC_MM16_H
+
+#include <stdint.h>
+
+#include "gemv16.h"
+
+// --- conversions: f32_to_bf16 / bf16_to_f32 (gemv16.h); the same over arrays, in parallel
+
+void bf16_round(uint16_t *dst, const float *src, int64_t n);   // dst[n] = bf16(src[n]), nearest even
+void bf16_widen(float *dst, const uint16_t *src, int64_t n);    // dst[n] = src[n] exactly
+
+// --- matmuls (accumulate: 0 writes y, 1 adds to y)
+
+void mm16_xwt(float *y, const float *x, const uint16_t *W, int64_t M, int64_t O, int64_t In, int accumulate);
+void mm16_xw(float *y, const float *x, const uint16_t *W, int64_t M, int64_t O, int64_t In, int accumulate);
+void mm16_xwt_b16(float *y, const uint16_t *xb, const uint16_t *W, int64_t M, int64_t O, int64_t In,
+                  int accumulate);
+void mm16_xw_b16(float *y, const uint16_t *xb, const uint16_t *W, int64_t M, int64_t O, int64_t In,
+                 int accumulate);
+
+// --- CPU capability
+
+// 1 when the CPU multiplies BF16 natively (AVX512-BF16 or AMX, as oneDNN detects it), 0 when
+// oneDNN emulates BF16 with fp32 instructions (correct, but slower than fp32 mode).
+int mm16_native(void);
+// oneDNN's ISA name for log lines ("avx512_core_bf16", ...).
+const char *mm16_isa_name(void);
+// The load log line of a model in bf16 mode (stderr): `what` (e.g. the model folder), how
+// many frozen weights are held in BF16 and their size, how many of them were rounded from
+// the file's F32/F16; and, once per process, that BF16 is emulated when mm16_native() is 0.
+void mm16_log_load(const char *what, int tensors, int rounded, double bytes);
+
+#endif
