@@ -1,21 +1,38 @@
 #!/usr/bin/env bash
-# `make demo`: the main job on the built-in tiny default — a tiny random Llama (real Llama 3
-# tokenizer), LoRA fine-tuning on the committed demo instructions, held-out perplexity
-# before and after, and a sample from the result.
+# `make demo`: LoRA teaches a small random Llama a rule you can check. The task
+# (data/demo/words/, made by make_words.py): "Which word is a colour? dog red pear" -> "red" —
+# three words, one of them a colour, in a random order. The held-out prompts are new
+# combinations of words seen in training. The run prints held-out perplexity and greedy
+# answers to the held-out prompts before and after training (with the share exactly right),
+# writes report.html and TensorBoard logs, and this script ends with the before/after numbers
+# against the targets (perplexity down >= 10x, >= 80% exact answers).
+#
+# usage: scripts/demo.sh [key=value ...]   (extra config overrides, e.g. train.max_steps=60;
+# DEMO_MODEL / DEMO_OUT choose other folders — tests/test_demo.sh runs a shortened demo so)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-L=build/lorac
-M=build/tiny-llama
-[ -s "$M/model.safetensors" ] || $L make-tiny --out "$M"
-echo "== perplexity before (base model, data/demo/eval.jsonl)"
-$L eval --model "$M" --data data/demo/eval.jsonl --max-length 256 --stride 128
-echo "== LoRA fine-tuning (configs/tiny-lora.yaml)"
-rm -rf build/demo-lora
-$L train configs/tiny-lora.yaml
-echo "== perplexity after (with the adapter in build/demo-lora)"
-$L eval --model "$M" --adapter build/demo-lora --data data/demo/eval.jsonl --max-length 256 --stride 128
-echo "== sample (greedy, with the adapter)"
-$L generate --model "$M" --adapter build/demo-lora --chat --prompt "Give three tips for staying healthy." \
-    --temperature 0 --max-new-tokens 24
+L=${LORAC:-build/lorac}
+M=${DEMO_MODEL:-build/demo-llama}
+OUT=${DEMO_OUT:-build/demo-words}
+# the demo model: hidden 256, 2 layers, embeddings and a separate (untied) lm_head with std
+# 0.06. Why: at hidden 256 HF's 0.02 caps every logit below ~5 (a loss above ~6.7), and tied
+# random embeddings make the model predict its current token, which LoRA would have to undo
+# token by token; with these the frozen random model can express a confident answer.
+[ -s "$M/model.safetensors" ] || $L make-tiny --out "$M" --hidden-size 256 --embed-std 0.06 --untied
+rm -rf "$OUT"
+t0=$SECONDS
+$L train configs/demo.yaml model="$M" output_dir="$OUT" "$@"
+secs=$((SECONDS - t0))
+m=$OUT/metrics.jsonl
+num() { sed -n "s/.*\"$1\": *\([-0-9.eE+]*\).*/\1/p"; }
+ppl0=$(grep '"eval_ppl"' "$m" | head -n 1 | num eval_ppl)
+ppl1=$(grep '"eval_ppl"' "$m" | tail -n 1 | num eval_ppl)
+ex0=$(grep '"sample_exact"' "$m" | head -n 1 | num sample_exact)
+ex1=$(grep '"sample_exact"' "$m" | tail -n 1 | num sample_exact)
 echo
-echo "demo outputs: build/demo-lora/{adapter_model.safetensors,adapter_config.json,metrics.jsonl,loss.svg}"
+echo "== demo result (held-out: data/demo/words/eval.jsonl, prompts never seen in training; ${secs} s)"
+awk -v a="$ppl0" -v b="$ppl1" -v x="$ex0" -v y="$ex1" 'BEGIN {
+  printf "   perplexity   %10.1f -> %-8.2f  (%.0fx lower; target >= 10x: %s)\n", a, b, a / b, ((a / b >= 10) ? "met" : "NOT met")
+  printf "   exact answers %8.1f%% -> %.1f%%     (target >= 80%%: %s)\n", 100 * x, 100 * y, ((y >= 0.8) ? "met" : "NOT met") }'
+echo "   report: $OUT/report.html   TensorBoard: tensorboard --logdir $OUT/tb"
+echo "   try:    $L generate --model $M --adapter $OUT --chat --temperature 0 --prompt \"Which word is a colour? lamp cat green\""

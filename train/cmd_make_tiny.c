@@ -47,7 +47,7 @@ static void fill_normal(void *ctx, const char *name, float *dst, int64_t start, 
 typedef struct tiny_ctx {
     st_writer *w;
     st_dtype dtype;
-    fill_spec weight, norm, bias;
+    fill_spec weight, norm, bias, embed;
 } tiny_ctx;
 
 static void add(tiny_ctx *t, fill_spec *spec, const char *name, int64_t a, int64_t b) {
@@ -61,9 +61,9 @@ static void llama_weights(tiny_ctx *t, const hf_llama_config *c) {
     int64_t V = c->vocab_size, C = c->hidden_size, I = c->intermediate_size;
     int64_t HD = (int64_t)c->num_heads * c->head_dim, KD = (int64_t)c->num_kv_heads * c->head_dim;
     char n[256];
-    add(t, &t->weight, "model.embed_tokens.weight", V, C);
+    add(t, &t->embed, "model.embed_tokens.weight", V, C);
     add(t, &t->norm, "model.norm.weight", C, 0);
-    if (!c->tie_word_embeddings) add(t, &t->weight, "lm_head.weight", V, C);
+    if (!c->tie_word_embeddings) add(t, &t->embed, "lm_head.weight", V, C);
     for (int l = 0; l < c->num_layers; l++) {
 #define L(suffix, spec, a, b)                                                   \
     do {                                                                        \
@@ -318,16 +318,32 @@ int cmd_make_tiny(int argc, char **argv) {
     const char *out = NULL, *kind = NULL, *preset = NULL, *dtype_s = "bf16", *tok_dir = NULL;
     uint64_t seed = 0, hidden = 0, layers = 0;
     uint64_t image_size = 0;   // --image-size: a tiny SigLIP with (S/8)² patches
-    int force = 0;
+    double embed_std = 0.02;
+    int force = 0, untied = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             printf("usage: lorac make-tiny --out DIR [--kind llama|siglip] [--seed N] "
                    "[--preset llama-3.2-1b|siglip-base-patch16-224] [--dtype bf16|f16|f32] [--tokenizer DIR] [--force]\n"
                    "       llama size (default 64 hidden, 2 layers): [--hidden-size N (a multiple of 32)] [--layers N]\n"
+                   "       [--embed-std S] (token embeddings ~ N(0, S^2), default 0.02 as HF's init) [--untied]\n"
+                   "       (--untied: a separate random lm_head.weight, like the embeddings, instead of tied ones)\n"
                    "       (heads of 16 dims, half as many KV heads, MLP 3x hidden)\n"
                    "       siglip size: [--image-size S] (S×S images, patch 8: (S/8)² patches; default 32)\n");
             return 0;
+        }
+        if (!strcmp(a, "--embed-std")) {
+            char *end = NULL;
+            embed_std = i + 1 < argc ? strtod(argv[i + 1], &end) : 0;
+            if (i + 1 >= argc || end == argv[i + 1] || *end || !(embed_std > 0 && embed_std <= 1))
+                return cli_usage("make-tiny", "--embed-std needs a number in (0, 1], found '%s'",
+                                 i + 1 < argc ? argv[i + 1] : "");
+            i++;
+            continue;
+        }
+        if (!strcmp(a, "--untied")) {
+            untied = 1;
+            continue;
         }
         if (!strcmp(a, "--force")) {
             force = 1;
@@ -368,8 +384,9 @@ int cmd_make_tiny(int argc, char **argv) {
         kind = preset_kind;
     }
     if (!kind) kind = "llama";
-    if ((hidden || layers) && (preset || strcmp(kind, "llama")))
-        return cli_usage("make-tiny", "--hidden-size/--layers size the default tiny llama (not with --preset or --kind siglip)");
+    if ((hidden || layers || embed_std != 0.02 || untied) && (preset || strcmp(kind, "llama")))
+        return cli_usage("make-tiny", "--hidden-size/--layers/--embed-std/--untied shape the default tiny llama (not "
+                                      "with --preset or --kind siglip)");
     if (hidden && (hidden % 32 || hidden > 8192))
         return cli_usage("make-tiny", "--hidden-size: expected a multiple of 32 up to 8192, found %llu", (unsigned long long)hidden);
     if (layers > 64) return cli_usage("make-tiny", "--layers: expected 1 to 64, found %llu", (unsigned long long)layers);
@@ -394,6 +411,7 @@ int cmd_make_tiny(int argc, char **argv) {
     int rc = -1;
     tiny_ctx t = {.w = st_writer_new(), .dtype = dtype};
     t.weight = (fill_spec){seed, 0.0f, 0.02f};
+    t.embed = (fill_spec){seed, 0.0f, (float)embed_std};
     t.norm = (fill_spec){seed, 1.0f, 0.05f};
     t.bias = (fill_spec){seed, 0.0f, 0.02f};
     char *st_path = path_join(tmp, "model.safetensors");
@@ -410,6 +428,7 @@ int cmd_make_tiny(int argc, char **argv) {
         if (hidden) c.hidden_size = (int)hidden, c.intermediate_size = 3 * c.hidden_size, c.num_heads = c.hidden_size / 16,
                     c.num_kv_heads = c.num_heads / 2;
         if (layers) c.num_layers = (int)layers;
+        if (untied) c.tie_word_embeddings = 0;
         if (big) {
             c.hidden_size = 2048, c.intermediate_size = 8192, c.num_layers = 16, c.num_heads = 32;
             c.num_kv_heads = 8, c.head_dim = 64;

@@ -228,8 +228,8 @@ void report_print_summary(FILE *f, const char *out, const report_info *I, const 
     fprintf(f, "   outputs in %s/: %s, metrics.jsonl, loss.svg, report.html, tb/, checkpoints/\n", out,
             projector_mode ? "projector.safetensors + projector_config.json" : "adapter_model.safetensors + adapter_config.json");
     fprintf(f, "   next:\n");
-    fprintf(f, "     open %s/report.html                  # the run report\n", out);
-    fprintf(f, "     tensorboard --logdir %s/tb            # if TensorBoard is installed\n", out);
+    fprintf(f, "     %s/report.html in a browser: the run report\n", out);
+    fprintf(f, "     tensorboard --logdir %s/tb   (if TensorBoard is installed)\n", out);
     if (projector_mode) {
         if (eval_data && vision_model)
             fprintf(f, "     lorac eval --model %s --vision %s --projector %s --data %s\n", model, vision_model, out, eval_data);
