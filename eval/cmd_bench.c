@@ -166,6 +166,7 @@ enum { B_GEMM = 1, B_LORA = 2, B_EVAL = 4, B_SIGLIP = 8, B_MODEL = B_LORA | B_EV
 
 typedef struct bench_opts {
     const char *what, *model, *vision, *sup, *precision;
+    ag_precision prec;        // --precision: fp32, or bf16 (frozen weights and their matmuls in BF16)
     int kind;                 // B_GEMM .. B_SIGLIP
     int T, iters, warmup, r, batch, interleave;
 } bench_opts;
@@ -258,9 +259,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o) {
     }
     if ((o->kind & B_MODEL) && !o->model) return cli_usage("bench", "bench %s: --model DIR is required", o->what);
     if (o->kind == B_SIGLIP && !o->vision) return cli_usage("bench", "bench siglip: --vision DIR is required");
-    if (!strcmp(o->precision, "bf16"))   // wired when the bf16 mode lands (issue 9)
-        return cli_usage("bench", "--precision bf16: this build has no bf16 mode yet");
-    return 0;
+    return ag_precision_parse(o->precision, &o->prec) ? cli_usage("bench", "--precision '%s'", o->precision) : 0;
 }
 
 // --- the timing loop shared by every benchmark
@@ -351,7 +350,7 @@ static int siglip_step(void *p) {
 
 static int bench_siglip(const bench_opts *o) {
     siglip_model m;
-    if (siglip_load(o->vision, &m) != 0) return cli_fail();
+    if (siglip_load_precision(o->vision, &m, o->prec) != 0) return cli_fail();
     const hf_siglip_config *cfg = &m.cfg;
     int B = o->batch;
     int64_t S = cfg->image_size, N = (int64_t)B * cfg->num_patches;
@@ -418,7 +417,7 @@ static int eval_step(void *p) {
 
 static int bench_llama(const bench_opts *o) {
     llama_model m;
-    if (llama_load(o->model, &m) != 0) return cli_fail();
+    if (llama_load_precision(o->model, &m, o->prec) != 0) return cli_fail();
     int train = o->kind == B_LORA, T = o->T;
     lora_adapter lora = {0};
     lora_config lc = {.r = o->r, .alpha = 2.0f * o->r, .dropout = 0.05f, .targets = (1u << LLAMA_NPROJ) - 1};

@@ -3,7 +3,8 @@
 # shapes with random weights, 2 threads, fp32 and bf16 rows; the two run as long-lived processes
 # taking turns step by step (scripts/bench_drive.py). Prints a markdown table of medians, ratios,
 # spreads, % of the plain GEMM and peak RSS; writes build/bench/results.jsonl.
-#   bash scripts/bench.sh [lora] [eval] [siglip]        (default: all three)
+#   bash scripts/bench.sh [ROW...]   ROW: lora (= lora-all lora-half), lora-all, lora-half, eval, siglip,
+#                                    each optionally :fp32 or :bf16 (default: lora eval siglip, both)
 #   ITERS=5 WARMUP=1 TOKENS=512 BATCH=8 PRECISIONS="fp32 bf16" BENCH_MODEL=DIR BENCH_VISION=DIR
 # Every process here needs 1-14 GB, so the whole script runs under the machine's heavy-job lock
 # (/tmp/lorac-heavy.lock); about 20 minutes for everything on a 2-core machine.
@@ -25,7 +26,7 @@ M=${BENCH_MODEL:-build/bench/llama-3.2-1b}
 S=${BENCH_VISION:-build/bench/siglip-base}
 rows=${*:-lora eval siglip}
 for w in $rows; do
-  case $w in lora|eval|siglip) ;; *) echo "error: bench.sh: unknown row '$w' (expected lora, eval, siglip)" >&2; exit 2 ;; esac
+  case ${w%:*} in lora|lora-all|lora-half|eval|siglip) ;; *) echo "error: bench.sh: unknown row '$w'" >&2; exit 2 ;; esac
 done
 out=build/bench
 mkdir -p "$out"

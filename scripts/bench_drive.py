@@ -5,6 +5,7 @@ flips every iteration, so a drift in the machine's load hits both alike), then p
 markdown table and appends every summary to build/bench/results.jsonl.
 
   bench_drive.py --lorac BIN --model DIR --vision DIR --out FILE [--rows lora eval siglip]
+      (a row: lora, lora-all, lora-half, eval or siglip, optionally :fp32 or :bf16 for one precision)
                  [--precisions fp32 bf16] [--iters N] [--warmup N] [--tokens T] [--batch B] [--threads N]
 """
 import argparse
@@ -95,14 +96,12 @@ def turns(x, y):
                       file=sys.stderr, flush=True)
 
 
-def run_row(what, prec):
+def run_row(what, prec, sups):
     common = ["--iters", str(a.iters), "--warmup", str(a.warmup), "--interleave"]
     if what == "siglip":
         lo_args, to_args = ["--vision", a.vision, "--batch", str(a.batch)], ["--batch", str(a.batch)]
-        sups = [None]
     else:
         lo_args, to_args = ["--model", a.model, "--tokens", str(a.tokens)], ["--tokens", str(a.tokens)]
-        sups = ["all", "half"] if what == "lora" else [None]
     out = []
     for sup in sups:
         s = ["--supervised", sup] if sup else []
@@ -149,9 +148,16 @@ def cpu_name():
 
 t_start, load_start = time.time(), open("/proc/loadavg").read().split()[:3]
 rows = []
-for what in a.rows:
-    for prec in a.precisions:
-        rows += run_row(what, prec)
+for spec in a.rows:   # lora | lora-all | lora-half | eval | siglip, each optionally :fp32 or :bf16
+    name, _, only = spec.partition(":")
+    what, _, sup = name.partition("-")
+    if what not in ("lora", "eval", "siglip") or (sup and (what != "lora" or sup not in ("all", "half"))) or \
+            only not in ("", "fp32", "bf16"):
+        sys.exit(f"error: bench: unknown row '{spec}' (expected lora, lora-all, lora-half, eval or siglip, "
+                 "optionally :fp32 or :bf16)")
+    sups = [sup] if sup else ["all", "half"] if what == "lora" else [None]
+    for prec in [only] if only else a.precisions:
+        rows += run_row(what, prec, sups)
 
 NAMES = {("lora", "all"): f"LoRA step, Llama-3.2-1B, r=16 all 7 projections, 1×{a.tokens} tokens, all supervised",
          ("lora", "half"): f"LoRA step, same, first half an unsupervised prompt",

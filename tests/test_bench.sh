@@ -74,6 +74,13 @@ check "lora all summary" summary_ok "$T/out" bench=lora supervised=all tokens=8 
 expect 0 "siglip runs" -- "$LORAC" bench siglip --vision "$V" --batch 2 --iters 2 --warmup 0
 check "siglip summary" summary_ok "$T/out" bench=siglip batch=2 iters=2 unit=images/s
 
+# bf16 mode (frozen weights and their matmuls in BF16): same output, same loss to bf16 accuracy
+expect 0 "lora bf16 runs" -- "$LORAC" bench lora --model "$M" --tokens 16 --iters 2 --warmup 0 --precision bf16
+check "lora bf16 summary" summary_ok "$T/out" bench=lora precision=bf16 tokens=16 n_supervised=15
+check "lora bf16 loss is the mean NLL" loss_near_uniform "$T/out"
+expect 0 "siglip bf16 runs" -- "$LORAC" bench siglip --vision "$V" --batch 2 --iters 1 --warmup 0 --precision bf16
+check "siglip bf16 summary" summary_ok "$T/out" bench=siglip precision=bf16 batch=2
+
 expect 0 "gemm runs" -- "$LORAC" bench gemm --tokens 4 --iters 2 --warmup 0
 check "gemm summary" summary_ok "$T/out" bench=gemm tokens=4 iters=2
 check "gemm ceilings" "$PY" -c 'import json, sys

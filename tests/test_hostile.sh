@@ -10,15 +10,19 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 L=${LORAC:-build/lorac}
 source tests/lib.sh
-# fsync is a no-op on tmpfs: the many kills and resumes stay fast there
-if [ -d /dev/shm ] && [ -w /dev/shm ]; then T=$(mktemp -d /dev/shm/lorac-hostile.XXXXXX); trap 'rm -rf "$T"' EXIT
-else T=$(scratch_dir hostile); fi
+# the model (25 MB, read only) in the scratch folder; the runs on tmpfs when there is room:
+# fsync is a no-op there, and the many kills and resumes stay fast
+S=$(scratch_dir hostile)
+T=$S
+if [ -w /dev/shm ] && [ "$(df -k --output=avail /dev/shm 2>/dev/null | tail -1)" -gt 65536 ] 2>/dev/null; then
+  T=$(mktemp -d /dev/shm/lorac-hostile.XXXXXX) && trap 'rm -rf "$T"' EXIT || T=$S
+fi
 PY=/usr/bin/python3
 
-$L make-tiny --out "$T/model" --seed 7 >/dev/null 2>"$T/mk.err" || { cat "$T/mk.err"; echo "0 passed, 1 failed"; exit 1; }
+$L make-tiny --out "$S/model" --seed 7 >/dev/null 2>"$S/mk.err" || { cat "$S/mk.err"; echo "0 passed, 1 failed"; exit 1; }
 head -n 24 data/demo/train.jsonl > "$T/train.jsonl"
 head -n 4 data/demo/eval.jsonl > "$T/eval.jsonl"
-tc=(configs/tiny-lora.yaml model="$T/model" data.train="$T/train.jsonl" data.eval="$T/eval.jsonl" train.max_steps=6
+tc=(configs/tiny-lora.yaml model="$S/model" data.train="$T/train.jsonl" data.eval="$T/eval.jsonl" train.max_steps=6
     train.batch_size=2 train.grad_accum=1 lora.r=2 lora.dropout=0.1 train.eval_every=3 train.save_every=2
     train.keep_last=0 train.threads=1)
 train() { local out=$1; shift; $L train "${tc[@]}" output_dir="$out" "$@"; }
@@ -82,12 +86,12 @@ hl=$(od -An -t u4 -N 4 "$T/nan/adapter_model.safetensors" | tr -d ' ')
 printf '\x00\x00\xc0\x7f' | dd of="$T/nan/adapter_model.safetensors" bs=1 seek=$((8 + hl)) conv=notrunc 2>/dev/null
 for T_ in 0 0.8; do
   expect 1 "3 generate, NaN adapter, temperature $T_: one error, exit 1" -- \
-    $L generate --model "$T/model" --adapter "$T/nan" --prompt "Hello" --temperature $T_ --max-new-tokens 4
+    $L generate --model "$S/model" --adapter "$T/nan" --prompt "Hello" --temperature $T_ --max-new-tokens 4
   check "3 generate, temperature $T_: says not finite" err_has "not finite"
 done
-expect 1 "3 eval --json, NaN adapter: one error, exit 1" -- $L eval --model "$T/model" --adapter "$T/nan" --data "$T/eval.jsonl" --json
+expect 1 "3 eval --json, NaN adapter: one error, exit 1" -- $L eval --model "$S/model" --adapter "$T/nan" --data "$T/eval.jsonl" --json
 check "3 eval --json: nothing on stdout" [ ! -s "$T/out" ]
-$L eval --model "$T/model" --adapter "$T/a" --data "$T/eval.jsonl" --json >"$T/ev.json" 2>/dev/null
+$L eval --model "$S/model" --adapter "$T/a" --data "$T/eval.jsonl" --json >"$T/ev.json" 2>/dev/null
 check "eval --json output is strict JSON" valid_json "$T/ev.json"
 # a NaN adapter as lora.init: the step-0 eval is null in metrics.jsonl (was bare nan), then the run stops
 train "$T/ni" lora.init="$T/nan" >"$T/out" 2>"$T/err"; rc=$?
@@ -177,7 +181,7 @@ for k in $(seq "${first:-1}" "${last:-0}"); do
   LORAC_TEST_KILL=$k train "$T/pk" resume=true >/dev/null 2>&1
   # a committed journal: any reader (here generate) finishes the renames first
   [ -e "$T/pk/.lorac-publish" ] && journals=$((journals + 1)) &&
-    $L generate --model "$T/model" --adapter "$T/pk" --prompt "" --max-new-tokens 1 >/dev/null 2>&1
+    $L generate --model "$S/model" --adapter "$T/pk" --prompt "" --max-new-tokens 1 >/dev/null 2>&1
   if same_adapter "$T/pk" "$T/p_old"; then olds=$((olds + 1)); elif same_adapter "$T/pk" "$T/a"; then news=$((news + 1));
   else mixed=$((mixed + 1)); echo "mixed set after a kill at: $(sed -n "${k}p" "$T/trace")"; fi
 done
