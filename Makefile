@@ -1,6 +1,8 @@
 # lorac — build, test, bench.  `make` builds build/lorac; see README.md.
 CC      ?= gcc
-PKGS     = hdf5 libpcre2-8 libcjson yaml-0.1 stb
+PKGS     = hdf5 libpcre2-8 libcjson yaml-0.1 stb ompi-c
+# ompi-c: Open MPI (Debian's libopenmpi-dev) for data-parallel runs under mpirun (train/dist.c);
+# a plain run never initializes it.
 # OpenBLAS: the OpenMP build (Debian's libopenblas0-openmp), so BLAS and our OpenMP loops share
 # one thread pool instead of two sets of spinning threads fighting for the cores; the header
 # comes from libopenblas-dev.
@@ -22,7 +24,7 @@ TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TOKENIZER = .cache/tokenizer/tokenizer.json
 
-.PHONY: all deps tokenizer test bench asan fixtures demo demo-vision clean
+.PHONY: all deps tokenizer test bench bench-mpi asan fixtures demo demo-vision clean
 all: $(BUILD)/lorac
 
 # System packages (apt-get as root when something is missing) and the Llama 3 tokenizer.
@@ -56,6 +58,12 @@ asan:
 bench: deps
 	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac
 	@bash scripts/bench.sh $(ROWS)
+
+# data-parallel training on the Llama-3.2-1B shapes: 1 x 2 threads vs 2 ranks x 1 (shared
+# memory, TCP); under flock /tmp/lorac-heavy.lock (scripts/bench_mpi.sh)
+bench-mpi: deps
+	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac
+	@bash scripts/bench_mpi.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac

@@ -1,10 +1,12 @@
 // featbuild.c — computing a vision feature cache: unique images, decoded on the prefetch
 // thread while SigLIP runs on the previous batch, features streamed into the HDF5 writer
-// (see featcache.h).
+// (see featcache.h). Under mpirun (train/dist.h) batch k runs on rank k mod N and rank 0
+// writes every batch in order: the same file as one process, byte for byte in its datasets.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "dist.h"
 #include "featcache.h"
 #include "prefetch.h"
 #include "util.h"
@@ -75,9 +77,12 @@ int data_fc_build(const char *out, const char *vision_dir, const siglip_model *m
     int S = cfg->image_size;
     size_t rows = (size_t)cfg->num_patches * cfg->hidden_size;
     img_norm norm = data_fc_norm(cfg);
-    data_fc_writer *w = data_fc_writer_open(out, &id, source);
-    data_prefetch *pf = w ? data_prefetch_new(S, &norm, max_pixels, batch) : NULL;
+    int N = dist_size(), me = dist_rank();
+    int64_t nb = (nu + batch - 1) / batch;   // batch k covers unique images [k·batch, min((k+1)·batch, nu))
+    data_fc_writer *w = me == 0 ? data_fc_writer_open(out, &id, source) : NULL;
+    data_prefetch *pf = me != 0 || w ? data_prefetch_new(S, &norm, max_pixels, batch) : NULL;
     float *feat = xmalloc((size_t)batch * rows * sizeof(float));
+    float *recv = me == 0 && N > 1 ? xmalloc((size_t)batch * rows * sizeof(float)) : NULL;   // another rank's batch
     const char **bp = xcalloc((size_t)batch, sizeof *bp);
     ag_ctx ctx;
     int have_ctx = 0, rc = -1;
@@ -85,43 +90,54 @@ int data_fc_build(const char *out, const char *vision_dir, const siglip_model *m
     if (!pf) goto done;
     if (ag_ctx_init(&ctx, siglip_arena_bytes(m, batch))) goto done;
     have_ctx = 1;
-
-    // batch k covers unique images [k·batch, min((k+1)·batch, nu))
-    for (int64_t i0 = 0; i0 < nu; i0 += batch) {
-        if (i0 == 0) {
-            int B = nu < batch ? (int)nu : batch;
-            for (int j = 0; j < B; j++) bp[j] = paths[u[j]];
-            if (data_prefetch_submit(pf, bp, B)) goto done;
+#define BATCH_LEN(k) (nu - (k) * batch < batch ? (int)(nu - (k) * batch) : batch)
+    if (me < nb) {
+        for (int j = 0; j < BATCH_LEN(me); j++) bp[j] = paths[u[me * batch + j]];
+        if (data_prefetch_submit(pf, bp, BATCH_LEN(me))) goto done;
+    }
+    // a round: batches k0 .. k0+N-1, one per rank; then rank 0 writes them in order
+    for (int64_t k0 = 0; k0 < nb; k0 += N) {
+        int64_t k = k0 + me;
+        if (k < nb) {
+            const float *pix;
+            double tw = now_seconds();
+            int B = data_prefetch_wait(pf, &pix);
+            wait_s += now_seconds() - tw;
+            if (B < 0) goto done;
+            if (k + N < nb) {   // this rank's next batch decodes while this one runs through the tower
+                for (int j = 0; j < BATCH_LEN(k + N); j++) bp[j] = paths[u[(k + N) * batch + j]];
+                if (data_prefetch_submit(pf, bp, BATCH_LEN(k + N))) goto done;
+            }
+            ag_ctx_reset(&ctx);
+            if (siglip_features(&ctx, m, pix, B, select_layer, feat)) goto done;
         }
-        const float *pix;
-        double tw = now_seconds();
-        int B = data_prefetch_wait(pf, &pix);
-        wait_s += now_seconds() - tw;
-        if (B < 0) goto done;
-        int64_t i1 = i0 + batch;
-        if (i1 < nu) {   // the next batch decodes while this one runs through the tower
-            int B1 = nu - i1 < batch ? (int)(nu - i1) : batch;
-            for (int j = 0; j < B1; j++) bp[j] = paths[u[i1 + j]];
-            if (data_prefetch_submit(pf, bp, B1)) goto done;
-        }
-        ag_ctx_reset(&ctx);
-        if (siglip_features(&ctx, m, pix, B, select_layer, feat)) goto done;
-        for (int j = 0; j < B; j++)
-            if (data_fc_writer_add(w, refs[u[i0 + j]], feat + (size_t)j * rows)) goto done;
-        if (stop && *stop) {
+        double stopped = stop && *stop;
+        if (dist_sync(0, &stopped, 1)) goto done;
+        if (stopped > 0) {
             err_set("%s: interrupted (no file written)", out);
             goto done;
         }
+        for (int r = 0; r < N && k0 + r < nb; r++) {
+            int Bk = BATCH_LEN(k0 + r);
+            dist_to_root_f32(r == me ? feat : recv, (int64_t)Bk * (int64_t)rows, r);
+            const float *f = r == 0 ? feat : recv;
+            for (int j = 0; me == 0 && j < Bk; j++)
+                if (data_fc_writer_add(w, refs[u[(k0 + r) * batch + j]], f + (size_t)j * rows)) goto done;
+        }
     }
+#undef BATCH_LEN
     data_prefetch_free(pf);
     pf = NULL;
-    rc = data_fc_writer_commit(w);
+    rc = me == 0 ? data_fc_writer_commit(w) : 0;
     w = NULL;
+    rc = dist_sync(rc, NULL, 0);
 done:
+    if (rc != 0 && !dist_agreed()) dist_sync(-1, NULL, 0);   // the other ranks stop at their next round
     data_prefetch_free(pf);
     data_fc_writer_abort(w);
     if (have_ctx) ag_ctx_free(&ctx);
     free(feat);
+    free(recv);
     free(bp);
     free(u);
     if (st) {

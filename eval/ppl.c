@@ -1,6 +1,8 @@
 // ppl.c — sliding-window perplexity (see ppl.h).
 #include "ppl.h"
 
+#include "dist.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,9 +46,14 @@ static void wb_free(win_batch *b) {
     free(b->img);
 }
 
+// The batch goes through the model on its rank only (batch k on rank k mod N, see ppl.h).
 static int wb_flush(ag_ctx *c, const llama_model *m, const llama_lora *lora, const eval_image_hook *img,
-                    win_batch *b, eval_result *res, float **nll_buf, int64_t *nll_cap) {
+                    win_batch *b, eval_result *res, float **nll_buf, int64_t *nll_cap, int64_t *nflush) {
     if (b->n == 0) return 0;
+    if ((*nflush)++ % dist_size() != dist_rank()) {
+        b->n = b->m = 0;
+        return 0;
+    }
     ag_ctx_reset(c);
     ag_tensor *h;
     if (img && img->forward) {
@@ -93,7 +100,7 @@ int eval_perplexity_img(ag_ctx *c, const llama_model *m, const llama_lora *lora,
     int P = img ? img->P : 0, Cv = img ? img->Cv : 0, R = img && img->forward ? img->R : 0;
     win_batch b = {0};
     float *nll = NULL, *feat = img && img->features && (P || R) ? xmalloc((size_t)(P + R) * Cv * sizeof(float)) : NULL;
-    int64_t nll_cap = 0, rcap = 0;
+    int64_t nll_cap = 0, rcap = 0, nflush = 0;
     int32_t *rid_buf = NULL;     // [L] the rows of a record with an image (-1 on visual rows)
     uint8_t *rmask_buf = NULL;   // [L]
     int rc = 0;
@@ -126,18 +133,23 @@ int eval_perplexity_img(ag_ctx *c, const llama_model *m, const llama_lora *lora,
             res->empty++;
             continue;
         }
-        if (has && img->features(img->user, r, feat) != 0) {
-            rc = err_prefix("%s:%lld", ds->path, (long long)r->line);
-            break;
-        }
+        int have_feat = 0;   // the features, once a window of this record lands in a batch of this rank
         res->documents++;
         int64_t prev_end = 0;
         for (int64_t start = 0;; start += S) {
             int64_t end = start + M < L ? start + M : L;
             int64_t first = prev_end > start + 1 ? prev_end : start + 1;
-            if (b.n + (end - start) > batch_rows && wb_flush(c, m, lora, img, &b, res, &nll, &nll_cap) != 0) {
+            if (b.n + (end - start) > batch_rows && wb_flush(c, m, lora, img, &b, res, &nll, &nll_cap, &nflush) != 0) {
                 rc = -1;
                 break;
+            }
+            int mine = nflush % dist_size() == dist_rank();
+            if (has && mine && !have_feat) {
+                if (img->features(img->user, r, feat) != 0) {
+                    rc = err_prefix("%s:%lld", ds->path, (long long)r->line);
+                    break;
+                }
+                have_feat = 1;
             }
             wb_reserve(&b, end - start);
             int32_t base = (int32_t)b.n, wimg = -1;
@@ -155,7 +167,7 @@ int eval_perplexity_img(ag_ctx *c, const llama_model *m, const llama_lora *lora,
                 b.begin[row] = base;
                 int64_t nx = q + 1;   // row q predicts row q+1 (a token, never a visual row)
                 b.targets[row] = (nx < end && nx >= first && rid[nx] >= 0 && rmask[nx]) ? rid[nx] : -1;
-                if (rid[q] < 0) {
+                if (rid[q] < 0 && mine) {
                     wb_reserve_rows(&b, 1, Cv);
                     b.rows[b.m] = (int32_t)row;
                     memcpy(b.feats + b.m * Cv, feat + (q - r->image_pos) * Cv, (size_t)Cv * sizeof(float));
@@ -167,7 +179,16 @@ int eval_perplexity_img(ag_ctx *c, const llama_model *m, const llama_lora *lora,
         }
         if (progress && (d + 1) % 16 == 0) progress(user, d + 1, ds->n, res);
     }
-    if (rc == 0) rc = wb_flush(c, m, lora, img, &b, res, &nll, &nll_cap);
+    if (rc == 0) rc = wb_flush(c, m, lora, img, &b, res, &nll, &nll_cap, &nflush);
+    // every rank: the sums over its batches, added up in double (all ranks agree on failure)
+    double v[3] = {res->nll, (double)res->tokens, (double)res->rows};
+    if (dist_sync(rc, v, 3) == 0) {
+        res->nll = v[0];
+        res->tokens = (int64_t)v[1];
+        res->rows = (int64_t)v[2];
+    } else {
+        rc = -1;
+    }
     wb_free(&b);
     free(nll);
     free(feat);

@@ -6,6 +6,10 @@
 // window. Windows of several documents run together as one padding-free batch (no-grad).
 // With an image hook (vision_perplexity in train/vision.h), a record's P visual rows count as
 // rows of the document (never scored) and the hook builds the batch's input embeddings.
+// Under mpirun (train/dist.h) every rank forms the same batches and runs batch k when
+// k mod N is its rank (a record's image features only where needed); the NLL sums, token and
+// row counts are then added up in double, so every rank returns the same totals, equal to one
+// process's up to the order of the double additions. Every rank must call it (a collective).
 #ifndef LORAC_PPL_H
 #define LORAC_PPL_H
 

@@ -3,6 +3,7 @@
 set -euo pipefail
 pkgs=(gcc make pkg-config libopenblas-dev libopenblas0-openmp libhdf5-dev libpcre2-dev libcjson-dev libyaml-dev
       libstb-dev libjpeg62-turbo-dev libdnnl-dev ca-certificates   # libdnnl-dev: precision bf16 (oneDNN)
+      openmpi-bin libopenmpi-dev   # MPI: mpirun runs (train/dist.c)
       chromium python3 python3-pil python3-protobuf protobuf-compiler)   # report + TensorBoard tests
 # npm fetches the tokenizer; this image may ship Node.js outside Debian's packages
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)

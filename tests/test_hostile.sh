@@ -189,4 +189,12 @@ check "final pair after a kill at each of its $((last - first + 1)) writes: neve
   [ $mixed -eq 0 ] && [ $olds -gt 0 ] && [ $news -gt 0 ] && [ $journals -gt 0 ]
 check "no temporaries after the reader" no_leftovers "$T/pk"
 
+# merge: its folder appears in one rename; a killed merge's temporary folder is removed by the next
+LORAC_TEST_KILL=1:merged.tmp $L merge --model "$S/model" --adapter "$T/a" --out "$T/merged" >/dev/null 2>&1; rc=$?
+check "merge killed while writing (got $rc): no output folder, a temporary one" bash -c "[ $rc -eq 137 ] && [ ! -e '$T/merged' ] && ls '$T' | grep -q 'merged.tmp'"
+LORAC_TEST_KILL=1:"merged folder in place" $L merge --model "$S/model" --adapter "$T/a" --out "$T/merged2" >/dev/null 2>&1
+check "merge killed right after its rename: the folder is complete" bash -c "[ -s '$T/merged2/model.safetensors' ] && [ -s '$T/merged2/config.json' ]"
+$L merge --model "$S/model" --adapter "$T/a" --out "$T/merged" >/dev/null 2>"$T/err"
+check "the next merge succeeds and removes the killed one's temporary folder" bash -c "[ -s '$T/merged/model.safetensors' ] && ! ls '$T' | grep -q 'merged.tmp'"
+
 test_summary

@@ -5,6 +5,7 @@
 // In projector modes (mode: projector | projector+lora) it instead computes the SigLIP features
 // of every unique image of data.train (and data.eval, when set) once into a vision feature cache
 // (data/featcache.h) that `train` reads when vision.features names it. Statistics go to stderr.
+// Under mpirun (train/dist.h) the ranks split the images (data_fc_build); rank 0 writes.
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "dist.h"
 #include "featcache.h"
 #include "h5data.h"
 #include "tokenizer.h"
@@ -238,8 +240,10 @@ int cmd_prepare(int argc, char **argv) {
     prep_stop = 0;
     void (*old_int)(int) = signal(SIGINT, on_signal);
     void (*old_term)(int) = signal(SIGTERM, on_signal);
-    data_h5_stats st;
-    rc = data_h5_prepare(out, c.data.train, tok, &o, compress, &prep_stop, &st);
+    data_h5_stats st = {0};
+    // under mpirun only projector mode splits work (the images); tokenizing is rank 0's alone
+    rc = dist_rank() == 0 ? data_h5_prepare(out, c.data.train, tok, &o, compress, &prep_stop, &st) : 0;
+    rc = dist_sync(rc, NULL, 0);
     signal(SIGINT, old_int);
     signal(SIGTERM, old_term);
     if (rc) {

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "dist.h"
 #include "threads.h"
 #include "util.h"
 
@@ -64,7 +65,13 @@ int main(int argc, char **argv) {
             fprintf(stderr, "error: lorac %s: not built into this binary yet\n", argv[1]);
             return 1;
         }
-        return commands[i].fn(argc - 1, argv + 1);
+        // under mpirun: train, eval and prepare run data-parallel (train/dist.h)
+        int par = !strcmp(argv[1], "train") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "prepare");
+        if (par && dist_init(&argc, &argv) != 0) {
+            fprintf(stderr, "error: %s\n", err_get());
+            return 1;
+        }
+        return dist_finish(commands[i].fn(argc - 1, argv + 1));
     }
     fprintf(stderr, "error: unknown command '%s' (try: lorac --help)\n", argv[1]);
     return 2;

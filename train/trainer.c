@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "ckpt.h"
+#include "dist.h"
 #include "lora.h"
 #include "plot.h"
 #include "ppl.h"
@@ -145,12 +146,70 @@ static char *state_json(run *R) {
     return s;
 }
 
+// --- data parallelism (train/dist.h): micro-batch k of a step runs on rank k mod N
+
+static int mine(int k) { return k % dist_size() == dist_rank(); }
+
+// FNV-1a of the trainable parameters (compared across ranks at every checkpoint)
+static uint64_t params_checksum(const run *R) {
+    uint64_t h = 0;
+    for (int i = 0; i < R->nblk; i++) h = hash64(R->blk[i]->data, (size_t)R->blk[i]->total * sizeof(float), h);
+    return h;
+}
+
+// The dropout RNG state after `rows` rows of a step that started at rng0: ag_lora_linear
+// draws one uniform per input element of every slot with dropout (In per row, splitmix64
+// advancing by γ per draw), so a rank can start micro-batch k where one process would be.
+static uint64_t dropout_rng(const run *R, uint64_t rng0, int64_t rows) {
+    if (!R->use_lora || R->cfg->lora.dropout <= 0) return rng0;
+    uint64_t per_row = 0;
+    for (int i = 0; i < R->model.cfg.num_layers * LLAMA_NPROJ; i++) {
+        const llama_lora_slot *s = &R->lora.view.slots[i];
+        if (s->A && s->dropout > 0) per_row += (uint64_t)s->A->shape[1];
+    }
+    return rng0 + (uint64_t)rows * per_row * 0x9E3779B97F4A7C15ULL;
+}
+
+// After this rank's micro-batches: the step loss (a sum of per-micro-batch means over the
+// step's supervised tokens) summed in double, Ctrl-C and skipped-image counts agreed, and
+// one allreduce (sum) of the gradients (gathered as [projector, xattn, lora] when several).
+// g_stop: the step's Ctrl-C, read once here (every rank acts on the same value even when the
+// signal lands on one rank between this agreement and the step's end).
+static int g_stop;
+static int reduce_step(run *R, double *loss, int64_t bad0) {
+    g_stop = g_interrupted;
+    if (dist_size() == 1) return 0;
+    double v[3] = {*loss, (double)g_stop, (double)(R->n_bad_images - bad0)};
+    if (dist_sync(0, v, 3) != 0) return -1;
+    *loss = v[0];
+    g_stop = v[1] > 0;
+    R->n_bad_images = bad0 + (int64_t)v[2];
+    if (R->nblk == 1) {
+        dist_allreduce_sum_f32(R->blk[0]->grad, R->blk[0]->total);
+        return 0;
+    }
+    int64_t off = 0;   // several blocks: one allreduce over them gathered in R->blk order
+    for (int i = 0; i < R->nblk; i++) {
+        memcpy(R->cat.grad + off, R->blk[i]->grad, (size_t)R->blk[i]->total * sizeof(float));
+        off += R->blk[i]->total;
+    }
+    dist_allreduce_sum_f32(R->cat.grad, off);
+    off = 0;
+    for (int i = 0; i < R->nblk; i++) {
+        memcpy(R->blk[i]->grad, R->cat.grad + off, (size_t)R->blk[i]->total * sizeof(float));
+        off += R->blk[i]->total;
+    }
+    return 0;
+}
+
 static int save_checkpoint(run *R) {
+    if (dist_same_u64(params_checksum(R), "the trainable parameters") != 0) return err_prefix("step %lld", (long long)R->step);
+    if (dist_rank() != 0) return dist_sync(0, NULL, 0);   // rank 0 alone writes
     char *s = state_json(R);
     int rc = ckpt_save(R->cfg->output_dir, R->step, R->vmode ? write_vision : write_adapter, R, &R->opt, s,
                        R->cfg->train.keep_last);
     free(s);
-    return rc;
+    return dist_sync(rc, NULL, 0);
 }
 
 // The training data as the run sees it (token ids, loss masks, image positions and
@@ -363,7 +422,7 @@ static int resume_from_checkpoints(run *R) {
         if (r == 0) {
             for (int k = 0; k < i; k++) {   // the damaged newer ones
                 char *bad = ckpt_path(out, steps[k]);
-                if (ckpt_set_aside(bad) == 0) fprintf(stderr, "resume: %s set aside as %s.damaged\n", bad, bad);
+                if (dist_rank() == 0 && ckpt_set_aside(bad) == 0) fprintf(stderr, "resume: %s set aside as %s.damaged\n", bad, bad);
                 free(bad);
             }
             fprintf(stderr, "resume: continuing from %s (step %lld of %lld)\n", dir, (long long)R->step, (long long)R->total);
@@ -521,6 +580,7 @@ static int run_samples(run *R) {
 
 // report.html, and the summary on the terminal when the run is complete.
 static int finish_report(run *R, const char *status, double t_load, double t_begin, int summary) {
+    if (dist_rank() != 0) return dist_sync(0, NULL, 0);   // rank 0 alone writes
     cfg_train *cfg = R->cfg;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -529,14 +589,15 @@ static int finish_report(run *R, const char *status, double t_load, double t_beg
     double wall = now_seconds() - t_begin;
     report_info ri = {title, status, cj, R->step, R->total, R->tokens_seen, R->train.n, R->train.n_tokens,
                      R->train.n_skipped_bad, R->train.n_dropped_long, R->train.n_truncated, R->eval.n, R->n_bad_images,
-                     (R->use_lora ? R->lora.params.total : 0) + (R->vmode ? R->proj.params.total : 0), t_load,
+                     (R->use_lora ? R->lora.params.total : 0) + (R->vmode ? R->proj.params.total : 0) +
+                         (R->xmode ? R->xa.params.total : 0), t_load,
                      wall - t_load - R->t_eval - R->t_sample, R->t_eval, R->t_sample, wall, ru.ru_maxrss / 1024.0};
     report_best best;
     int rc = report_write(cfg->output_dir, &ri, &best);
     if (rc == 0 && summary)
         report_print_summary(stderr, cfg->output_dir, &ri, &best, cfg->model, cfg->data.eval, R->vmode != 0, cfg->vision.model);
     free(cj);
-    return rc;
+    return dist_sync(rc, NULL, 0);
 }
 
 static int64_t arena_bytes(const cfg_train *cfg, const hf_llama_config *mc) {
@@ -679,6 +740,12 @@ int train_run(cfg_train *cfg) {
         fprintf(stderr, "error: %s\n", err_get());
         return 1;
     }
+    if (dist_size() > cfg->train.grad_accum) {
+        fprintf(stderr, "error: %d ranks but train.grad_accum is %d: each rank runs whole micro-batches of a step; "
+                        "raise train.grad_accum to at least %d (a multiple of %d balances the ranks)\n",
+                dist_size(), cfg->train.grad_accum, dist_size(), dist_size());
+        return 1;
+    }
     int accum = 0;
     R->cfg = cfg;
     R->tty = isatty(2);
@@ -688,7 +755,7 @@ int train_run(cfg_train *cfg) {
         openblas_set_num_threads(cfg->train.threads);
     }
     R->lock_fd = -1;
-    if (claim_output_dir(R) != 0) {
+    if (dist_rank() == 0 && claim_output_dir(R) != 0) {   // under mpirun rank 0 owns output_dir
         fprintf(stderr, "error: %s\n", err_get());
         lock_release(R->lock_fd);
         return 1;
@@ -811,9 +878,11 @@ int train_run(cfg_train *cfg) {
     if (cfg->resume && resume_from_checkpoints(R) != 0) goto out;
     if (R->step > 0 && R->step == R->total)
         fprintf(stderr, "resume: the run is complete at step %lld; writing its final outputs again\n", (long long)R->step);
-    if (metrics_open(R, R->step) != 0) goto out;
-    if (cfg->train.tensorboard && !(R->tb = tb_open(cfg->output_dir, R->step))) goto out;
-    if (samples_load(&R->samples, cfg) != 0) goto out;
+    if (dist_rank() == 0 ? metrics_open(R, R->step) != 0 : !(R->metrics = fopen("/dev/null", "w"))) goto out;
+    if (dist_rank() == 0) {   // the rest of the outputs: rank 0 alone writes (and samples)
+        if (cfg->train.tensorboard && !(R->tb = tb_open(cfg->output_dir, R->step))) goto out;
+        if (samples_load(&R->samples, cfg) != 0) goto out;
+    }
     if (R->vmode)
         fprintf(stderr, "projector: %s %d -> %d (%lld parameters), select_layer %d, %d visual rows per image (pool %s)%s\n",
                 projector_type_name(R->proj.type), R->Cv, R->proj.text_hidden, (long long)R->proj.params.total,
@@ -833,6 +902,7 @@ int train_run(cfg_train *cfg) {
             (long long)R->lora.params.total, (long long)R->total, cfg->train.batch_size, cfg->train.grad_accum,
             now_seconds() - t_load);
 
+    if (dist_same_u64(params_checksum(R), "the trainable parameters at the start") != 0) goto out;
     if (R->eval.n > 0 && R->step == 0) {
         double el, ep;
         if (run_eval(R, &el, &ep) != 0 || log_eval(R, el, ep) != 0) goto out;
@@ -861,14 +931,26 @@ int train_run(cfg_train *cfg) {
         int64_t nsup = 0, rows = 0;
         for (int k = 0; k < accum; k++) {
             data_loader_next(&R->loader, &R->mb[k]);
+            if (!mine(k)) {
+                rows += R->mb[k].n;
+                continue;
+            }
             if (!R->vmode) nsup += R->mb[k].n_supervised;
             else if (prepare_images(R, k, &nsup) != 0) goto out;
             rows += R->mb[k].n;
         }
+        double nv = (double)nsup;   // the step's supervised tokens, over every rank's micro-batches
+        if (dist_size() > 1 && dist_sync(0, &nv, 1) != 0) goto out;
+        nsup = (int64_t)nv;
+        uint64_t rng0 = R->ctx.rng;
+        int64_t bad0 = R->n_bad_images, done = 0;
         for (int i = 0; i < R->nblk; i++) ag_params_zero_grad(R->blk[i]);
         double loss = 0, gnorm = 0;
         float lr = cfg_lr_at(cfg, R->step, R->total);
         for (int k = 0; k < accum; k++) {
+            R->ctx.rng = dropout_rng(R, rng0, done);
+            done += R->mb[k].n;
+            if (!mine(k)) continue;
             float norm = nsup > 0 ? (float)nsup : 1.0f;
             int rc = R->xmode ? vision_xattn_micro_step(&R->ctx, &R->model, R->use_lora ? &R->lora.view : NULL, &R->proj,
                                                         &R->xa, &R->mb[k], R->feats[k], R->tgt[k], norm, &loss)
@@ -876,8 +958,11 @@ int train_run(cfg_train *cfg) {
                                                   R->feats[k], R->tgt[k], norm, &loss)
                               : train_micro_step(&R->ctx, &R->model, &R->lora.view, &R->mb[k], norm, &loss);
             if (rc != 0) goto out;
+            AG_ASSERT(R->ctx.rng == dropout_rng(R, rng0, done), "dropout RNG draws per row (dropout_rng)");
         }
-        if (R->step == 0 && cfg->train.dump_grads && R->vmode) {
+        R->ctx.rng = dropout_rng(R, rng0, done);
+        if (reduce_step(R, &loss, bad0) != 0) goto out;
+        if (R->step == 0 && cfg->train.dump_grads && dist_rank() == 0 && R->vmode) {
             // the projector's gradients under its key names (+ the adapter's in projector+lora)
             st_writer *w = st_writer_new();
             for (int i = 0; i < R->proj.params.n; i++) {
@@ -895,7 +980,7 @@ int train_run(cfg_train *cfg) {
             int rc = st_writer_write(w, cfg->train.dump_grads);
             st_writer_free(w);
             if (rc) goto out;
-        } else if (R->step == 0 && cfg->train.dump_grads) {
+        } else if (R->step == 0 && cfg->train.dump_grads && dist_rank() == 0) {
             st_writer *w = st_writer_new();
             for (int i = 0; i < R->lora.params.n; i++) {
                 ag_tensor *t = R->lora.params.t[i];
@@ -956,11 +1041,11 @@ int train_run(cfg_train *cfg) {
         if (cfg->train.sample_every > 0 && R->step % cfg->train.sample_every == 0 && R->step < R->total &&
             run_samples(R) != 0)
             goto out;
-        if ((cfg->train.save_every > 0 && R->step % cfg->train.save_every == 0) || R->step == R->total || g_interrupted) {
+        if ((cfg->train.save_every > 0 && R->step % cfg->train.save_every == 0) || R->step == R->total || g_stop) {
             if (save_checkpoint(R) != 0) goto out;
             last_saved = R->step;
         }
-        if (g_interrupted) {
+        if (g_stop) {
             fprintf(stderr, "%sinterrupted: checkpoint saved at step %lld; resume with resume=true\n", R->tty ? "\n" : "",
                     (long long)R->step);
             status = 130;
@@ -975,11 +1060,14 @@ int train_run(cfg_train *cfg) {
         double el, ep;
         if (run_eval(R, &el, &ep) != 0 || log_eval(R, el, ep) != 0) goto out;
     }
-    if (publish_final(R) != 0) goto out;
-    char *svg = path_join(cfg->output_dir, "loss.svg");
-    int prc = plot_loss_svg(svg, R->hx, R->hy, R->nh, R->ex, R->ey, R->ne, "lorac: loss");
-    free(svg);
-    if (prc) goto out;
+    if (dist_rank() == 0) {   // the final outputs: rank 0 alone writes
+        if (publish_final(R) != 0) goto out;
+        char *svg = path_join(cfg->output_dir, "loss.svg");
+        int prc = plot_loss_svg(svg, R->hx, R->hy, R->nh, R->ex, R->ey, R->ne, "lorac: loss");
+        free(svg);
+        if (prc) goto out;
+    }
+    if (dist_sync(0, NULL, 0) != 0) goto out;
     if (!(R->step == first_step && R->samples_logged) && run_samples(R) != 0) goto out;   // once, as the eval
     if (R->n_bad_images)
         fprintf(stderr, "data: %lld records skipped for undecodable images (data.skip_bad_lines)\n", (long long)R->n_bad_images);
@@ -993,6 +1081,7 @@ int train_run(cfg_train *cfg) {
     if (finish_report(R, "finished", t_load, t_begin, 1) != 0) goto out;
     status = 0;
 out:
+    if (status == 1 && !dist_agreed()) dist_sync(-1, NULL, 0);   // the other ranks learn of it at their next agreement point
     if (status == 1) fprintf(stderr, "error: %s\n", err_get());
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
