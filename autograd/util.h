@@ -1,6 +1,6 @@
 // util.h — errors, asserts and small file helpers shared by every module.
 //
-// Two kinds of failure are kept apart (see STYLE.md):
+// Two kinds of failure are kept apart:
 //   - internal invariants: AG_ASSERT(cond, fmt, ...) prints file:line and aborts. Bugs only.
 //   - user input and I/O: functions return -1 (or NULL) after err_set(...) recorded one
 //     message naming the file, the line/tensor/key, what was expected and what was found.

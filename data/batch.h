@@ -13,7 +13,7 @@
 // them; the row before the image has target -1 and the last image row's target is the first
 // token after the image when that token is supervised (a caption's first token).
 //
-// Order (CONTRACT.md "Batches"): each epoch visits every record of the data set once, in file
+// Order (docs/numerics.md "Batches"): each epoch visits every record of the data set once, in file
 // order (shuffle off) or in a Fisher-Yates permutation drawn from splitmix64 seeded by (seed,
 // epoch) — deterministic, different per epoch. Without packing a micro-batch is the next
 // batch_size records; with packing, records are placed greedily in order into rows of

@@ -1,6 +1,6 @@
 // h5data.h — prepared text datasets in HDF5 (`lorac prepare`): the records of a JSONL file,
 // tokenized once, stored so `train`/`eval` load them without the tokenizer's work. Readable with
-// h5py (CONTRACT.md "HDF5 files"). Legend: N = records, T = tokens of all records together.
+// h5py (docs/formats.md "Prepared HDF5 files"). Legend: N = records, T = tokens of all records together.
 //
 // File layout (all datasets 1-D, chunked and extendible, optionally deflate-compressed):
 //   tokens       int32  [T]    the ids of every record, concatenated in file order

@@ -1,5 +1,5 @@
-// records.c — JSONL records -> token ids + loss masks (see records.h and CONTRACT.md "Data
-// formats"). A record is rendered to one string with its supervised byte spans, encoded at
+// records.c — JSONL records -> token ids + loss masks (see records.h and docs/formats.md "Data:
+// JSONL records"). A record is rendered to one string with its supervised byte spans, encoded at
 // once (special tokens recognized) and masked by the byte offsets of its tokens.
 #define _GNU_SOURCE
 #include "records.h"

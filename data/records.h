@@ -1,5 +1,5 @@
 // records.h — training and evaluation records: each line of a JSONL file (one JSON object per
-// line, blank lines skipped) becomes token ids and a loss mask, as CONTRACT.md "Data formats"
+// line, blank lines skipped) becomes token ids and a loss mask, as docs/formats.md
 // fixes them. Formats: chat, alpaca, text, caption, and chat with an image; `auto` decides per
 // record from its fields. Templates: llama3 (default) and alpaca_classic (alpaca records only).
 //

@@ -1,5 +1,5 @@
 // cmd_eval.c — `lorac eval --model DIR --data FILE [--adapter DIR] [--vision DIR --projector
-// DIR] [--max-length N] [--stride S] [--json]`: perplexity with the contract's sliding window.
+// DIR] [--max-length N] [--stride S] [--json]`: perplexity with docs/numerics.md's sliding window.
 // With --vision/--projector, records with an image (caption, chat with <image>) get their P
 // visual rows (SigLIP features of the projector's select_layer, projected) and the windows
 // count those rows; only supervised tokens are scored. A projector folder written in mode

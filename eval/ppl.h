@@ -1,4 +1,4 @@
-// ppl.h — perplexity with the contract's sliding window (CONTRACT.md "Perplexity").
+// ppl.h — perplexity with the sliding window of docs/numerics.md "Perplexity".
 //
 // Per document of L tokens, windows [kS, min(kS+M, L)) for k = 0, 1, ... up to the first that
 // reaches L; a window scores each token p in [max(prev_end, kS+1), end) whose loss-mask bit is

@@ -3,7 +3,11 @@
 // independent of model/safetensors so the harness does not depend on the code under test.
 //
 //   fixture *fx = fixture_load("tests/fixtures/ops_linear.safetensors");
-//   const float *x = fixture_f32(fx, "x", &n);   // NULL (and a FAIL line) when missing
+//   const float *x = fixture_f32(fx, "x", &n);   // NULL when missing
+//
+// Every problem (file missing or unreadable, bad header, tensor missing, wrong dtype) prints a
+// FAIL line and counts as a failure of the running test case (tests/test.h test_fail), so a
+// caller that then returns early never passes silently.
 #ifndef LORAC_FIXTURE_H
 #define LORAC_FIXTURE_H
 
@@ -12,6 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "test.h"
 
 typedef struct fixture {
     char *path;
@@ -23,19 +29,33 @@ typedef struct fixture {
     int ncopies;
 } fixture;
 
+static inline void fixture_free(fixture *f);
+
 static inline fixture *fixture_load(const char *path) {
     FILE *fp = fopen(path, "rb");
-    if (!fp) { printf("FAIL fixture %s: cannot open (run `make fixtures`)\n", path); return NULL; }
+    if (!fp) { test_fail("fixture %s: cannot open (run `make fixtures`)", path); return NULL; }
     fseek(fp, 0, SEEK_END);
     long len = ftell(fp);
     fseek(fp, 0, SEEK_SET);
     fixture *f = calloc(1, sizeof *f);
     f->buf = malloc((size_t)len + 1);
     f->len = (size_t)len;
-    if (fread(f->buf, 1, (size_t)len, fp) != (size_t)len) { fclose(fp); printf("FAIL fixture %s: short read\n", path); return NULL; }
+    if (len < 8 || fread(f->buf, 1, (size_t)len, fp) != (size_t)len) {
+        fclose(fp);
+        test_fail("fixture %s: short read", path);
+        free(f->buf);
+        free(f);
+        return NULL;
+    }
     fclose(fp);
     uint64_t hl;
     memcpy(&hl, f->buf, 8);
+    if (hl > (uint64_t)len - 8) {
+        test_fail("fixture %s: header of %llu bytes in a %ld-byte file", path, (unsigned long long)hl, len);
+        free(f->buf);
+        free(f);
+        return NULL;
+    }
     char *h = malloc(hl + 1);
     memcpy(h, f->buf + 8, hl);
     h[hl] = 0;
@@ -43,18 +63,25 @@ static inline fixture *fixture_load(const char *path) {
     free(h);
     f->data_off = 8 + hl;
     f->path = strdup(path);
-    if (!f->header) { printf("FAIL fixture %s: bad header\n", path); return NULL; }
+    if (!f->header) {
+        test_fail("fixture %s: bad header", path);
+        fixture_free(f);
+        return NULL;
+    }
     return f;
 }
 
 // Raw pointer to a tensor's bytes; *numel and (optional) shape/ndim filled.
 static inline const void *fixture_raw(fixture *f, const char *name, const char *dtype, long *numel,
                                       long *shape, int *ndim) {
-    if (!f) return NULL;
+    if (!f) { test_fail("fixture not loaded: no tensor '%s'", name); return NULL; }
     cJSON *e = cJSON_GetObjectItemCaseSensitive(f->header, name);
-    if (!e) { printf("FAIL fixture %s: no tensor '%s'\n", f->path, name); return NULL; }
-    const char *dt = cJSON_GetObjectItem(e, "dtype")->valuestring;
-    if (strcmp(dt, dtype)) { printf("FAIL fixture %s: '%s' is %s, want %s\n", f->path, name, dt, dtype); return NULL; }
+    if (!e) { test_fail("fixture %s: no tensor '%s'", f->path, name); return NULL; }
+    const char *dt = cJSON_GetStringValue(cJSON_GetObjectItem(e, "dtype"));
+    if (!dt || strcmp(dt, dtype)) {
+        test_fail("fixture %s: '%s' is %s, want %s", f->path, name, dt ? dt : "(no dtype)", dtype);
+        return NULL;
+    }
     cJSON *sh = cJSON_GetObjectItem(e, "shape");
     long n = 1;
     int k = 0;

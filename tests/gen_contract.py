@@ -4,7 +4,7 @@ The model is `lorac make-tiny --dtype f32 --seed 3` (the real Llama 3 tokenizer,
 rebuilt by the test; its weights hash is stored so the test can tell a different model from a
 wrong result. The training file mixes text, chat and alpaca records, a blank line and one
 record longer than max_seq_len=16. With data.shuffle false, batch 2 x grad_accum 2, the
-contract says optimizer step n consumes the next 4 kept records in file order (wrapping at the
+reference (docs/numerics.md "Batches") says optimizer step n consumes the next 4 kept records in file order (wrapping at the
 end of the file), and the loss is the mean over all supervised tokens of the step.
 
 Writes tests/fixtures/contract_init/ (a PEFT adapter with non-zero A and B, r=4, alpha=8: the

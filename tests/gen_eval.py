@@ -1,4 +1,4 @@
-"""Golden perplexity (tests/test_eval.c) with the contract's sliding window, from the plain-torch
+"""Golden perplexity (tests/test_eval.c) with the sliding window of docs/numerics.md, from the plain-torch
 reference on the tiny model of tests/fixtures/train-tiny (written by gen_train.py).
 
 For each document of L tokens, windows [kS, min(kS+M, L)) up to the first reaching L; a window

@@ -74,7 +74,9 @@ const cp = (c) => String.fromCodePoint(c);
 
 // --- corpus
 const texts = [];   // [text, allow_special]
-const data = fs.readFileSync("/work/shared/data/instructions-1100.jsonl", "utf8").split("\n").filter((l) => l.trim());
+// the demo corpus: 1,100 instruction records (1,000 train + 100 held out; see docs/README.md)
+const data = ["data/demo/train.jsonl", "data/demo/eval.jsonl"].map((f) => fs.readFileSync(f, "utf8")).join("")
+  .split("\n").filter((l) => l.trim());
 const records = data.map((l) => JSON.parse(l));
 for (const r of records) for (const k of ["instruction", "input", "output"]) if (r[k]) texts.push([r[k], 1]);
 

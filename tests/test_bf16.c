@@ -598,8 +598,7 @@ int main(void) {
     fx = fixture_load("tests/fixtures/bf16_ref.safetensors");
     fx32 = fixture_load("tests/fixtures/train_ref.safetensors");
     if (!fx || !fx32 || llama_load(TINY, &m32) != 0 || llama_load_precision(TINY, &m16, AG_PREC_BF16) != 0) {
-        printf("FAIL setup: %s\n", err_get());
-        t_failed++;
+        test_fail("setup: %s", err_get());
         return test_summary();
     }
     RUN(test_logits);

@@ -27,8 +27,8 @@ check "no temp folders" no_leftovers "$T"
 check "JSONL valid" awk -v dir="$T/a" '
   !/^\{"image": "images\/(train|eval)_[0-9][0-9][0-9][0-9][0-9]\.png", "caption": "a (small|large) (red|green|blue|yellow|purple|orange) (circle|square|triangle) (on the left|on the right|at the top|at the bottom|in the center) of a (white|black) background"\}$/ { bad = 1 }
   END { exit bad }' "$T/a/train.jsonl" "$T/a/eval.jsonl"
-if command -v python3 >/dev/null 2>&1; then
-  check "JSONL parses (python json)" python3 -c '
+if need_py "JSONL parses (python json)" json; then
+  check "JSONL parses (python json)" "$PY" -c '
 import json, os, sys
 for f in sys.argv[1:]:
     for line in open(f):
@@ -69,8 +69,8 @@ check "deterministic bytes" cmp -s "$T/f.h5" "$T/f2.h5"
 expect 0 "prepare --batch 3" -- "$LORAC" prepare "${P[@]}" --out "$T/f4.h5" --batch 3
 expect 0 "select_layer -1" -- "$LORAC" prepare "${P[@]}" vision.select_layer=-1 --out "$T/f3.h5"
 check "other layer, other features" bash -c "! cmp -s '$T/f.h5' '$T/f3.h5'"
-if /usr/bin/python3 -c 'import h5py' 2>/dev/null; then
-  check "h5py reads the cache" /usr/bin/python3 -c '
+if need_py "h5py reads the cache, batch size changes nothing but rounding" h5py numpy; then
+  check "h5py reads the cache" "$PY" -c '
 import sys, h5py, numpy as np
 f = h5py.File(sys.argv[1], "r")
 assert f["features"].shape == (40, 16, 32) and f["features"].dtype == np.float32, f["features"]
@@ -81,7 +81,7 @@ assert a["select_layer"] == -2 and a["image_size"] == 32 and a["patch_size"] == 
 assert len(a["vision_model_hash"]) == 16 and a["kind"] == "vision_features", a
 assert np.isfinite(f["features"][:]).all() and np.abs(f["features"][:]).max() > 0
 ' "$T/f.h5"
-  check "batch size changes nothing but rounding" /usr/bin/python3 -c '
+  check "batch size changes nothing but rounding" "$PY" -c '
 import sys, h5py, numpy as np
 a, b = (h5py.File(p, "r")["features"][:] for p in sys.argv[1:])
 assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max(), np.abs(a - b).max()

@@ -14,8 +14,8 @@ static const char *write_yaml(const char *name, const char *text) {
     static char path[600];
     snprintf(path, sizeof path, "%s/%s", tmp, name);
     if (file_write_atomic(path, text, strlen(text))) {
-        printf("FAIL cannot write %s: %s\n", path, err_get());
-        exit(1);
+        test_fail("cannot write %s: %s", path, err_get());
+        exit(test_summary());
     }
     return path;
 }
@@ -531,7 +531,7 @@ static void test_lr_hand(void) {
     cfg_free(&c);
 }
 
-// Table computed once with Python (numpy float32 inputs, double math) from the CONTRACT.md
+// Table computed once with Python (numpy float32 inputs, double math) from the docs/numerics.md
 // formula: n < W: lr*(n+1)/W; else p = (n-W)/(N-W), lr*(m + (1-m)*f(p)),
 // f = (1+cos(pi p))/2 | 1-p | 1.
 static void test_lr_table(void) {

@@ -52,6 +52,7 @@ static int setup(void) {
 static void test_against_torch(void) {
     long n = 0;
     const float *res = fixture_f32(fx, "results", &n);
+    CHECK(n >= 5 && n % 5 == 0, "results holds %ld values, want rows of 5", n);
     ag_ctx c;
     ag_ctx_init(&c, (size_t)1 << 30);
     double worst = 0;
@@ -86,8 +87,8 @@ static void test_bad_window(void) {
 
 int main(void) {
     if (setup() != 0) {
-        printf("FAIL setup: %s\n0 passed, 1 failed\n", err_get());
-        return 1;
+        test_fail("setup: %s", err_get());
+        return test_summary();
     }
     RUN(test_against_torch);
     RUN(test_bad_window);

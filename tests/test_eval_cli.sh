@@ -6,8 +6,7 @@ cd "$(dirname "$0")/.."
 L=${LORAC:-build/lorac}
 source tests/lib.sh
 T=$(scratch_dir eval_cli)
-field() { sed 's/.*"'"$2"'": \([0-9.e+-]*\).*/\1/' <<<"$1"; }
-close() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= t * (b < 0 ? -b : b)) }'; }
+field() { jfield "$@"; }
 
 $L make-tiny --out "$T/m32" --dtype f32 --seed 3 >/dev/null 2>&1
 $L make-tiny --out "$T/m16" --seed 3 >/dev/null 2>&1
@@ -19,7 +18,7 @@ $L train configs/tiny-lora.yaml model="$T/m32" data.train="$T/train.jsonl" data.
 check "adapter trained" [ -s "$T/ad/adapter_model.safetensors" ]
 
 j0=$($L eval --model "$T/m32" --data "$T/eval.jsonl" --json 2>/dev/null)
-check "eval --json prints the contract's object" grep -qE '^\{"ppl": [0-9.]+, "nll": [0-9.]+, "tokens": [0-9]+, "documents": 12\}$' <<<"$j0"
+check "eval --json prints the documented object" grep -qE '^\{"ppl": [0-9.]+, "nll": [0-9.]+, "tokens": [0-9]+, "documents": 12\}$' <<<"$j0"
 ja=$($L eval --model "$T/m32" --adapter "$T/ad" --data "$T/eval.jsonl" --json 2>/dev/null)
 check "adapter changes the perplexity" [ "$(field "$ja" ppl)" != "$(field "$j0" ppl)" ]
 $L merge --model "$T/m32" --adapter "$T/ad" --out "$T/merged32" 2>"$T/merge.err"
@@ -30,14 +29,25 @@ jm=$($L eval --model "$T/merged32" --data "$T/eval.jsonl" --json 2>/dev/null)
 check "eval(merged) == eval(base + adapter) (1e-5 rel): $(field "$jm" nll) vs $(field "$ja" nll)" close "$(field "$jm" nll)" "$(field "$ja" nll)" 1e-5
 $L merge --model "$T/m16" --adapter "$T/ad" --out "$T/merged16" 2>/dev/null
 check "BF16 merge keeps BF16" grep -aq '"dtype":"BF16"' "$T/merged16/model.safetensors"
-$L merge --model "$T/m32" --adapter "$T/ad" --out "$T/merged32" 2>"$T/e1.err"
-check "merge refuses an existing output folder" [ $? -eq 1 ] && grep -q "^error: .*merged32" "$T/e1.err"
+expect_error 1 "merge refuses an existing output folder, naming it" "merged32" -- $L merge --model "$T/m32" --adapter "$T/ad" --out "$T/merged32"
 
-# windows: a long .txt document through several windows
-for i in $(seq 1 30); do cat data/demo/eval.jsonl; done | head -c 20000 > "$T/long.txt"
-jw=$($L eval --model "$T/m32" --data "$T/long.txt" --max-length 64 --stride 32 --json 2>/dev/null)
-check "sliding window scores each token once (.txt)" [ "$(field "$jw" tokens)" -gt 1000 ]
-check "one .txt document" grep -q '"documents": 1}' <<<"$jw"
+# windows: a long .txt document (no trailing newline, so it equals the tokenize argument) through
+# many windows. A .txt file is one `text` document: <|begin_of_text|> + text, L tokens. With
+# S < M the windows score every token but the first exactly once (L - 1); with S = M each
+# window's first token has no context and is not scored (L - windows). The exact count is
+# asserted: scoring overlaps twice or dropping window starts gives another number.
+printf '%s' "$(for i in $(seq 1 30); do cat data/demo/eval.jsonl; done | head -c 20000)" > "$T/long.txt"
+ntok=$($L tokenize --model "$T/m32" --bos -- "$(cat "$T/long.txt")" | wc -w)
+check "long document tokenized ($ntok tokens)" [ "$ntok" -gt 1000 ]
+check "window rule: S < M scores L - 1, S = M scores L - windows" \
+  [ "$(window_tokens "$ntok" 64 32)" -eq $((ntok - 1)) -a "$(window_tokens "$ntok" 64 64)" -eq $((ntok - (ntok + 63) / 64)) ]
+for ms in "64 32" "50 17" "64 64"; do
+  set -- $ms
+  jw=$($L eval --model "$T/m32" --data "$T/long.txt" --max-length "$1" --stride "$2" --json 2>/dev/null)
+  want=$(window_tokens "$ntok" "$1" "$2")
+  check "sliding window M=$1 S=$2 over $ntok tokens scores $want (got $(field "$jw" tokens))" [ "$(field "$jw" tokens)" = "$want" ]
+  check "M=$1 S=$2: one .txt document" grep -q '"documents": 1}' <<<"$jw"
+done
 
 # generate with an adapter
 g1=$($L generate --model "$T/m32" --adapter "$T/ad" --prompt "Hello" --temperature 0 --max-new-tokens 6 2>/dev/null)
@@ -45,21 +55,16 @@ g2=$($L generate --model "$T/merged32" --prompt "Hello" --temperature 0 --max-ne
 check "generate --adapter equals generate on the merged model" [ "$g1" = "$g2" ]
 
 # bad inputs
-$L eval --model "$T/m32" --data "$T/missing.jsonl" 2>"$T/e2.err"
-check "missing data file: exit 1, names it" [ $? -eq 1 ] && grep -q "^error: .*missing.jsonl" "$T/e2.err"
+expect_error 1 "missing data file: exit 1, names it" "missing.jsonl" -- $L eval --model "$T/m32" --data "$T/missing.jsonl"
 printf '%s\n' '{"text": "fine"}' '{"text": 5}' > "$T/bad.jsonl"
-$L eval --model "$T/m32" --data "$T/bad.jsonl" 2>"$T/e3.err"
-check "malformed line: file:line and field" grep -q "^error: .*bad.jsonl:2.*text" "$T/e3.err"
+expect_error 1 "malformed line: file:line and field" "bad.jsonl:2.*text" -- $L eval --model "$T/m32" --data "$T/bad.jsonl"
 cp -r "$T/ad" "$T/ad_r8" && sed -i 's/"r": 4/"r": 8/' "$T/ad_r8/adapter_config.json"
-$L eval --model "$T/m32" --adapter "$T/ad_r8" --data "$T/eval.jsonl" 2>"$T/e4.err"
-check "adapter with other shapes: exit 1, names tensor and shapes" [ $? -eq 1 ] && grep -q "^error: .*lora_A.weight.*\[8, 64\]" "$T/e4.err"
+expect_error 1 "adapter with other shapes: exit 1, names tensor and shapes" "lora_A.weight.*\[8, 64\]" -- \
+  $L eval --model "$T/m32" --adapter "$T/ad_r8" --data "$T/eval.jsonl"
 cp -r "$T/ad" "$T/ad_t" && sed -i 's/"q_proj",//' "$T/ad_t/adapter_config.json"
-$L merge --model "$T/m32" --adapter "$T/ad_t" --out "$T/never" 2>"$T/e5.err"
-check "merge refuses tensors for untargeted modules" [ $? -eq 1 ] && grep -q "q_proj.lora_A" "$T/e5.err"
-check "failed merge leaves no output" [ ! -e "$T/never" ] && [ -z "$(ls "$T" | grep never)" ]
-$L eval --model "$T/m32" --data "$T/eval.jsonl" --stride 0 2>/dev/null
-check "bad --stride is a usage error (2)" [ $? -eq 2 ]
-$L eval --data "$T/eval.jsonl" 2>/dev/null
-check "missing --model is a usage error (2)" [ $? -eq 2 ]
+expect_error 1 "merge refuses tensors for untargeted modules" "q_proj.lora_A" -- $L merge --model "$T/m32" --adapter "$T/ad_t" --out "$T/never"
+check_sh "failed merge leaves no output" '[ ! -e "$T/never" ] && [ -z "$(ls "$T" | grep never)" ]'
+expect_error 2 "bad --stride is a usage error (2)" "stride" -- $L eval --model "$T/m32" --data "$T/eval.jsonl" --stride 0
+expect_error 2 "missing --model is a usage error (2)" "model" -- $L eval --data "$T/eval.jsonl"
 
 test_summary

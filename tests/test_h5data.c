@@ -32,8 +32,8 @@ static int t_npaths;
 static char *tpath(const char *name) {
     char *b = path_join(tmp, name);
     if (t_npaths == 512) {
-        printf("FAIL too many paths\n");
-        exit(1);
+        test_fail("too many paths");
+        exit(test_summary());
     }
     t_paths[t_npaths++] = b;
     return b;
@@ -45,8 +45,8 @@ static void tpath_free_all(void) {
 static void write_text(const char *path, const char *text) {
     FILE *f = fopen(path, "wb");
     if (!f || fputs(text, f) < 0 || fclose(f)) {
-        printf("FAIL cannot write %s\n", path);
-        exit(1);
+        test_fail("cannot write %s", path);
+        exit(test_summary());
     }
 }
 
@@ -689,8 +689,8 @@ int main(void) {
     const char *dir = getenv("TOKENIZER_DIR");
     tok = tok_load(dir ? dir : ".cache/tokenizer");
     if (!tok) {
-        printf("FAIL cannot load the tokenizer: %s\n", err_get());
-        return 1;
+        test_fail("cannot load the tokenizer: %s", err_get());
+        return test_summary();
     }
     tmp = test_tmpdir("h5data");
     RUN(test_demo_roundtrip);

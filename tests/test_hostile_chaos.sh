@@ -17,7 +17,7 @@ if [ -w /dev/shm ] && [ "$(df -k --output=avail /dev/shm 2>/dev/null | tail -1)"
   T=$(mktemp -d /dev/shm/lorac-chaos.XXXXXX) && trap 'rm -rf "$T"' EXIT || T=$S
 fi
 
-$L make-tiny --out "$S/model" --seed 7 >/dev/null 2>"$S/mk.err" || { cat "$S/mk.err"; echo "0 passed, 1 failed"; exit 1; }
+$L make-tiny --out "$S/model" --seed 7 >/dev/null 2>"$S/mk.err" || { bad "make-tiny: $(cat "$S/mk.err")"; test_summary; exit 1; }
 head -n 32 data/demo/train.jsonl > "$T/train.jsonl"
 head -n 4 data/demo/eval.jsonl > "$T/eval.jsonl"
 tc=(configs/tiny-lora.yaml model="$S/model" data.train="$T/train.jsonl" data.eval="$T/eval.jsonl" train.max_steps=12

@@ -13,13 +13,13 @@ M=$T/full
 mkdir -p "$M"
 if ! mount -t tmpfs -o size=4m tmpfs "$M" 2>"$T/mount.err"; then
   if [ "${CI:-}" = true ]; then bad "full-disk cases: cannot mount a tmpfs: $(cat "$T/mount.err")"
-  else echo "SKIP test_hostile_disk.sh full-disk cases: cannot mount a tmpfs ($(cat "$T/mount.err"); needs root)"; fi
+  else skip "full-disk cases" "cannot mount a tmpfs ($(cat "$T/mount.err"); needs root)"; fi
   M=""
 fi
 cleanup() { [ -n "$M" ] && umount "$M" 2>/dev/null; }
 trap cleanup EXIT
 
-$L make-tiny --out "$T/model" --seed 7 >/dev/null 2>"$T/mk.err" || { cat "$T/mk.err"; echo "0 passed, 1 failed"; exit 1; }
+$L make-tiny --out "$T/model" --seed 7 >/dev/null 2>"$T/mk.err" || { bad "make-tiny: $(cat "$T/mk.err")"; test_summary; exit 1; }
 head -n 24 data/demo/train.jsonl > "$T/train.jsonl"
 head -n 4 data/demo/eval.jsonl > "$T/eval.jsonl"
 tc=(configs/tiny-lora.yaml model="$T/model" data.train="$T/train.jsonl" data.eval="$T/eval.jsonl" train.max_steps=4

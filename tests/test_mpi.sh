@@ -13,7 +13,7 @@ L=${LORAC:-build/lorac}
 source tests/lib.sh
 T=$(scratch_dir mpi)
 if ! command -v mpirun >/dev/null 2>&1; then
-  echo "SKIP test_mpi.sh: mpirun not found (scripts/deps.sh installs openmpi-bin)"
+  skip "data-parallel runs" "mpirun not found (scripts/deps.sh installs openmpi-bin)"
   test_summary
   exit
 fi
@@ -25,7 +25,7 @@ MPI=(mpirun --oversubscribe --bind-to none --mca odls_base_sigkill_timeout 4)
 
 $L make-tiny --out "$T/llama" --seed 7 >/dev/null 2>"$T/mk.err" &&
   $L make-tiny --kind siglip --out "$T/siglip" --seed 3 >/dev/null 2>>"$T/mk.err" ||
-  { cat "$T/mk.err"; echo "0 passed, 1 failed"; exit 1; }
+  { bad "make-tiny: $(cat "$T/mk.err")"; test_summary; exit 1; }
 head -n 64 data/demo/train.jsonl > "$T/train.jsonl"
 head -n 8 data/demo/eval.jsonl > "$T/eval.jsonl"
 D=data/demo/captions

@@ -661,7 +661,7 @@ static void run_reductions(int threads, int with_blas, float *out, int64_t N, in
     if (with_blas) h = ag_linear(&c, h, &tw3, &tw);
     else h = ag_mul(&c, h, &tab);
     if (!h || ag_backward_from(&c, h, dout) != 0) {
-        printf("FAIL reductions: %s\n", err_get());
+        test_fail("reductions: %s", err_get());
         memset(out, 0, (size_t)(6 * C) * sizeof(float));
     } else {
         memcpy(out, tw.grad, (size_t)C * sizeof(float));

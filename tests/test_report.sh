@@ -9,8 +9,7 @@ cd "$(dirname "$0")/.."
 L=${LORAC:-build/lorac}
 source tests/lib.sh
 T=$(scratch_dir report)
-PY=/usr/bin/python3
-$L make-tiny --out "$T/model" --seed 5 >/dev/null 2>"$T/mk.err" || { cat "$T/mk.err"; echo "0 passed, 1 failed"; exit 1; }
+$L make-tiny --out "$T/model" --seed 5 >/dev/null 2>"$T/mk.err" || { bad "make-tiny: $(cat "$T/mk.err")"; test_summary; exit 1; }
 head -n 16 data/demo/words/train.jsonl > "$T/train.jsonl"
 head -n 4 data/demo/words/eval.jsonl > "$T/eval.jsonl"
 expect 0 "train with samples" -- $L train configs/tiny-lora.yaml model="$T/model" data.train="$T/train.jsonl" \
@@ -44,7 +43,7 @@ check "error names file:line" err_has "bad.jsonl:1: expected a chat record"
 
 # headless Chromium: screenshot not blank, no console messages
 if ! command -v chromium >/dev/null; then
-  echo "SKIP test_report chromium: chromium missing (scripts/deps.sh installs it)"
+  skip "chromium renders report.html" "chromium missing (scripts/deps.sh installs it)"
 else
   shot() {   # shot HTML PNG LOG
     local d; d=$(mktemp -d)

@@ -18,7 +18,7 @@
 
 static void write_text(const char *dir, const char *name, const char *text) {
     char *p = path_join(dir, name);
-    if (file_write_atomic(p, text, strlen(text)) != 0) printf("FAIL cannot write %s\n", p);
+    if (file_write_atomic(p, text, strlen(text)) != 0) test_fail("cannot write %s", p);
     free(p);
 }
 

@@ -9,13 +9,12 @@ cd "$(dirname "$0")/.."
 L=${LORAC:-build/lorac}
 source tests/lib.sh
 T=$(scratch_dir tboard)
-PY=/usr/bin/python3
 if ! command -v protoc >/dev/null || ! $PY -c 'import google.protobuf' 2>/dev/null; then
-  echo "SKIP test_tboard: protoc or python3-protobuf missing (scripts/deps.sh installs them)"
-  echo "0 passed, 0 failed"; exit 0
+  skip "TensorBoard event files" "protoc or python3-protobuf missing (scripts/deps.sh installs them)"
+  test_summary; exit 0
 fi
-protoc --python_out="$T" -I tests tests/tb_event.proto || { echo "0 passed, 1 failed"; exit 1; }
-$L make-tiny --out "$T/model" --seed 3 >/dev/null 2>"$T/mk.err" || { cat "$T/mk.err"; echo "0 passed, 1 failed"; exit 1; }
+protoc --python_out="$T" -I tests tests/tb_event.proto || { bad "protoc failed"; test_summary; exit 1; }
+$L make-tiny --out "$T/model" --seed 3 >/dev/null 2>"$T/mk.err" || { bad "make-tiny: $(cat "$T/mk.err")"; test_summary; exit 1; }
 head -n 24 data/demo/words/train.jsonl > "$T/train.jsonl"
 head -n 6 data/demo/words/eval.jsonl > "$T/eval.jsonl"
 common=(model="$T/model" data.train="$T/train.jsonl" data.eval="$T/eval.jsonl" train.max_steps=6 train.batch_size=2

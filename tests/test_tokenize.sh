@@ -9,10 +9,11 @@ BUILD=${BUILD:-build}
 tmp="$BUILD/tmp/test_tokenize"
 rm -rf "$tmp" && mkdir -p "$tmp/model" "$tmp/broken"
 ln -s "$(cd "$TOKENIZER_DIR" && pwd)/tokenizer.json" "$tmp/model/tokenizer.json"
-cp "$TOKENIZER_DIR/tokenizer_config.json" "$tmp/model/" 2>/dev/null || true
 head -c 1000 "$TOKENIZER_DIR/tokenizer.json" > "$tmp/broken/tokenizer.json"
 M="$tmp/model"
 source tests/lib.sh
+# scripts/fetch_tokenizer.sh always fetches tokenizer_config.json next to tokenizer.json
+check "tokenizer_config.json copied" cp "$TOKENIZER_DIR/tokenizer_config.json" "$tmp/model/"
 expect_ids() {   # expect_ids NAME WANT -- command...: exit 0 printing exactly WANT
   local name=$1 want=$2; shift 3
   local got; got=$("$@" 2>"$tmp/err"); local rc=$?
@@ -45,17 +46,12 @@ got=$(printf 'a\xffb\xe2\x82' | "$LORAC" tokenize --model "$M"); rc=$?
 want=$("$LORAC" tokenize --model "$M" "$(printf 'a\xef\xbf\xbdb\xef\xbf\xbd')")
 if [ "$rc" -eq 0 ] && [ -n "$got" ] && [ "$got" = "$want" ]; then ok; else bad "invalid UTF-8: rc $rc, '$got' vs '$want'"; fi
 
-# errors: usage -> 2, runtime -> 1, one `error:` line naming the problem
-check_err() {   # check_err NAME RC PATTERN -- command...
-  local name=$1 want_rc=$2 pat=$3; shift 4
-  "$@" >"$tmp/out" 2>"$tmp/err" </dev/null; local rc=$?
-  if [ "$rc" -eq "$want_rc" ] && [ "$(wc -l <"$tmp/err")" -eq 1 ] && grep -q "^error: .*$pat" "$tmp/err" && [ ! -s "$tmp/out" ]; then ok
-  else bad "$name: rc $rc (want $want_rc), stderr '$(cat "$tmp/err")'"; fi
-}
-check_err no_model 2 "--model" -- "$LORAC" tokenize "hi"
-check_err bad_option 2 "--frobnicate" -- "$LORAC" tokenize --model "$M" --frobnicate "hi"
-check_err two_texts 2 "TEXT" -- "$LORAC" tokenize --model "$M" "a" "b"
-check_err no_tokenizer 1 "no tokenizer found" -- "$LORAC" tokenize --model "$tmp" "hi"
-check_err broken_json 1 "broken/tokenizer.json" -- "$LORAC" tokenize --model "$tmp/broken" "hi"
+# errors: usage -> 2, runtime -> 1, one `error:` line naming the problem, nothing on stdout
+T=$tmp   # expect_error keeps stdout and stderr in $T
+expect_error 2 no_model "--model" -- "$LORAC" tokenize "hi"
+expect_error 2 bad_option "--frobnicate" -- "$LORAC" tokenize --model "$M" --frobnicate "hi"
+expect_error 2 two_texts "TEXT" -- "$LORAC" tokenize --model "$M" "a" "b"
+expect_error 1 no_tokenizer "no tokenizer found" -- "$LORAC" tokenize --model "$tmp" "hi"
+expect_error 1 broken_json "broken/tokenizer.json" -- "$LORAC" tokenize --model "$tmp/broken" "hi"
 
 test_summary

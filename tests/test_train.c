@@ -66,7 +66,7 @@ static void test_trajectory(void) {
     }
     const float *ref_loss = fixture_f32(fx, "traj.loss", NULL), *ref_norm = fixture_f32(fx, "traj.grad_norm", NULL);
     double worst_loss = 0;
-    for (int n = 0; n < 30 && ref_loss; n++) {
+    for (int n = 0; n < 30 && ref_loss && ref_norm; n++) {
         const data_batch *b0 = &mb[(2 * n) % 4], *b1 = &mb[(2 * n + 1) % 4];
         float norm = (float)(b0->n_supervised + b1->n_supervised);
         double loss = 0, gn = 0;
@@ -102,6 +102,8 @@ static void test_save_load_roundtrip(void) {
     snprintf(a.cfg.base_model, sizeof a.cfg.base_model, "%s", MODEL);
     CHECK(lora_save(&a, dir) == 0, "save: %s", err_get());
     CHECK(lora_load(&b, &model.cfg, dir) == 0, "load: %s", err_get());
+    CHECK(b.params.total == a.params.total, "reloaded adapter has %lld values, saved %lld", (long long)b.params.total,
+          (long long)a.params.total);
     if (b.params.total == a.params.total)
         CHECK(!memcmp(a.params.data, b.params.data, (size_t)a.params.total * 4), "weights differ after reload");
     // reloaded adapter gives the same logits
@@ -120,9 +122,8 @@ static void test_save_load_roundtrip(void) {
 int main(void) {
     fx = fixture_load(FX);
     if (!fx || llama_load(MODEL, &model) != 0) {
-        printf("FAIL setup: %s\n", err_get());
-        printf("0 passed, 1 failed\n");
-        return 1;
+        test_fail("setup: %s", fx ? err_get() : "no fixture");
+        return test_summary();
     }
     RUN(test_step_gradients);
     RUN(test_trajectory);

@@ -7,7 +7,7 @@ L=${LORAC:-build/lorac}
 source tests/lib.sh
 T=$(scratch_dir train_cli)
 
-$L make-tiny --out "$T/model" --seed 7 >/dev/null 2>"$T/mk.err" || { cat "$T/mk.err"; echo "0 passed, 1 failed"; exit 1; }
+$L make-tiny --out "$T/model" --seed 7 >/dev/null 2>"$T/mk.err" || { bad "make-tiny: $(cat "$T/mk.err")"; test_summary; exit 1; }
 head -n 64 data/demo/train.jsonl > "$T/train.jsonl"
 head -n 8 data/demo/eval.jsonl > "$T/eval.jsonl"
 common=(model="$T/model" data.train="$T/train.jsonl" data.eval="$T/eval.jsonl" train.max_steps=12
@@ -47,16 +47,26 @@ check "resume exits 0" [ $? -eq 0 ]
 check "resume after Ctrl-C is byte-identical" cmp -s "$T/a/adapter_model.safetensors" "$T/b/adapter_model.safetensors"
 check "resumed optimizer state identical" cmp -s "$T/a/checkpoints/step_0000012/optimizer.safetensors" "$T/b/checkpoints/step_0000012/optimizer.safetensors"
 
-# 3. kill -9 mid-run, resume from the last complete checkpoint
+# 3. kill -9 mid-run, resume from the last complete checkpoint. Proven mid-run: the process
+# was still running when the signal was sent (kill -0, and it died of SIGKILL: status 137),
+# it had not written its final adapter, and its newest complete checkpoint was older than the
+# last step; the resumed run says it continues from exactly that checkpoint.
 $L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/c" train.save_every=2 >"$T/c.out" 2>"$T/c.err" &
 pid=$!
-for _ in $(seq 1 500); do
+for _ in $(seq 1 3000); do
   [ -n "$(ls "$T/c/checkpoints" 2>/dev/null | grep -v tmp)" ] && [ "$(grep -c '"loss"' "$T/c/metrics.jsonl" 2>/dev/null)" -ge 5 ] && break
   sleep 0.01
 done
-kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
+alive=0; kill -0 $pid 2>/dev/null && alive=1
+kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; rc=$?
+newest=$(ls "$T/c/checkpoints" 2>/dev/null | grep -E '^step_[0-9]{7}$' | sort | tail -1)
+check "kill -9 landed on a running process (alive $alive, status $rc)" [ $alive -eq 1 -a $rc -eq 137 ]
+check "killed before the end: no final adapter" [ ! -e "$T/c/adapter_model.safetensors" ]
+check "a checkpoint older than the last step existed at the kill ($newest)" \
+  [ -n "$newest" -a "$newest" != step_0000012 -a -s "$T/c/checkpoints/$newest/trainer_state.json" ]
 $L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/c" train.save_every=2 resume=true >"$T/c2.out" 2>"$T/c2.err"
 check "resume after kill -9 exits 0" [ $? -eq 0 ]
+check "the resumed run names that checkpoint" grep -q "^resume: continuing from $T/c/checkpoints/$newest " "$T/c2.err"
 check "resume after kill -9 is byte-identical" cmp -s "$T/a/adapter_model.safetensors" "$T/c/adapter_model.safetensors"
 
 # 4. lora.init continues from an adapter
@@ -71,17 +81,14 @@ rc=$?
 check "bad JSON exits 1" [ $rc -eq 1 ]
 check "bad JSON names file:line" grep -q "^error: .*bad.jsonl:2" "$T/e.err"
 printf '%s\n' '{"instruction": "a", "output": "b"}' '{"instruction": 3, "output": "b"}' '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]}' > "$T/bad2.jsonl"
-$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/f" data.train="$T/bad2.jsonl" >"$T/f.out" 2>"$T/f.err"
-check "wrong field type names the field" grep -q "^error: .*bad2.jsonl:2.*instruction" "$T/f.err"
+expect_error 1 "wrong field type names the field" "bad2.jsonl:2.*instruction" -- \
+  $L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/f" data.train="$T/bad2.jsonl"
 $L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/g" data.train="$T/bad2.jsonl" data.skip_bad_lines=true train.max_steps=1 >"$T/g.out" 2>"$T/g.err"
 check "skip_bad_lines runs and counts" grep -q "2 malformed skipped" "$T/g.err"
-$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/h" optim.lrr=1 >/dev/null 2>"$T/h.err"
-rc=$?
-check "unknown override key exits 1 with error" [ $rc -eq 1 ] && grep -q "^error: .*optim.lrr" "$T/h.err"
-$L train >/dev/null 2>"$T/i.err"
-check "missing config is a usage error (2)" [ $? -eq 2 ]
-$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/j" model="$T/nonexistent" >/dev/null 2>"$T/j.err"
-check "missing model names the path" grep -q "^error: .*nonexistent" "$T/j.err"
+expect_error 1 "unknown override key exits 1 with error naming it" "optim.lrr" -- \
+  $L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/h" optim.lrr=1
+expect 2 "missing config is a usage error (2)" -- $L train
+expect_error 1 "missing model names the path" "nonexistent" -- $L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/j" model="$T/nonexistent"
 
 # 6. prepared HDF5 data: same training as the JSONL; a file from another template is refused
 $L prepare configs/tiny-lora.yaml "${common[@]}" --out "$T/train.h5" >/dev/null 2>"$T/p.err"
@@ -89,8 +96,8 @@ check "prepare exits 0" [ $? -eq 0 ]
 $L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/k" data.train="$T/train.h5" >/dev/null 2>"$T/k.err"
 check "training on the prepared file equals training on the JSONL" cmp -s "$T/a/adapter_model.safetensors" "$T/k/adapter_model.safetensors"
 $L prepare configs/tiny-lora.yaml "${common[@]}" data.template=alpaca_classic --out "$T/classic.h5" >/dev/null 2>&1
-$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/l" data.train="$T/classic.h5" >/dev/null 2>"$T/l.err"
-check "prepared file from another template is refused" [ $? -eq 1 ] && grep -q "^error: .*classic.h5.*template" "$T/l.err"
+expect_error 1 "prepared file from another template is refused" "classic.h5.*template" -- \
+  $L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/l" data.train="$T/classic.h5"
 
 # 7. a diverging run stops with a clear message, keeps the last good checkpoint, writes no adapter
 $L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/n" optim.lr=1e30 optim.grad_clip=0 train.save_every=1 \
@@ -99,5 +106,18 @@ rc=$?
 check "non-finite loss/gradient exits 1 (got $rc)" [ $rc -eq 1 ]
 check "non-finite message" grep -q "^error: .*not finite" "$T/n.err"
 check "no final adapter after divergence" [ ! -e "$T/n/adapter_model.safetensors" ]
+# the last good checkpoint: the error names it, it is the only one (the failed step saved
+# nothing), it is complete, and it is resumable: resuming continues from it and meets the same
+# non-finite step again (same error), leaving it in place
+good=$(sed -n 's/.*last good checkpoint: \(.*\))$/\1/p' "$T/n.err")
+check "the error names the last good checkpoint ($good)" [ "$good" = "$T/n/checkpoints/step_0000001" ]
+check "the last good checkpoint is kept, and is the only one" [ "$(ls "$T/n/checkpoints" | tr '\n' ' ')" = "step_0000001 " ]
+check "the last good checkpoint is complete" [ -s "$good/adapter_model.safetensors" -a -s "$good/optimizer.safetensors" -a -s "$good/trainer_state.json" ]
+$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/n" optim.lr=1e30 optim.grad_clip=0 train.save_every=1 \
+    train.max_steps=6 resume=true >/dev/null 2>"$T/n2.err"
+rc=$?
+check "resuming from the last good checkpoint: named, same failure (exit $rc)" \
+  [ $rc -eq 1 -a "$(grep -c "^resume: continuing from $good " "$T/n2.err")" -eq 1 -a "$(grep '^error:' "$T/n2.err")" = "$(grep '^error:' "$T/n.err")" ]
+check "the last good checkpoint is still there" [ -s "$good/trainer_state.json" ]
 
 test_summary

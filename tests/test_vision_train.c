@@ -246,8 +246,8 @@ static void test_generate(void) {
 int main(void) {
     fx = fixture_load(FX);
     if (!fx || llama_load("tests/fixtures/train-tiny", &model) != 0 || siglip_load("tests/fixtures/tiny-siglip", &sig) != 0) {
-        printf("FAIL setup: %s\n0 passed, 1 failed\n", err_get());
-        return 1;
+        test_fail("setup: %s", err_get());
+        return test_summary();
     }
     RUN(test_projector_step);
     RUN(test_projector_lora_step);

@@ -12,8 +12,6 @@
 #include "tokenizer.h"
 #include "util.h"
 
-// cli_fail/cli_usage live in train/main.c, which test binaries do not link: weak references
-
 typedef struct tk_opts {
     int bos, chat;
     int32_t bos_id;

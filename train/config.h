@@ -1,7 +1,7 @@
 // config.h — the training config: a YAML file (configs/*.yaml) plus dotted `key=value`
 // overrides, parsed into a typed struct with defaults, validated, serialized to JSON for the
 // trainer state and reloaded from that JSON on resume. Every key and default is documented
-// in configs/README.md; the names follow CONTRACT.md "Train config".
+// in configs/README.md; the numerics are in docs/numerics.md.
 //
 //   cfg_train c;
 //   if (cfg_load(&c, "configs/tiny-lora.yaml", n, overrides) || cfg_validate(&c)) fail;
@@ -116,7 +116,7 @@ int cfg_from_json(cfg_train *c, const char *json, const char *what);
 // (config_path is not compared). For "config changed since the checkpoint" messages.
 const char *cfg_first_diff(const cfg_train *a, const cfg_train *b);
 
-// --- learning-rate schedule (CONTRACT.md "Train config")
+// --- learning-rate schedule (docs/numerics.md "Learning-rate schedule")
 
 // Warmup steps for a run of N optimizer steps: schedule.warmup_steps when > 0, else
 // ceil(warmup_ratio * N).

@@ -3,7 +3,7 @@
 // One optimizer step = grad_accum micro-batches. Each micro-batch runs the Llama forward on
 // the tape (LoRA slots active, dropout on), the fused lm-head cross-entropy over its
 // supervised rows divided by the step's total supervised tokens (so the step loss is the mean
-// over all its supervised tokens, as the contract fixes), and the tape backward, which
+// over all its supervised tokens, as docs/numerics.md "The loss" fixes), and the tape backward, which
 // accumulates into the adapter's gradient block. Then: global-norm clipping, the scheduled
 // learning rate, AdamW. Non-finite loss or gradients stop the run before the update.
 //

@@ -5,7 +5,7 @@
 // Legend (ag.h): n rows of a batch, P visual rows per image, Cv vision hidden size, Ct text
 // hidden size, m visual rows of a batch (P per image).
 //
-// Where an image goes (CONTRACT.md "Data formats"): a caption record is <|begin_of_text|>,
+// Where an image goes (docs/formats.md "Rendering"): a caption record is <|begin_of_text|>,
 // the P visual rows, the caption, <|end_of_text|>; a chat record has them where its user
 // message says `<image>`. Batches (data/batch.h) hold P rows with id -1 there; the visual
 // rows get the projector's outputs, every other row the token embedding.
@@ -123,7 +123,7 @@ vision_source vision_tower_source(vision_tower *v);
 // A source reading r->image_ref's row of a feature cache (`lorac prepare`).
 vision_source vision_cache_source(data_fc *fc);
 
-// --- perplexity with images (CONTRACT.md "Perplexity")
+// --- perplexity with images (docs/numerics.md "Perplexity")
 
 // As eval_perplexity, over the rows of each record with its P visual rows included
 // (windows of M rows, stride S, counting image rows; only supervised tokens are scored,
