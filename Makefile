@@ -25,6 +25,7 @@ TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TOKENIZER = .cache/tokenizer/tokenizer.json
 
 .PHONY: all deps tokenizer test bench bench-mpi asan fixtures demo demo-vision clean
+.PHONY: fuzz fuzz-build fuzz-seeds
 all: $(BUILD)/lorac
 
 # System packages (apt-get as root when something is missing) and the Llama 3 tokenizer.
@@ -45,6 +46,17 @@ $(BUILD)/tests/%: tests/%.c tests/test.h $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(LIB_OBJ) -o $@ $(LDLIBS)
 
+# The fuzz harnesses (tests/fuzz/fuzz_*.c) replayed under gcc: each is compiled with its entry
+# point renamed and linked into one test program that feeds it the committed corpus/regressions.
+FUZZ_NAMES  = $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_REPLAY = $(FUZZ_NAMES:%=$(BUILD)/tests/fuzz/replay_%.o)
+$(BUILD)/tests/fuzz/replay_%.o: tests/fuzz/fuzz_%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/fuzz -DFUZZ_REPLAY_NAME=fuzz_one_$* -c $< -o $@
+$(BUILD)/tests/test_fuzz_replay: tests/test_fuzz_replay.c tests/test.h $(FUZZ_REPLAY) $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(FUZZ_REPLAY) $(LIB_OBJ) -o $@ $(LDLIBS)
+
 test: deps
 	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac $(TEST_BIN)
 	@BUILD=$(BUILD) bash tests/run.sh
@@ -52,6 +64,27 @@ test: deps
 asan:
 	@$(MAKE) --no-print-directory test BUILD=build-asan OPT="-O1 -g -march=native" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+
+# libFuzzer: every harness built with clang -fsanitize=fuzzer,address,undefined (build-fuzz/) and
+# run FUZZ_TIME seconds (default 60) on a copy of its corpus; see scripts/fuzz.sh.
+FUZZ_BUILD = build-fuzz
+FUZZ_SAN   = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+fuzz: deps
+	@$(MAKE) --no-print-directory fuzz-build
+	@FUZZ_BUILD=$(FUZZ_BUILD) bash scripts/fuzz.sh $(FUZZ_NAMES)
+fuzz-build:
+	@$(MAKE) --no-print-directory $(FUZZ_NAMES:%=$(FUZZ_BUILD)/fuzz_%) BUILD=$(FUZZ_BUILD) CC=clang \
+	    OPT="-O1 -g -march=native -Wno-unknown-attributes -Wno-unknown-pragmas" \
+	    SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link"
+$(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_OBJ)
+	$(CC) $(CFLAGS) -Itests/fuzz -fsanitize=fuzzer $< $(LIB_OBJ) -o $@ $(LDLIBS)
+# Regenerates the seeds that lorac itself must write (HDF5 files, adapters): tests/fuzz/gen_seeds.c.
+fuzz-seeds: $(BUILD)/tests/fuzz/gen_seeds
+	@mkdir -p tests/fuzz/corpus/h5data tests/fuzz/corpus/featcache tests/fuzz/corpus/lora
+	$(BUILD)/tests/fuzz/gen_seeds
+$(BUILD)/tests/fuzz/gen_seeds: tests/fuzz/gen_seeds.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/fuzz $< $(LIB_OBJ) -o $@ $(LDLIBS)
 
 # make bench [ROWS="lora eval siglip"] [ITERS=5] [PRECISIONS="fp32 bf16"]: lorac beside PyTorch
 # (scripts/bench.sh; runs under /tmp/lorac-heavy.lock, about 20 minutes on 2 cores)
@@ -77,6 +110,6 @@ fixtures:
 	set -e; for g in tests/gen_*.py; do echo "== $$g"; /usr/bin/python3 $$g; done
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -112,4 +112,10 @@ int file_hash64(const char *path, uint64_t *out);   // -1 + err_set on I/O failu
 // --- time
 double now_seconds(void);   // monotonic clock
 
+// --- JSON limits
+// The deepest nesting of [ and { in JSON text s[0..n) (string contents skipped). Parsers whose
+// JSON library refuses deep nesting (cJSON: CJSON_NESTING_LIMIT levels) use it to name that limit
+// in their message instead of a bare "not valid JSON".
+int json_max_depth(const char *s, size_t n);
+
 #endif

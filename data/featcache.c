@@ -405,9 +405,12 @@ static int read_ident(data_fc *fc, const data_fc_ident *expect) {
     free(s);
     const char *ints[] = {"select_layer", "image_size", "patch_size", "num_patches", "hidden_size"};
     int *dst[] = {&id->select_layer, &id->image_size, &id->patch_size, &id->num_patches, &id->hidden_size};
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 5; i++) {   // select_layer may be negative; sizes are positive (limit: 1<<20)
         double v;
         if (attr_read_num(f, p, ints[i], 1, &v)) return -1;
+        if (!(v == floor(v) && v >= (i ? 1 : -(1 << 20)) && v <= (1 << 20)))
+            return err_set("%s: attribute '%s': expected an integer in [%d, %d], found %g (%s)", p, ints[i],
+                           i ? 1 : -(1 << 20), 1 << 20, v, FC_HINT);
         *dst[i] = (int)v;
     }
     double v3[3], r;
@@ -465,6 +468,7 @@ static int read_images(data_fc *fc) {
                 (long long)fc->n, (long long)n, FC_HINT);
         goto done;
     }
+    if (h5u_check_extent(d, p, "images", n, sizeof(char *), FC_HINT)) goto done;
     fc->refs = xcalloc(n ? n : 1, sizeof *fc->refs);
     char **tmp = xcalloc(n ? n : 1, sizeof *tmp);
     hid_t mt = h5u_vlen_utf8();
@@ -509,6 +513,7 @@ data_fc *data_fc_open(const char *path, const data_fc_ident *expect) {
         h5u_fail("%s: not an HDF5 file (corrupt or truncated? %s)", path, FC_HINT);
         goto fail;
     }
+    if (h5u_check_heaps(path, FC_HINT)) goto fail;   // one read of the file: at most one epoch's reading
     hid_t fapl = h5u_file_access();
     fc->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
@@ -538,6 +543,9 @@ data_fc *data_fc_open(const char *path, const data_fc_ident *expect) {
                 (unsigned long long)dims[0], (unsigned long long)dims[1], (unsigned long long)dims[2], FC_HINT);
         goto fail;
     }
+    uint64_t nfeat;   // dims[1], dims[2] <= 1<<20 (checked above); dims[0] comes from the file
+    if (__builtin_mul_overflow((uint64_t)dims[0], (uint64_t)dims[1] * dims[2], &nfeat)) nfeat = UINT64_MAX;
+    if (h5u_check_extent(fc->d_feat, path, "features", nfeat, sizeof(float), FC_HINT)) goto fail;
     fc->n = (int64_t)dims[0];
     hsize_t count[3] = {1, dims[1], dims[2]};
     fc->mspace = H5Screate_simple(3, count, NULL);

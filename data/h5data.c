@@ -353,6 +353,7 @@ static int open_1d(const h5_in *in, const char *name, size_t size, H5T_sign_t si
     int rc = 1;
     if (!ok) rc = err_set("%s: dataset '%s': expected %s, found %s", in->path, name, want, type_name(t, tn));
     else if (rank != 1) rc = err_set("%s: dataset '%s': expected 1 dimension, found %d", in->path, name, rank);
+    else if (h5u_check_extent(ds, in->path, name, dim, size ? size : sizeof(char *), HINT)) rc = -1;
     H5Tclose(t);
     H5Sclose(sp);
     if (rc < 0) {
@@ -608,6 +609,7 @@ int data_h5_load(data_set *ds, const char *path, const tok_tokenizer *tok, const
         return err_set("%s: not an HDF5 file (no HDF5 signature; JSONL data should not be named .h5/.hdf5)",
                        path);
     }
+    if (h5u_check_heaps(path, HINT)) return -1;
     hid_t fapl = h5u_file_access();
     h5_in in = {H5Fopen(path, H5F_ACC_RDONLY, fapl), path};
     H5Pclose(fapl);

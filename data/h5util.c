@@ -1,10 +1,13 @@
 // h5util.c — HDF5 helpers shared by h5data.c and featcache.c (see h5util.h).
+#define _GNU_SOURCE   // memmem
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "h5util.h"
@@ -161,6 +164,62 @@ hid_t h5u_create_1d(hid_t file, const char *name, hid_t type, hsize_t chunk, int
     H5Pclose(dcpl);
     H5Sclose(sp);
     return d;
+}
+
+int h5u_check_extent(hid_t ds, const char *path, const char *name, uint64_t nelem, size_t elem_size,
+                     const char *hint) {
+    uint64_t need;
+    if (__builtin_mul_overflow(nelem, (uint64_t)elem_size, &need)) need = UINT64_MAX;
+    uint64_t stored = (uint64_t)H5Dget_storage_size(ds);
+    if (need <= stored * H5U_MAX_INFLATE + 4096) return 0;
+    H5Eclear2(H5E_DEFAULT);
+    return err_set("%s: dataset '%s': %llu values (%llu bytes), but the file stores %llu bytes for it (at most %d "
+                   "times that; corrupt file? %s)",
+                   path, name, (unsigned long long)nelem, (unsigned long long)need, (unsigned long long)stored,
+                   H5U_MAX_INFLATE, hint);
+}
+
+static uint64_t le_u64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+int h5u_check_heaps(const char *path, const char *hint) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return err_set("%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || sb.st_size < 16) {
+        close(fd);
+        return 0;   // H5Fopen reports what is wrong
+    }
+    size_t len = (size_t)sb.st_size;
+    const unsigned char *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) return err_set("%s: cannot map: %s", path, strerror(errno));
+    madvise((void *)map, len, MADV_SEQUENTIAL);
+    int rc = 0;
+    // collection: "GCOL", version 1, 3 reserved, size (8 bytes, header included); then objects:
+    // index (2), reference count (2), reserved (4), size (8), data padded to 8; index 0 = free space
+    for (const unsigned char *g = map; rc == 0 && (g = memmem(g, len - (size_t)(g - map), "GCOL", 4)); g += 4) {
+        size_t at = (size_t)(g - map);
+        if (len - at < 16 || g[4] != 1) continue;
+        uint64_t size = le_u64(g + 8), end = size < len - at ? size : len - at;   // HDF5 fails reading past EOF
+        for (uint64_t p = 16; p + 16 <= end;) {
+            unsigned idx = g[p] | (unsigned)g[p + 1] << 8;
+            uint64_t osz = le_u64(g + p + 8);
+            uint64_t need = idx ? 16 + ((osz + 7) & ~(uint64_t)7) : osz;
+            if (need == 0 || osz > (UINT64_MAX >> 1)) {
+                rc = err_set("%s: corrupt HDF5 global heap at byte %zu: object %u has size %llu (%s)", path,
+                             at + (size_t)p, idx, (unsigned long long)osz, hint);
+                break;
+            }
+            if (need > end - p) break;   // HDF5's walk ends past the collection
+            p += need;
+        }
+    }
+    munmap((void *)map, len);
+    return rc;
 }
 
 int h5u_append_1d(hid_t d, hid_t mt, int64_t at, int64_t n, const void *buf) {

@@ -47,6 +47,24 @@ int h5u_attr_read_str(hid_t loc, const char *path, const char *name, const char 
 int h5u_attr_read_num(hid_t loc, const char *path, const char *name, int n, hid_t mem_type, const char *want,
                       const char *hint, void *out);
 
+// --- limits on hostile files
+
+// Deflate inflates at most ~1032:1; a dataset never holds more than this many bytes per stored byte.
+#define H5U_MAX_INFLATE 1100
+// Checks a dataset's logical size (nelem values of elem_size bytes) against the bytes the file
+// stores for it, before a reader allocates and fills that much: a crafted extent must give an
+// error, not a multi-GB allocation. 0, or -1 + err_set "PATH: dataset 'NAME': N values (B bytes),
+// but the file stores S bytes for it (at most H5U_MAX_INFLATE x S; corrupt file? HINT)".
+int h5u_check_extent(hid_t ds, const char *path, const char *name, uint64_t nelem, size_t elem_size,
+                     const char *hint);
+
+// libhdf5 1.10 loops forever decoding a global heap collection (the storage of variable-length
+// strings) whose object header says index 0 and size 0, and walks off its buffer when an object
+// size wraps the pointer. One pass over the file (mmap + memmem for the "GCOL" signature) replays
+// HDF5's object walk for every collection before the file is opened. 0, or -1 + err_set
+// "PATH: corrupt HDF5 global heap at byte N (HINT)".
+int h5u_check_heaps(const char *path, const char *hint);
+
 // --- extendible 1-D datasets
 
 // Creates an empty 1-D dataset of `type` with unlimited size, chunks of `chunk` elements, no

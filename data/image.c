@@ -221,8 +221,8 @@ static uint32_t be32(const unsigned char *p) {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static int check_png(const char *name, const unsigned char *d, size_t len, unsigned char **fixed,
-                     size_t *fixed_len) {
+static int check_png(const char *name, const unsigned char *d, size_t len, int64_t max_pixels,
+                     unsigned char **fixed, size_t *fixed_len) {
     *fixed = NULL;
     size_t pos = 8, last_end = 8;
     int seen_idat = 0;
@@ -243,6 +243,10 @@ static int check_png(const char *name, const unsigned char *d, size_t len, unsig
         }
         if (!seen_idat && png_crc(d + pos + 4, (size_t)n + 4) != be32(d + pos + 8 + n))
             return err_set("%s: corrupt PNG: bad CRC in chunk '%s' at byte %zu", name, type, pos);
+        // the size in a sound IHDR (PIL checks the CRC first): a zero or huge size gets the message
+        // every format gives, before stb_image's own
+        if (!memcmp(type, "IHDR", 4) && n >= 8 && check_pixels(name, be32(d + pos + 8), be32(d + pos + 12), max_pixels))
+            return -1;
         pos += 12 + (size_t)n;
         last_end = pos;
         if (!memcmp(type, "IEND", 4)) return 0;
@@ -270,7 +274,24 @@ static int decode_bmp16(const char *name, const unsigned char *d, size_t len, in
     int bpp = d[28] | d[29] << 8;
     if (hsz >= 40 && (comp == 1 || comp == 2))
         return err_set("%s: unsupported: RLE-compressed BMP; convert it to PNG", name);
-    if (hsz < 40 || bpp != 16) return 1;
+    if (hsz != 12 && hsz < 40) return 1;   // stb_image names the odd header
+    if (hsz == 12 || bpp != 16) {
+        // stb_image decodes a BMP whose pixel rows are cut short without an error (zeros); PIL
+        // refuses it ("image file is truncated"): check the uncompressed pixel data is all there
+        int64_t bw = hsz == 12 ? (int16_t)(d[18] | d[19] << 8) : (int32_t)le32(d + 18);
+        int64_t bh = hsz == 12 ? (int16_t)(d[20] | d[21] << 8) : (int32_t)le32(d + 22);
+        int bits = hsz == 12 ? d[24] | d[25] << 8 : bpp;
+        if (bh < 0) bh = -bh;
+        if (check_pixels(name, bw, bh, max_pixels)) return -1;
+        if (hsz == 12 || comp == 0 || comp == 3) {
+            uint64_t stride = ((uint64_t)bw * (uint64_t)bits + 31) / 32 * 4;
+            uint64_t need = (uint64_t)off + stride * (uint64_t)bh;
+            if (need > len)
+                return err_set("%s: truncated BMP: %zu bytes, the pixel data needs %llu", name, len,
+                               (unsigned long long)need);
+        }
+        return 1;
+    }
     int32_t w = (int32_t)le32(d + 18), hh = (int32_t)le32(d + 22);
     int topdown = hh < 0;
     int64_t h = topdown ? -(int64_t)hh : hh;
@@ -497,7 +518,7 @@ int img_decode_rgb(const char *name, const unsigned char *d, size_t len, int64_t
     if (len >= 8 && !memcmp(d, "\x89PNG\r\n\x1a\n", 8)) {
         unsigned char *fixed;
         size_t flen;
-        if (check_png(name, d, len, &fixed, &flen)) return -1;
+        if (check_png(name, d, len, max_pixels, &fixed, &flen)) return -1;
         int rc = decode_stb(name, "PNG", fixed ? fixed : d, fixed ? flen : len, max_pixels, out);
         free(fixed);
         return rc;

@@ -430,6 +430,56 @@ static int build_record(ctx *c, const cJSON *obj, data_record *rec) {
     return rc;
 }
 
+// cJSON decodes \u0000 into a NUL that ends its C strings, which would silently cut a text (or
+// an image path) short. Finds the first string value (or key) of a valid JSON text holding the
+// escape \u0000 and writes its path ("messages[1].content") to path[cap]; 0 when there is none.
+static int find_nul_escape(const char *t, size_t n, char *path, size_t cap) {
+    enum { MAXD = 32 };
+    struct { int obj, index; char key[48]; } st[MAXD];
+    int d = -1, want_key = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = t[i];
+        if (ch == '{' || ch == '[') {
+            d++;
+            if (d < MAXD) st[d].obj = ch == '{', st[d].index = 0, st[d].key[0] = 0;
+            want_key = ch == '{';
+        } else if (ch == '}' || ch == ']') {
+            d--;
+            want_key = 0;
+        } else if (ch == ',') {
+            if (d >= 0 && d < MAXD && !st[d].obj) st[d].index++;
+            want_key = d >= 0 && d < MAXD && st[d].obj;
+        } else if (ch == ':') {
+            want_key = 0;
+        } else if (ch == '"') {
+            size_t b = ++i;
+            int nul = 0;
+            for (; i < n && t[i] != '"'; i++)
+                if (t[i] == '\\') {
+                    nul |= i + 5 < n && !memcmp(t + i + 1, "u0000", 5);
+                    i++;
+                }
+            int is_key = want_key;
+            if (is_key && d >= 0 && d < MAXD) {
+                size_t kl = i - b < sizeof st[d].key - 1 ? i - b : sizeof st[d].key - 1;
+                memcpy(st[d].key, t + b, kl);
+                st[d].key[kl] = 0;
+            }
+            if (nul) {
+                size_t at = 0;
+                path[0] = 0;
+                for (int k = 0; k <= d && k < MAXD && at < cap; k++) {
+                    if (st[k].obj) at += (size_t)snprintf(path + at, cap - at, "%s%s", k ? "." : "", st[k].key);
+                    else at += (size_t)snprintf(path + at, cap - at, "[%d]", st[k].index);
+                }
+                if (is_key && at < cap) snprintf(path + at, cap - at, " (a key)");
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 // As data_record_from_json; *fatal set for configuration errors (never skipped).
 static int record_from_json(data_reader *rd, const char *text, size_t len, int64_t line, data_record *rec,
                             int *fatal) {
@@ -454,6 +504,8 @@ static int record_from_json(data_reader *rd, const char *text, size_t len, int64
     if (!obj) {
         const char *at = cJSON_GetErrorPtr();
         long long col = at && at >= text && at <= text + len ? (long long)(at - text + 1) : 0;
+        if (json_max_depth(text, len) >= CJSON_NESTING_LIMIT)
+            return CTX_ERR(&c, "the JSON nests deeper than %d levels (the limit)", CJSON_NESTING_LIMIT);
         return CTX_ERR(&c, "not valid JSON (error near column %lld; each line must hold one JSON object)", col);
     }
     if (!cJSON_IsObject(obj)) {
@@ -463,6 +515,12 @@ static int record_from_json(data_reader *rd, const char *text, size_t len, int64
                                             : "");
         cJSON_Delete(obj);
         return rc;
+    }
+    char npath[256];
+    if (memmem(text, len, "\\u0000", 6) && find_nul_escape(text, len, npath, sizeof npath)) {
+        cJSON_Delete(obj);
+        return CTX_ERR(&c, "field '%s': the string holds \\u0000 (a NUL character), which text and paths "
+                           "cannot contain", npath);
     }
     int rc = build_record(&c, obj, rec);
     cJSON_Delete(obj);
@@ -611,6 +669,17 @@ int data_reader_next(data_reader *rd, data_record *rec) {
 }
 
 // --- data sets
+
+int data_set_check_vocab(const data_set *ds, int vocab_size, const char *model_dir) {
+    for (int64_t i = 0; i < ds->n; i++)
+        for (int64_t k = 0; k < ds->r[i].n; k++)
+            if (ds->r[i].ids[k] < 0 || ds->r[i].ids[k] >= vocab_size)
+                return err_set("%s:%lld: token id %d is outside the model's vocabulary (vocab_size %d in "
+                               "%s/config.json): the tokenizer in %s does not match the model",
+                               ds->path ? ds->path : "data", (long long)ds->r[i].line, ds->r[i].ids[k], vocab_size,
+                               model_dir, model_dir);
+    return 0;
+}
 
 void data_set_push(data_set *ds, data_record *rec) {
     if (ds->n == ds->cap) {

@@ -108,5 +108,9 @@ int data_load(data_set *ds, const char *path, const tok_tokenizer *tok, const da
 // Appends a record (takes ownership of rec's memory), e.g. when reading a prepared HDF5 file.
 void data_set_push(data_set *ds, data_record *rec);
 void data_set_free(data_set *ds);
+// Every token id is inside the model's vocabulary (a tokenizer that does not match the model gives
+// larger ids). -1 + err_set "FILE:LINE: token id I is outside the model's vocabulary (vocab_size V in
+// MODEL/config.json): the tokenizer in MODEL does not match the model".
+int data_set_check_vocab(const data_set *ds, int vocab_size, const char *model_dir);
 
 #endif

@@ -42,7 +42,7 @@ static void on_progress(void *user, int64_t done, int64_t total, const eval_resu
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *adapter = NULL, *vision = NULL, *proj_dir = NULL, *format = "auto",
                *template_ = "llama3";
-    int64_t M = 1024, S = 512, batch_rows = 0;
+    int64_t M = 1024, S = -1, batch_rows = 0;   // S default: M / 2 (512 for the default M)
     int json = 0;
     ag_precision precision = AG_PREC_FP32;
     for (int i = 1; i < argc; i++) {
@@ -76,6 +76,7 @@ int cmd_eval(int argc, char **argv) {
     }
     if (!model) return cli_usage("eval", "--model DIR is required");
     if (!data) return cli_usage("eval", "--data FILE is required");
+    if (S < 0) S = M / 2;
     if (S > M) return cli_usage("eval", "--stride (%lld) must not exceed --max-length (%lld)", (long long)S, (long long)M);
     if ((vision != NULL) != (proj_dir != NULL)) return cli_usage("eval", "--vision and --projector go together");
     int status = 1;
@@ -98,7 +99,7 @@ int cmd_eval(int argc, char **argv) {
     o.template_ = template_;
     o.num_patches = vision && !has_xa ? projector_rows(&proj) : 0;
     o.image_outside = has_xa;
-    if (data_load_any(&ds, data, tok, &o) != 0) goto out;
+    if (data_load_any(&ds, data, tok, &o) != 0 || data_set_check_vocab(&ds, m.cfg.vocab_size, model) != 0) goto out;
     if (!batch_rows) batch_rows = M > 2048 ? M : 2048;
     int64_t hint = (int64_t)m.cfg.num_layers * (12 * (int64_t)m.cfg.hidden_size + 5 * (int64_t)m.cfg.intermediate_size) * 4;
     if (ag_ctx_init(&c, (size_t)(batch_rows * (int64_t)(m.cfg.hidden_size * 16 + m.cfg.intermediate_size * 4) * 4 + hint + ((int64_t)1 << 28))) != 0)

@@ -3,6 +3,7 @@
 #include "hfconfig.h"
 
 #include <cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,7 +51,19 @@ static int jint(const jctx *j, const char *key, int required, int def, int lo, i
     return 0;
 }
 
-// A finite number > 0 (or >= 0 when allow_zero).
+// A model size (layers, widths, heads, vocabulary, image size): an integer in [lo, HF_MAX_DIM].
+// Real checkpoints stay far below the limit; a larger value is a corrupt or hostile file that
+// would otherwise size allocations before the weights are checked.
+#define HF_MAX_DIM (1 << 24)
+static int jdim(const jctx *j, const char *key, int required, int def, int *out) {
+    if (jint(j, key, required, def, 1, out)) return -1;
+    if (*out > HF_MAX_DIM)
+        return err_set("%s: key '%s%s': expected at most %d (the limit on model sizes), found %d", j->path,
+                       j->prefix, key, HF_MAX_DIM, *out);
+    return 0;
+}
+
+// A finite number > 0 (or >= 0 when allow_zero) that fits a float (a larger one would become inf).
 static int jfloat(const jctx *j, const char *key, int required, float def, int allow_zero, float *out) {
     const cJSON *v = jget(j, key);
     if (!v) {
@@ -60,11 +73,11 @@ static int jfloat(const jctx *j, const char *key, int required, float def, int a
         return 0;
     }
     double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
-    if (!isfinite(d) || d < 0 || (d == 0 && !allow_zero)) {
+    if (!isfinite(d) || d < 0 || (d == 0 && !allow_zero) || d > FLT_MAX) {
         char buf[128];
         brief(v, buf, sizeof buf);
-        return err_set("%s: key '%s%s': expected a positive number, found %s", j->path, j->prefix, key,
-                       buf);
+        return err_set("%s: key '%s%s': expected a positive number%s, found %s", j->path, j->prefix, key,
+                       d > FLT_MAX ? " within the float range (at most 3.4e38)" : "", buf);
     }
     *out = (float)d;
     return 0;
@@ -110,6 +123,8 @@ static cJSON *load_json(const char *path) {
     if (!root || !cJSON_IsObject(root)) {
         size_t at = root ? 0 : (size_t)((end ? end : cJSON_GetErrorPtr()) - txt);
         if (root) err_set("%s: expected a JSON object at the top level", path);
+        else if (json_max_depth(txt, strlen(txt)) >= CJSON_NESTING_LIMIT)
+            err_set("%s: the JSON nests deeper than %d levels (the limit)", path, CJSON_NESTING_LIMIT);
         else err_set("%s: not valid JSON (error near byte %zu)", path, at);
         cJSON_Delete(root);
         free(txt);
@@ -154,6 +169,8 @@ int hf_llama_config_parse(const char *json, const char *path, hf_llama_config *c
     cJSON *root = cJSON_Parse(json);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
+        if (!root && json_max_depth(json, strlen(json)) >= CJSON_NESTING_LIMIT)
+            return err_set("%s: the JSON nests deeper than %d levels (the limit)", path, CJSON_NESTING_LIMIT);
         return err_set("%s: not a valid JSON object", path);
     }
     jctx j = {root, path, ""};
@@ -165,18 +182,18 @@ int hf_llama_config_parse(const char *json, const char *path, hf_llama_config *c
                 mt);
         goto done;
     }
-    if (jint(&j, "vocab_size", 1, 0, 1, &c->vocab_size) || jint(&j, "hidden_size", 1, 0, 1, &c->hidden_size) ||
-        jint(&j, "intermediate_size", 1, 0, 1, &c->intermediate_size) ||
-        jint(&j, "num_hidden_layers", 1, 0, 1, &c->num_layers) ||
-        jint(&j, "num_attention_heads", 1, 0, 1, &c->num_heads) ||
-        jint(&j, "num_key_value_heads", 0, c->num_heads, 1, &c->num_kv_heads))
+    if (jdim(&j, "vocab_size", 1, 0, &c->vocab_size) || jdim(&j, "hidden_size", 1, 0, &c->hidden_size) ||
+        jdim(&j, "intermediate_size", 1, 0, &c->intermediate_size) ||
+        jdim(&j, "num_hidden_layers", 1, 0, &c->num_layers) ||
+        jdim(&j, "num_attention_heads", 1, 0, &c->num_heads) ||
+        jdim(&j, "num_key_value_heads", 0, c->num_heads, &c->num_kv_heads))
         goto done;
     if (c->hidden_size % c->num_heads) {
         err_set("%s: key 'hidden_size' (%d) is not divisible by 'num_attention_heads' (%d)", path,
                 c->hidden_size, c->num_heads);
         goto done;
     }
-    if (jint(&j, "head_dim", 0, c->hidden_size / c->num_heads, 1, &c->head_dim)) goto done;
+    if (jdim(&j, "head_dim", 0, c->hidden_size / c->num_heads, &c->head_dim)) goto done;
     if (c->head_dim % 2) {
         err_set("%s: key 'head_dim' is %d, expected an even number (RoPE rotates pairs)", path, c->head_dim);
         goto done;
@@ -349,12 +366,12 @@ int hf_siglip_config_load(const char *dir, hf_siglip_config *c) {
                 path, mt);
         goto done;
     }
-    if (jint(&j, "hidden_size", 0, 768, 1, &c->hidden_size) ||
-        jint(&j, "intermediate_size", 0, 3072, 1, &c->intermediate_size) ||
-        jint(&j, "num_hidden_layers", 0, 12, 1, &c->num_layers) ||
-        jint(&j, "num_attention_heads", 0, 12, 1, &c->num_heads) ||
-        jint(&j, "num_channels", 0, 3, 1, &c->num_channels) || jint(&j, "image_size", 0, 224, 1, &c->image_size) ||
-        jint(&j, "patch_size", 0, 16, 1, &c->patch_size) ||
+    if (jdim(&j, "hidden_size", 0, 768, &c->hidden_size) ||
+        jdim(&j, "intermediate_size", 0, 3072, &c->intermediate_size) ||
+        jdim(&j, "num_hidden_layers", 0, 12, &c->num_layers) ||
+        jdim(&j, "num_attention_heads", 0, 12, &c->num_heads) ||
+        jdim(&j, "num_channels", 0, 3, &c->num_channels) || jdim(&j, "image_size", 0, 224, &c->image_size) ||
+        jdim(&j, "patch_size", 0, 16, &c->patch_size) ||
         jfloat(&j, "layer_norm_eps", 0, 1e-6f, 0, &c->layer_norm_eps) ||
         jstr(&j, "hidden_act", "gelu_pytorch_tanh", c->hidden_act, sizeof c->hidden_act))
         goto done;
@@ -378,7 +395,19 @@ int hf_siglip_config_load(const char *dir, hf_siglip_config *c) {
                 j.prefix, c->hidden_act);
         goto done;
     }
-    c->num_patches = (c->image_size / c->patch_size) * (c->image_size / c->patch_size);
+    // patches per image: (image_size / patch_size)^2 in 64 bits (a huge image_size overflowed int)
+    int64_t side = c->image_size / c->patch_size;
+    if (c->image_size > SIGLIP_MAX_IMAGE) {
+        err_set("%s: key '%simage_size' is %d, over the limit of %d pixels per side", path, j.prefix, c->image_size,
+                SIGLIP_MAX_IMAGE);
+        goto done;
+    }
+    if (side * side > SIGLIP_MAX_PATCHES) {
+        err_set("%s: key '%simage_size' (%d) / 'patch_size' (%d) gives %lld patches per image, over the limit "
+                "of %d", path, j.prefix, c->image_size, c->patch_size, (long long)(side * side), SIGLIP_MAX_PATCHES);
+        goto done;
+    }
+    c->num_patches = (int)(side * side);
     c->resize_size = c->image_size;
     c->rescale_factor = 1.0f / 255.0f;
     for (int k = 0; k < 3; k++) c->image_mean[k] = c->image_std[k] = 0.5f;
@@ -399,13 +428,18 @@ int hf_siglip_config_load(const char *dir, hf_siglip_config *c) {
         for (int a = 0; a < 2; a++) {
             const cJSON *v = jget(&p, names[a]);
             if (!v) continue;
+            if (cJSON_IsNumber(v) && !(fabs(v->valuedouble) <= FLT_MAX)) {
+                err_set("%s: key '%s': expected a number within the float range, found %g", ppath, names[a],
+                        v->valuedouble);
+                goto done;
+            }
             if (cJSON_IsNumber(v)) {
                 for (int k = 0; k < 3; k++) dst[a][k] = (float)v->valuedouble;
             } else if (cJSON_IsArray(v) && cJSON_GetArraySize(v) == 3) {
                 for (int k = 0; k < 3; k++) {
                     const cJSON *e = cJSON_GetArrayItem(v, k);
-                    if (!cJSON_IsNumber(e)) {
-                        err_set("%s: key '%s[%d]': expected a number", ppath, names[a], k);
+                    if (!cJSON_IsNumber(e) || !(fabs(e->valuedouble) <= FLT_MAX)) {
+                        err_set("%s: key '%s[%d]': expected a number within the float range", ppath, names[a], k);
                         goto done;
                     }
                     dst[a][k] = (float)e->valuedouble;
@@ -433,7 +467,7 @@ int hf_siglip_config_load(const char *dir, hf_siglip_config *c) {
                 err_set("%s: key 'size': expected {\"height\": N, \"width\": N}", ppath);
                 goto done;
             }
-            if (jint(&s, "height", 1, 0, 1, &hgt) || jint(&s, "width", 1, 0, 1, &wid)) goto done;
+            if (jdim(&s, "height", 1, 0, &hgt) || jdim(&s, "width", 1, 0, &wid)) goto done;
             if (hgt != wid) {
                 err_set("%s: key 'size' is %dx%d; only square sizes are supported", ppath, hgt, wid);
                 goto done;
@@ -483,6 +517,9 @@ int hf_llama_check_weights(const st_model *m, const hf_llama_config *c) {
                  {"post_attention_layernorm.weight", C, 0}};
         for (size_t k = 0; k < sizeof w / sizeof w[0]; k++) {
             snprintf(n, sizeof n, "model.layers.%d.%s", l, w[k].k);
+            if (k == 0 && l > 0 && !st_find(m, n))   // the layer count is checked here, before any allocation
+                return err_set("%s: config.json has num_hidden_layers %d, but the weights hold only %d layers (no "
+                               "tensor '%s')", st_path(m), c->num_layers, l, n);
             if (check2(m, n, w[k].a, w[k].b)) return -1;
         }
     }

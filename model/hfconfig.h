@@ -29,6 +29,9 @@ int hf_llama_config_load(const char *dir, hf_llama_config *cfg);
 // Parses config JSON text (`path` is used in messages only).
 int hf_llama_config_parse(const char *json, const char *path, hf_llama_config *cfg);
 
+#define SIGLIP_MAX_IMAGE 8192          // image_size (pixels per side) at most
+#define SIGLIP_MAX_PATCHES (1 << 16)   // patches per image: (image_size / patch_size)^2 (SigLIP-so400m/384: 729)
+
 typedef struct hf_siglip_config {   // vision part (SiglipVisionModel config, or vision_config of SiglipModel)
     int hidden_size, intermediate_size, num_layers, num_heads, image_size, patch_size, num_channels;
     float layer_norm_eps; char hidden_act[32];

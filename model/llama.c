@@ -129,6 +129,11 @@ int llama_load_precision(const char *dir, llama_model *m, ag_precision precision
     m->precision = precision;
     if (hf_llama_config_load(dir, &m->cfg) != 0) return -1;
     if (check_config(dir, &m->cfg) != 0) return -1;
+    st_model *st = st_open(dir);   // sizes from config.json are checked against the weights before allocating
+    if (!st || hf_llama_check_weights(st, &m->cfg) != 0) {
+        st_close(st);
+        return -1;
+    }
     m->dir = xstrdup(dir);
     m->w.layers = xcalloc((size_t)m->cfg.num_layers, sizeof *m->w.layers);
     m->inv_freq = xmalloc((size_t)(m->cfg.head_dim / 2) * sizeof(float));
@@ -139,11 +144,11 @@ int llama_load_precision(const char *dir, llama_model *m, ag_precision precision
         free(src);
         src = path_join(dir, "model.safetensors.index.json");
     }
-    loader L = {.st = st_open(dir), .src = src, .bf16 = precision == AG_PREC_BF16};
-    int rc = L.st ? load_weights(&L, m) : -1;
+    loader L = {.st = st, .src = src, .bf16 = precision == AG_PREC_BF16};
+    int rc = load_weights(&L, m);
     if (rc == 0 && L.bf16) mm16_log_load(dir, L.n16, L.rounded, L.bytes16);
     free(src);
-    if (L.st) st_close(L.st);
+    st_close(st);
     if (rc != 0) llama_free(m);
     return rc;
 }

@@ -2,7 +2,9 @@
 #include "lora.h"
 
 #include <cJSON.h>
+#include <float.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -171,6 +173,47 @@ static int json_bad_if_set(cJSON *j, const char *key, const char *path) {
                    path, key);
 }
 
+// An optional number that must fit a float: absent/null -> def. -1 for another type or range.
+static int json_opt_float(const cJSON *v, float def, float *out) {
+    if (!v || cJSON_IsNull(v)) {
+        *out = def;
+        return 0;
+    }
+    if (!cJSON_IsNumber(v) || !(fabs(v->valuedouble) <= FLT_MAX)) return -1;
+    *out = (float)v->valuedouble;
+    return 0;
+}
+
+// What a JSON value is, for messages: its short text ("\"16\"", "true", "1e+39").
+static const char *json_kind(const cJSON *v) {
+    static _Thread_local char buf[64];
+    char *t = v ? cJSON_PrintUnformatted(v) : NULL;
+    snprintf(buf, sizeof buf, "%s", t ? t : "nothing");
+    free(t);
+    return buf;
+}
+
+// Every A/B factor the config asks for exists in the file with the config's rank, checked
+// before the adapter is allocated (a hostile r or layer count must not size an allocation).
+static int check_factors(const st_model *st, const hf_llama_config *mc, const lora_config *lc, const char *dir) {
+    char key[256];
+    for (int l = 0; l < mc->num_layers; l++)
+        for (int t = 0; t < LLAMA_NPROJ; t++) {
+            if (!(lc->targets & (1u << t))) continue;
+            int64_t out, in;
+            lora_proj_shape(mc, t, &out, &in);
+            int64_t sa[2] = {lc->r, in}, sb[2] = {out, lc->r};
+            for (int k = 0; k < 2; k++) {
+                lora_key(key, sizeof key, l, t, "AB"[k]);
+                if (!st_find(st, key))
+                    return err_set("%s/adapter_model.safetensors: tensor '%s' is missing (adapter_config.json "
+                                   "targets it)", dir, key);
+                if (st_check_shape(st, key, 2, k ? sb : sa) != 0) return -1;   // names file, tensor, shapes
+            }
+        }
+    return 0;
+}
+
 int lora_load(lora_adapter *a, const hf_llama_config *mc, const char *dir) {
     memset(a, 0, sizeof *a);   // the error path frees only what was set up
     if (publish_recover(dir) != 0) return -1;   // a save of this folder that was interrupted
@@ -181,10 +224,15 @@ int lora_load(lora_adapter *a, const hf_llama_config *mc, const char *dir) {
         return -1;
     }
     cJSON *j = cJSON_Parse(txt);
+    int deep = !j && json_max_depth(txt, strlen(txt)) >= CJSON_NESTING_LIMIT;
     free(txt);
     int rc = -1;
     st_model *st = NULL;
     lora_config lc = {0};
+    if (deep) {
+        err_set("%s: the JSON nests deeper than %d levels (the limit)", cpath, CJSON_NESTING_LIMIT);
+        goto done;
+    }
     if (!j || !cJSON_IsObject(j)) {
         err_set("%s: not a JSON object", cpath);
         goto done;
@@ -200,11 +248,25 @@ int lora_load(lora_adapter *a, const hf_llama_config *mc, const char *dir) {
         goto done;
     }
     lc.r = r->valueint;
-    lc.alpha = cJSON_IsNumber(al) ? (float)al->valuedouble : 8.0f;   // PEFT LoraConfig default
+    // optional keys: absent or null take PEFT LoraConfig's defaults; any other type is an error
     cJSON *dp = cJSON_GetObjectItemCaseSensitive(j, "lora_dropout");
-    lc.dropout = cJSON_IsNumber(dp) ? (float)dp->valuedouble : 0.0f;
-    lc.use_rslora = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "use_rslora"));
+    cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "use_rslora");
     cJSON *ff = cJSON_GetObjectItemCaseSensitive(j, "fan_in_fan_out");
+    if (json_opt_float(al, 8.0f, &lc.alpha) != 0) {
+        err_set("%s: lora_alpha: expected a number within the float range, found %s", cpath, json_kind(al));
+        goto done;
+    }
+    if (json_opt_float(dp, 0.0f, &lc.dropout) != 0 || !(lc.dropout >= 0 && lc.dropout < 1)) {
+        err_set("%s: lora_dropout: expected a number in [0, 1), found %s", cpath, json_kind(dp));
+        goto done;
+    }
+    if ((rs && !cJSON_IsNull(rs) && !cJSON_IsBool(rs)) || (ff && !cJSON_IsNull(ff) && !cJSON_IsBool(ff))) {
+        err_set("%s: %s: expected true or false, found %s", cpath,
+                rs && !cJSON_IsNull(rs) && !cJSON_IsBool(rs) ? "use_rslora" : "fan_in_fan_out",
+                json_kind(rs && !cJSON_IsNull(rs) && !cJSON_IsBool(rs) ? rs : ff));
+        goto done;
+    }
+    lc.use_rslora = cJSON_IsTrue(rs);
     if (cJSON_IsTrue(ff)) {
         err_set("%s: fan_in_fan_out is true: expected false for Llama projections", cpath);
         goto done;
@@ -235,6 +297,7 @@ int lora_load(lora_adapter *a, const hf_llama_config *mc, const char *dir) {
     st = st_open(wpath);
     free(wpath);
     if (!st) goto done;
+    if (lc.targets && check_factors(st, mc, &lc, dir) != 0) goto done;
     if (lora_setup(a, mc, &lc) != 0) goto done;
     // every tensor in the file must be one of ours (PEFT also accepts keys with ".default.")
     for (int i = 0; i < st_count(st); i++) {

@@ -372,9 +372,13 @@ static int open_file(st_model *m, const char *path) {
     if (!root) {
         const char *ep = end ? end : cJSON_GetErrorPtr();
         size_t at = ep && ep >= hdr && ep <= hdr + hlen ? (size_t)(ep - hdr) : 0;
-        err_set("%s: header is not valid JSON (error near byte %zu of the header; not a safetensors "
-                "file?)",
-                path, at);
+        if (json_max_depth(hdr, (size_t)hlen) >= CJSON_NESTING_LIMIT)
+            err_set("%s: header JSON nests deeper than %d levels (the limit; not a safetensors file?)", path,
+                    CJSON_NESTING_LIMIT);
+        else
+            err_set("%s: header is not valid JSON (error near byte %zu of the header; not a safetensors "
+                    "file?)",
+                    path, at);
         goto done;
     }
     if (!cJSON_IsObject(root)) {

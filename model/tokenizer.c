@@ -25,11 +25,15 @@
 
 #include <cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <pcre2.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "util.h"
+
+// Token ids (and tiktoken ranks) at most: Llama 3 has 128256; the id space is allocated up front.
+#define TOK_MAX_VOCAB (1 << 24)
 
 #define LLAMA3_PATTERN                                                                       \
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|" \
@@ -542,7 +546,7 @@ static int byte_level_decode(const int cp_to_byte[324], const char *s, unsigned 
 static int json_int(const cJSON *j, long long *out) {
     if (!cJSON_IsNumber(j)) return -1;
     double d = j->valuedouble;
-    if (d != (double)(long long)d) return -1;
+    if (!(d >= -9.0e18 && d <= 9.0e18) || d != floor(d)) return -1;   // the cast of a larger value is undefined
     *out = (long long)d;
     return 0;
 }
@@ -605,7 +609,9 @@ static int load_hf(tok_tokenizer *t, const char *path) {
     if (!root) {
         const char *e = cJSON_GetErrorPtr();
         size_t at = e && e >= text && e <= text + flen ? (size_t)(e - text) : 0;
+        int deep = json_max_depth(text, flen) >= CJSON_NESTING_LIMIT;
         free(text);
+        if (deep) return err_set("%s: the JSON nests deeper than %d levels (the limit)", path, CJSON_NESTING_LIMIT);
         return err_set("%s: not valid JSON (near byte %zu; a truncated download?)", path, at);
     }
     free(text);
@@ -645,15 +651,15 @@ static int load_hf(tok_tokenizer *t, const char *path) {
     // size of the id space
     long long maxid = -1, v;
     cJSON_ArrayForEach(it, vocab) {
-        if (json_int(it, &v) || v < 0 || v > 100000000) {
-            err_set("%s: model.vocab['%s']: expected a non-negative integer id", path, it->string);
+        if (json_int(it, &v) || v < 0 || v >= TOK_MAX_VOCAB) {
+            err_set("%s: model.vocab['%s']: expected an integer id in [0, %d)", path, it->string, TOK_MAX_VOCAB);
             goto done;
         }
         if (v > maxid) maxid = v;
     }
     cJSON_ArrayForEach(it, added) {
-        if (json_int(cJSON_GetObjectItemCaseSensitive(it, "id"), &v) || v < 0 || v > 100000000) {
-            err_set("%s: added_tokens: expected an integer 'id' in every entry", path);
+        if (json_int(cJSON_GetObjectItemCaseSensitive(it, "id"), &v) || v < 0 || v >= TOK_MAX_VOCAB) {
+            err_set("%s: added_tokens: expected an integer 'id' in [0, %d) in every entry", path, TOK_MAX_VOCAB);
             goto done;
         }
         if (v > maxid) maxid = v;
@@ -829,7 +835,7 @@ static int load_config_specials(tok_tokenizer *t, const char *dir, int *found) {
         errno = 0;
         long id = strtol(it->string, &end, 10);
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(it, "content");
-        if (errno || *end || id < 0 || id > 100000000 || !cJSON_IsString(content) || !content->valuestring[0]) {
+        if (errno || *end || id < 0 || id >= TOK_MAX_VOCAB || !cJSON_IsString(content) || !content->valuestring[0]) {
             rc = err_set("%s: added_tokens_decoder['%s']: expected an integer id key and a non-empty 'content'", path,
                          it->string);
             goto done;
@@ -879,8 +885,8 @@ static int load_tiktoken(tok_tokenizer *t, const char *path, const char *dir) {
         errno = 0;
         long r = strtol(sp + 1, &end, 10);
         while (end < e && (*end == '\r' || *end == ' ')) end++;
-        if (errno || end != e || r < 0 || r > 100000000 || sp + 1 == e) {
-            err_set("%s: line %ld: expected a non-negative integer rank after the token", path, lines);
+        if (errno || end != e || r < 0 || r >= TOK_MAX_VOCAB || sp + 1 == e) {
+            err_set("%s: line %ld: expected an integer rank in [0, %d) after the token", path, lines, TOK_MAX_VOCAB);
             goto fail;
         }
         if (r > maxrank) maxrank = r;
@@ -959,7 +965,8 @@ tok_tokenizer *tok_load(const char *model_dir) {
     char *tk1 = path_join(orig, "tokenizer.model");
     char *tk2 = path_join(model_dir, "tokenizer.model");
     int rc;
-    if (file_exists(hf)) rc = load_hf(t, hf);
+    if (!dir_exists(model_dir)) rc = err_set("%s: model folder not found", model_dir);
+    else if (file_exists(hf)) rc = load_hf(t, hf);
     else if (file_exists(tk1)) rc = load_tiktoken(t, tk1, model_dir);
     else if (file_exists(tk2)) rc = load_tiktoken(t, tk2, model_dir);
     else

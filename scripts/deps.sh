@@ -14,6 +14,8 @@ pkgs=(gcc make pkg-config libopenblas-dev libopenblas0-openmp libhdf5-dev libpcr
 # come with every Debian
 pkgs+=(python3 python3-numpy python3-h5py python3-pil python3-protobuf protobuf-compiler chromium
        binutils diffutils coreutils util-linux mawk)
+# `make fuzz`: clang's libFuzzer and sanitizer runtimes, and its OpenMP
+pkgs+=(clang libclang-rt-14-dev libomp-14-dev)
 # npm fetches the tokenizer; this image may ship Node.js outside Debian's packages
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 missing=()

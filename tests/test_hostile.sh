@@ -173,7 +173,7 @@ cp -r "$T/p" "$T/p_old"
 LORAC_TEST_TRACE=1 train "$T/p" resume=true 2>&1 >/dev/null | grep '^fault: ' > "$T/trace"
 first=$(grep -n '\.stage\.tmp' "$T/trace" | head -1 | cut -d: -f1)
 last=$(grep -n 'journal removed' "$T/trace" | tail -1 | cut -d: -f1)
-check "fault points of the final save found ($first..$last)" [ -n "$first" ] && [ -n "$last" ]
+check "fault points of the final save found ($first..$last)" [ -n "$first" -a -n "$last" ]
 [ -n "$first" ] && [ -n "$last" ] || { head -3 "$T/trace"; first=1; last=0; }
 mixed=0; olds=0; news=0; journals=0
 for k in $(seq "${first:-1}" "${last:-0}"); do

@@ -31,7 +31,7 @@ seed=${CHAOS_SEED:-$(( $(date +%s) % 100000 ))}
 RANDOM=$seed
 echo "chaos seed $seed (CHAOS_SEED=$seed bash $0 replays it)"
 C=$T/chaos
-landed=0; in_ckpt=0; partial=0; other=0; finished=0; log=""
+landed=0; in_ckpt=0; partial=0; other=0; finished=0; early_bad=0; log=""
 for attempt in $(seq 1 30); do
   [ $landed -ge 12 ] && [ $in_ckpt -ge 4 ] && break
   mode=$(( attempt <= 4 ? 0 : RANDOM % 3 ))
@@ -48,6 +48,12 @@ for attempt in $(seq 1 30); do
     landed=$((landed + 1)); [ $mode -eq 0 ] && in_ckpt=$((in_ckpt + 1))
     log="$log${log:+; }$what"
   elif [ $rc -eq 0 ]; then finished=$((finished + 1))
+    # the run reached its last step before enough kills landed (a fast machine, late random
+    # moments): it must match the uninterrupted run; then a new run starts in a fresh folder
+    if [ $landed -lt 12 ] || [ $in_ckpt -lt 4 ]; then
+      cmp -s "$T/ref/adapter_model.safetensors" "$C/adapter_model.safetensors" || early_bad=$((early_bad + 1))
+      rm -rf "$C"
+    fi
   else other=$((other + 1)); echo "attempt $attempt ($what): exit $rc: $(tail -2 "$T/run.err")"; fi
   for d in "$C"/checkpoints/step_*; do
     [ -d "$d" ] || continue
@@ -58,7 +64,8 @@ for attempt in $(seq 1 30); do
   done
 done
 echo "kills landed: $landed ($in_ckpt inside checkpoint writes): $log"
-check "at least 10 kills landed, 4 inside checkpoint writes ($landed, $in_ckpt)" [ $landed -ge 10 ] && [ $in_ckpt -ge 4 ]
+check_sh "at least 10 kills landed, 4 inside checkpoint writes ($landed, $in_ckpt)" '[ $landed -ge 10 ] && [ $in_ckpt -ge 4 ]'
+check "runs that finished between kills ended byte-identical too ($early_bad differ)" [ $early_bad -eq 0 ]
 check "every run ended by a kill or finished (no other exit)" [ $other -eq 0 ]
 check "no checkpoint folder was ever partial" [ $partial -eq 0 ]
 

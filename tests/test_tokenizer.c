@@ -560,9 +560,12 @@ static void test_small_hf(void) {
 
 static void test_errors(void) {
     err_clear();
-    CHECK(!tok_load("build/tmp/no-such-model") && strstr(err_get(), "no-such-model") && strstr(err_get(), "tokenizer.json"),
+    CHECK(!tok_load("build/tmp/no-such-model") && strstr(err_get(), "no-such-model") &&
+              strstr(err_get(), "model folder not found"),
           "missing folder: %s", err_get());
     const char *dir = test_tmpdir("tok_errors");
+    CHECK(!tok_load(dir) && strstr(err_get(), "tokenizer.json") && strstr(err_get(), "no tokenizer found"),
+          "folder without a tokenizer: %s", err_get());
     char *orig = path_join(dir, "original"), *path = path_join(orig, "tokenizer.model");
     mkdir_p(orig);
     char bad_model[8192];

@@ -83,7 +83,8 @@ check "bad JSON names file:line" grep -q "^error: .*bad.jsonl:2" "$T/e.err"
 printf '%s\n' '{"instruction": "a", "output": "b"}' '{"instruction": 3, "output": "b"}' '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]}' > "$T/bad2.jsonl"
 expect_error 1 "wrong field type names the field" "bad2.jsonl:2.*instruction" -- \
   $L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/f" data.train="$T/bad2.jsonl"
-$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/g" data.train="$T/bad2.jsonl" data.skip_bad_lines=true train.max_steps=1 >"$T/g.out" 2>"$T/g.err"
+$L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/g" data.train="$T/bad2.jsonl" data.skip_bad_lines=true train.max_steps=1 \
+    train.batch_size=1 train.grad_accum=1 >"$T/g.out" 2>"$T/g.err"
 check "skip_bad_lines runs and counts" grep -q "2 malformed skipped" "$T/g.err"
 expect_error 1 "unknown override key exits 1 with error naming it" "optim.lrr" -- \
   $L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/h" optim.lrr=1

@@ -98,6 +98,15 @@ int cmd_generate(int argc, char **argv) {
             val = eq + 1;
         } else {
             snprintf(name, sizeof name, "%s", a);
+        }
+        // every option handled below (so a missing value is told apart from an unknown flag)
+        static const char *const known[] = {"--model", "--adapter", "--vision", "--projector", "--image", "--prompt",
+                                            "--max-new-tokens", "--temperature", "--top-k", "--top-p", "--seed",
+                                            "--precision"};
+        int is_known = 0;
+        for (size_t k = 0; k < sizeof known / sizeof *known; k++) is_known |= !strcmp(name, known[k]);
+        if (!is_known) return cli_usage("generate", "unknown option '%s'", name);
+        if (!eq) {
             if (i + 1 >= argc) return cli_usage("generate", "option %s needs a value", a);
             val = argv[++i];
         }

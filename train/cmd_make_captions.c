@@ -205,6 +205,12 @@ int cmd_make_captions(int argc, char **argv) {
             force = 1;
             continue;
         }
+        static const char *const known[] = {"--kind", "--out", "--n", "--eval", "--size", "--seed"};
+        int is_known = 0;
+        for (size_t k = 0; k < sizeof known / sizeof *known; k++) is_known |= !strcmp(a, known[k]);
+        if (!is_known)
+            return cli_usage("make-tiny", "unknown option '%s' for --kind captions (expected --out, --n, --eval, "
+                             "--size, --seed, --force)", a);
         if (!v) return cli_usage("make-tiny", "%s needs a value", a);
         i++;
         if (!strcmp(a, "--kind")) {

@@ -165,6 +165,11 @@ int cmd_merge(int argc, char **argv) {
             return cli_usage("merge", "unknown or incomplete option '%s'", argv[i]);
     }
     if (!model || !adapter || !out) return cli_usage("merge", "--model, --adapter and --out are required");
+    char outb[4096];   // --out DIR/ names DIR (the temporary folder DIR.tmpPID is built beside it)
+    if (!*out || strlen(out) >= sizeof outb) return cli_usage("merge", "--out: expected a folder name, found '%s'", out);
+    snprintf(outb, sizeof outb, "%s", out);
+    for (size_t k = strlen(outb); k > 1 && outb[k - 1] == '/';) outb[--k] = 0;
+    out = outb;
     if (dir_exists(out)) {
         err_set("%s: the output folder exists; choose a new one", out);
         return cli_fail();

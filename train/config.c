@@ -376,9 +376,42 @@ static int yaml_parse_error(yaml_parser_t *p, const srcctx *x) {
     return loc_err(x, (int)p->problem_mark.line + 1, "invalid YAML: %s%s", prob, ctxbuf);
 }
 
+// libyaml's scanner takes time quadratic in the nesting of flow collections ("[[[[...": seconds
+// for 50 KB, minutes for a few hundred KB), before yaml_conv's depth limit could apply. One linear
+// pass over the text first rejects flow nesting deeper than MAX_DEPTH (quoted text and comments
+// skipped; block nesting by indentation costs libyaml linear time and is limited in yaml_conv).
+static int yaml_flow_depth_check(const char *text, size_t len, const srcctx *x) {
+    int depth = 0, line = 1, comment = 0;
+    char quote = 0;
+    for (size_t i = 0; i < len; i++) {
+        char ch = text[i], prev = i ? text[i - 1] : '\n';
+        if (ch == '\n') {
+            line++;
+            comment = 0;
+            continue;
+        }
+        if (comment) continue;
+        if (quote) {
+            if (quote == '"' && ch == '\\') i++;
+            else if (ch == quote && quote == '\'' && i + 1 < len && text[i + 1] == '\'') i++;
+            else if (ch == quote) quote = 0;
+            continue;
+        }
+        int after_sep = prev == ' ' || prev == '\t' || prev == '\n' || prev == '\r' || prev == '[' || prev == '{' ||
+                        prev == ',' || prev == ':';
+        if (ch == '#' && (prev == ' ' || prev == '\t' || prev == '\n')) comment = 1;
+        else if ((ch == '"' || ch == '\'') && after_sep) quote = ch;
+        else if ((ch == '[' || ch == '{') && ++depth > MAX_DEPTH)
+            return loc_err(x, line, "flow collections ([...] / {...}) nest deeper than %d levels", MAX_DEPTH);
+        else if ((ch == ']' || ch == '}') && depth > 0) depth--;
+    }
+    return 0;
+}
+
 // Parses one YAML document from text into *out (CN_NULL for an empty document).
 static int yaml_to_cnode(const char *text, size_t len, cnode *out, const srcctx *x) {
     memset(out, 0, sizeof *out);
+    if (yaml_flow_depth_check(text, len, x)) return -1;
     yaml_parser_t p;
     yaml_document_t doc;
     if (!yaml_parser_initialize(&p)) return loc_err(x, 0, "cannot initialize the YAML parser");
@@ -984,6 +1017,10 @@ int cfg_validate(const cfg_train *c) {
         return verr(c, "train.batch_size: expected an integer >= 1, found %d", c->train.batch_size);
     if (c->train.grad_accum < 1)
         return verr(c, "train.grad_accum: expected an integer >= 1, found %d", c->train.grad_accum);
+    if (c->train.batch_size > CFG_MAX_BATCH || c->train.grad_accum > CFG_MAX_BATCH)
+        return verr(c, "train.%s: expected at most %d (the limit on batch sizes), found %d",
+                    c->train.batch_size > CFG_MAX_BATCH ? "batch_size" : "grad_accum", CFG_MAX_BATCH,
+                    c->train.batch_size > CFG_MAX_BATCH ? c->train.batch_size : c->train.grad_accum);
     if (c->train.epochs < 1) return verr(c, "train.epochs: expected an integer >= 1, found %d", c->train.epochs);
     if (c->train.max_steps != -1 && c->train.max_steps < 1)
         return verr(c, "train.max_steps: expected -1 (use epochs) or an integer >= 1, found %" PRId64,
@@ -996,8 +1033,9 @@ int cfg_validate(const cfg_train *c) {
         return verr(c, "train.keep_last: expected an integer >= 0 (0: keep all), found %d", c->train.keep_last);
     if (c->train.log_every < 1)
         return verr(c, "train.log_every: expected an integer >= 1, found %d", c->train.log_every);
-    if (c->train.arena_mb < 0)
-        return verr(c, "train.arena_mb: expected an integer >= 0 (0: automatic), found %" PRId64, c->train.arena_mb);
+    if (c->train.arena_mb < 0 || c->train.arena_mb > CFG_MAX_ARENA_MB)   // MiB, shifted to bytes: must not overflow
+        return verr(c, "train.arena_mb: expected an integer in [0, %lld] (0: automatic), found %" PRId64,
+                    (long long)CFG_MAX_ARENA_MB, c->train.arena_mb);
     if (c->train.threads < 0)
         return verr(c, "train.threads: expected an integer >= 0 (0: OpenMP's default), found %d", c->train.threads);
     if (c->train.sample_every < 0)

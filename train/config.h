@@ -19,6 +19,9 @@
 #define CFG_N_LORA_TARGETS 7
 extern const char *const cfg_lora_target_names[CFG_N_LORA_TARGETS];
 
+#define CFG_MAX_ARENA_MB (1LL << 24)
+#define CFG_MAX_BATCH (1 << 20)          // train.batch_size and train.grad_accum at most (per-micro-batch arrays)   // train.arena_mb at most 16 TiB (arena_mb << 20 stays far from overflow)
+
 typedef struct cfg_train {
     char mode[24];            // lora | projector | projector+lora | xattn | xattn+lora
     char *model;              // text model folder (HF layout); required

@@ -818,15 +818,28 @@ int train_run(cfg_train *cfg) {
     o.skip_bad_lines = cfg->data.skip_bad_lines;
     o.max_seq_len = cfg->data.max_seq_len;
     o.truncate = !strcmp(cfg->data.truncation, "truncate");
-    if (data_load_any(&R->train, cfg->data.train, R->tok, &o) != 0) goto out;
+    if (data_load_any(&R->train, cfg->data.train, R->tok, &o) != 0 ||
+        data_set_check_vocab(&R->train, R->model.cfg.vocab_size, cfg->model) != 0)
+        goto out;
     if (R->train.n == 0) {
         err_set("%s: no usable records (%lld malformed, %lld over max_seq_len=%d)", cfg->data.train,
                 (long long)R->train.n_skipped_bad, (long long)R->train.n_dropped_long, cfg->data.max_seq_len);
         goto out;
     }
+    // one optimizer step must not see a record twice (a micro-batch would repeat records): sizes
+    // against the data, before anything is allocated per micro-batch
+    if ((int64_t)cfg->train.batch_size * cfg->train.grad_accum > R->train.n) {
+        err_set("%s: train.batch_size (%d) x train.grad_accum (%d) = %lld records per optimizer step, but the data "
+                "holds only %lld usable records (lower train.batch_size or train.grad_accum)", cfg->data.train,
+                cfg->train.batch_size, cfg->train.grad_accum,
+                (long long)cfg->train.batch_size * cfg->train.grad_accum, (long long)R->train.n);
+        goto out;
+    }
     data_opts eo = o;   // eval documents are scored with the sliding window, never dropped
     eo.max_seq_len = 0;
-    if (cfg->data.eval && data_load_any(&R->eval, cfg->data.eval, R->tok, &eo) != 0) goto out;
+    if (cfg->data.eval && (data_load_any(&R->eval, cfg->data.eval, R->tok, &eo) != 0 ||
+                           data_set_check_vocab(&R->eval, R->model.cfg.vocab_size, cfg->model) != 0))
+        goto out;
     fprintf(stderr, "data: %s: %lld records, %lld tokens (%lld malformed skipped, %lld dropped and %lld truncated at max_seq_len=%d)\n",
             cfg->data.train, (long long)R->train.n, (long long)R->train.n_tokens, (long long)R->train.n_skipped_bad,
             (long long)R->train.n_dropped_long, (long long)R->train.n_truncated, cfg->data.max_seq_len);
