@@ -191,11 +191,13 @@ print()
 print("| benchmark | precision | lorac (median) | PyTorch (median) | ratio | target | lorac min–max | PyTorch min–max "
       "| % of plain GEMM | peak RSS lorac / PyTorch |")
 print("|---|---|---|---|---|---|---|---|---|---|")
-seen = set()
-for lo, to in rows:
+ORDER = list(NAMES)
+prev = None
+for lo, to in sorted(rows, key=lambda p: (ORDER.index((p[0]["bench"], p[0].get("supervised") if p[0]["bench"] == "lora"
+                                                                                       else None)), p[0]["precision"] != "fp32")):
     key = (lo["bench"], lo.get("supervised") if lo["bench"] == "lora" else None)
-    name = NAMES[key] if key not in seen else "″"
-    seen.add(key)
+    name = NAMES[key] if key != prev else "″"
+    prev = key
     if not lo.get("interleaved", True):
         name += " †"
     prec = lo["precision"]
