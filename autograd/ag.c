@@ -19,6 +19,8 @@ const char *const ag_op_names[AG_OP_COUNT] = {
     [AG_OP_GELU_TANH] = "gelu_tanh", [AG_OP_EMBEDDING] = "embedding",
     [AG_OP_CONCAT_ROWS] = "concat_rows", [AG_OP_SCATTER_ROWS] = "scatter_rows",
     [AG_OP_CROSS_ENTROPY] = "cross_entropy",
+    [AG_OP_POOL] = "pool",           [AG_OP_AVGPOOL] = "avgpool",
+    [AG_OP_GATED_ADD] = "gated_add",
 };
 
 // --- tensors

@@ -113,6 +113,9 @@ typedef enum ag_op {
     AG_OP_CONCAT_ROWS,   // [N1,C] ++ [N2,C] ++ ...
     AG_OP_SCATTER_ROWS,  // copy of base with some rows replaced by src rows
     AG_OP_CROSS_ENTROPY, // fused lm-head + masked cross-entropy, chunked over V
+    AG_OP_POOL,          // learned pooling over the patch axis, per image (ops_vision.c)
+    AG_OP_AVGPOOL,       // AdaptiveAvgPool1d over the patch axis, per image
+    AG_OP_GATED_ADD,     // x + tanh(g)·z
     AG_OP_COUNT
 } ag_op;
 extern const char *const ag_op_names[AG_OP_COUNT];
@@ -271,5 +274,21 @@ double ag_grad_norm(const float *g, int64_t n);
 double ag_clip_grad_norm(float *g, int64_t n, double max_norm);
 // One step: p -= lr·wd·p; m,v update; p -= lr·m̂/(√v̂ + eps), as torch.optim.AdamW.
 void ag_adamw_step(ag_adamw *o, float *p, const float *g, float lr);
+
+// --- vision fusion ops (ops_vision.c). B images, P patches, N pooled tokens, C width.
+
+// Bin i of AdaptiveAvgPool1d(N) over P inputs: [floor(i·P/N), ceil((i+1)·P/N)).
+void ag_pool_bin(int64_t P, int64_t N, int64_t i, int64_t *start, int64_t *end);
+// x[B·P, C], W[N, P], bias[N] (may be NULL) -> y[B·N, C], y_b = W x_b + bias (over C).
+// ag_pool_rows_fwd: the same forward without the tape (bias may be NULL).
+ag_tensor *ag_pool_rows(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *bias);
+void ag_pool_rows_fwd(float *y, const float *x, const float *W, const float *bias, int64_t B, int64_t P, int64_t N,
+                      int64_t C);
+// x[B·P, C] -> y[B·N, C]: the mean over each AdaptiveAvgPool1d bin, bit-identical to torch
+// (fp32 sum in patch order, one division). ag_avgpool_rows_fwd: the same without the tape.
+ag_tensor *ag_avgpool_rows(ag_ctx *c, ag_tensor *x, int64_t P, int64_t N);
+void ag_avgpool_rows_fwd(float *y, const float *x, int64_t B, int64_t P, int64_t N, int64_t C);
+// x, z same shape, g[1] -> x + tanh(g)·z (the gates of the cross-attention blocks).
+ag_tensor *ag_gated_add(ag_ctx *c, ag_tensor *x, ag_tensor *z, ag_tensor *g);
 
 #endif

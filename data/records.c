@@ -264,7 +264,7 @@ static int resolve_image(ctx *c, const cJSON *obj, data_record *rec) {
     const char *img;
     if (get_str(c, obj, "image", "image", 1, &img)) return -1;
     if (!img[0]) return CTX_ERR(c, "field 'image': expected an image path, found an empty string");
-    if (c->rd->o.num_patches <= 0) {
+    if (c->rd->o.num_patches <= 0 && !c->rd->o.image_outside) {
         c->fatal = 1;
         return CTX_ERR(c, "field 'image': the record has an image but no vision model is configured (num_patches is 0)");
     }

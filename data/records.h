@@ -52,6 +52,8 @@ typedef struct data_opts {
     int max_seq_len;        // rows per record at most (ids + P image rows); <= 0: no limit
     int truncate;           // records over max_seq_len: 1 truncate, 0 drop (both counted)
     int num_patches;        // P visual rows per image; records with an image need P > 0
+    int image_outside;      // cross-attention fusion: records keep their image (path, image_pos)
+                            // but it takes no rows (num_patches 0 allowed)
     data_warn_fn warn;      // receives each skipped line's message (NULL: silent)
     void *warn_ctx;
 } data_opts;

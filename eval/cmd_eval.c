@@ -2,7 +2,9 @@
 // DIR] [--max-length N] [--stride S] [--json]`: perplexity with docs/numerics.md's sliding window.
 // With --vision/--projector, records with an image (caption, chat with <image>) get their P
 // visual rows (SigLIP features of the projector's select_layer, projected) and the windows
-// count those rows; only supervised tokens are scored.
+// count those rows; only supervised tokens are scored. A projector folder written in mode
+// xattn (xattn_config.json present) instead runs its cross-attention blocks: the image takes
+// no rows and every token of the record attends its visual rows.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,14 +87,18 @@ int cmd_eval(int argc, char **argv) {
     ag_ctx c = {0};
     vision_tower vt = {0};
     projector proj = {0};
+    xattn xa = {0};
+    int has_xa = 0;   // the projector folder holds cross-attention blocks (mode xattn)
     if (!(tok = tok_load(model)) || llama_load_precision(model, &m, precision) != 0) goto out;
     if (vision && vision_open_projected(&vt, &proj, vision, proj_dir, &m, model) != 0) goto out;
+    if (vision && (has_xa = vision_open_xattn(&xa, proj_dir, &m)) < 0) goto out;
     if (adapter && lora_load(&lora, &m.cfg, adapter) != 0) goto out;
     if (adapter) lora_set_dropout(&lora, 0);
     data_opts o = data_opts_default();
     o.format = format;
     o.template_ = template_;
-    o.num_patches = vision ? vt.P : 0;
+    o.num_patches = vision && !has_xa ? projector_rows(&proj) : 0;
+    o.image_outside = has_xa;
     if (data_load_any(&ds, data, tok, &o) != 0 || data_set_check_vocab(&ds, m.cfg.vocab_size, model) != 0) goto out;
     if (!batch_rows) batch_rows = M > 2048 ? M : 2048;
     int64_t hint = (int64_t)m.cfg.num_layers * (12 * (int64_t)m.cfg.hidden_size + 5 * (int64_t)m.cfg.intermediate_size) * 4;
@@ -101,7 +107,8 @@ int cmd_eval(int argc, char **argv) {
     progress_state ps = {isatty(2) && !json, now_seconds()};
     eval_result r;
     vision_source src = vision ? vision_tower_source(&vt) : (vision_source){0};
-    if (vision ? vision_perplexity(&c, &m, adapter ? &lora.view : NULL, &src, &proj, &ds, M, S, batch_rows, &r, on_progress, &ps)
+    if (vision ? vision_perplexity_xattn(&c, &m, adapter ? &lora.view : NULL, &src, &proj, has_xa ? &xa : NULL, &ds, M,
+                                         S, batch_rows, &r, on_progress, &ps)
                : eval_perplexity(&c, &m, adapter ? &lora.view : NULL, &ds, M, S, batch_rows, &r, on_progress, &ps))
         goto out;
     if (ps.tty) fputc('\n', stderr);
@@ -132,6 +139,7 @@ out:
     ag_ctx_free(&c);
     vision_close(&vt);
     projector_free(&proj);
+    if (has_xa > 0) xattn_free(&xa);
     data_set_free(&ds);
     if (lora.slots) lora_free(&lora);
     llama_free(&m);

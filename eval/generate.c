@@ -200,6 +200,13 @@ int gen_generate(const llama_model *m, const llama_lora *lora, const tok_tokeniz
                  const int32_t *prompt, int64_t n_prompt, ag_tensor *embeds,
                  const gen_opts *o, const int32_t *stop, int nstop, FILE *out,
                  int32_t *out_ids, gen_stats *st) {
+    return gen_generate_hooked(m, lora, NULL, tok, prompt, n_prompt, embeds, o, stop, nstop, out, out_ids, st);
+}
+
+int gen_generate_hooked(const llama_model *m, const llama_lora *lora, const llama_hook *hook,
+                        const tok_tokenizer *tok, const int32_t *prompt, int64_t n_prompt, ag_tensor *embeds,
+                        const gen_opts *o, const int32_t *stop, int nstop, FILE *out,
+                        int32_t *out_ids, gen_stats *st) {
     memset(st, 0, sizeof *st);
     if (gen_opts_check(o) != 0) return -1;
     if (n_prompt <= 0) return err_set("generate: the prompt is empty");
@@ -246,9 +253,9 @@ int gen_generate(const llama_model *m, const llama_lora *lora, const tok_tokeniz
         ag_ctx_reset(&c);
         if (embeds) {
             ag_tensor e = ag_wrap2(embeds->data + off * C, n, C, "prompt embeddings");
-            h = llama_forward_cached(&c, m, lora, &kv, NULL, &e, n);
+            h = llama_forward_cached_hooked(&c, m, lora, &kv, NULL, &e, n, hook);
         } else {
-            h = llama_forward_cached(&c, m, lora, &kv, prompt + off, NULL, n);
+            h = llama_forward_cached_hooked(&c, m, lora, &kv, prompt + off, NULL, n, hook);
         }
         if (!h) goto done;
     }
@@ -281,7 +288,7 @@ int gen_generate(const llama_model *m, const llama_lora *lora, const tok_tokeniz
             break;
         }
         ag_ctx_reset(&c);
-        if (!(h = llama_forward_cached(&c, m, lora, &kv, &id, NULL, 1))) goto done;
+        if (!(h = llama_forward_cached_hooked(&c, m, lora, &kv, &id, NULL, 1, hook))) goto done;
         llama_logits(m, h->data, logits);
         st->decode_steps++;
     }

@@ -65,5 +65,10 @@ int gen_generate(const llama_model *m, const llama_lora *lora, const tok_tokeniz
                  const int32_t *prompt, int64_t n_prompt, ag_tensor *embeds,
                  const gen_opts *o, const int32_t *stop, int nstop, FILE *out,
                  int32_t *out_ids, gen_stats *st);
+// The same with a decoder-layer hook on every forward (e.g. cross-attention blocks; NULL: none).
+int gen_generate_hooked(const llama_model *m, const llama_lora *lora, const llama_hook *hook,
+                        const tok_tokenizer *tok, const int32_t *prompt, int64_t n_prompt, ag_tensor *embeds,
+                        const gen_opts *o, const int32_t *stop, int nstop, FILE *out,
+                        int32_t *out_ids, gen_stats *st);
 
 #endif

@@ -15,6 +15,8 @@ typedef struct win_batch {
     int64_t m, mcap;       // visual rows
     int32_t *rows;         // [m]
     float *feats;          // [m, Cv]
+    int32_t *img;          // [n] cross-attention: the row's window image, -1: none
+    int nimg;              // cross-attention: images (R feature rows each) in feats
 } win_batch;
 
 static void wb_reserve(win_batch *b, int64_t need) {
@@ -24,6 +26,7 @@ static void wb_reserve(win_batch *b, int64_t need) {
     b->pos = xrealloc(b->pos, (size_t)b->cap * sizeof(int32_t));
     b->begin = xrealloc(b->begin, (size_t)b->cap * sizeof(int32_t));
     b->targets = xrealloc(b->targets, (size_t)b->cap * sizeof(int32_t));
+    b->img = xrealloc(b->img, (size_t)b->cap * sizeof(int32_t));
 }
 
 static void wb_reserve_rows(win_batch *b, int64_t need, int Cv) {
@@ -40,6 +43,7 @@ static void wb_free(win_batch *b) {
     free(b->targets);
     free(b->rows);
     free(b->feats);
+    free(b->img);
 }
 
 // The batch goes through the model on its rank only (batch k on rank k mod N, see ppl.h).
@@ -51,9 +55,14 @@ static int wb_flush(ag_ctx *c, const llama_model *m, const llama_lora *lora, con
         return 0;
     }
     ag_ctx_reset(c);
-    ag_tensor *x = b->m ? img->embed(img->user, c, b->ids, b->n, b->feats, b->rows, b->m) : NULL;
-    if (b->m && !x) return -1;
-    ag_tensor *h = llama_forward(c, m, lora, x ? NULL : b->ids, x, b->n, b->pos, b->begin);
+    ag_tensor *h;
+    if (img && img->forward) {
+        h = img->forward(img->user, c, b->ids, b->n, b->pos, b->begin, b->feats, b->nimg, b->img);
+    } else {
+        ag_tensor *x = b->m ? img->embed(img->user, c, b->ids, b->n, b->feats, b->rows, b->m) : NULL;
+        if (b->m && !x) return -1;
+        h = llama_forward(c, m, lora, x ? NULL : b->ids, x, b->n, b->pos, b->begin);
+    }
     if (!h) return -1;
     if (*nll_cap < b->n) {
         *nll_cap = b->n;
@@ -67,6 +76,7 @@ static int wb_flush(ag_ctx *c, const llama_model *m, const llama_lora *lora, con
         }
     res->rows += b->n;
     b->n = b->m = 0;
+    b->nimg = 0;
     return 0;
 }
 
@@ -87,9 +97,9 @@ int eval_perplexity_img(ag_ctx *c, const llama_model *m, const llama_lora *lora,
     double t0 = now_seconds();
     int old_grad = ag_set_grad(c, 0), old_train = c->training;
     c->training = 0;
-    int P = img ? img->P : 0, Cv = img ? img->Cv : 0;
+    int P = img ? img->P : 0, Cv = img ? img->Cv : 0, R = img && img->forward ? img->R : 0;
     win_batch b = {0};
-    float *nll = NULL, *feat = img && img->features && P ? xmalloc((size_t)P * Cv * sizeof(float)) : NULL;
+    float *nll = NULL, *feat = img && img->features && (P || R) ? xmalloc((size_t)(P + R) * Cv * sizeof(float)) : NULL;
     int64_t nll_cap = 0, rcap = 0, nflush = 0;
     int32_t *rid_buf = NULL;     // [L] the rows of a record with an image (-1 on visual rows)
     uint8_t *rmask_buf = NULL;   // [L]
@@ -142,9 +152,16 @@ int eval_perplexity_img(ag_ctx *c, const llama_model *m, const llama_lora *lora,
                 have_feat = 1;
             }
             wb_reserve(&b, end - start);
-            int32_t base = (int32_t)b.n;
+            int32_t base = (int32_t)b.n, wimg = -1;
+            if (has && R) {   // cross-attention: the window carries its image's feature rows
+                wb_reserve_rows(&b, R, Cv);
+                memcpy(b.feats + b.m * Cv, feat, (size_t)R * Cv * sizeof(float));
+                b.m += R;
+                wimg = b.nimg++;
+            }
             for (int64_t q = start; q < end; q++) {
                 int64_t row = b.n++;
+                b.img[row] = wimg;
                 b.ids[row] = rid[q];
                 b.pos[row] = (int32_t)(q - start);
                 b.begin[row] = base;

@@ -51,6 +51,13 @@ typedef struct eval_image_hook {
     ag_tensor *(*embed)(void *user, ag_ctx *c, const int32_t *ids, int64_t n, const float *feats,
                         const int32_t *rows, int64_t m);
     void *user;
+    // Cross-attention fusion (P = 0: the image takes no rows): each window of a record with an
+    // image carries the image's R feature rows (features writes [R, Cv]), and forward replaces
+    // llama_forward: ids/pos/begin [n] as for llama_forward, feats [nimg·R, Cv], img [n] the
+    // window image of each row (-1: none). Returns h [n, C], or NULL + err_set. NULL: unused.
+    int R;
+    ag_tensor *(*forward)(void *user, ag_ctx *c, const int32_t *ids, int64_t n, const int32_t *pos,
+                          const int32_t *begin, const float *feats, int nimg, const int32_t *img);
 } eval_image_hook;
 
 // eval_perplexity, with records that have an image (image_pos >= 0) scored over their

@@ -271,7 +271,7 @@ static ag_tensor *layer_forward(ag_ctx *c, const llama_model *m, const llama_lor
 // rewound after each layer (only the residual stream is kept).
 static ag_tensor *run(ag_ctx *c, const llama_model *m, const llama_lora *lora, const int32_t *ids,
                       ag_tensor *embeds, int64_t N, const int32_t *pos, const int32_t *kv_begin,
-                      llama_kv_cache *kv) {
+                      llama_kv_cache *kv, const llama_hook *hook) {
     const hf_llama_config *g = &m->cfg;
     int64_t C = g->hidden_size;
     if ((ids == NULL) == (embeds == NULL))
@@ -293,6 +293,7 @@ static ag_tensor *run(ag_ctx *c, const llama_model *m, const llama_lora *lora, c
     }
     for (int l = 0; l < g->num_layers; l++) {
         x = layer_forward(c, m, lora, l, x, pos, kv_begin, kv);
+        if (x && hook && hook->after_layer) x = hook->after_layer(hook->user, c, l, x);
         if (!x) return NULL;
         if (keep) {
             memcpy(keep->data, x->data, (size_t)(N * C) * sizeof(float));
@@ -306,6 +307,12 @@ static ag_tensor *run(ag_ctx *c, const llama_model *m, const llama_lora *lora, c
 ag_tensor *llama_forward(ag_ctx *c, const llama_model *m, const llama_lora *lora,
                          const int32_t *ids, ag_tensor *embeds, int64_t N,
                          const int32_t *pos, const int32_t *kv_begin) {
+    return llama_forward_hooked(c, m, lora, ids, embeds, N, pos, kv_begin, NULL);
+}
+
+ag_tensor *llama_forward_hooked(ag_ctx *c, const llama_model *m, const llama_lora *lora,
+                                const int32_t *ids, ag_tensor *embeds, int64_t N,
+                                const int32_t *pos, const int32_t *kv_begin, const llama_hook *hook) {
     if (!pos) return err_set("llama_forward: positions are required"), NULL;
     for (int64_t i = 0; i < N; i++) {
         if (pos[i] < 0)
@@ -315,7 +322,7 @@ ag_tensor *llama_forward(ag_ctx *c, const llama_model *m, const llama_lora *lora
                            kv_begin[i], (long long)i),
                    NULL;
     }
-    return run(c, m, lora, ids, embeds, N, pos, kv_begin, NULL);
+    return run(c, m, lora, ids, embeds, N, pos, kv_begin, NULL, hook);
 }
 
 // --- KV cache
@@ -354,6 +361,12 @@ void llama_kv_cache_free(llama_kv_cache *kv) {
 ag_tensor *llama_forward_cached(ag_ctx *c, const llama_model *m, const llama_lora *lora,
                                 llama_kv_cache *kv, const int32_t *ids, ag_tensor *embeds,
                                 int64_t N) {
+    return llama_forward_cached_hooked(c, m, lora, kv, ids, embeds, N, NULL);
+}
+
+ag_tensor *llama_forward_cached_hooked(ag_ctx *c, const llama_model *m, const llama_lora *lora,
+                                       llama_kv_cache *kv, const int32_t *ids, ag_tensor *embeds,
+                                       int64_t N, const llama_hook *hook) {
     if (kv->len + N > kv->cap)
         return err_set("kv cache full: %lld cached + %lld new rows exceed its %lld rows",
                        (long long)kv->len, (long long)N, (long long)kv->cap),
@@ -363,7 +376,7 @@ ag_tensor *llama_forward_cached(ag_ctx *c, const llama_model *m, const llama_lor
     if (!pos) return NULL;
     for (int64_t i = 0; i < N; i++) pos[i] = (int32_t)(kv->len + i);
     int was = ag_set_grad(c, 0);
-    ag_tensor *h = run(c, m, lora, ids, embeds, N, pos, NULL, kv);
+    ag_tensor *h = run(c, m, lora, ids, embeds, N, pos, NULL, kv, hook);
     ag_set_grad(c, was);
     if (h) kv->len += N;
     return h;

@@ -94,6 +94,17 @@ ag_tensor *llama_forward(ag_ctx *c, const llama_model *m, const llama_lora *lora
                          const int32_t *ids, ag_tensor *embeds, int64_t N,
                          const int32_t *pos, const int32_t *kv_begin);
 
+// A hook run on the residual stream after each decoder layer (e.g. the cross-attention
+// blocks of model/xattn.h): returns the new x [N,C] (or x itself), NULL + err_set on failure.
+typedef struct llama_hook {
+    ag_tensor *(*after_layer)(void *user, ag_ctx *c, int layer, ag_tensor *x);
+    void *user;
+} llama_hook;
+// llama_forward with a hook (NULL: none).
+ag_tensor *llama_forward_hooked(ag_ctx *c, const llama_model *m, const llama_lora *lora,
+                                const int32_t *ids, ag_tensor *embeds, int64_t N,
+                                const int32_t *pos, const int32_t *kv_begin, const llama_hook *hook);
+
 // --- generation: KV cache + no-grad cached forward
 
 typedef struct llama_kv_cache {
@@ -114,6 +125,11 @@ void llama_kv_cache_free(llama_kv_cache *kv);
 ag_tensor *llama_forward_cached(ag_ctx *c, const llama_model *m, const llama_lora *lora,
                                 llama_kv_cache *kv, const int32_t *ids, ag_tensor *embeds,
                                 int64_t N);
+
+// llama_forward_cached with a hook (NULL: none).
+ag_tensor *llama_forward_cached_hooked(ag_ctx *c, const llama_model *m, const llama_lora *lora,
+                                       llama_kv_cache *kv, const int32_t *ids, ag_tensor *embeds,
+                                       int64_t N, const llama_hook *hook);
 
 // logits [V] = lm_head · h [C] (one row: cblas_sgemv, or a BF16 matrix-vector product).
 void llama_logits(const llama_model *m, const float *h, float *logits);

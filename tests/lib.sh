@@ -93,3 +93,15 @@ test_summary() {
   echo "$pass passed, $fail failed, $skipped skipped"
   [ "$fail" -eq 0 ]
 }
+
+# tiny_vision_models: a tiny Llama ($T/llama) and SigLIP ($T/siglip), the caption demo images
+# ($T/images) and 8 train / 4 eval caption records ($T/train.jsonl, $T/eval.jsonl); on failure
+# a FAIL line with the reason, the summary line, exit 1
+tiny_vision_models() {
+  "${LORAC:-build/lorac}" make-tiny --out "$T/llama" --seed 7 >/dev/null 2>"$T/mk.err" &&
+    "${LORAC:-build/lorac}" make-tiny --kind siglip --out "$T/siglip" --seed 3 >/dev/null 2>>"$T/mk.err" ||
+    { bad "make-tiny: $(cat "$T/mk.err")"; test_summary; exit 1; }
+  ln -s "$(pwd)/data/demo/captions/images" "$T/images"
+  head -n 8 data/demo/captions/train.jsonl > "$T/train.jsonl"
+  head -n 4 data/demo/captions/eval.jsonl > "$T/eval.jsonl"
+}

@@ -278,10 +278,10 @@ static void test_errors(void) {
                       "you mean optim.lr?)");
     expect_load_error("lr: 1\n", 0, NULL,
                       ":1: unknown key lr (valid top-level keys: mode, model, precision, output_dir, resume, data, lora, vision, "
-                      "projector, optim, schedule, train; did you mean optim.lr?)");
+                      "projector, xattn, optim, schedule, train; did you mean optim.lr?)");
     expect_load_error("trian:\n  epochs: 2\n", 0, NULL,
                       ":1: unknown key trian (valid top-level keys: mode, model, precision, output_dir, resume, data, lora, "
-                      "vision, projector, optim, schedule, train; did you mean train?)");
+                      "vision, projector, xattn, optim, schedule, train; did you mean train?)");
     // wrong types
     expect_load_error("data:\n  packing: yes\n", 0, NULL, ":2: data.packing: expected true or false, found 'yes'");
     expect_load_error("lora:\n  r: [1, 2]\n", 0, NULL, ":2: lora.r: expected an integer, found a list");
@@ -289,7 +289,7 @@ static void test_errors(void) {
     expect_load_error("optim: 5\n", 0, NULL, ":1: optim: expected a mapping of optim keys, found '5'");
     expect_load_error("- a\n- b\n", 0, NULL, ":1: expected a mapping of config keys at the top level, found a list");
     expect_load_error("mode: lroa\n", 0, NULL,
-                      ":1: mode: expected one of lora, projector, projector+lora, found 'lroa'");
+                      ":1: mode: expected one of lora, projector, projector+lora, xattn, xattn+lora, found 'lroa'");
     expect_load_error("precision: fp16\n", 0, NULL, ":1: precision: expected one of fp32, bf16, found 'fp16'");
     {
         cfg_train c;
@@ -347,7 +347,7 @@ static void test_errors(void) {
          "grad_clip; did you mean optim.lr?)"},
         {"optimm.lr=1",
          "override 'optimm.lr=1': unknown key optimm.lr (valid top-level keys: mode, model, precision, output_dir, resume, "
-         "data, lora, vision, projector, optim, schedule, train; did you mean optim?)"},
+         "data, lora, vision, projector, xattn, optim, schedule, train; did you mean optim?)"},
         {"optim.lr.x=1",
          "override 'optim.lr.x=1': unknown key optim.lr.x (valid keys of optim: lr, betas, eps, weight_decay, "
          "grad_clip)"},

@@ -3,8 +3,8 @@
 # demo's size options) and task (data/demo/words/), cut to a few dozen optimizer steps on one
 # thread. Asserts that the training loss falls by a set factor (the mean of the last 10 steps
 # at most 1/3 of the first step's), that held-out perplexity falls, and that the script ends
-# with its before/after result block. (The full demo's >= 10x perplexity and >= 80% exact
-# answers take the whole run: `make demo`.)
+# with its before/after result block. (The exact-answer share is logged but not asserted here:
+# `make demo` runs the whole schedule and prints it against the 80% target.)
 set -u
 cd "$(dirname "$0")/.."
 export LORAC=${LORAC:-build/lorac}
@@ -12,7 +12,7 @@ source tests/lib.sh
 T=$(scratch_dir demo)
 STEPS=60
 DEMO_MODEL="$T/model" DEMO_OUT="$T/run" bash scripts/demo.sh train.max_steps=$STEPS train.threads=1 \
-  train.eval_every=0 train.sample_max_tokens=2 >"$T/run.log" 2>&1
+  train.eval_every=0 train.sample_every=0 train.sample_max_tokens=2 >"$T/run.log" 2>&1
 check "demo script exits 0" [ $? -eq 0 ]
 m=$T/run/metrics.jsonl
 loss() { grep '"loss"' "$m" | sed 's/.*"loss": \([0-9.]*\).*/\1/'; }

@@ -10,13 +10,8 @@ source tests/lib.sh
 T=$(scratch_dir vision_cli)
 has() { grep -aq -- "$2" "$1"; }
 
-$L make-tiny --out "$T/llama" --seed 7 >/dev/null 2>"$T/mk.err" &&
-  $L make-tiny --kind siglip --out "$T/siglip" --seed 3 >/dev/null 2>>"$T/mk.err" ||
-  { bad "make-tiny: $(cat "$T/mk.err")"; test_summary; exit 1; }
+tiny_vision_models
 D=data/demo/captions
-ln -s "$(pwd)/$D/images" "$T/images"
-head -n 8 "$D/train.jsonl" > "$T/train.jsonl"
-head -n 4 "$D/eval.jsonl" > "$T/eval.jsonl"
 common=(model="$T/llama" vision.model="$T/siglip" data.train="$T/train.jsonl" data.eval="$T/eval.jsonl"
         train.max_steps=4 train.batch_size=2 train.grad_accum=2 train.save_every=2 train.eval_every=2
         train.log_every=100 data.shuffle=true optim.lr=1e-2 schedule.warmup_ratio=0)

@@ -7,6 +7,8 @@
 //   --chat:       the prompt as one user message with the image where it says `<image>`,
 //                 or, without `<image>`, at the start of the message followed by "\n" (LLaVA's
 //                 "<image>\n" + question), then the assistant header.
+// A projector folder written in mode xattn (xattn_config.json present) puts no image rows in
+// the prompt: its cross-attention blocks let every token attend the image's visual rows.
 // A plain prompt containing `<image>` also puts the image there. The text before and after
 // the image is encoded separately (special tokens recognized), as records.h does.
 #include <errno.h>
@@ -151,6 +153,10 @@ int cmd_generate(int argc, char **argv) {
     tok_ids ids = {0};
     char *text = NULL, *content = NULL;
     projector proj = {0};
+    xattn xa = {0};
+    int has_xa = 0;   // the projector folder holds cross-attention blocks (mode xattn)
+    xattn_run xrun = {0};
+    llama_hook hook = {0};
     vision_tower vt = {0};
     ag_ctx vc = {0};
     ag_tensor *embeds = NULL;
@@ -187,39 +193,50 @@ int cmd_generate(int argc, char **argv) {
     // with an image: encode the text before <image>, leave P rows, encode the rest
     char *mark = vision ? strstr(text, "<image>") : NULL;
     int64_t image_pos = -1;
+    int nrows = 0;   // visual rows of the image in the prompt
     if (vision) {
         if (vision_open_projected(&vt, &proj, vision, proj_dir, &m, model) != 0) goto done;
+        if ((has_xa = vision_open_xattn(&xa, proj_dir, &m)) < 0) goto done;
         if (mark && tok_encode(tok, text, (size_t)(mark - text), 1, &ids) != 0) goto done;
         image_pos = (int64_t)ids.n;
-        for (int k = 0; k < vt.P; k++) tok_ids_push(&ids, -1);
+        nrows = has_xa ? 0 : projector_rows(&proj);   // the pooled tokens, or every patch; none with xattn
+        for (int k = 0; k < nrows; k++) tok_ids_push(&ids, -1);
         const char *rest = mark ? mark + strlen("<image>") : text;
         if (tok_encode(tok, rest, strlen(rest), 1, &ids) != 0) goto done;
     } else if (tok_encode(tok, text, strlen(text), 1, &ids) != 0) {
         goto done;
     }
     for (size_t i = 0; i < ids.n; i++)
-        if ((ids.ids[i] < 0 && !(image_pos >= 0 && (int64_t)i >= image_pos && (int64_t)i < image_pos + vt.P)) ||
+        if ((ids.ids[i] < 0 && !(image_pos >= 0 && (int64_t)i >= image_pos && (int64_t)i < image_pos + nrows)) ||
             ids.ids[i] >= m.cfg.vocab_size) {
             err_set("%s: prompt token id %d is outside the model's vocabulary (vocab_size %d): "
                     "tokenizer and model do not match",
                     model, ids.ids[i], m.cfg.vocab_size);
             goto done;
         }
-    if (vision) {   // the prompt embeddings with the image's projected features spliced in
+    if (vision) {   // the prompt embeddings with the image's projected features spliced in (or,
+                    // with cross-attention, the visual rows every token attends)
         feats = xmalloc((size_t)vt.P * vt.C * sizeof(float));
-        rows = xmalloc((size_t)vt.P * sizeof(int32_t));
+        rows = xmalloc((size_t)nrows * sizeof(int32_t));
         if (vision_features(&vt, &image, 1, feats, NULL) != 0) goto done;
-        for (int k = 0; k < vt.P; k++) rows[k] = (int32_t)(image_pos + k);
+        for (int k = 0; k < nrows; k++) rows[k] = (int32_t)(image_pos + k);
         if (ag_ctx_init(&vc, (size_t)ids.n * m.cfg.hidden_size * 3 * sizeof(float) +
                                  (size_t)vt.P * (vt.C + 3 * m.cfg.hidden_size) * sizeof(float) + ((size_t)1 << 20)) != 0)
             goto done;
         ag_set_grad(&vc, 0);
-        if (!(embeds = vision_embed(&vc, &m, &proj, ids.ids, (int64_t)ids.n, feats, rows, vt.P))) goto done;
+        if (has_xa) {
+            xrun = (xattn_run){&xa, vision_xattn_rows(&vc, &proj, feats, 1), NULL, NULL};
+            if (!xrun.vis) goto done;
+            hook = xattn_hook(&xrun);
+        } else if (!(embeds = vision_embed(&vc, &m, &proj, ids.ids, (int64_t)ids.n, feats, rows, nrows))) {
+            goto done;
+        }
     }
     int32_t stop[16];
     int nstop = gen_stop_ids(&m, stop, 16);
     gen_stats st;
-    if (gen_generate(&m, adapter ? &lora.view : NULL, tok, ids.ids, (int64_t)ids.n, embeds, &o, stop, nstop, stdout, NULL, &st) != 0)
+    if (gen_generate_hooked(&m, adapter ? &lora.view : NULL, has_xa ? &hook : NULL, tok, ids.ids, (int64_t)ids.n, embeds,
+                            &o, stop, nstop, stdout, NULL, &st) != 0)
         goto done;
     fprintf(stderr, "%sprompt tokens: %lld, generated tokens: %lld%s, load %.2f s, prefill %.3f s (%.1f tokens/s), "
             "decode %.2f tokens/s\n",
@@ -237,6 +254,7 @@ done:
     ag_ctx_free(&vc);
     vision_close(&vt);
     projector_free(&proj);
+    if (has_xa > 0) xattn_free(&xa);
     tok_ids_free(&ids);
     tok_free(tok);
     if (lora.slots) lora_free(&lora);

@@ -317,6 +317,7 @@ int cmd_make_tiny(int argc, char **argv) {
         if (!strcmp(argv[i], "--kind") && !strcmp(argv[i + 1], "captions")) return cmd_make_captions(argc, argv);
     const char *out = NULL, *kind = NULL, *preset = NULL, *dtype_s = "bf16", *tok_dir = NULL;
     uint64_t seed = 0, hidden = 0, layers = 0;
+    uint64_t image_size = 0;   // --image-size: a tiny SigLIP with (S/8)² patches
     double embed_std = 0.02;
     int force = 0, untied = 0;
     for (int i = 1; i < argc; i++) {
@@ -327,7 +328,8 @@ int cmd_make_tiny(int argc, char **argv) {
                    "       llama size (default 64 hidden, 2 layers): [--hidden-size N (a multiple of 32)] [--layers N]\n"
                    "       [--embed-std S] (token embeddings ~ N(0, S^2), default 0.02 as HF's init) [--untied]\n"
                    "       (--untied: a separate random lm_head.weight, like the embeddings, instead of tied ones)\n"
-                   "       (heads of 16 dims, half as many KV heads, MLP 3x hidden)\n");
+                   "       (heads of 16 dims, half as many KV heads, MLP 3x hidden)\n"
+                   "       siglip size: [--image-size S] (S×S images, patch 8: (S/8)² patches; default 32)\n");
             return 0;
         }
         if (!strcmp(a, "--embed-std")) {
@@ -354,7 +356,7 @@ int cmd_make_tiny(int argc, char **argv) {
                            : !strcmp(a, "--tokenizer") ? &tok_dir
                                                        : NULL;
         uint64_t *num = !strcmp(a, "--seed") ? &seed : !strcmp(a, "--hidden-size") ? &hidden
-                        : !strcmp(a, "--layers") ? &layers : NULL;
+                        : !strcmp(a, "--layers") ? &layers : !strcmp(a, "--image-size") ? &image_size : NULL;
         if (num) {
             if (i + 1 >= argc || parse_u64(argv[i + 1], num) != 0)
                 return cli_usage("make-tiny", "%s needs a non-negative integer, found '%s'", a,
@@ -367,6 +369,9 @@ int cmd_make_tiny(int argc, char **argv) {
         *dst = argv[++i];
     }
     if (!out || !*out) return cli_usage("make-tiny", "--out DIR is required");
+    if (image_size && (image_size < 8 || image_size > 1024 || image_size % 8))
+        return cli_usage("make-tiny", "--image-size needs a multiple of 8 in [8, 1024], found %llu",
+                         (unsigned long long)image_size);
     const char *preset_kind = NULL;
     if (preset) {
         if (!strcmp(preset, "llama-3.2-1b")) preset_kind = "llama";
@@ -443,6 +448,8 @@ int cmd_make_tiny(int argc, char **argv) {
         if (big) {
             c.hidden_size = 768, c.intermediate_size = 3072, c.num_layers = 12, c.num_heads = 12;
             c.image_size = 224, c.patch_size = 16;
+        } else if (image_size) {
+            c.image_size = (int)image_size;
         }
         c.num_patches = (c.image_size / c.patch_size) * (c.image_size / c.patch_size);
         if (write_json(tmp, "config.json", siglip_config_json(&c, 1e-6, torch_dtype)) ||

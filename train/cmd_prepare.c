@@ -205,7 +205,7 @@ int cmd_prepare(int argc, char **argv) {
         cfg_free(&c);
         return cli_fail();
     }
-    if (!strncmp(c.mode, "projector", 9)) {
+    if (strcmp(c.mode, "lora")) {   // projector and xattn modes
         rc = prepare_features(&c, out, batch);
         cfg_free(&c);
         return rc ? cli_fail() : 0;

@@ -23,11 +23,12 @@
 const char *const cfg_lora_target_names[CFG_N_LORA_TARGETS] = {
     "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
-static const char *const modes[] = {"lora", "projector", "projector+lora", NULL};
+static const char *const modes[] = {"lora", "projector", "projector+lora", "xattn", "xattn+lora", NULL};
 static const char *const formats[] = {"auto", "chat", "alpaca", "text", "caption", NULL};
 static const char *const templates[] = {"llama3", "alpaca_classic", NULL};
 static const char *const truncations[] = {"drop", "truncate", NULL};
 static const char *const projector_types[] = {"mlp2x_gelu", "linear", NULL};
+static const char *const pool_types[] = {"none", "avg", "linear", NULL};
 static const char *const schedule_kinds[] = {"cosine", "linear", "constant", NULL};
 static const char *const precisions[] = {"fp32", "bf16", NULL};   // ag_precision_parse's names
 
@@ -84,6 +85,9 @@ static const field fields[] = {
     F("vision", "max_pixels", FT_I64, vision.max_pixels, NULL),
     F("projector", "type", FT_ENUM, projector.type, projector_types),
     F("projector", "init", FT_STR, projector.init, NULL),
+    F("projector", "pool.type", FT_ENUM, projector.pool_type, pool_types),   // projector: {pool: {type, tokens}}
+    F("projector", "pool.tokens", FT_INT, projector.pool_tokens, NULL),
+    F("xattn", "every", FT_INT, xattn.every, NULL),
     F("optim", "lr", FT_FLOAT, optim.lr, NULL),
     F("optim", "betas", FT_BETAS, optim.beta1, NULL),
     F("optim", "eps", FT_FLOAT, optim.eps, NULL),
@@ -113,11 +117,19 @@ static const field fields[] = {
 #undef F
 #define NFIELDS (int)(sizeof fields / sizeof fields[0])
 
-static const char *const sections[] = {"data", "lora", "vision", "projector", "optim", "schedule", "train", NULL};
+static const char *const sections[] = {"data", "lora", "vision", "projector", "xattn", "optim", "schedule", "train", NULL};
 
 static int is_section(const char *name) {
     for (int i = 0; sections[i]; i++)
         if (!strcmp(sections[i], name)) return 1;
+    return 0;
+}
+
+// Is `key` the name of a nested group of keys of sec ("pool" for "pool.type", "pool.tokens")?
+static int is_group(const char *sec, const char *key) {
+    size_t n = strlen(key);
+    for (int i = 0; i < NFIELDS; i++)
+        if (!strcmp(fields[i].sec, sec) && !strncmp(fields[i].key, key, n) && fields[i].key[n] == '.') return 1;
     return 0;
 }
 
@@ -172,6 +184,9 @@ void cfg_defaults(cfg_train *c) {
     c->vision.select_layer = -2;
     c->vision.max_pixels = 89478485;  // PIL's Image.MAX_IMAGE_PIXELS
     c->projector.type = xstrdup("mlp2x_gelu");
+    c->projector.pool_type = xstrdup("none");
+    c->projector.pool_tokens = 0;
+    c->xattn.every = 4;
     c->optim.lr = 2.0e-4f;
     c->optim.beta1 = 0.9f;
     c->optim.beta2 = 0.999f;
@@ -789,6 +804,16 @@ static int apply_map(cfg_train *c, const char *sec, const cnode *m, const srcctx
             continue;
         }
         const field *f = find_field(sec, k);
+        if (!f && is_group(sec, k) && v->kind == CN_MAP) {   // a nested group: pool: {type, tokens}
+            for (int j = 0; j < v->n; j++) {
+                char sub[112];
+                snprintf(sub, sizeof sub, "%s.%s", k, v->keys[j]);
+                const field *g = find_field(sec, sub);
+                if (!g) return unknown_key(x, v->key_lines[j], sec, sub, NULL);
+                if (set_field(c, g, &v->items[j], x)) return -1;
+            }
+            continue;
+        }
         if (!f) return unknown_key(x, m->key_lines[i], sec, k, NULL);
         if (set_field(c, f, v, x)) return -1;
     }
@@ -825,6 +850,7 @@ int cfg_override(cfg_train *c, const char *kv) {
     if (strchr(key, ' ')) return loc_err(&x, 0, "expected dotted.key=value without spaces around '='");
     // the key first: a misspelled key is reported as such whatever the value
     const char *section = NULL;  // "optim={lr: 1e-4}" sets several keys of a section at once
+    const char *group = NULL, *group_sec = NULL;   // a nested group of keys: pool = pool.type, pool.tokens
     const field *f = NULL;
     char *dot = strchr(key, '.');
     if (!dot) {
@@ -838,7 +864,8 @@ int cfg_override(cfg_train *c, const char *kv) {
             snprintf(shown, sizeof shown, "%s.%s", sec, k);
             return unknown_key(&x, 0, "", sec, shown);
         }
-        if (!(f = find_field(sec, k))) return unknown_key(&x, 0, sec, k, NULL);
+        if (!(f = find_field(sec, k)) && !is_group(sec, k)) return unknown_key(&x, 0, sec, k, NULL);
+        if (!f) group_sec = sec, group = k;   // "projector.pool={type: avg, tokens: 16}"
     }
     const char *val = eq + 1;
     cnode v;
@@ -859,6 +886,14 @@ int cfg_override(cfg_train *c, const char *kv) {
             rc = loc_err(&x, 0, "%s is a section: name a key inside it (e.g. %s.%s=...) or give a mapping", section,
                          section, first_key(section));
         else rc = apply_map(c, section, &v, &x);
+    } else if (group) {
+        if (v.kind != CN_MAP)
+            rc = loc_err(&x, 0, "%s.%s is a group of keys: give a mapping (e.g. {type: avg, tokens: 16})", group_sec,
+                         group);
+        char *gk = (char *)group;
+        int gl = 0;
+        cnode w = {.kind = CN_MAP, .n = 1, .items = &v, .keys = &gk, .key_lines = &gl};
+        if (!rc) rc = apply_map(c, group_sec, &w, &x);
     } else {
         rc = set_field(c, f, &v, &x);
     }
@@ -929,8 +964,8 @@ int cfg_validate(const cfg_train *c) {
             return verr(c, "%s: expected one of %s, found '%s'", key, ch, s ? s : "null");
         }
     }
-    int lora = !strcmp(c->mode, "lora") || !strcmp(c->mode, "projector+lora");
-    int proj = !strcmp(c->mode, "projector") || !strcmp(c->mode, "projector+lora");
+    int lora = !strcmp(c->mode, "lora") || !strcmp(c->mode, "projector+lora") || !strcmp(c->mode, "xattn+lora");
+    int proj = strcmp(c->mode, "lora") != 0;   // projector, projector+lora, xattn, xattn+lora
     if (!c->model) return verr(c, "model: required (the text model folder), found nothing");
     if (!c->output_dir) return verr(c, "output_dir: required, found nothing");
     if (!c->data.train) return verr(c, "data.train: required (the training JSONL), found nothing");
@@ -956,6 +991,10 @@ int cfg_validate(const cfg_train *c) {
     }
     if (proj && !c->vision.model && !c->vision.features)
         return verr(c, "vision.model: required in %s mode (the SigLIP folder), found nothing", c->mode);
+    if (c->xattn.every < 1) return verr(c, "xattn.every: expected an integer >= 1, found %d", c->xattn.every);
+    if (strcmp(c->projector.pool_type, "none") && c->projector.pool_tokens < 1)
+        return verr(c, "projector.pool.tokens: expected an integer >= 1 with pool.type %s, found %d",
+                    c->projector.pool_type, c->projector.pool_tokens);
     if (c->vision.max_pixels <= 0)
         return verr(c, "vision.max_pixels: expected an integer > 0, found %" PRId64, c->vision.max_pixels);
     if (!(c->optim.lr > 0)) return verr(c, "optim.lr: expected a number > 0, found %g", c->optim.lr);

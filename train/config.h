@@ -23,7 +23,7 @@ extern const char *const cfg_lora_target_names[CFG_N_LORA_TARGETS];
 #define CFG_MAX_BATCH (1 << 20)          // train.batch_size and train.grad_accum at most (per-micro-batch arrays)   // train.arena_mb at most 16 TiB (arena_mb << 20 stays far from overflow)
 
 typedef struct cfg_train {
-    char mode[24];            // lora | projector | projector+lora
+    char mode[24];            // lora | projector | projector+lora | xattn | xattn+lora
     char *model;              // text model folder (HF layout); required
     char *precision;          // fp32 | bf16: frozen weights and their matmuls (ag_precision_parse)
     char *output_dir;         // required
@@ -53,7 +53,12 @@ typedef struct cfg_train {
     struct {
         char *type;           // linear | mlp2x_gelu
         char *init;           // existing projector output folder, or NULL
+        char *pool_type;      // none | avg | linear   (YAML: pool: {type, tokens})
+        int pool_tokens;      // N visual tokens per image when pooled
     } projector;
+    struct {
+        int every;            // xattn modes: a cross-attention block after every k-th decoder layer
+    } xattn;
     struct {
         float lr, beta1, beta2, eps, weight_decay;   // YAML: betas: [beta1, beta2]
         float grad_clip;      // max global grad norm; 0 disables clipping

@@ -14,7 +14,8 @@ typedef struct plot_series {
 } plot_series;
 
 // One chart (720 × 420) of the series on shared axes, written to f as an <svg> element.
-void plot_svg(FILE *f, const char *title, const plot_series *s, int ns);
+// logy: a logarithmic y axis (non-positive values are left out).
+void plot_svg(FILE *f, const char *title, const plot_series *s, int ns, int logy);
 
 // Training loss per step (x = step) and, if ne > 0, eval loss points. Atomic write.
 int plot_loss_svg(const char *path, const double *x, const double *y, int n, const double *ex,

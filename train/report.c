@@ -98,14 +98,15 @@ static void row(FILE *f, const char *k, const char *fmt, ...) {
     fputs("</td></tr>\n", f);
 }
 
-static void chart(FILE *f, const char *title, const column *a, const char *la, const column *b, const char *lb) {
+static void chart(FILE *f, const char *title, const column *a, const char *la, const column *b, const char *lb,
+                  int logy) {
     plot_series s[2] = {{a->x, a->y, a->n, la, "#1f77b4", 0}, {b ? b->x : NULL, b ? b->y : NULL, b ? b->n : 0, lb, "#d62728", 1}};
     if (!a->n && b && b->n) {   // only evaluations
         s[0] = s[1];
         b = NULL;
     }
     fputs("<figure>", f);
-    plot_svg(f, title, s, b && b->n ? 2 : 1);
+    plot_svg(f, title, s, b && b->n ? 2 : 1, logy);
     fputs("</figure>\n", f);
 }
 
@@ -193,12 +194,12 @@ int report_write(const char *output_dir, const report_info *I, report_best *best
         I->wall_s, I->load_s, I->train_s, I->eval_s, I->sample_s);
     row(f, "peak memory (RSS)", "%.0f MB", I->peak_rss_mb);
     fputs("</table>\n<h2>Curves</h2>\n<div class=\"grid\">\n", f);
-    chart(f, "loss", &M.col[C_LOSS], "train loss", &M.col[C_EVAL_LOSS], "eval loss");
-    chart(f, "eval perplexity", &(column){0}, "", ppl, "eval ppl");
-    chart(f, "learning rate", &M.col[C_LR], "lr", NULL, NULL);
-    chart(f, "gradient norm (before clipping)", &M.col[C_GNORM], "grad norm", NULL, NULL);
-    chart(f, "throughput", &M.col[C_TPS], "tokens/s", NULL, NULL);
-    if (ex->n) chart(f, "samples exactly right (share)", &(column){0}, "", ex, "exact");
+    chart(f, "loss", &M.col[C_LOSS], "train loss", &M.col[C_EVAL_LOSS], "eval loss", 0);
+    chart(f, "eval perplexity (log scale)", &(column){0}, "", ppl, "eval ppl", 1);
+    chart(f, "learning rate", &M.col[C_LR], "lr", NULL, NULL, 0);
+    chart(f, "gradient norm (before clipping, log scale)", &M.col[C_GNORM], "grad norm", NULL, NULL, 1);
+    chart(f, "throughput", &M.col[C_TPS], "tokens/s", NULL, NULL, 0);
+    if (ex->n) chart(f, "samples exactly right (share)", &(column){0}, "", ex, "exact", 0);
     fputs("</div>\n", f);
     if (M.n_samples) {
         fputs("<h2>Samples (greedy, with the adapter at that step)</h2>\n", f);

@@ -69,18 +69,23 @@ typedef struct run {
     data_loader loader;
     data_batch *mb;            // [grad_accum]
     // projector modes
-    int vmode;                 // 0: lora, 1: projector, 2: projector+lora
-    int use_lora;              // the LoRA block trains (lora, projector+lora)
+    int vmode;                 // 0: lora, 1: projector, 2: projector+lora, 3: xattn, 4: xattn+lora
+    int use_lora;              // the LoRA block trains (lora, projector+lora, xattn+lora)
+    int xmode;                 // cross-attention fusion (xattn, xattn+lora)
+    xattn xa;                  // xmode: the cross-attention blocks
+    ag_params *blk[3];         // the trainable blocks, in optimizer order: [projector, xattn, lora]
+    int nblk;
     projector proj;
     vision_tower vis;
     data_fc *fc;               // vision.features: the prepared feature cache (no tower then)
-    int P, Cv;                 // visual rows per image, vision hidden size
+    int P, Cv;                 // patches per image (feature rows), vision hidden size
+    int rows_img;              // visual rows per image in the sequence (P, or the pooled tokens)
     float **feats;             // [grad_accum] × [images·P, Cv] features of each micro-batch
     int64_t *feat_cap;         // [grad_accum] floats allocated
     int32_t **tgt;             // [grad_accum] × [n] targets with bad-image records dropped
     int64_t *tgt_cap;
     int64_t n_bad_images;      // records skipped for an undecodable image (skip_bad_lines)
-    ag_params cat;             // projector+lora: both blocks gathered for one AdamW (data, grad)
+    ag_params cat;             // several blocks (projector+lora, xattn...): gathered for one AdamW (data, grad)
     int64_t step, total;
     int64_t tokens_seen;
     uint64_t data_fp;          // fingerprint of the tokenized training data (data_fingerprint)
@@ -113,6 +118,7 @@ static int write_adapter(void *user, const char *dir) { return lora_save(&((run 
 static int write_vision(void *user, const char *dir) {
     run *R = user;
     if (projector_save(&R->proj, dir, R->cfg->vision.select_layer, R->P) != 0) return -1;
+    if (R->xmode && xattn_save(&R->xa, dir) != 0) return -1;
     return R->use_lora ? lora_save(&R->lora, dir) : 0;
 }
 
@@ -147,8 +153,7 @@ static int mine(int k) { return k % dist_size() == dist_rank(); }
 // FNV-1a of the trainable parameters (compared across ranks at every checkpoint)
 static uint64_t params_checksum(const run *R) {
     uint64_t h = 0;
-    if (R->vmode) h = hash64(R->proj.params.data, (size_t)R->proj.params.total * sizeof(float), h);
-    if (R->use_lora) h = hash64(R->lora.params.data, (size_t)R->lora.params.total * sizeof(float), h);
+    for (int i = 0; i < R->nblk; i++) h = hash64(R->blk[i]->data, (size_t)R->blk[i]->total * sizeof(float), h);
     return h;
 }
 
@@ -167,7 +172,7 @@ static uint64_t dropout_rng(const run *R, uint64_t rng0, int64_t rows) {
 
 // After this rank's micro-batches: the step loss (a sum of per-micro-batch means over the
 // step's supervised tokens) summed in double, Ctrl-C and skipped-image counts agreed, and
-// one allreduce (sum) of the contiguous gradient block ([projector, lora] in projector+lora).
+// one allreduce (sum) of the gradients (gathered as [projector, xattn, lora] when several).
 // g_stop: the step's Ctrl-C, read once here (every rank acts on the same value even when the
 // signal lands on one rank between this agreement and the step's end).
 static int g_stop;
@@ -179,17 +184,21 @@ static int reduce_step(run *R, double *loss, int64_t bad0) {
     *loss = v[0];
     g_stop = v[1] > 0;
     R->n_bad_images = bad0 + (int64_t)v[2];
-    if (R->vmode != 2) {
-        ag_params *p = R->vmode ? &R->proj.params : &R->lora.params;
-        dist_allreduce_sum_f32(p->grad, p->total);
+    if (R->nblk == 1) {
+        dist_allreduce_sum_f32(R->blk[0]->grad, R->blk[0]->total);
         return 0;
     }
-    int64_t np = R->proj.params.total, nl = R->lora.params.total;
-    memcpy(R->cat.grad, R->proj.params.grad, (size_t)np * sizeof(float));
-    memcpy(R->cat.grad + np, R->lora.params.grad, (size_t)nl * sizeof(float));
-    dist_allreduce_sum_f32(R->cat.grad, np + nl);
-    memcpy(R->proj.params.grad, R->cat.grad, (size_t)np * sizeof(float));
-    memcpy(R->lora.params.grad, R->cat.grad + np, (size_t)nl * sizeof(float));
+    int64_t off = 0;   // several blocks: one allreduce over them gathered in R->blk order
+    for (int i = 0; i < R->nblk; i++) {
+        memcpy(R->cat.grad + off, R->blk[i]->grad, (size_t)R->blk[i]->total * sizeof(float));
+        off += R->blk[i]->total;
+    }
+    dist_allreduce_sum_f32(R->cat.grad, off);
+    off = 0;
+    for (int i = 0; i < R->nblk; i++) {
+        memcpy(R->blk[i]->grad, R->cat.grad + off, (size_t)R->blk[i]->total * sizeof(float));
+        off += R->blk[i]->total;
+    }
     return 0;
 }
 
@@ -291,6 +300,7 @@ static int restore(run *R, const char *dir) {
     int rc = -1;
     lora_adapter tl = {0};
     projector tp = {0};
+    xattn tx = {0};
     float *m = NULL, *v = NULL;
     if (!s) goto done;
     if (!cJSON_IsObject(j)) {
@@ -336,10 +346,20 @@ static int restore(run *R, const char *dir) {
     // the weights and the optimizer, into temporaries
     if (R->vmode) {
         if (projector_load(&tp, dir) != 0) goto done;
-        if (tp.params.total != R->proj.params.total || tp.type != R->proj.type) {
-            err_set("%s: the checkpoint's projector (%s, %lld parameters) differs from this run's (%s, %lld)", dir,
-                    projector_type_name(tp.type), (long long)tp.params.total, projector_type_name(R->proj.type),
+        if (tp.params.total != R->proj.params.total || tp.type != R->proj.type || tp.pool != R->proj.pool ||
+            tp.pool_tokens != R->proj.pool_tokens) {
+            err_set("%s: the checkpoint's projector (%s, pool %s to %d tokens, %lld parameters) differs from this "
+                    "run's (%s, pool %s to %d tokens, %lld)", dir, projector_type_name(tp.type),
+                    projector_pool_name(tp.pool), tp.pool_tokens, (long long)tp.params.total,
+                    projector_type_name(R->proj.type), projector_pool_name(R->proj.pool), R->proj.pool_tokens,
                     (long long)R->proj.params.total);
+            goto done;
+        }
+    }
+    if (R->xmode) {   // the cross-attention blocks (checked against the model and xattn.every)
+        if (xattn_load(&tx, dir, &R->model.cfg) != 0) goto done;
+        if (tx.every != R->xa.every) {
+            err_set("%s/xattn_config.json: every %d, this run's xattn.every is %d", dir, tx.every, R->xa.every);
             goto done;
         }
     }
@@ -361,6 +381,7 @@ static int restore(run *R, const char *dir) {
     }
     // every check passed: use it
     if (R->vmode) memcpy(R->proj.params.data, tp.params.data, (size_t)tp.params.total * sizeof(float));
+    if (R->xmode) memcpy(R->xa.params.data, tx.params.data, (size_t)tx.params.total * sizeof(float));
     for (int i = 0; R->use_lora && i < R->lora.params.n; i++) {
         ag_tensor *a = R->lora.params.t[i], *b = ag_params_find(&tl.params, a->name);
         AG_ASSERT(b && b->numel == a->numel, "adapter layout");
@@ -376,6 +397,7 @@ static int restore(run *R, const char *dir) {
 done:
     if (tl.slots) lora_free(&tl);
     if (tp.params.n) projector_free(&tp);
+    if (tx.params.n) xattn_free(&tx);
     free(m);
     free(v);
     free(path);
@@ -467,7 +489,8 @@ static int run_eval(run *R, double *loss, double *ppl) {
     if (R->vmode) {
         if (R->use_lora) lora_set_dropout(&R->lora, 0);
         vision_source src = R->fc ? vision_cache_source(R->fc) : vision_tower_source(&R->vis);
-        rc = vision_perplexity(&R->ctx, &R->model, R->use_lora ? &R->lora.view : NULL, &src, &R->proj, &R->eval, M,
+        rc = vision_perplexity_xattn(&R->ctx, &R->model, R->use_lora ? &R->lora.view : NULL, &src, &R->proj,
+                                     R->xmode ? &R->xa : NULL, &R->eval, M,
                                M, 4 * M, &res, NULL, NULL);
         if (R->use_lora) lora_set_dropout(&R->lora, R->cfg->lora.dropout);
     } else {
@@ -566,7 +589,8 @@ static int finish_report(run *R, const char *status, double t_load, double t_beg
     double wall = now_seconds() - t_begin;
     report_info ri = {title, status, cj, R->step, R->total, R->tokens_seen, R->train.n, R->train.n_tokens,
                      R->train.n_skipped_bad, R->train.n_dropped_long, R->train.n_truncated, R->eval.n, R->n_bad_images,
-                     (R->use_lora ? R->lora.params.total : 0) + (R->vmode ? R->proj.params.total : 0), t_load,
+                     (R->use_lora ? R->lora.params.total : 0) + (R->vmode ? R->proj.params.total : 0) +
+                         (R->xmode ? R->xa.params.total : 0), t_load,
                      wall - t_load - R->t_eval - R->t_sample, R->t_eval, R->t_sample, wall, ru.ru_maxrss / 1024.0};
     report_best best;
     int rc = report_write(cfg->output_dir, &ri, &best);
@@ -652,18 +676,23 @@ static int prepare_images(run *R, int k, int64_t *nsup) {
     return rc;
 }
 
-// projector+lora: one AdamW over both blocks, gathered as [projector, lora].
+// Several trainable blocks: one AdamW over all of them, gathered in R->blk order (projector,
+// xattn, lora), so the optimizer state and the global-norm clipping span them all.
 static void cat_gather(run *R) {
-    int64_t np = R->proj.params.total, nl = R->lora.params.total;
-    memcpy(R->cat.data, R->proj.params.data, (size_t)np * sizeof(float));
-    memcpy(R->cat.data + np, R->lora.params.data, (size_t)nl * sizeof(float));
-    memcpy(R->cat.grad, R->proj.params.grad, (size_t)np * sizeof(float));
-    memcpy(R->cat.grad + np, R->lora.params.grad, (size_t)nl * sizeof(float));
+    int64_t off = 0;
+    for (int i = 0; i < R->nblk; i++) {
+        int64_t n = R->blk[i]->total;
+        memcpy(R->cat.data + off, R->blk[i]->data, (size_t)n * sizeof(float));
+        memcpy(R->cat.grad + off, R->blk[i]->grad, (size_t)n * sizeof(float));
+        off += n;
+    }
 }
 static void cat_scatter(run *R) {
-    int64_t np = R->proj.params.total, nl = R->lora.params.total;
-    memcpy(R->proj.params.data, R->cat.data, (size_t)np * sizeof(float));
-    memcpy(R->lora.params.data, R->cat.data + np, (size_t)nl * sizeof(float));
+    int64_t off = 0;
+    for (int i = 0; i < R->nblk; i++) {
+        memcpy(R->blk[i]->data, R->cat.data + off, (size_t)R->blk[i]->total * sizeof(float));
+        off += R->blk[i]->total;
+    }
 }
 
 // The projector: projector.init, or fresh (PyTorch's Linear init from the seed).
@@ -682,7 +711,15 @@ static int setup_projector(run *R) {
             fprintf(stderr, "warning: %s was trained with select_layer %d, this run uses %d\n", cfg->projector.init,
                     R->proj.select_layer, cfg->vision.select_layer);
         fprintf(stderr, "projector: starting from %s\n", cfg->projector.init);
-    } else if (projector_create(&R->proj, cfg->projector.type, R->Cv, Ct, cfg->train.seed) != 0) {
+        if (strcmp(projector_pool_name(R->proj.pool), cfg->projector.pool_type) ||
+            (R->proj.pool != POOL_NONE && R->proj.pool_tokens != cfg->projector.pool_tokens) ||
+            (R->proj.pool != POOL_NONE && R->proj.num_patches != R->P))
+            return err_set("%s: the projector pools %s to %d tokens from %d patches, this run needs projector.pool "
+                           "{type: %s, tokens: %d} from %d patches",
+                           cfg->projector.init, projector_pool_name(R->proj.pool), R->proj.pool_tokens,
+                           R->proj.num_patches, cfg->projector.pool_type, cfg->projector.pool_tokens, R->P);
+    } else if (projector_create_pooled(&R->proj, cfg->projector.type, R->Cv, Ct, cfg->projector.pool_type, R->P,
+                                       cfg->projector.pool_tokens, cfg->train.seed) != 0) {
         return -1;
     }
     R->proj.num_patches = R->P;
@@ -692,8 +729,11 @@ static int setup_projector(run *R) {
 
 int train_run(cfg_train *cfg) {
     run R_ = {0}, *R = &R_;
-    R->vmode = !strcmp(cfg->mode, "projector") ? 1 : !strcmp(cfg->mode, "projector+lora") ? 2 : 0;
-    R->use_lora = R->vmode != 1;
+    static const char *const vmodes[] = {"lora", "projector", "projector+lora", "xattn", "xattn+lora"};
+    for (int i = 0; i < 5; i++)
+        if (!strcmp(cfg->mode, vmodes[i])) R->vmode = i;
+    R->use_lora = R->vmode == 0 || R->vmode == 2 || R->vmode == 4;
+    R->xmode = R->vmode >= 3;
     if (R->vmode && !cfg->vision.model && !cfg->vision.features) {
         err_set("%s: vision.model: required in %s mode (or vision.features)", cfg->config_path ? cfg->config_path : "config",
                 cfg->mode);
@@ -761,8 +801,17 @@ int train_run(cfg_train *cfg) {
         R->P = R->vis.P;
         R->Cv = R->vis.C;
     }
+    if (R->vmode && strcmp(cfg->projector.pool_type, "none") && cfg->projector.pool_tokens > R->P) {
+        err_set("projector.pool.tokens: expected at most %d (the vision features' patches per image), found %d", R->P,
+                cfg->projector.pool_tokens);
+        goto out;
+    }
+    // visual rows per image in the sequences: the pooled tokens, or every patch; none with
+    // cross-attention (the image stays outside the sequence)
+    R->rows_img = R->vmode && strcmp(cfg->projector.pool_type, "none") ? cfg->projector.pool_tokens : R->P;
     data_opts o = data_opts_default();
-    o.num_patches = R->P;
+    o.num_patches = R->xmode ? 0 : R->rows_img;
+    o.image_outside = R->xmode;
     o.format = cfg->data.format;
     o.template_ = cfg->data.template_;
     o.train_on_prompt = cfg->data.train_on_prompt;
@@ -798,6 +847,8 @@ int train_run(cfg_train *cfg) {
         fprintf(stderr, "data: %s: %lld eval records\n", cfg->data.eval, (long long)R->eval.n);
 
     if (R->vmode && setup_projector(R) != 0) goto out;
+    // the cross-attention blocks: fresh (gates 0), from their own splitmix64 stream
+    if (R->xmode && xattn_create(&R->xa, &R->model.cfg, cfg->xattn.every, cfg->train.seed ^ 0x78617474ULL) != 0) goto out;
     // adapter
     lora_config lc = {.r = cfg->lora.r, .alpha = cfg->lora.alpha, .dropout = cfg->lora.dropout, .use_rslora = cfg->lora.use_rslora};
     snprintf(lc.base_model, sizeof lc.base_model, "%s", cfg->model);
@@ -812,8 +863,12 @@ int train_run(cfg_train *cfg) {
     } else if (lora_create(&R->lora, &R->model.cfg, &lc, cfg->train.seed) != 0) {
         goto out;
     }
-    int64_t n_train = (R->use_lora ? R->lora.params.total : 0) + (R->vmode ? R->proj.params.total : 0);
-    if (R->vmode == 2) {
+    if (R->vmode) R->blk[R->nblk++] = &R->proj.params;
+    if (R->xmode) R->blk[R->nblk++] = &R->xa.params;
+    if (R->use_lora) R->blk[R->nblk++] = &R->lora.params;
+    int64_t n_train = 0;
+    for (int i = 0; i < R->nblk; i++) n_train += R->blk[i]->total;
+    if (R->nblk > 1) {
         R->cat.total = n_train;
         R->cat.data = xmalloc((size_t)n_train * sizeof(float));
         R->cat.grad = xmalloc((size_t)n_train * sizeof(float));
@@ -821,12 +876,14 @@ int train_run(cfg_train *cfg) {
     if (ag_adamw_init(&R->opt, n_train, cfg->optim.beta1, cfg->optim.beta2, cfg->optim.eps,
                       cfg->optim.weight_decay) != 0)
         goto out;
-    if (ag_ctx_init(&R->ctx, (size_t)arena_bytes(cfg, &R->model.cfg)) != 0) goto out;
+    hf_llama_config acfg = R->model.cfg;   // the blocks' activations are about a decoder layer's each
+    if (R->xmode) acfg.num_layers += R->xa.nblocks;
+    if (ag_ctx_init(&R->ctx, (size_t)arena_bytes(cfg, &acfg)) != 0) goto out;
     R->ctx.training = 1;
     R->ctx.rng = cfg->train.seed * 0x9E3779B97F4A7C15ULL + 1;
     data_loader_opts lo = {.batch_size = cfg->train.batch_size, .max_seq_len = cfg->data.max_seq_len,
                            .packing = cfg->data.packing, .shuffle = cfg->data.shuffle, .seed = cfg->train.seed,
-                           .num_patches = R->P};
+                           .num_patches = R->xmode ? 0 : R->rows_img};
     if (data_loader_init(&R->loader, &R->train, &lo) != 0) goto out;
     R->data_fp = data_fingerprint(&R->train);
     R->total = cfg->train.max_steps > 0 ? cfg->train.max_steps
@@ -840,9 +897,14 @@ int train_run(cfg_train *cfg) {
         if (samples_load(&R->samples, cfg) != 0) goto out;
     }
     if (R->vmode)
-        fprintf(stderr, "projector: %s %d -> %d (%lld parameters), select_layer %d, %d visual rows per image%s\n",
+        fprintf(stderr, "projector: %s %d -> %d (%lld parameters), select_layer %d, %d visual rows per image (pool %s)%s\n",
                 projector_type_name(R->proj.type), R->Cv, R->proj.text_hidden, (long long)R->proj.params.total,
-                cfg->vision.select_layer, R->P, R->use_lora ? "; with LoRA:" : "");
+                cfg->vision.select_layer, R->xmode ? 0 : R->rows_img, projector_pool_name(R->proj.pool),
+                R->use_lora ? "; with LoRA:" : "");
+    if (R->xmode)
+        fprintf(stderr, "xattn: %d gated cross-attention blocks (after every %d decoder layers, %d visual rows per "
+                        "image as keys/values): %lld parameters\n",
+                R->xa.nblocks, R->xa.every, R->rows_img, (long long)R->xa.params.total);
     if (!R->use_lora)
         fprintf(stderr, "%lld optimizer steps of %d x %d records; loaded in %.1fs\n", (long long)R->total,
                 cfg->train.batch_size, cfg->train.grad_accum, now_seconds() - t_load);
@@ -895,8 +957,7 @@ int train_run(cfg_train *cfg) {
         nsup = (int64_t)nv;
         uint64_t rng0 = R->ctx.rng;
         int64_t bad0 = R->n_bad_images, done = 0;
-        if (R->use_lora) ag_params_zero_grad(&R->lora.params);
-        if (R->vmode) ag_params_zero_grad(&R->proj.params);
+        for (int i = 0; i < R->nblk; i++) ag_params_zero_grad(R->blk[i]);
         double loss = 0, gnorm = 0;
         float lr = cfg_lr_at(cfg, R->step, R->total);
         for (int k = 0; k < accum; k++) {
@@ -904,7 +965,9 @@ int train_run(cfg_train *cfg) {
             done += R->mb[k].n;
             if (!mine(k)) continue;
             float norm = nsup > 0 ? (float)nsup : 1.0f;
-            int rc = R->vmode ? vision_micro_step(&R->ctx, &R->model, R->use_lora ? &R->lora.view : NULL, &R->proj, &R->mb[k],
+            int rc = R->xmode ? vision_xattn_micro_step(&R->ctx, &R->model, R->use_lora ? &R->lora.view : NULL, &R->proj,
+                                                        &R->xa, &R->mb[k], R->feats[k], R->tgt[k], norm, &loss)
+                     : R->vmode ? vision_micro_step(&R->ctx, &R->model, R->use_lora ? &R->lora.view : NULL, &R->proj, &R->mb[k],
                                                   R->feats[k], R->tgt[k], norm, &loss)
                               : train_micro_step(&R->ctx, &R->model, &R->lora.view, &R->mb[k], norm, &loss);
             if (rc != 0) goto out;
@@ -917,6 +980,10 @@ int train_run(cfg_train *cfg) {
             st_writer *w = st_writer_new();
             for (int i = 0; i < R->proj.params.n; i++) {
                 ag_tensor *t = R->proj.params.t[i];
+                st_writer_add(w, t->name, ST_F32, t->ndim, t->shape, t->grad);
+            }
+            for (int i = 0; R->xmode && i < R->xa.params.n; i++) {
+                ag_tensor *t = R->xa.params.t[i];
                 st_writer_add(w, t->name, ST_F32, t->ndim, t->shape, t->grad);
             }
             for (int i = 0; R->use_lora && i < R->lora.params.n; i++) {
@@ -943,8 +1010,8 @@ int train_run(cfg_train *cfg) {
             free(last);
             goto out;
         }
-        if (R->vmode == 2) cat_gather(R);
-        ag_params *blk = R->vmode == 2 ? &R->cat : R->vmode == 1 ? &R->proj.params : &R->lora.params;
+        if (R->nblk > 1) cat_gather(R);
+        ag_params *blk = R->nblk > 1 ? &R->cat : R->blk[0];
         if (train_opt_step(&R->opt, blk, lr, cfg->optim.grad_clip, &gnorm) != 0) {
             char *last = ckpt_find_latest(cfg->output_dir);
             err_prefix("step %lld", (long long)R->step);
@@ -952,7 +1019,7 @@ int train_run(cfg_train *cfg) {
             free(last);
             goto out;
         }
-        if (R->vmode == 2) cat_scatter(R);
+        if (R->nblk > 1) cat_scatter(R);
         R->step++;
         R->tokens_seen += rows;
         double dt = now_seconds() - t0, elapsed = now_seconds() - t_start;
@@ -1018,8 +1085,9 @@ int train_run(cfg_train *cfg) {
     if (R->n_bad_images)
         fprintf(stderr, "data: %lld records skipped for undecodable images (data.skip_bad_lines)\n", (long long)R->n_bad_images);
     if (R->vmode)
-        fprintf(stderr, "done: projector in %s (projector.safetensors, projector_config.json%s), metrics.jsonl, loss.svg\n",
-                cfg->output_dir, R->use_lora ? ", adapter_model.safetensors, adapter_config.json" : "");
+        fprintf(stderr, "done: projector in %s (projector.safetensors, projector_config.json%s%s), metrics.jsonl, loss.svg\n",
+                cfg->output_dir, R->xmode ? ", xattn.safetensors, xattn_config.json" : "",
+                R->use_lora ? ", adapter_model.safetensors, adapter_config.json" : "");
     else
     fprintf(stderr, "done: adapter in %s (adapter_model.safetensors, adapter_config.json), metrics.jsonl, loss.svg\n",
             cfg->output_dir);
@@ -1041,6 +1109,7 @@ out:
     free(R->feats), free(R->feat_cap), free(R->tgt), free(R->tgt_cap);
     free(R->cat.data), free(R->cat.grad);
     if (R->vmode) projector_free(&R->proj), vision_close(&R->vis);
+    if (R->xmode) xattn_free(&R->xa);
     if (R->fc) data_fc_close(R->fc);
     free(R->mb);
     free(R->hx), free(R->hy), free(R->ex), free(R->ey);

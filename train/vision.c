@@ -59,6 +59,14 @@ int vision_open_projected(vision_tower *v, projector *p, const char *vision_dir,
     return 0;
 }
 
+int vision_open_xattn(xattn *xa, const char *proj_dir, const llama_model *m) {
+    char *cfg = path_join(proj_dir, "xattn_config.json");
+    int has = file_exists(cfg);
+    free(cfg);
+    if (!has) return 0;
+    return xattn_load(xa, proj_dir, &m->cfg) == 0 ? 1 : -1;
+}
+
 int vision_features(vision_tower *v, const char *const *paths, int n, float *out, uint8_t *bad) {
     size_t img = (size_t)3 * v->size * v->size, rows = (size_t)v->P * v->C;
     v->failed = -1;
@@ -83,8 +91,10 @@ int vision_features(vision_tower *v, const char *const *paths, int n, float *out
 
 // --- splicing
 
-ag_tensor *vision_embed(ag_ctx *c, const llama_model *lm, const projector *p, const int32_t *ids,
-                        int64_t n, const float *feats, const int32_t *rows, int64_t m) {
+// The token embeddings of ids [n] with rows[j] replaced by projector(f[j]); f [m, Cv] holds
+// the (pooled) visual rows, on the tape.
+static ag_tensor *embed_rows(ag_ctx *c, const llama_model *lm, const projector *p, const int32_t *ids, int64_t n,
+                             ag_tensor *f, const int32_t *rows, int64_t m) {
     int32_t *safe = ag_alloc(c, (size_t)n * sizeof(int32_t), "vision ids");
     if (!safe) return NULL;
     for (int64_t i = 0; i < n; i++) safe[i] = ids[i] < 0 ? 0 : ids[i];   // visual rows: replaced below
@@ -95,14 +105,37 @@ ag_tensor *vision_embed(ag_ctx *c, const llama_model *lm, const projector *p, co
                 lm->cfg.hidden_size);
         return NULL;
     }
-    ag_tensor *f = ag_new2(c, m, p->vision_hidden);
     if (!f) return NULL;
-    memcpy(f->data, feats, (size_t)m * p->vision_hidden * sizeof(float));
+    if (f->shape[0] != m) {
+        err_set("projector: %lld visual rows for %lld image rows of the sequence", (long long)f->shape[0], (long long)m);
+        return NULL;
+    }
     ag_tensor *y = projector_forward(c, p, f);
     return ag_scatter_rows(c, x, y, rows);
 }
 
-// The visual rows of a batch, in sequence order: rows [images·P]. Returns the count.
+// Raw patch features [images·P, Cv] into the arena (no grad).
+static ag_tensor *feats_tensor(ag_ctx *c, const projector *p, const float *feats, int64_t rows) {
+    ag_tensor *f = ag_new2(c, rows, p->vision_hidden);
+    if (f) memcpy(f->data, feats, (size_t)rows * p->vision_hidden * sizeof(float));
+    return f;
+}
+
+ag_tensor *vision_embed(ag_ctx *c, const llama_model *lm, const projector *p, const int32_t *ids,
+                        int64_t n, const float *feats, const int32_t *rows, int64_t m) {
+    int R = projector_rows(p);
+    if (m == 0) return embed_rows(c, lm, p, ids, n, NULL, rows, 0);
+    if (p->pool == POOL_NONE) return embed_rows(c, lm, p, ids, n, feats_tensor(c, p, feats, m), rows, m);
+    if (R <= 0 || m % R != 0) {
+        err_set("vision: %lld image rows are not whole images of %d rows", (long long)m, R);
+        return NULL;
+    }
+    ag_tensor *f = feats_tensor(c, p, feats, m / R * p->num_patches);
+    return embed_rows(c, lm, p, ids, n, projector_pool(c, p, f), rows, m);
+}
+
+// The visual rows of a batch, in sequence order: rows [images·P] (P rows per image in the
+// sequence). Returns the count.
 static int64_t batch_image_rows(ag_ctx *c, const data_batch *b, int P, int32_t **rows) {
     int64_t m = 0;
     for (int s = 0; s < b->nseq; s++)
@@ -116,21 +149,75 @@ static int64_t batch_image_rows(ag_ctx *c, const data_batch *b, int P, int32_t *
     return m;
 }
 
+// The fused lm-head cross-entropy of h and its backward: *loss += Σ nll / norm.
+static int loss_backward(ag_ctx *c, const llama_model *m, ag_tensor *h, const int32_t *targets, float norm,
+                         double *loss) {
+    ag_tensor *l = ag_cross_entropy(c, h, (ag_tensor *)&m->w.lm_head, targets, norm);
+    if (!l) return -1;
+    *loss += l->data[0];
+    if (!l->requires_grad) return 0;   // nothing supervised, or nothing trainable in the batch
+    return ag_backward(c, l);
+}
+
 int vision_micro_step(ag_ctx *c, const llama_model *m, const llama_lora *lora, const projector *p,
                       const data_batch *b, const float *feats, const int32_t *targets, float norm,
                       double *loss) {
     ag_ctx_reset(c);
-    int P = p->num_patches;
+    int P = projector_rows(p);
     int32_t *rows = NULL;
     int64_t nr = batch_image_rows(c, b, P, &rows);
     if (nr < 0) return -1;
     ag_tensor *x = vision_embed(c, m, p, b->ids, b->n, feats, rows, nr);
     ag_tensor *h = llama_forward(c, m, lora, NULL, x, b->n, b->pos, b->kv_begin);
-    ag_tensor *l = ag_cross_entropy(c, h, (ag_tensor *)&m->w.lm_head, targets ? targets : b->targets, norm);
-    if (!l) return -1;
-    *loss += l->data[0];
-    if (!l->requires_grad) return 0;   // nothing supervised, or nothing trainable in the batch
-    return ag_backward(c, l);
+    return loss_backward(c, m, h, targets ? targets : b->targets, norm, loss);
+}
+
+// --- cross-attention fusion
+
+ag_tensor *vision_xattn_rows(ag_ctx *c, const projector *p, const float *feats, int nimg) {
+    if (nimg == 0) return NULL;
+    int64_t rows = (int64_t)nimg * (p->pool == POOL_NONE ? projector_rows(p) : p->num_patches);
+    return projector_forward(c, p, projector_pool(c, p, feats_tensor(c, p, feats, rows)));
+}
+
+// Each row's visual rows: image img[i] (-1: none) owns rows [img·R, (img+1)·R) of vis.
+static int xattn_ranges(ag_ctx *c, const int32_t *img, int64_t n, int R, int32_t **kb, int32_t **ke) {
+    *kb = ag_alloc(c, (size_t)n * sizeof **kb, "xattn ranges");
+    *ke = ag_alloc(c, (size_t)n * sizeof **ke, "xattn ranges");
+    if (!*kb || !*ke) return -1;
+    for (int64_t i = 0; i < n; i++) {
+        (*kb)[i] = img[i] >= 0 ? img[i] * R : 0;
+        (*ke)[i] = img[i] >= 0 ? (img[i] + 1) * R : 0;
+    }
+    return 0;
+}
+
+ag_tensor *vision_xattn_forward(ag_ctx *c, const llama_model *m, const llama_lora *lora, const projector *p,
+                                const xattn *xa, const int32_t *ids, int64_t n, const int32_t *pos,
+                                const int32_t *kv_begin, const float *feats, int nimg, const int32_t *img) {
+    ag_tensor *vis = vision_xattn_rows(c, p, feats, nimg);
+    if (nimg && !vis) return NULL;
+    int32_t *kb, *ke;
+    if (xattn_ranges(c, img, n, projector_rows(p), &kb, &ke) != 0) return NULL;
+    xattn_run run = {xa, vis, kb, ke};
+    llama_hook hook = xattn_hook(&run);
+    return llama_forward_hooked(c, m, lora, ids, NULL, n, pos, kv_begin, &hook);
+}
+
+int vision_xattn_micro_step(ag_ctx *c, const llama_model *m, const llama_lora *lora, const projector *p,
+                            const xattn *xa, const data_batch *b, const float *feats, const int32_t *targets,
+                            float norm, double *loss) {
+    ag_ctx_reset(c);
+    int32_t *img = ag_alloc(c, (size_t)b->n * sizeof *img, "xattn images");
+    if (!img) return -1;
+    int ni = 0;
+    for (int s = 0; s < b->nseq; s++) {
+        int has = b->image_row && b->image_row[s] >= 0;
+        for (int64_t r = b->seq_begin[s]; r < b->seq_begin[s + 1]; r++) img[r] = has ? ni : -1;
+        ni += has;
+    }
+    ag_tensor *h = vision_xattn_forward(c, m, lora, p, xa, b->ids, b->n, b->pos, b->kv_begin, feats, ni, img);
+    return loss_backward(c, m, h, targets ? targets : b->targets, norm, loss);
 }
 
 // --- feature sources
@@ -160,23 +247,64 @@ typedef struct vision_ppl {
     const llama_model *m;
     const projector *p;
     const vision_source *src;
+    float *raw;   // [P, Cv] one image's patch features before pooling
+    const llama_lora *lora;   // cross-attention: the forward runs here
+    const xattn *xa;
 } vision_ppl;
 
 static int ppl_features(void *user, const data_record *r, float *out) {
-    const vision_source *src = ((const vision_ppl *)user)->src;
-    return src->fn(src->user, r, out);
+    const vision_ppl *v = user;
+    if (v->p->pool == POOL_NONE) return v->src->fn(v->src->user, r, out);
+    if (v->src->fn(v->src->user, r, v->raw) != 0) return -1;
+    projector_pool_plain(v->p, v->raw, 1, out);
+    return 0;
 }
 
 static ag_tensor *ppl_embed(void *user, ag_ctx *c, const int32_t *ids, int64_t n, const float *feats,
                             const int32_t *rows, int64_t m) {
     const vision_ppl *v = user;
-    return vision_embed(c, v->m, v->p, ids, n, feats, rows, m);
+    return embed_rows(c, v->m, v->p, ids, n, feats_tensor(c, v->p, feats, m), rows, m);
+}
+
+static ag_tensor *ppl_xattn(void *user, ag_ctx *c, const int32_t *ids, int64_t n, const int32_t *pos,
+                            const int32_t *begin, const float *feats, int nimg, const int32_t *img) {
+    const vision_ppl *v = user;
+    // feats hold the pooled rows already: project them without pooling again
+    ag_tensor *vis = nimg ? projector_forward(c, v->p, feats_tensor(c, v->p, feats, (int64_t)nimg * projector_rows(v->p)))
+                          : NULL;
+    if (nimg && !vis) return NULL;
+    int32_t *kb, *ke;
+    if (xattn_ranges(c, img, n, projector_rows(v->p), &kb, &ke) != 0) return NULL;
+    xattn_run run = {v->xa, vis, kb, ke};
+    llama_hook hook = xattn_hook(&run);
+    return llama_forward_hooked(c, v->m, v->lora, ids, NULL, n, pos, begin, &hook);
+}
+
+int vision_perplexity_xattn(ag_ctx *c, const llama_model *m, const llama_lora *lora, const vision_source *v,
+                            const projector *p, const xattn *xa, const data_set *ds, int64_t M, int64_t S,
+                            int64_t batch_rows, eval_result *res, eval_progress_fn progress, void *user) {
+    if (v && p && (p->pool != POOL_NONE || xa) && v->P != p->num_patches)
+        return err_set("vision: the features have %d patches per image, the projector expects %d", v->P,
+                       p->num_patches);
+    vision_ppl vp = {m, p, v, v && p ? xmalloc((size_t)v->P * v->Cv * sizeof(float)) : NULL, lora, xa};
+    eval_image_hook hook = {0};
+    hook.Cv = v ? v->Cv : 0;
+    hook.features = v && p ? ppl_features : NULL;
+    hook.user = &vp;
+    if (xa) {
+        hook.R = p ? projector_rows(p) : 0;
+        hook.forward = ppl_xattn;
+    } else {
+        hook.P = v ? (p ? projector_rows(p) : v->P) : 0;
+        hook.embed = ppl_embed;
+    }
+    int rc = eval_perplexity_img(c, m, lora, &hook, ds, M, S, batch_rows, res, progress, user);
+    free(vp.raw);
+    return rc;
 }
 
 int vision_perplexity(ag_ctx *c, const llama_model *m, const llama_lora *lora, const vision_source *v,
                       const projector *p, const data_set *ds, int64_t M, int64_t S,
                       int64_t batch_rows, eval_result *res, eval_progress_fn progress, void *user) {
-    vision_ppl vp = {m, p, v};
-    eval_image_hook hook = {v ? v->P : 0, v ? v->Cv : 0, v && p ? ppl_features : NULL, ppl_embed, &vp};
-    return eval_perplexity_img(c, m, lora, &hook, ds, M, S, batch_rows, res, progress, user);
+    return vision_perplexity_xattn(c, m, lora, v, p, NULL, ds, M, S, batch_rows, res, progress, user);
 }

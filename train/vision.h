@@ -30,6 +30,7 @@
 #include "projector.h"
 #include "records.h"
 #include "siglip.h"
+#include "xattn.h"
 
 // --- the frozen vision tower + its preprocessing
 
@@ -58,6 +59,11 @@ void vision_close(vision_tower *v);
 int vision_open_projected(vision_tower *v, projector *p, const char *vision_dir, const char *proj_dir,
                           const llama_model *m, const char *model);
 
+// The cross-attention blocks of a projector folder written in mode xattn / xattn+lora:
+// 1 when proj_dir has xattn_config.json (loaded into xa and checked against m), 0 when it
+// has none (a prepend-fusion projector), -1 + err_set on a bad folder.
+int vision_open_xattn(xattn *xa, const char *proj_dir, const llama_model *m);
+
 // Features of n image files -> out [n·P, Cv]. With bad == NULL an undecodable file is an
 // error (-1 + err_set naming it, v->failed = its index); otherwise bad[i] is set to 1 for
 // it (its rows are zeros; a warning naming it goes to stderr) and the others are still
@@ -67,8 +73,10 @@ int vision_features(vision_tower *v, const char *const *paths, int n, float *out
 // --- splicing (on the tape)
 
 // Input embeddings [n, Ct]: the token embedding of ids[n] (ids < 0 on visual rows), with
-// rows[j] (j < m, distinct) replaced by projector(feats[j]) (feats [m, Cv], copied to the
-// arena; no grad). Gradients flow into the projector only. NULL + err_set on bad shapes.
+// rows[j] (j < m, distinct; R = projector_rows(p) per image) replaced by the projector's
+// output for the images' patch features feats [m/R·P, Cv] (copied to the arena; no grad),
+// pooled to R rows per image first when the projector pools. Gradients flow into the
+// projector (and its linear pool) only. NULL + err_set on bad shapes.
 ag_tensor *vision_embed(ag_ctx *c, const llama_model *lm, const projector *p, const int32_t *ids,
                         int64_t n, const float *feats, const int32_t *rows, int64_t m);
 
@@ -79,6 +87,26 @@ ag_tensor *vision_embed(ag_ctx *c, const llama_model *lm, const projector *p, co
 int vision_micro_step(ag_ctx *c, const llama_model *m, const llama_lora *lora, const projector *p,
                       const data_batch *b, const float *feats, const int32_t *targets, float norm,
                       double *loss);
+
+// --- cross-attention fusion (mode xattn / xattn+lora; model/xattn.h)
+//
+// The image takes no rows of the sequence: every row of a record with an image attends that
+// image's R = projector_rows(p) visual rows (its patch features, pooled when the projector
+// pools, then projected) in each cross-attention block.
+
+// The projected visual rows [nimg·R, Ct] of nimg images' patch features feats [nimg·P, Cv]
+// (pooled first when the projector pools), on the tape; NULL when nimg is 0 (or on error).
+ag_tensor *vision_xattn_rows(ag_ctx *c, const projector *p, const float *feats, int nimg);
+// llama_forward (ids [n], pos, kv_begin) with the blocks of xa after their layers; row i
+// attends image img[i] (-1: none) of feats [nimg·P, Cv]. Returns h [n, C].
+ag_tensor *vision_xattn_forward(ag_ctx *c, const llama_model *m, const llama_lora *lora, const projector *p,
+                                const xattn *xa, const int32_t *ids, int64_t n, const int32_t *pos,
+                                const int32_t *kv_begin, const float *feats, int nimg, const int32_t *img);
+// vision_micro_step for the cross-attention fusion: the batch has no visual rows; feats
+// [images·P, Cv] as there. Gradients accumulate into the projector, the blocks (and LoRA).
+int vision_xattn_micro_step(ag_ctx *c, const llama_model *m, const llama_lora *lora, const projector *p,
+                            const xattn *xa, const data_batch *b, const float *feats, const int32_t *targets,
+                            float norm, double *loss);
 
 // --- where features come from (the tower, a feature cache, a test)
 
@@ -105,5 +133,10 @@ vision_source vision_cache_source(data_fc *fc);
 int vision_perplexity(ag_ctx *c, const llama_model *m, const llama_lora *lora, const vision_source *src,
                       const projector *p, const data_set *ds, int64_t M, int64_t S,
                       int64_t batch_rows, eval_result *res, eval_progress_fn progress, void *user);
+// The same with the cross-attention blocks xa (NULL: as vision_perplexity): a record's image
+// takes no rows; the windows count and score its tokens only.
+int vision_perplexity_xattn(ag_ctx *c, const llama_model *m, const llama_lora *lora, const vision_source *src,
+                            const projector *p, const xattn *xa, const data_set *ds, int64_t M, int64_t S,
+                            int64_t batch_rows, eval_result *res, eval_progress_fn progress, void *user);
 
 #endif
