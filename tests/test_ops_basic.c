@@ -641,7 +641,7 @@ static void test_frozen_and_nograd(void) {
 
 // with_blas: end the chain with an ag_linear (cblas_sgemm). OpenBLAS keeps a product
 // bit-identical run to run for a fixed thread count, but some of its kernels (e.g. Haswell's,
-// chosen by OPENBLAS_CORETYPE on some machines) do not across thread counts, so the
+// which an OpenBLAS core-type override selects on some machines) do not across thread counts, so the
 // 1-vs-2-thread check runs without it: it proves lorac's own reductions, not OpenBLAS's.
 static void run_reductions(int threads, int with_blas, float *out, int64_t N, int64_t C, const float *xd,
                            const float *wd, const float *dout, const int32_t *ids) {
