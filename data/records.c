@@ -81,23 +81,11 @@ int64_t data_record_n_supervised(const data_record *r) {
 // --- rendering: one string, supervised byte spans, where the image goes
 
 typedef struct render {
-    char *s;
-    size_t n, cap;
+    strbuf b;                // the text
     size_t *span;            // [2 * nspan] supervised byte ranges [begin, end), increasing
     int nspan, span_cap;
     int64_t split;           // byte offset where the image goes (-1: none)
 } render;
-
-static void r_put(render *r, const char *s, size_t n) {
-    if (r->n + n + 1 > r->cap) {
-        r->cap = (r->n + n + 1) * 2;
-        r->s = xrealloc(r->s, r->cap);
-    }
-    memcpy(r->s + r->n, s, n);
-    r->n += n;
-    r->s[r->n] = 0;
-}
-static void r_puts(render *r, const char *s) { r_put(r, s, strlen(s)); }
 
 static void r_span(render *r, size_t begin, size_t end) {
     if (end <= begin) return;
@@ -115,7 +103,7 @@ static void r_span(render *r, size_t begin, size_t end) {
 }
 
 static void r_free(render *r) {
-    free(r->s);
+    free(r->b.s);
     free(r->span);
 }
 
@@ -176,13 +164,13 @@ typedef struct msg {
 // Renders messages; `want_image` marks where the single "<image>" of a user message goes.
 static int render_chat(ctx *c, render *r, const msg *m, int nm, int want_image) {
     int images = 0, assistants = 0;
-    r_puts(r, CHAT_BOS);
+    sb_puts(&r->b, CHAT_BOS);
     for (int i = 0; i < nm; i++) {
         int is_assistant = !strcmp(m[i].role, "assistant");
-        r_puts(r, CHAT_SH);
-        r_puts(r, m[i].role);
-        r_puts(r, CHAT_EH "\n\n");
-        size_t begin = r->n;
+        sb_puts(&r->b, CHAT_SH);
+        sb_puts(&r->b, m[i].role);
+        sb_puts(&r->b, CHAT_EH "\n\n");
+        size_t begin = r->b.n;
         const char *s = m[i].content;
         size_t n = m[i].len;
         if (want_image) {
@@ -195,19 +183,19 @@ static int render_chat(ctx *c, render *r, const msg *m, int nm, int want_image) 
                 if (images || memmem(rest, (size_t)(s + n - rest), IMAGE_MARK, strlen(IMAGE_MARK)))
                     return CTX_ERR(c, "field 'messages[%d].content': expected '<image>' once in the record, found it more than once", i);
                 images++;
-                r_put(r, s, (size_t)(p - s));
-                r->split = (int64_t)r->n;
-                r_put(r, rest, (size_t)(s + n - rest));
+                sb_put(&r->b, s, (size_t)(p - s));
+                r->split = (int64_t)r->b.n;
+                sb_put(&r->b, rest, (size_t)(s + n - rest));
             } else {
-                r_put(r, s, n);
+                sb_put(&r->b, s, n);
             }
         } else {
-            r_put(r, s, n);
+            sb_put(&r->b, s, n);
         }
-        r_puts(r, CHAT_EOT);
+        sb_puts(&r->b, CHAT_EOT);
         if (is_assistant) {
             assistants++;
-            r_span(r, begin, r->n);   // the content and its <|eot_id|>
+            r_span(r, begin, r->b.n);   // the content and its <|eot_id|>
         }
     }
     if (want_image && !images)
@@ -284,7 +272,7 @@ static int resolve_image(ctx *c, const cJSON *obj, data_record *rec) {
 static int encode_part(data_reader *rd, const render *r, size_t begin, size_t end, tok_ids *ids,
                        uint8_t **mask, size_t *mask_cap) {
     size_t n0 = ids->n;
-    if (tok_encode(rd->tok, r->s + begin, end - begin, 1, ids)) return -1;
+    if (tok_encode(rd->tok, r->b.s + begin, end - begin, 1, ids)) return -1;
     if (ids->n > *mask_cap) {
         *mask_cap = ids->cap > ids->n ? ids->cap : ids->n;
         *mask = xrealloc(*mask, *mask_cap);
@@ -312,9 +300,9 @@ static int encode_render(data_reader *rd, const render *r, data_record *rec) {
     if (r->split >= 0) {
         rc = encode_part(rd, r, 0, (size_t)r->split, &ids, &mask, &mask_cap);
         rec->image_pos = (int64_t)ids.n;
-        if (!rc) rc = encode_part(rd, r, (size_t)r->split, r->n, &ids, &mask, &mask_cap);
+        if (!rc) rc = encode_part(rd, r, (size_t)r->split, r->b.n, &ids, &mask, &mask_cap);
     } else {
-        rc = encode_part(rd, r, 0, r->n, &ids, &mask, &mask_cap);
+        rc = encode_part(rd, r, 0, r->b.n, &ids, &mask, &mask_cap);
         rec->image_pos = -1;
     }
     if (rc) {
@@ -381,17 +369,17 @@ static int build_record(ctx *c, const cJSON *obj, data_record *rec) {
         int has_input = inp && inp[0];
         if (tpl == TPL_ALPACA_CLASSIC) {
             if (!out[0]) return CTX_ERR(c, "field 'output': expected the response text, found an empty string");
-            r_puts(&r, CHAT_BOS);
+            sb_puts(&r.b, CHAT_BOS);
             size_t need = strlen(ins) + (inp ? strlen(inp) : 0) + strlen(ALPACA_PROMPT_INPUT) + 1;
             char *p = xmalloc(need);
             if (has_input) snprintf(p, need, ALPACA_PROMPT_INPUT, ins, inp);
             else snprintf(p, need, ALPACA_PROMPT_NO_INPUT, ins);
-            r_puts(&r, p);
+            sb_puts(&r.b, p);
             free(p);
-            size_t begin = r.n;
-            r_puts(&r, out);
-            r_puts(&r, T_EOS);
-            r_span(&r, begin, r.n);
+            size_t begin = r.b.n;
+            sb_puts(&r.b, out);
+            sb_puts(&r.b, T_EOS);
+            r_span(&r, begin, r.b.n);
         } else {
             size_t nu = strlen(ins) + (has_input ? 2 + strlen(inp) : 0);
             char *user = xmalloc(nu + 1);
@@ -410,20 +398,20 @@ static int build_record(ctx *c, const cJSON *obj, data_record *rec) {
         const char *text;
         if (get_str(c, obj, "text", "text", 1, &text)) return -1;
         if (!text[0]) return CTX_ERR(c, "field 'text': expected a document, found an empty string");
-        r_puts(&r, CHAT_BOS);
-        size_t begin = r.n;
-        r_puts(&r, text);
-        r_span(&r, begin, r.n);   // with the BOS unsupervised, all but the first token
+        sb_puts(&r.b, CHAT_BOS);
+        size_t begin = r.b.n;
+        sb_puts(&r.b, text);
+        r_span(&r, begin, r.b.n);   // with the BOS unsupervised, all but the first token
     } else {   // caption
         const char *cap;
         if (get_str(c, obj, "caption", "caption", 1, &cap)) return -1;
         if (!cap[0]) return CTX_ERR(c, "field 'caption': expected the caption text, found an empty string");
         if (resolve_image(c, obj, rec)) return -1;
-        r_puts(&r, CHAT_BOS);
-        r.split = (int64_t)r.n;
-        r_puts(&r, cap);
-        r_puts(&r, T_EOS);
-        r_span(&r, (size_t)r.split, r.n);
+        sb_puts(&r.b, CHAT_BOS);
+        r.split = (int64_t)r.b.n;
+        sb_puts(&r.b, cap);
+        sb_puts(&r.b, T_EOS);
+        r_span(&r, (size_t)r.split, r.b.n);
     }
     if (!rc && encode_render(rd, &r, rec)) rc = CTX_ERR(c, "cannot encode the record: %s", err_get());
     r_free(&r);
@@ -615,9 +603,9 @@ static int read_txt(data_reader *rd, data_record *rec) {
     }
     render r = {0};
     r.split = -1;
-    r_puts(&r, CHAT_BOS);
-    r_put(&r, buf, len);
-    r_span(&r, strlen(CHAT_BOS), r.n);
+    sb_puts(&r.b, CHAT_BOS);
+    sb_put(&r.b, buf, len);
+    r_span(&r, strlen(CHAT_BOS), r.b.n);
     free(buf);
     memset(rec, 0, sizeof *rec);
     rec->line = 1;
