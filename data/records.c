@@ -14,7 +14,6 @@
 #include "util.h"
 
 #define T_EOS "<|end_of_text|>"   // the others: CHAT_BOS, CHAT_SH, CHAT_EH, CHAT_EOT (chat.h)
-#define IMAGE_MARK "<image>"
 
 static const char *ALPACA_PROMPT_INPUT =
     "Below is an instruction that describes a task, paired with an input that provides further "
@@ -174,13 +173,13 @@ static int render_chat(ctx *c, render *r, const msg *m, int nm, int want_image) 
         const char *s = m[i].content;
         size_t n = m[i].len;
         if (want_image) {
-            const char *p = memmem(s, n, IMAGE_MARK, strlen(IMAGE_MARK));
+            const char *p = memmem(s, n, DATA_IMAGE_MARK, strlen(DATA_IMAGE_MARK));
             if (p) {
                 if (strcmp(m[i].role, "user"))
                     return CTX_ERR(c, "field 'messages[%d].content': '<image>' must be in a user message, found it in a message with role '%s'",
                                    i, m[i].role);
-                const char *rest = p + strlen(IMAGE_MARK);
-                if (images || memmem(rest, (size_t)(s + n - rest), IMAGE_MARK, strlen(IMAGE_MARK)))
+                const char *rest = p + strlen(DATA_IMAGE_MARK);
+                if (images || memmem(rest, (size_t)(s + n - rest), DATA_IMAGE_MARK, strlen(DATA_IMAGE_MARK)))
                     return CTX_ERR(c, "field 'messages[%d].content': expected '<image>' once in the record, found it more than once", i);
                 images++;
                 sb_put(&r->b, s, (size_t)(p - s));
@@ -267,49 +266,43 @@ static int resolve_image(ctx *c, const cJSON *obj, data_record *rec) {
     return 0;
 }
 
-// --- encoding: ids + mask of one part of the rendered string
+// --- encoding: ids, where the image goes, and the mask
 
-static int encode_part(data_reader *rd, const render *r, size_t begin, size_t end, tok_ids *ids,
-                       uint8_t **mask, size_t *mask_cap) {
-    size_t n0 = ids->n;
-    if (tok_encode(rd->tok, r->b.s + begin, end - begin, 1, ids)) return -1;
-    if (ids->n > *mask_cap) {
-        *mask_cap = ids->cap > ids->n ? ids->cap : ids->n;
-        *mask = xrealloc(*mask, *mask_cap);
+int data_encode_spliced(const tok_tokenizer *tok, const char *s, size_t n, int64_t at, size_t skip, int nrows,
+                        tok_ids *ids, int64_t *image_pos) {
+    if (at < 0) {
+        *image_pos = -1;
+        return tok_encode(tok, s, n, 1, ids);
     }
-    size_t off = begin;
-    int sp = 0;
-    for (size_t i = n0; i < ids->n; i++) {
-        size_t plen = 0;
-        const char *piece = tok_piece(rd->tok, ids->ids[i], &plen);
-        AG_ASSERT(piece, "tokenizer produced unknown id %d", ids->ids[i]);
-        size_t a = off, b = off + plen;
-        while (sp < r->nspan && r->span[2 * sp + 1] <= a) sp++;
-        (*mask)[i] = sp < r->nspan && r->span[2 * sp] < b;   // the token overlaps a span
-        off = b;
-    }
-    AG_ASSERT(off == end, "token bytes (%zu) do not add up to the encoded text (%zu)", off - begin, end - begin);
-    return 0;
+    AG_ASSERT((size_t)at + skip <= n, "splice at %lld + %zu past the text's %zu bytes", (long long)at, skip, n);
+    if (tok_encode(tok, s, (size_t)at, 1, ids)) return -1;
+    *image_pos = (int64_t)ids->n;
+    for (int k = 0; k < nrows; k++) tok_ids_push(ids, -1);
+    return tok_encode(tok, s + at + skip, n - (size_t)at - skip, 1, ids);
 }
 
+// The rendered string encoded (in two parts when it has an image; no visual rows in ids), and
+// each token masked when its bytes overlap a supervised span: the tokens' bytes add up to the
+// rendered string (the image takes none of them).
 static int encode_render(data_reader *rd, const render *r, data_record *rec) {
     tok_ids ids = {0};
-    uint8_t *mask = NULL;
-    size_t mask_cap = 0;
-    int rc;
-    if (r->split >= 0) {
-        rc = encode_part(rd, r, 0, (size_t)r->split, &ids, &mask, &mask_cap);
-        rec->image_pos = (int64_t)ids.n;
-        if (!rc) rc = encode_part(rd, r, (size_t)r->split, r->b.n, &ids, &mask, &mask_cap);
-    } else {
-        rc = encode_part(rd, r, 0, r->b.n, &ids, &mask, &mask_cap);
-        rec->image_pos = -1;
-    }
-    if (rc) {
+    if (data_encode_spliced(rd->tok, r->b.s, r->b.n, r->split, 0, 0, &ids, &rec->image_pos)) {
         tok_ids_free(&ids);
-        free(mask);
         return -1;
     }
+    uint8_t *mask = ids.n ? xmalloc(ids.n) : NULL;
+    size_t off = 0;
+    int sp = 0;
+    for (size_t i = 0; i < ids.n; i++) {
+        size_t plen = 0;
+        const char *piece = tok_piece(rd->tok, ids.ids[i], &plen);
+        AG_ASSERT(piece, "tokenizer produced unknown id %d", ids.ids[i]);
+        size_t a = off, b = off + plen;
+        while (sp < r->nspan && r->span[2 * sp + 1] <= a) sp++;
+        mask[i] = sp < r->nspan && r->span[2 * sp] < b;   // the token overlaps a span
+        off = b;
+    }
+    AG_ASSERT(off == r->b.n, "token bytes (%zu) do not add up to the encoded text (%zu)", off, r->b.n);
     if (rd->o.train_on_prompt)
         for (size_t i = 0; i < ids.n; i++) mask[i] = i > 0;
     rec->ids = ids.ids;
