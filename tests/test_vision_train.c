@@ -16,7 +16,7 @@
 #include "projector.h"
 #include "siglip.h"
 #include "test.h"
-#include "vision.h"
+#include "vision_ppl.h"
 
 #define FX "tests/fixtures/vision_train_ref.safetensors"
 

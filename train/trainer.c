@@ -25,7 +25,7 @@
 #include "h5data.h"
 #include "safetensors.h"
 #include "tokenizer.h"
-#include "vision.h"
+#include "vision_ppl.h"
 
 // --- one step
 
@@ -146,7 +146,7 @@ static char *state_json(run *R) {
     return s;
 }
 
-// --- data parallelism (train/dist.h): micro-batch k of a step runs on rank k mod N
+// --- data parallelism (autograd/dist.h): micro-batch k of a step runs on rank k mod N
 
 static int mine(int k) { return k % dist_size() == dist_rank(); }
 

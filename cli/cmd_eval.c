@@ -16,7 +16,7 @@
 #include "lora.h"
 #include "ppl.h"
 #include "tokenizer.h"
-#include "vision.h"
+#include "vision_ppl.h"
 
 static int parse_int(const char *s, int64_t *out) {
     char *end;

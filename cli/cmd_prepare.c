@@ -5,7 +5,7 @@
 // In projector modes (mode: projector | projector+lora) it instead computes the SigLIP features
 // of every unique image of data.train (and data.eval, when set) once into a vision feature cache
 // (data/featcache.h) that `train` reads when vision.features names it. Statistics go to stderr.
-// Under mpirun (train/dist.h) the ranks split the images (data_fc_build); rank 0 writes.
+// Under mpirun (autograd/dist.h) the ranks split the images (data_fc_build); rank 0 writes.
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>

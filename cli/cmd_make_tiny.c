@@ -312,7 +312,7 @@ static int parse_u64(const char *s, uint64_t *out) {
 }
 
 int cmd_make_tiny(int argc, char **argv) {
-    // --kind captions: the synthetic image-caption demo data (train/cmd_make_captions.c)
+    // --kind captions: the synthetic image-caption demo data (cli/cmd_make_captions.c)
     for (int i = 1; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--kind") && !strcmp(argv[i + 1], "captions")) return cmd_make_captions(argc, argv);
     const char *out = NULL, *kind = NULL, *preset = NULL, *dtype_s = "bf16", *tok_dir = NULL;
