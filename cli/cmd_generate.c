@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "opts.h"
 #include "lora.h"
 #include "generate.h"
 #include "llama.h"
@@ -26,121 +27,44 @@
 #include "util.h"
 #include "vision.h"
 
-// --- strict option parsing (bad values are usage errors, never clamped)
-
-static int parse_i64(const char *s, int64_t *out) {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || errno) return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_u64(const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    if (!*s || *s == '-' || *s == ' ') return -1;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*end || errno) return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_f32(const char *s, float *out) {
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (!*s || *end || errno || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
-}
-
 // --- the command
-
-static const char usage_text[] =
-    "usage: lorac generate --model DIR [--adapter DIR] [--vision DIR --projector DIR --image FILE]\n"
-    "                      --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T]\n"
-    "                      [--top-k K] [--top-p P] [--seed S]\n"
-    "  --chat              render the prompt as one user message + the assistant header\n"
-    "  --max-new-tokens N  at most N new tokens (default 256); stops earlier at an EOS id\n"
-    "  --temperature T     0 = greedy; default 0.6\n"
-    "  --top-k K           keep the K most likely tokens (default 50; 0 = off)\n"
-    "  --top-p P           nucleus sampling in (0, 1] (default 0.9; 1 = off)\n"
-    "  --seed S            sampling seed (default 42)\n"
-    "  --precision P       fp32 (default) or bf16: frozen weights in BF16, BF16 matmuls\n"
-    "stdout: the generated text only (streamed); stderr: statistics\n";
 
 int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *adapter = NULL, *vision = NULL, *proj_dir = NULL, *image = NULL;
-    const char *prompt = NULL;
+    const char *prompt = NULL, *prec = "fp32";
     int chat = 0;
-    ag_precision precision = AG_PREC_FP32;
+    int64_t max_new = 0, top_k = 0;
     gen_opts o;
     gen_opts_default(&o);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("%s", usage_text);
-            return 0;
-        }
-        if (!strcmp(a, "--chat")) {
-            chat = 1;
-            continue;
-        }
-        if (strncmp(a, "--", 2)) return cli_usage("generate", "unexpected argument '%s'", a);
-        // --opt VALUE or --opt=VALUE
-        char name[64];
-        const char *val = NULL, *eq = strchr(a, '=');
-        if (eq) {
-            snprintf(name, sizeof name, "%.*s", (int)(eq - a), a);
-            val = eq + 1;
-        } else {
-            snprintf(name, sizeof name, "%s", a);
-        }
-        // every option handled below (so a missing value is told apart from an unknown flag)
-        static const char *const known[] = {"--model", "--adapter", "--vision", "--projector", "--image", "--prompt",
-                                            "--max-new-tokens", "--temperature", "--top-k", "--top-p", "--seed",
-                                            "--precision"};
-        int is_known = 0;
-        for (size_t k = 0; k < sizeof known / sizeof *known; k++) is_known |= !strcmp(name, known[k]);
-        if (!is_known) return cli_usage("generate", "unknown option '%s'", name);
-        if (!eq) {
-            if (i + 1 >= argc) return cli_usage("generate", "option %s needs a value", a);
-            val = argv[++i];
-        }
-        int64_t iv;
-        if (!strcmp(name, "--model")) model = val;
-        else if (!strcmp(name, "--adapter")) adapter = val;
-        else if (!strcmp(name, "--vision")) vision = val;
-        else if (!strcmp(name, "--projector")) proj_dir = val;
-        else if (!strcmp(name, "--image")) image = val;
-        else if (!strcmp(name, "--prompt")) prompt = val;
-        else if (!strcmp(name, "--precision")) {
-            if (ag_precision_parse(val, &precision))
-                return cli_usage("generate", "--precision: expected fp32 or bf16, got '%s'", val);
-        }
-        else if (!strcmp(name, "--max-new-tokens")) {
-            if (parse_i64(val, &iv) || iv < 0)
-                return cli_usage("generate", "--max-new-tokens: expected an integer >= 0, got '%s'", val);
-            o.max_new_tokens = iv;
-        } else if (!strcmp(name, "--temperature")) {
-            if (parse_f32(val, &o.temperature) || o.temperature < 0)
-                return cli_usage("generate", "--temperature: expected a number >= 0 (0 = greedy), got '%s'", val);
-        } else if (!strcmp(name, "--top-k")) {
-            if (parse_i64(val, &iv) || iv < 0 || iv > INT32_MAX)
-                return cli_usage("generate", "--top-k: expected an integer >= 0 (0 = off), got '%s'", val);
-            o.top_k = (int)iv;
-        } else if (!strcmp(name, "--top-p")) {
-            if (parse_f32(val, &o.top_p) || !(o.top_p > 0 && o.top_p <= 1))
-                return cli_usage("generate", "--top-p: expected a number in (0, 1] (1 = off), got '%s'", val);
-        } else if (!strcmp(name, "--seed")) {
-            if (parse_u64(val, &o.seed))
-                return cli_usage("generate", "--seed: expected an integer >= 0, got '%s'", val);
-        } else {
-            return cli_usage("generate", "unknown option '%s'", name);
-        }
-    }
+    max_new = o.max_new_tokens;
+    top_k = o.top_k;
+    const cli_opt opts[] = {
+        CLI_MODEL(&model, &adapter),
+        CLI_VISION(&vision, &proj_dir),
+        CLI_TEXT("image", OPT_FILE, &image, "FILE", "the image (with --vision): where the prompt says <image>, else first"),
+        CLI_TEXT("prompt", OPT_STR, &prompt, "TEXT", "the prompt (required)"),
+        CLI_FLAG("chat", &chat, "render the prompt as one user message + the assistant header"),
+        CLI_INT("max-new-tokens", &max_new, "N", 0, INT64_MAX, "at most N new tokens (default 256); stops earlier at an EOS id"),
+        {.name = "temperature", .type = OPT_F32, .dst = &o.temperature, .arg = "T", .lo = 0, .hi = INFINITY,
+         .expect = "a number >= 0 (0 = greedy)", .help = "0 = greedy; default 0.6"},
+        {.name = "top-k", .type = OPT_INT, .dst = &top_k, .arg = "K", .lo = 0, .hi = INT32_MAX,
+         .expect = "an integer >= 0 (0 = off)", .help = "keep the K most likely tokens (default 50; 0 = off)"},
+        {.name = "top-p", .type = OPT_F32, .dst = &o.top_p, .arg = "P", .lo = 0, .hi = 1, .lo_open = 1,
+         .expect = "a number in (0, 1] (1 = off)", .help = "nucleus sampling in (0, 1] (default 0.9; 1 = off)"},
+        {.name = "seed", .type = OPT_U64, .dst = &o.seed, .arg = "S", .help = "sampling seed (default 42)"},
+        CLI_PRECISION(&prec),
+    };
+    const cli_spec spec = {"generate",
+                           "--model DIR [--adapter DIR] [--vision DIR --projector DIR --image FILE]\n"
+                           "                      --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T]\n"
+                           "                      [--top-k K] [--top-p P] [--seed S] [--precision fp32|bf16]",
+                           NULL, opts, CLI_NOPTS(opts), "stdout: the generated text only (streamed); stderr: statistics\n", 0};
+    int npos, prc = cli_parse(&spec, argc, argv, NULL, 0, &npos, 0, NULL);
+    if (prc) return prc == 1 ? 0 : prc;
+    o.max_new_tokens = max_new;
+    o.top_k = (int)top_k;
+    ag_precision precision = AG_PREC_FP32;
+    ag_precision_parse(prec, &precision);
     if (!model) return cli_usage("generate", "--model DIR is required");
     if (!prompt) return cli_usage("generate", "--prompt TEXT is required");
     if ((vision || proj_dir || image) && !(vision && proj_dir && image))

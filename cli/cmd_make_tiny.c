@@ -18,6 +18,7 @@
 
 #include "ag.h"
 #include "cli.h"
+#include "opts.h"
 #include "hfconfig.h"
 #include "make_captions.h"
 #include "safetensors.h"
@@ -301,73 +302,40 @@ static int install_dir(const char *tmp, const char *out, int force) {
     return rc;
 }
 
-static int parse_u64(const char *s, uint64_t *out) {
-    if (!s || !*s || *s == '-') return -1;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end) return -1;
-    *out = v;
-    return 0;
-}
-
 int cmd_make_tiny(int argc, char **argv) {
     // --kind captions: the synthetic image-caption demo data (cli/cmd_make_captions.c)
     for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--kind") && !strcmp(argv[i + 1], "captions")) return cmd_make_captions(argc, argv);
+        if ((!strcmp(argv[i], "--kind") && !strcmp(argv[i + 1], "captions")) || !strcmp(argv[i], "--kind=captions"))
+            return cmd_make_captions(argc, argv);
     const char *out = NULL, *kind = NULL, *preset = NULL, *dtype_s = "bf16", *tok_dir = NULL;
     uint64_t seed = 0, hidden = 0, layers = 0;
     uint64_t image_size = 0;   // --image-size: a tiny SigLIP with (S/8)² patches
     double embed_std = 0.02;
     int force = 0, untied = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("usage: lorac make-tiny --out DIR [--kind llama|siglip] [--seed N] "
-                   "[--preset llama-3.2-1b|siglip-base-patch16-224] [--dtype bf16|f16|f32] [--tokenizer DIR] [--force]\n"
-                   "       llama size (default 64 hidden, 2 layers): [--hidden-size N (a multiple of 32)] [--layers N]\n"
-                   "       [--embed-std S] (token embeddings ~ N(0, S^2), default 0.02 as HF's init) [--untied]\n"
-                   "       (--untied: a separate random lm_head.weight, like the embeddings, instead of tied ones)\n"
-                   "       (heads of 16 dims, half as many KV heads, MLP 3x hidden)\n"
-                   "       siglip size: [--image-size S] (S×S images, patch 8: (S/8)² patches; default 32)\n");
-            return 0;
-        }
-        if (!strcmp(a, "--embed-std")) {
-            char *end = NULL;
-            embed_std = i + 1 < argc ? strtod(argv[i + 1], &end) : 0;
-            if (i + 1 >= argc || end == argv[i + 1] || *end || !(embed_std > 0 && embed_std <= 1))
-                return cli_usage("make-tiny", "--embed-std needs a number in (0, 1], found '%s'",
-                                 i + 1 < argc ? argv[i + 1] : "");
-            i++;
-            continue;
-        }
-        if (!strcmp(a, "--untied")) {
-            untied = 1;
-            continue;
-        }
-        if (!strcmp(a, "--force")) {
-            force = 1;
-            continue;
-        }
-        const char **dst = !strcmp(a, "--out")         ? &out
-                           : !strcmp(a, "--kind")      ? &kind
-                           : !strcmp(a, "--preset")    ? &preset
-                           : !strcmp(a, "--dtype")     ? &dtype_s
-                           : !strcmp(a, "--tokenizer") ? &tok_dir
-                                                       : NULL;
-        uint64_t *num = !strcmp(a, "--seed") ? &seed : !strcmp(a, "--hidden-size") ? &hidden
-                        : !strcmp(a, "--layers") ? &layers : !strcmp(a, "--image-size") ? &image_size : NULL;
-        if (num) {
-            if (i + 1 >= argc || parse_u64(argv[i + 1], num) != 0)
-                return cli_usage("make-tiny", "%s needs a non-negative integer, found '%s'", a,
-                                 i + 1 < argc ? argv[i + 1] : "");
-            i++;
-            continue;
-        }
-        if (!dst) return cli_usage("make-tiny", "unknown option '%s'", a);
-        if (i + 1 >= argc) return cli_usage("make-tiny", "%s needs a value", a);
-        *dst = argv[++i];
-    }
+    const cli_opt opts[] = {
+        CLI_TEXT("out", OPT_STR, &out, "DIR", "the folder to write (required)"),
+        CLI_TEXT("kind", OPT_STR, &kind, "K", "llama (default), siglip, or captions (the demo images: --kind captions --help)"),
+        CLI_TEXT("preset", OPT_STR, &preset, "NAME", "real shapes: llama-3.2-1b or siglip-base-patch16-224"),
+        CLI_TEXT("dtype", OPT_STR, &dtype_s, "D", "bf16 (default), f16 or f32"),
+        CLI_TEXT("tokenizer", OPT_STR, &tok_dir, "DIR", "tokenizer.json to copy in (llama; default .cache/tokenizer)"),
+        {.name = "seed", .type = OPT_U64, .dst = &seed, .arg = "N", .help = "random seed (default 0)"},
+        {.name = "hidden-size", .type = OPT_U64, .dst = &hidden, .arg = "N",
+         .help = "llama hidden size, a multiple of 32 (default 64; heads of 16 dims, half as many KV heads, MLP 3x)"},
+        {.name = "layers", .type = OPT_U64, .dst = &layers, .arg = "N", .help = "llama layers (default 2)"},
+        CLI_NUM("embed-std", OPT_F64, &embed_std, "S", 0, 1, 1, "token embeddings ~ N(0, S^2) (default 0.02, as HF's init)"),
+        CLI_FLAG("untied", &untied, "a separate random lm_head.weight instead of tied embeddings"),
+        {.name = "image-size", .type = OPT_U64, .dst = &image_size, .arg = "S",
+         .help = "siglip: SxS images, patch 8: (S/8)^2 patches (default 32)"},
+        CLI_FLAG("force", &force, "replace an existing --out folder"),
+    };
+    const cli_spec spec = {"make-tiny",
+                           "--out DIR [--kind llama|siglip] [--seed N] [--preset llama-3.2-1b|siglip-base-patch16-224]\n"
+                           "                       [--dtype bf16|f16|f32] [--tokenizer DIR] [--force]\n"
+                           "       llama size: [--hidden-size N] [--layers N] [--embed-std S] [--untied]\n"
+                           "       siglip size: [--image-size S]",
+                           NULL, opts, CLI_NOPTS(opts), NULL, 0};
+    int npos, prc = cli_parse(&spec, argc, argv, NULL, 0, &npos, 0, NULL);
+    if (prc) return prc == 1 ? 0 : prc;
     if (!out || !*out) return cli_usage("make-tiny", "--out DIR is required");
     if (image_size && (image_size < 8 || image_size > 1024 || image_size % 8))
         return cli_usage("make-tiny", "--image-size needs a multiple of 8 in [8, 1024], found %llu",
