@@ -100,6 +100,16 @@ void sb_put(strbuf *b, const char *p, size_t n) {
 
 void sb_puts(strbuf *b, const char *p) { sb_put(b, p, strlen(p)); }
 
+// --- numbers as text
+
+void float_text(float v, char *buf, size_t n) {
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, n, "%.*g", prec, (double)v);
+        if (strtof(buf, NULL) == v) return;
+    }
+    snprintf(buf, n, "%.9g", (double)v);
+}
+
 // --- files
 
 char *file_read_all(const char *path, size_t *len_out) {

@@ -27,31 +27,35 @@
 #include "util.h"
 #include "vision.h"
 
-// --- the command
+// --- the options
 
-int cmd_generate(int argc, char **argv) {
-    const char *model = NULL, *adapter = NULL, *vision = NULL, *proj_dir = NULL, *image = NULL;
-    const char *prompt = NULL, *prec = "fp32";
-    int chat = 0;
-    int64_t max_new = 0, top_k = 0;
+typedef struct gen_args {
+    const char *model, *adapter, *vision, *proj_dir, *image, *prompt;
+    int chat;
+    ag_precision precision;
     gen_opts o;
-    gen_opts_default(&o);
-    max_new = o.max_new_tokens;
-    top_k = o.top_k;
+} gen_args;
+
+// 0 when parsed, 1 after --help, 2 after a usage error.
+static int parse_args(int argc, char **argv, gen_args *g) {
+    const char *prec = "fp32";
+    *g = (gen_args){0};
+    gen_opts_default(&g->o);
+    int64_t max_new = g->o.max_new_tokens, top_k = g->o.top_k;
     const cli_opt opts[] = {
-        CLI_MODEL(&model, &adapter),
-        CLI_VISION(&vision, &proj_dir),
-        CLI_TEXT("image", OPT_FILE, &image, "FILE", "the image (with --vision): where the prompt says <image>, else first"),
-        CLI_TEXT("prompt", OPT_STR, &prompt, "TEXT", "the prompt (required)"),
-        CLI_FLAG("chat", &chat, "render the prompt as one user message + the assistant header"),
+        CLI_MODEL(&g->model, &g->adapter),
+        CLI_VISION(&g->vision, &g->proj_dir),
+        CLI_TEXT("image", OPT_FILE, &g->image, "FILE", "the image (with --vision): where the prompt says <image>, else first"),
+        CLI_TEXT("prompt", OPT_STR, &g->prompt, "TEXT", "the prompt (required)"),
+        CLI_FLAG("chat", &g->chat, "render the prompt as one user message + the assistant header"),
         CLI_INT("max-new-tokens", &max_new, "N", 0, INT64_MAX, "at most N new tokens (default 256); stops earlier at an EOS id"),
-        {.name = "temperature", .type = OPT_F32, .dst = &o.temperature, .arg = "T", .lo = 0, .hi = INFINITY,
+        {.name = "temperature", .type = OPT_F32, .dst = &g->o.temperature, .arg = "T", .lo = 0, .hi = INFINITY,
          .expect = "a number >= 0 (0 = greedy)", .help = "0 = greedy; default 0.6"},
         {.name = "top-k", .type = OPT_INT, .dst = &top_k, .arg = "K", .lo = 0, .hi = INT32_MAX,
          .expect = "an integer >= 0 (0 = off)", .help = "keep the K most likely tokens (default 50; 0 = off)"},
-        {.name = "top-p", .type = OPT_F32, .dst = &o.top_p, .arg = "P", .lo = 0, .hi = 1, .lo_open = 1,
+        {.name = "top-p", .type = OPT_F32, .dst = &g->o.top_p, .arg = "P", .lo = 0, .hi = 1, .lo_open = 1,
          .expect = "a number in (0, 1] (1 = off)", .help = "nucleus sampling in (0, 1] (default 0.9; 1 = off)"},
-        {.name = "seed", .type = OPT_U64, .dst = &o.seed, .arg = "S", .help = "sampling seed (default 42)"},
+        {.name = "seed", .type = OPT_U64, .dst = &g->o.seed, .arg = "S", .help = "sampling seed (default 42)"},
         CLI_PRECISION(&prec),
     };
     const cli_spec spec = {"generate",
@@ -60,16 +64,24 @@ int cmd_generate(int argc, char **argv) {
                            "                      [--top-k K] [--top-p P] [--seed S] [--precision fp32|bf16]",
                            NULL, opts, CLI_NOPTS(opts), "stdout: the generated text only (streamed); stderr: statistics\n", 0};
     int npos, prc = cli_parse(&spec, argc, argv, NULL, 0, &npos, 0, NULL);
-    if (prc) return prc == 1 ? 0 : prc;
-    o.max_new_tokens = max_new;
-    o.top_k = (int)top_k;
-    ag_precision precision = AG_PREC_FP32;
-    ag_precision_parse(prec, &precision);
-    if (!model) return cli_usage("generate", "--model DIR is required");
-    if (!prompt) return cli_usage("generate", "--prompt TEXT is required");
-    if ((vision || proj_dir || image) && !(vision && proj_dir && image))
+    if (prc) return prc;
+    g->o.max_new_tokens = max_new;
+    g->o.top_k = (int)top_k;
+    ag_precision_parse(prec, &g->precision);
+    if (!g->model) return cli_usage("generate", "--model DIR is required");
+    if (!g->prompt) return cli_usage("generate", "--prompt TEXT is required");
+    if ((g->vision || g->proj_dir || g->image) && !(g->vision && g->proj_dir && g->image))
         return cli_usage("generate", "--vision, --projector and --image go together");
+    return 0;
+}
 
+// --- the command
+
+int cmd_generate(int argc, char **argv) {
+    gen_args g;
+    int prc = parse_args(argc, argv, &g);
+    if (prc) return prc == 1 ? 0 : prc;
+    const char *model = g.model, *adapter = g.adapter, *vision = g.vision, *proj_dir = g.proj_dir, *image = g.image;
     llama_model m;
     lora_adapter lora = {0};
     tok_tokenizer *tok = NULL;
@@ -86,7 +98,7 @@ int cmd_generate(int argc, char **argv) {
     int32_t *rows = NULL;
     int rc = 1;
     double t0 = now_seconds();
-    if (llama_load_precision(model, &m, precision) != 0) return cli_fail();
+    if (llama_load_precision(model, &m, g.precision) != 0) return cli_fail();
     double load_s = now_seconds() - t0;
     if (!(tok = tok_load(model))) goto done;
     if (adapter) {
@@ -106,7 +118,7 @@ int cmd_generate(int argc, char **argv) {
         if ((has_xa = vision_open_xattn(&xa, proj_dir, &m)) < 0) goto done;
         nrows = has_xa ? 0 : projector_rows(&proj);   // the pooled tokens, or every patch; none with xattn
     }
-    if (gen_prompt_ids(tok, prompt, chat, bos, vision != NULL, nrows, &ids, &image_pos) != 0) goto done;
+    if (gen_prompt_ids(tok, g.prompt, g.chat, bos, vision != NULL, nrows, &ids, &image_pos) != 0) goto done;
     for (size_t i = 0; i < ids.n; i++)
         if ((ids.ids[i] < 0 && !(image_pos >= 0 && (int64_t)i >= image_pos && (int64_t)i < image_pos + nrows)) ||
             ids.ids[i] >= m.cfg.vocab_size) {
@@ -137,7 +149,7 @@ int cmd_generate(int argc, char **argv) {
     int nstop = gen_stop_ids(&m, stop, 16);
     gen_stats st;
     if (gen_generate_hooked(&m, adapter ? &lora.view : NULL, has_xa ? &hook : NULL, tok, ids.ids, (int64_t)ids.n, embeds,
-                            &o, stop, nstop, stdout, NULL, &st) != 0)
+                            &g.o, stop, nstop, stdout, NULL, &st) != 0)
         goto done;
     fprintf(stderr, "%sprompt tokens: %lld, generated tokens: %lld%s, load %.2f s, prefill %.3f s (%.1f tokens/s), "
             "decode %.2f tokens/s\n",

@@ -303,6 +303,76 @@ static int install_dir(const char *tmp, const char *out, int force) {
     return rc;
 }
 
+// The tiny llama's config: the defaults below, reshaped by --hidden-size/--layers/--untied, or a
+// real model's shapes (preset, NULL for none).
+static hf_llama_config tiny_llama_config(uint64_t hidden, uint64_t layers, int untied, const char *preset) {
+    int big = preset != NULL;
+    hf_llama_config c = {
+        .vocab_size = 128256, .hidden_size = 64, .intermediate_size = 192, .num_layers = 2,
+        .num_heads = 4, .num_kv_heads = 2, .head_dim = 16, .rms_norm_eps = 1e-5f,
+        .rope_theta = 500000.0f, .rope_llama3 = 1, .rope_factor = 32.0f, .rope_low_freq_factor = 1.0f,
+        .rope_high_freq_factor = 4.0f, .rope_original_max_pos = 8192, .tie_word_embeddings = 1,
+        .bos_id = 128000, .eos_ids = {128001, 128008, 128009}, .n_eos = 3,
+        .max_position_embeddings = 131072};
+    if (hidden) c.hidden_size = (int)hidden, c.intermediate_size = 3 * c.hidden_size, c.num_heads = c.hidden_size / 16,
+                c.num_kv_heads = c.num_heads / 2;
+    if (layers) c.num_layers = (int)layers;
+    if (untied) c.tie_word_embeddings = 0;
+    // the real models' config.json values (meta-llama/Llama-3.2-1B, -3B, Llama-3.1-8B);
+    // the weights file is written tensor by tensor in chunks (memory stays small at 16 GB)
+    if (big && !strcmp(preset, "llama-3.2-1b")) {
+        c.hidden_size = 2048, c.intermediate_size = 8192, c.num_layers = 16, c.num_heads = 32;
+        c.num_kv_heads = 8, c.head_dim = 64;
+    } else if (big && !strcmp(preset, "llama-3.2-3b")) {
+        c.hidden_size = 3072, c.intermediate_size = 8192, c.num_layers = 28, c.num_heads = 24;
+        c.num_kv_heads = 8, c.head_dim = 128;
+    } else if (big) {   // llama-3.1-8b: untied lm_head, rope_scaling factor 8
+        c.hidden_size = 4096, c.intermediate_size = 14336, c.num_layers = 32, c.num_heads = 32;
+        c.num_kv_heads = 8, c.head_dim = 128, c.tie_word_embeddings = 0, c.rope_factor = 8.0f;
+    }
+    return c;
+}
+
+// The tiny SigLIP's config, or siglip-base-patch16-224's shapes (big).
+static hf_siglip_config tiny_siglip_config(int big, uint64_t image_size) {
+    hf_siglip_config c = {.hidden_size = 32, .intermediate_size = 64, .num_layers = 2, .num_heads = 4,
+                          .image_size = 32, .patch_size = 8, .num_channels = 3, .layer_norm_eps = 1e-6f,
+                          .hidden_act = "gelu_pytorch_tanh"};
+    if (big) {
+        c.hidden_size = 768, c.intermediate_size = 3072, c.num_layers = 12, c.num_heads = 12;
+        c.image_size = 224, c.patch_size = 16;
+    } else if (image_size) {
+        c.image_size = (int)image_size;
+    }
+    c.num_patches = (c.image_size / c.patch_size) * (c.image_size / c.patch_size);
+    return c;
+}
+
+// --dtype bf16|f16|f32: the stored dtype and config.json's torch_dtype. 0, or -1 for another word.
+static int dtype_of(const char *s, st_dtype *d, const char **torch_dtype) {
+    if (!strcmp(s, "bf16")) *d = ST_BF16, *torch_dtype = "bfloat16";
+    else if (!strcmp(s, "f16")) *d = ST_F16, *torch_dtype = "float16";
+    else if (!strcmp(s, "f32")) *d = ST_F32, *torch_dtype = "float32";
+    else return -1;
+    return 0;
+}
+
+// The written folder must load with lorac's own readers. 0, or -1 + err_set.
+static int self_check(const char *dir, int is_llama) {
+    st_model *m = st_open(dir);
+    int ok = m != NULL;
+    if (ok && is_llama) {
+        hf_llama_config c;
+        ok = hf_llama_config_load(dir, &c) == 0 && hf_llama_check_weights(m, &c) == 0;
+    } else if (ok) {
+        hf_siglip_config c;
+        ok = hf_siglip_config_load(dir, &c) == 0 && hf_siglip_check_weights(m, &c) == 0;
+    }
+    st_close(m);
+    if (!ok) return err_prefix("make-tiny: internal error: the written folder does not load");
+    return 0;
+}
+
 int cmd_make_tiny(int argc, char **argv) {
     // --kind captions: the synthetic image-caption demo data (cli/cmd_make_captions.c)
     for (int i = 1; i + 1 < argc; i++)
@@ -365,10 +435,8 @@ int cmd_make_tiny(int argc, char **argv) {
         return cli_usage("make-tiny", "unknown --kind '%s' (expected llama or siglip)", kind);
     st_dtype dtype;
     const char *torch_dtype;
-    if (!strcmp(dtype_s, "bf16")) dtype = ST_BF16, torch_dtype = "bfloat16";
-    else if (!strcmp(dtype_s, "f16")) dtype = ST_F16, torch_dtype = "float16";
-    else if (!strcmp(dtype_s, "f32")) dtype = ST_F32, torch_dtype = "float32";
-    else return cli_usage("make-tiny", "unknown --dtype '%s' (expected bf16, f16 or f32)", dtype_s);
+    if (dtype_of(dtype_s, &dtype, &torch_dtype))
+        return cli_usage("make-tiny", "unknown --dtype '%s' (expected bf16, f16 or f32)", dtype_s);
 
     int is_llama = !strcmp(kind, "llama"), big = preset != NULL;
     char *tok = NULL;
@@ -389,29 +457,7 @@ int cmd_make_tiny(int argc, char **argv) {
     if (mkdir_p(parent) != 0 || rm_rf(tmp) != 0 || mkdir_p(tmp) != 0) goto done;
 
     if (is_llama) {
-        hf_llama_config c = {
-            .vocab_size = 128256, .hidden_size = 64, .intermediate_size = 192, .num_layers = 2,
-            .num_heads = 4, .num_kv_heads = 2, .head_dim = 16, .rms_norm_eps = 1e-5f,
-            .rope_theta = 500000.0f, .rope_llama3 = 1, .rope_factor = 32.0f, .rope_low_freq_factor = 1.0f,
-            .rope_high_freq_factor = 4.0f, .rope_original_max_pos = 8192, .tie_word_embeddings = 1,
-            .bos_id = 128000, .eos_ids = {128001, 128008, 128009}, .n_eos = 3,
-            .max_position_embeddings = 131072};
-        if (hidden) c.hidden_size = (int)hidden, c.intermediate_size = 3 * c.hidden_size, c.num_heads = c.hidden_size / 16,
-                    c.num_kv_heads = c.num_heads / 2;
-        if (layers) c.num_layers = (int)layers;
-        if (untied) c.tie_word_embeddings = 0;
-        // the real models' config.json values (meta-llama/Llama-3.2-1B, -3B, Llama-3.1-8B);
-        // the weights file is written tensor by tensor in chunks (memory stays small at 16 GB)
-        if (big && !strcmp(preset, "llama-3.2-1b")) {
-            c.hidden_size = 2048, c.intermediate_size = 8192, c.num_layers = 16, c.num_heads = 32;
-            c.num_kv_heads = 8, c.head_dim = 64;
-        } else if (big && !strcmp(preset, "llama-3.2-3b")) {
-            c.hidden_size = 3072, c.intermediate_size = 8192, c.num_layers = 28, c.num_heads = 24;
-            c.num_kv_heads = 8, c.head_dim = 128;
-        } else if (big) {   // llama-3.1-8b: untied lm_head, rope_scaling factor 8
-            c.hidden_size = 4096, c.intermediate_size = 14336, c.num_layers = 32, c.num_heads = 32;
-            c.num_kv_heads = 8, c.head_dim = 128, c.tie_word_embeddings = 0, c.rope_factor = 8.0f;
-        }
+        hf_llama_config c = tiny_llama_config(hidden, layers, untied, preset);
         snprintf(c.torch_dtype, sizeof c.torch_dtype, "%s", torch_dtype);
         if (copy_file(tok, tmp, "tokenizer.json", 1) || copy_file(tok, tmp, "tokenizer_config.json", 0) ||
             copy_file(tok, tmp, "special_tokens_map.json", 0))
@@ -421,40 +467,13 @@ int cmd_make_tiny(int argc, char **argv) {
             goto done;
         llama_weights(&t, &c);
     } else {
-        hf_siglip_config c = {.hidden_size = 32, .intermediate_size = 64, .num_layers = 2, .num_heads = 4,
-                              .image_size = 32, .patch_size = 8, .num_channels = 3, .layer_norm_eps = 1e-6f,
-                              .hidden_act = "gelu_pytorch_tanh"};
-        if (big) {
-            c.hidden_size = 768, c.intermediate_size = 3072, c.num_layers = 12, c.num_heads = 12;
-            c.image_size = 224, c.patch_size = 16;
-        } else if (image_size) {
-            c.image_size = (int)image_size;
-        }
-        c.num_patches = (c.image_size / c.patch_size) * (c.image_size / c.patch_size);
+        hf_siglip_config c = tiny_siglip_config(big, image_size);
         if (write_json(tmp, "config.json", siglip_config_json(&c, 1e-6, torch_dtype)) ||
             write_json(tmp, "preprocessor_config.json", preprocessor_json(&c)))
             goto done;
         siglip_weights(&t, &c);
     }
-    if (st_writer_write(t.w, st_path) != 0) goto done;
-
-    // self-check: the folder must load with lorac's own readers
-    {
-        st_model *m = st_open(tmp);
-        int ok = m != NULL;
-        if (ok && is_llama) {
-            hf_llama_config c;
-            ok = hf_llama_config_load(tmp, &c) == 0 && hf_llama_check_weights(m, &c) == 0;
-        } else if (ok) {
-            hf_siglip_config c;
-            ok = hf_siglip_config_load(tmp, &c) == 0 && hf_siglip_check_weights(m, &c) == 0;
-        }
-        st_close(m);
-        if (!ok) {
-            err_prefix("make-tiny: internal error: the written folder does not load");
-            goto done;
-        }
-    }
+    if (st_writer_write(t.w, st_path) != 0 || self_check(tmp, is_llama) != 0) goto done;
     if (fsync_dir(tmp) != 0 || install_dir(tmp, out, force) != 0) goto done;
     rc = 0;
 done:

@@ -309,6 +309,9 @@ static void model_push(st_model *m, const st_tensor *t) {
 
 // Maps and validates one file, appending its tensors to m. Every check runs before any
 // tensor is appended, so m never holds a half-validated file.
+// long: the header's checks run in one pass (size, JSON, each tensor's dtype, shape, offsets,
+// overlap, coverage) so that nothing is appended before all of them hold; one function keeps that
+// all-or-nothing order visible.
 static int open_file(st_model *m, const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return err_set("%s: cannot open: %s", path, strerror(errno));

@@ -528,14 +528,6 @@ static int parse_u64(const char *s, uint64_t *out) {
 }
 
 // the shortest decimal that reads back as the same float ("0.0002", not "0.000199999995")
-static void float_text(float v, char *buf, size_t n) {
-    for (int prec = 1; prec <= 9; prec++) {
-        snprintf(buf, n, "%.*g", prec, (double)v);
-        if (strtof(buf, NULL) == v) return;
-    }
-    snprintf(buf, n, "%.9g", (double)v);
-}
-
 // --- applying values to fields
 
 static int join_choices(char *buf, size_t n, const char *const *ch) {
@@ -1196,29 +1188,19 @@ const char *cfg_first_diff(const cfg_train *a, const cfg_train *b) {
 
 // --- learning-rate schedule
 
+ag_schedule cfg_schedule(const cfg_train *c) {
+    ag_schedule s = {.lr = c->optim.lr, .kind = AG_SCHED_CONSTANT, .warmup_steps = c->schedule.warmup_steps,
+                     .warmup_ratio = c->schedule.warmup_ratio, .min_lr_ratio = c->schedule.min_lr_ratio};
+    ag_sched_kind_parse(c->schedule.kind, &s.kind);   // checked by cfg_validate; another word: constant
+    return s;
+}
+
 int64_t cfg_warmup_steps(const cfg_train *c, int64_t N) {
-    if (c->schedule.warmup_steps > 0) return c->schedule.warmup_steps;
-    if (!(c->schedule.warmup_ratio > 0) || N <= 0) return 0;
-    // ceil(ratio * N) on the ratio as written (0.03, not float's 0.0299999993)
-    char buf[32];
-    float_text(c->schedule.warmup_ratio, buf, sizeof buf);
-    double x = strtod(buf, NULL) * (double)N;
-    int64_t w = (int64_t)x;
-    if (x - (double)w > 1e-9 * (x > 1 ? x : 1)) w++;
-    return w;
+    ag_schedule s = cfg_schedule(c);
+    return ag_warmup_steps(&s, N);
 }
 
 float cfg_lr_at(const cfg_train *c, int64_t n, int64_t N) {
-    double lr = c->optim.lr;
-    int64_t W = cfg_warmup_steps(c, N);
-    if (n < W) return (float)(lr * (double)(n + 1) / (double)W);
-    double m = c->schedule.min_lr_ratio;
-    double p = N > W ? (double)(n - W) / (double)(N - W) : 1.0;
-    if (p < 0) p = 0;
-    if (p > 1) p = 1;
-    double f = 1.0;
-    const char *k = c->schedule.kind ? c->schedule.kind : "constant";
-    if (!strcmp(k, "cosine")) f = 0.5 * (1.0 + cos(M_PI * p));
-    else if (!strcmp(k, "linear")) f = 1.0 - p;
-    return (float)(lr * (m + (1.0 - m) * f));
+    ag_schedule s = cfg_schedule(c);
+    return ag_lr_at(&s, n, N);
 }
