@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # train.activation_checkpointing end to end: short `lorac train` runs with LoRA dropout write
 # byte-identical adapters (and optimizer states) with it on and off, in lora mode (fp32 and
-# bf16 precision) and projector+lora mode; a run may resume with the setting flipped; the key
+# bf16 precision), projector+lora and xattn+lora modes; a run may resume with the setting flipped; the key
 # takes only true/false. (Gradient bit-identity per micro-step: tests/test_ckpt.c.)
 set -u
 cd "$(dirname "$0")/.."
@@ -37,17 +37,22 @@ $L train configs/tiny-lora.yaml "${text[@]}" train.max_steps=2 output_dir="$T/fl
 check "resume with checkpointing switched on exits 0 ($(tail -1 "$T/flip2.err"))" [ $? -eq 0 ]
 check "resumed run's adapter byte-identical" cmp -s "$T/fp32-false/adapter_model.safetensors" "$T/flip/adapter_model.safetensors"
 
-# 3. projector+lora mode (LLaVA stage 1 with LoRA): projector and adapter byte-identical
-vis=(model="$T/llama" vision.model="$T/siglip" data.train="$T/train.jsonl" data.eval=null mode=projector+lora
-     lora.r=4 lora.dropout=0.1 train.max_steps=3 train.batch_size=2 train.grad_accum=2 train.save_every=0
-     train.eval_every=0 train.log_every=100)
-for ck in false true; do
-  $L train configs/tiny-projector.yaml "${vis[@]}" train.activation_checkpointing=$ck output_dir="$T/v-$ck" \
-      >"$T/v-$ck.out" 2>"$T/v-$ck.err"
-  check "projector+lora checkpointing=$ck: train exits 0" [ $? -eq 0 ]
+# 3. projector+lora mode (LLaVA stage 1 with LoRA) and xattn+lora (cross-attention blocks run
+# between the checkpointed decoder layers): every trained file byte-identical
+vis=(model="$T/llama" vision.model="$T/siglip" data.train="$T/train.jsonl" data.eval=null lora.r=4
+     lora.dropout=0.1 train.max_steps=3 train.batch_size=2 train.grad_accum=2 train.save_every=0
+     train.eval_every=0 train.log_every=100 xattn.every=1)
+for mode in projector+lora xattn+lora; do
+  for ck in false true; do
+    $L train configs/tiny-projector.yaml "${vis[@]}" mode=$mode train.activation_checkpointing=$ck \
+        output_dir="$T/$mode-$ck" >"$T/$mode-$ck.out" 2>"$T/$mode-$ck.err"
+    check "$mode checkpointing=$ck: train exits 0" [ $? -eq 0 ]
+  done
+  for f in projector.safetensors adapter_model.safetensors $([ $mode = xattn+lora ] && echo xattn.safetensors); do
+    check "$mode: $f written" [ -s "$T/$mode-true/$f" ]
+    check "$mode: $f byte-identical" cmp -s "$T/$mode-false/$f" "$T/$mode-true/$f"
+  done
 done
-check "projector+lora: projector byte-identical" cmp -s "$T/v-false/projector.safetensors" "$T/v-true/projector.safetensors"
-check "projector+lora: adapter byte-identical" cmp -s "$T/v-false/adapter_model.safetensors" "$T/v-true/adapter_model.safetensors"
 
 # 4. the key is a boolean
 expect 1 "activation_checkpointing: a non-boolean is a config error" -- \
