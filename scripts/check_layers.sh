@@ -9,10 +9,15 @@
 # A quoted include that resolves to no layer header (nor a header beside the file) is an
 # error too, so a new folder cannot slip past the check.
 #
+# Also: a function of a layer .c file longer than MAX_FN_LINES (120) lines must say why it
+# stays whole: a comment line containing `long:` in the comment block right above it. One
+# without is an error; those with one are listed (`note:`).
+#
 # Prints one `error: FILE:LINE: ...` line a violation and exits 1 on any; 0 and a summary
 # line otherwise.
 set -uo pipefail
 ROOT=${1:-$(cd "$(dirname "$0")/.." && pwd)}
+MAX_FN_LINES=${MAX_FN_LINES:-120}
 cd "$ROOT" || { echo "error: cannot enter $ROOT"; exit 1; }
 read -r -a LAYERS <<<"$(sed -n 's/^MODULES *= *//p' Makefile)"
 if [ "${#LAYERS[@]}" -eq 0 ]; then echo "error: Makefile: no MODULES line (the layers)"; exit 1; fi
@@ -47,5 +52,38 @@ for i in "${!LAYERS[@]}"; do
   done
 done
 
+# Functions over MAX_FN_LINES lines: a definition starts at a line in column 0 with a `(`
+# (its signature, maybe continued on the next lines up to the `{`), and ends at the first line
+# that begins with `}`. The reason is a `long:` in the comment block right above the signature.
+long=0 reasoned=0
+for i in "${!LAYERS[@]}"; do
+  for f in "${LAYERS[$i]}"/*.c; do
+    [ -f "$f" ] || continue
+    out=$(awk -v max="$MAX_FN_LINES" -v file="$f" '
+      /^\/\// { if (cend != NR - 1) chas = 0; cend = NR; if ($0 ~ /long:/) chas = 1; next }
+      !infn && /^[A-Za-z_]/ && /\(/ && !/;[ \t]*$/ && !/=/ {
+        hdr = NR; name = $0; sub(/\(.*/, "", name); n = split(name, w, /[ *]+/); name = w[n]
+        reason = (cend == NR - 1 && chas)
+      }
+      !infn && hdr && /\{[ \t]*$/ { infn = 1; next }
+      infn && /^\}/ {
+        len = NR - hdr + 1
+        if (len > max) printf "%s\t%d\t%s\t%d\t%d\n", file, hdr, name, len, reason
+        infn = 0; hdr = 0
+      }' "$f")
+    [ -n "$out" ] || continue
+    while IFS=$'\t' read -r file start name len reason; do
+      long=$((long + 1))
+      if [ "$reason" = 1 ]; then
+        reasoned=$((reasoned + 1))
+        echo "note: $file:$start: $name() is $len lines (its reason is written above it)"
+      else
+        echo "error: $file:$start: $name() is $len lines, over $MAX_FN_LINES with no reason written at its top (a comment line with 'long: why')"
+        bad=$((bad + 1))
+      fi
+    done <<<"$out"
+  done
+done
+
 if [ "$bad" -gt 0 ]; then exit 1; fi
-echo "layers ok: ${LAYERS[*]} ($files files, $incs quoted includes, each at or below its file's layer)"
+echo "layers ok: ${LAYERS[*]} ($files files, $incs quoted includes, each at or below its file's layer); $long functions over $MAX_FN_LINES lines, all with a reason"

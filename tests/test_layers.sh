@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test_layers.sh — the include direction of the layers (scripts/check_layers.sh): the tree
-# passes, and a copy of it with one include pointing up or one include of no layer fails
-# naming the file and line.
+# passes, and a copy of it with one include pointing up, one include of no layer, or one long
+# function without its reason fails naming the file and line.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 TEST_NAME=test_layers.sh
@@ -35,4 +35,15 @@ rc=$?
 check_sh "an include of a header in no layer fails" \
   '[ $rc -eq 1 ] && grep -q "^error: data/batch.h:[0-9]*: includes \"nowhere.h\", which is in no layer folder" "$T/out"'
 
+copy_tree
+{ echo; echo "int long_one(int x) {"; for i in $(seq 125); do echo "    x += $i;"; done; echo "    return x;"; echo "}"; } >>"$T/tree/eval/ppl.c"
+bash scripts/check_layers.sh "$T/tree" >"$T/out" 2>&1
+rc=$?
+check_sh "a function over 120 lines with no reason fails" \
+  '[ $rc -eq 1 ] && grep -q "^error: eval/ppl.c:[0-9]*: long_one() is 128 lines, over 120" "$T/out"'
+sed -i 's|^int long_one(int x) {|// long: a test of the reason line\n&|' "$T/tree/eval/ppl.c"
+bash scripts/check_layers.sh "$T/tree" >"$T/out" 2>&1
+rc=$?
+check_sh "the same function with a 'long:' reason above it passes and is listed" \
+  '[ $rc -eq 0 ] && grep -q "^note: eval/ppl.c:[0-9]*: long_one() is 128 lines" "$T/out"'
 test_summary
