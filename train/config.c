@@ -54,68 +54,73 @@ typedef struct {
     ftype type;
     size_t off;
     const char *const *choices;
+    const char *def;  // the default, as YAML text read like any value (NULL: none, the field is 0/NULL)
 } field;
 
-#define F(sec, key, type, member, choices) {sec, key, type, offsetof(cfg_train, member), choices}
+// One table drives everything a key has: YAML and overrides (apply_map, cfg_override), JSON
+// (cfg_to_json, cfg_from_json), the defaults (cfg_defaults) and the choices (cfg_validate).
+#define F(sec, key, type, member, choices) {sec, key, type, offsetof(cfg_train, member), choices, NULL}
+#define D(sec, key, type, member, choices, def) {sec, key, type, offsetof(cfg_train, member), choices, def}
 static const field fields[] = {
-    F("", "mode", FT_MODE, mode, modes),
+    D("", "mode", FT_MODE, mode, modes, "lora"),
     F("", "model", FT_STR, model, NULL),
-    F("", "precision", FT_ENUM, precision, precisions),
+    D("", "precision", FT_ENUM, precision, precisions, "fp32"),
     F("", "output_dir", FT_STR, output_dir, NULL),
-    F("", "resume", FT_BOOL, resume, NULL),
+    D("", "resume", FT_BOOL, resume, NULL, "false"),
     F("data", "train", FT_STR, data.train, NULL),
     F("data", "eval", FT_STR, data.eval, NULL),
-    F("data", "format", FT_ENUM, data.format, formats),
-    F("data", "template", FT_ENUM, data.template_, templates),
-    F("data", "max_seq_len", FT_INT, data.max_seq_len, NULL),
-    F("data", "packing", FT_BOOL, data.packing, NULL),
-    F("data", "shuffle", FT_BOOL, data.shuffle, NULL),
-    F("data", "train_on_prompt", FT_BOOL, data.train_on_prompt, NULL),
-    F("data", "skip_bad_lines", FT_BOOL, data.skip_bad_lines, NULL),
-    F("data", "truncation", FT_ENUM, data.truncation, truncations),
-    F("lora", "r", FT_INT, lora.r, NULL),
-    F("lora", "alpha", FT_FLOAT, lora.alpha, NULL),
-    F("lora", "dropout", FT_FLOAT, lora.dropout, NULL),
+    D("data", "format", FT_ENUM, data.format, formats, "auto"),
+    D("data", "template", FT_ENUM, data.template_, templates, "llama3"),
+    D("data", "max_seq_len", FT_INT, data.max_seq_len, NULL, "2048"),
+    D("data", "packing", FT_BOOL, data.packing, NULL, "false"),
+    D("data", "shuffle", FT_BOOL, data.shuffle, NULL, "true"),
+    D("data", "train_on_prompt", FT_BOOL, data.train_on_prompt, NULL, "false"),
+    D("data", "skip_bad_lines", FT_BOOL, data.skip_bad_lines, NULL, "false"),
+    D("data", "truncation", FT_ENUM, data.truncation, truncations, "drop"),
+    D("lora", "r", FT_INT, lora.r, NULL, "16"),
+    D("lora", "alpha", FT_FLOAT, lora.alpha, NULL, "32"),
+    D("lora", "dropout", FT_FLOAT, lora.dropout, NULL, "0.05"),
     F("lora", "targets", FT_TARGETS, lora.targets, NULL),
-    F("lora", "use_rslora", FT_BOOL, lora.use_rslora, NULL),
+    D("lora", "use_rslora", FT_BOOL, lora.use_rslora, NULL, "false"),
     F("lora", "init", FT_STR, lora.init, NULL),
     F("vision", "model", FT_STR, vision.model, NULL),
-    F("vision", "select_layer", FT_INT, vision.select_layer, NULL),
+    D("vision", "select_layer", FT_INT, vision.select_layer, NULL, "-2"),
     F("vision", "features", FT_STR, vision.features, NULL),
-    F("vision", "max_pixels", FT_I64, vision.max_pixels, NULL),
-    F("projector", "type", FT_ENUM, projector.type, projector_types),
+    D("vision", "max_pixels", FT_I64, vision.max_pixels, NULL, "89478485"),
+    D("projector", "type", FT_ENUM, projector.type, projector_types, "mlp2x_gelu"),
     F("projector", "init", FT_STR, projector.init, NULL),
-    F("projector", "pool.type", FT_ENUM, projector.pool_type, pool_types),   // projector: {pool: {type, tokens}}
-    F("projector", "pool.tokens", FT_INT, projector.pool_tokens, NULL),
-    F("xattn", "every", FT_INT, xattn.every, NULL),
-    F("optim", "lr", FT_FLOAT, optim.lr, NULL),
-    F("optim", "betas", FT_BETAS, optim.beta1, NULL),
-    F("optim", "eps", FT_FLOAT, optim.eps, NULL),
-    F("optim", "weight_decay", FT_FLOAT, optim.weight_decay, NULL),
-    F("optim", "grad_clip", FT_FLOAT, optim.grad_clip, NULL),
-    F("schedule", "kind", FT_ENUM, schedule.kind, schedule_kinds),
-    F("schedule", "warmup_steps", FT_INT, schedule.warmup_steps, NULL),
-    F("schedule", "warmup_ratio", FT_FLOAT, schedule.warmup_ratio, NULL),
-    F("schedule", "min_lr_ratio", FT_FLOAT, schedule.min_lr_ratio, NULL),
-    F("train", "batch_size", FT_INT, train.batch_size, NULL),
-    F("train", "grad_accum", FT_INT, train.grad_accum, NULL),
-    F("train", "epochs", FT_INT, train.epochs, NULL),
-    F("train", "max_steps", FT_I64, train.max_steps, NULL),
-    F("train", "seed", FT_U64, train.seed, NULL),
-    F("train", "save_every", FT_INT, train.save_every, NULL),
-    F("train", "eval_every", FT_INT, train.eval_every, NULL),
-    F("train", "keep_last", FT_INT, train.keep_last, NULL),
+    D("projector", "pool.type", FT_ENUM, projector.pool_type, pool_types, "none"),   // projector: {pool: {type, tokens}}
+    D("projector", "pool.tokens", FT_INT, projector.pool_tokens, NULL, "0"),
+    D("xattn", "every", FT_INT, xattn.every, NULL, "4"),
+    D("optim", "lr", FT_FLOAT, optim.lr, NULL, "2e-4"),
+    D("optim", "betas", FT_BETAS, optim.beta1, NULL, "[0.9, 0.999]"),
+    D("optim", "eps", FT_FLOAT, optim.eps, NULL, "1e-8"),
+    D("optim", "weight_decay", FT_FLOAT, optim.weight_decay, NULL, "0"),
+    D("optim", "grad_clip", FT_FLOAT, optim.grad_clip, NULL, "1"),
+    D("schedule", "kind", FT_ENUM, schedule.kind, schedule_kinds, "cosine"),
+    D("schedule", "warmup_steps", FT_INT, schedule.warmup_steps, NULL, "0"),
+    D("schedule", "warmup_ratio", FT_FLOAT, schedule.warmup_ratio, NULL, "0"),
+    D("schedule", "min_lr_ratio", FT_FLOAT, schedule.min_lr_ratio, NULL, "0"),
+    D("train", "batch_size", FT_INT, train.batch_size, NULL, "4"),
+    D("train", "grad_accum", FT_INT, train.grad_accum, NULL, "1"),
+    D("train", "epochs", FT_INT, train.epochs, NULL, "1"),
+    D("train", "max_steps", FT_I64, train.max_steps, NULL, "-1"),
+    D("train", "seed", FT_U64, train.seed, NULL, "42"),
+    D("train", "save_every", FT_INT, train.save_every, NULL, "200"),
+    D("train", "eval_every", FT_INT, train.eval_every, NULL, "200"),
+    D("train", "keep_last", FT_INT, train.keep_last, NULL, "3"),
     F("train", "dump_grads", FT_STR, train.dump_grads, NULL),
-    F("train", "log_every", FT_INT, train.log_every, NULL),
-    F("train", "arena_mb", FT_I64, train.arena_mb, NULL),
-    F("train", "threads", FT_INT, train.threads, NULL),
-    F("train", "activation_checkpointing", FT_BOOL, train.activation_checkpointing, NULL),
-    F("train", "tensorboard", FT_BOOL, train.tensorboard, NULL),
+    D("train", "log_every", FT_INT, train.log_every, NULL, "1"),
+    D("train", "arena_mb", FT_I64, train.arena_mb, NULL, "0"),
+    D("train", "threads", FT_INT, train.threads, NULL, "0"),
+    D("train", "activation_checkpointing", FT_BOOL, train.activation_checkpointing, NULL, "false"),
+    D("train", "tensorboard", FT_BOOL, train.tensorboard, NULL, "true"),
     F("train", "sample_prompts", FT_PROMPTS, train.sample_prompts, NULL),
-    F("train", "sample_every", FT_INT, train.sample_every, NULL),
-    F("train", "sample_max_tokens", FT_INT, train.sample_max_tokens, NULL),
+    D("train", "sample_every", FT_INT, train.sample_every, NULL, "0"),
+    D("train", "sample_max_tokens", FT_INT, train.sample_max_tokens, NULL, "32"),
 };
 #undef F
+#undef D
 #define NFIELDS (int)(sizeof fields / sizeof fields[0])
 
 static const char *const sections[] = {"data", "lora", "vision", "projector", "xattn", "optim", "schedule", "train", NULL};
@@ -162,56 +167,6 @@ static void set_all_targets(cfg_train *c) {
     c->lora.targets = xmalloc(CFG_N_LORA_TARGETS * sizeof(char *));
     for (int i = 0; i < CFG_N_LORA_TARGETS; i++) c->lora.targets[i] = xstrdup(cfg_lora_target_names[i]);
     c->lora.n_targets = CFG_N_LORA_TARGETS;
-}
-
-void cfg_defaults(cfg_train *c) {
-    memset(c, 0, sizeof *c);
-    strcpy(c->mode, "lora");
-    c->resume = 0;
-    c->precision = xstrdup("fp32");
-    c->data.format = xstrdup("auto");
-    c->data.template_ = xstrdup("llama3");
-    c->data.max_seq_len = 2048;
-    c->data.packing = 0;
-    c->data.shuffle = 1;
-    c->data.train_on_prompt = 0;
-    c->data.skip_bad_lines = 0;
-    c->data.truncation = xstrdup("drop");
-    c->lora.r = 16;
-    c->lora.alpha = 32.0f;
-    c->lora.dropout = 0.05f;
-    set_all_targets(c);
-    c->lora.use_rslora = 0;
-    c->vision.select_layer = -2;
-    c->vision.max_pixels = 89478485;  // PIL's Image.MAX_IMAGE_PIXELS
-    c->projector.type = xstrdup("mlp2x_gelu");
-    c->projector.pool_type = xstrdup("none");
-    c->projector.pool_tokens = 0;
-    c->xattn.every = 4;
-    c->optim.lr = 2.0e-4f;
-    c->optim.beta1 = 0.9f;
-    c->optim.beta2 = 0.999f;
-    c->optim.eps = 1.0e-8f;
-    c->optim.weight_decay = 0.0f;
-    c->optim.grad_clip = 1.0f;
-    c->schedule.kind = xstrdup("cosine");
-    c->schedule.warmup_steps = 0;
-    c->schedule.warmup_ratio = 0.0f;
-    c->schedule.min_lr_ratio = 0.0f;
-    c->train.batch_size = 4;
-    c->train.grad_accum = 1;
-    c->train.epochs = 1;
-    c->train.max_steps = -1;
-    c->train.seed = 42;
-    c->train.save_every = 200;
-    c->train.eval_every = 200;
-    c->train.keep_last = 3;
-    c->train.log_every = 1;
-    c->train.arena_mb = 0;
-    c->train.threads = 0;
-    c->train.tensorboard = 1;
-    c->train.sample_every = 0;
-    c->train.sample_max_tokens = 32;
 }
 
 static void free_prompts(cfg_train *c) {
@@ -821,6 +776,24 @@ static int apply_root(cfg_train *c, const cnode *root, const srcctx *x) {
                        describe(root, buf, sizeof buf));
     }
     return apply_map(c, "", root, x);
+}
+
+// --- defaults: the table's, read as YAML
+
+void cfg_defaults(cfg_train *c) {
+    memset(c, 0, sizeof *c);
+    srcctx x = {SRC_NONE, "default"};
+    for (int i = 0; i < NFIELDS; i++) {   // each default read as its YAML text, like a config value
+        const field *f = &fields[i];
+        if (!f->def) continue;
+        cnode v;
+        int rc = yaml_to_cnode(f->def, strlen(f->def), &v, &x);
+        AG_ASSERT(rc == 0, "default of %s.%s", f->sec, f->key);
+        rc = set_field(c, f, &v, &x);
+        AG_ASSERT(rc == 0, "default of %s.%s: %s", f->sec, f->key, err_get());
+        cnode_free(&v);
+    }
+    set_all_targets(c);   // lora.targets: all-linear
 }
 
 // --- loading
