@@ -1,6 +1,6 @@
 // config.c — the training config (see config.h): YAML via libyaml's document loader and
-// JSON via cJSON are both turned into one small value tree (cnode), which a table of typed
-// fields applies to the struct. Errors name the file and line (YAML), the override, or the
+// JSON via cJSON are both turned into one small value tree (cnode, cfgtree.h), which a table of
+// typed fields applies to the struct. Errors name the file and line (YAML), the override, or the
 // JSON source, the dotted key, what was expected and what was found.
 #define _GNU_SOURCE
 #include "config.h"
@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <yaml.h>
 
+#include "cfgtree.h"
 #include "util.h"
 
 const char *const cfg_lora_target_names[CFG_N_LORA_TARGETS] = {
@@ -193,255 +193,6 @@ void cfg_free(cfg_train *c) {
     memset(c, 0, sizeof *c);
 }
 
-// --- the value tree shared by YAML and JSON
-
-typedef enum { CN_NULL, CN_SCALAR, CN_SEQ, CN_MAP } cnkind;
-
-typedef struct cnode {
-    cnkind kind;
-    int line;             // 1-based source line (YAML), 0 when unknown
-    char *text;           // CN_SCALAR
-    int n;                // CN_SEQ items / CN_MAP pairs
-    struct cnode *items;  // [n] sequence items or mapping values
-    char **keys;          // [n] mapping keys
-    int *key_lines;       // [n]
-} cnode;
-
-static void cnode_free(cnode *v) {
-    free(v->text);
-    for (int i = 0; i < v->n; i++) {
-        cnode_free(&v->items[i]);
-        if (v->keys) free(v->keys[i]);
-    }
-    free(v->items);
-    free(v->keys);
-    free(v->key_lines);
-    memset(v, 0, sizeof *v);
-}
-
-// Where values come from, for error prefixes.
-typedef enum { SRC_YAML, SRC_OVERRIDE, SRC_JSON, SRC_NONE } srckind;
-typedef struct {
-    srckind kind;
-    const char *src;  // file path, override text, or JSON source name
-} srcctx;
-
-static int loc_err(const srcctx *x, int line, const char *fmt, ...) AG_PRINTF(3, 4);
-static int loc_err(const srcctx *x, int line, const char *fmt, ...) {
-    char msg[1536];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    switch (x->kind) {
-    case SRC_YAML:
-        if (line > 0) return err_set("%s:%d: %s", x->src, line, msg);
-        return err_set("%s: %s", x->src, msg);
-    case SRC_OVERRIDE: return err_set("override '%s': %s", x->src, msg);
-    case SRC_JSON: return err_set("%s: %s", x->src, msg);
-    default: return err_set("%s", msg);
-    }
-}
-
-// "'abc'", "null", "a list", "a mapping" — for "found ..." in messages
-static const char *describe(const cnode *v, char *buf, size_t n) {
-    switch (v->kind) {
-    case CN_NULL: return "null";
-    case CN_SEQ: return "a list";
-    case CN_MAP: return "a mapping";
-    default:
-        if (strlen(v->text) > 60) snprintf(buf, n, "'%.57s...'", v->text);
-        else snprintf(buf, n, "'%s'", v->text);
-        return buf;
-    }
-}
-
-// --- YAML -> cnode
-
-#define MAX_DEPTH 32
-#define MAX_NODES 100000
-
-static int is_null_scalar(const yaml_node_t *n) {
-    if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return 0;
-    const char *s = (const char *)n->data.scalar.value;
-    return !s[0] || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
-}
-
-static int yaml_conv(yaml_document_t *d, yaml_node_t *n, cnode *out, int depth, long *count,
-                     const srcctx *x) {
-    memset(out, 0, sizeof *out);
-    out->line = (int)n->start_mark.line + 1;
-    if (depth > MAX_DEPTH || ++*count > MAX_NODES)
-        return loc_err(x, out->line, "the document nests too deeply or is too large (recursive alias?)");
-    switch (n->type) {
-    case YAML_SCALAR_NODE:
-        if (is_null_scalar(n)) {
-            out->kind = CN_NULL;
-        } else {
-            out->kind = CN_SCALAR;
-            out->text = xstrdup((const char *)n->data.scalar.value);
-        }
-        return 0;
-    case YAML_SEQUENCE_NODE: {
-        out->kind = CN_SEQ;
-        int cnt = (int)(n->data.sequence.items.top - n->data.sequence.items.start);
-        out->items = xcalloc(cnt ? cnt : 1, sizeof(cnode));
-        for (int i = 0; i < cnt; i++) {
-            yaml_node_t *it = yaml_document_get_node(d, n->data.sequence.items.start[i]);
-            out->n = i + 1;
-            if (!it || yaml_conv(d, it, &out->items[i], depth + 1, count, x)) {
-                if (!it) loc_err(x, out->line, "malformed YAML sequence");
-                return -1;
-            }
-        }
-        return 0;
-    }
-    case YAML_MAPPING_NODE: {
-        out->kind = CN_MAP;
-        int cnt = (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
-        out->items = xcalloc(cnt ? cnt : 1, sizeof(cnode));
-        out->keys = xcalloc(cnt ? cnt : 1, sizeof(char *));
-        out->key_lines = xcalloc(cnt ? cnt : 1, sizeof(int));
-        for (int i = 0; i < cnt; i++) {
-            yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
-            yaml_node_t *k = yaml_document_get_node(d, p->key);
-            yaml_node_t *v = yaml_document_get_node(d, p->value);
-            if (!k || !v) return loc_err(x, out->line, "malformed YAML mapping");
-            int kline = (int)k->start_mark.line + 1;
-            if (k->type != YAML_SCALAR_NODE)
-                return loc_err(x, kline, "expected a key name, found a %s as a key",
-                               k->type == YAML_MAPPING_NODE ? "mapping" : "list");
-            out->n = i + 1;
-            out->keys[i] = xstrdup((const char *)k->data.scalar.value);
-            out->key_lines[i] = kline;
-            if (yaml_conv(d, v, &out->items[i], depth + 1, count, x)) return -1;
-        }
-        return 0;
-    }
-    default: return loc_err(x, out->line, "empty YAML node");
-    }
-}
-
-static int yaml_parse_error(yaml_parser_t *p, const srcctx *x) {
-    const char *prob = p->problem ? p->problem : "parse error";
-    if (p->error == YAML_READER_ERROR)
-        return loc_err(x, 0, "invalid YAML: %s at byte %zu", prob, p->problem_offset);
-    char ctxbuf[160] = "";
-    if (p->context)
-        snprintf(ctxbuf, sizeof ctxbuf, " (%s at line %zu)", p->context, p->context_mark.line + 1);
-    return loc_err(x, (int)p->problem_mark.line + 1, "invalid YAML: %s%s", prob, ctxbuf);
-}
-
-// libyaml's scanner takes time quadratic in the nesting of flow collections ("[[[[...": seconds
-// for 50 KB, minutes for a few hundred KB), before yaml_conv's depth limit could apply. One linear
-// pass over the text first rejects flow nesting deeper than MAX_DEPTH (quoted text and comments
-// skipped; block nesting by indentation costs libyaml linear time and is limited in yaml_conv).
-static int yaml_flow_depth_check(const char *text, size_t len, const srcctx *x) {
-    int depth = 0, line = 1, comment = 0;
-    char quote = 0;
-    for (size_t i = 0; i < len; i++) {
-        char ch = text[i], prev = i ? text[i - 1] : '\n';
-        if (ch == '\n') {
-            line++;
-            comment = 0;
-            continue;
-        }
-        if (comment) continue;
-        if (quote) {
-            if (quote == '"' && ch == '\\') i++;
-            else if (ch == quote && quote == '\'' && i + 1 < len && text[i + 1] == '\'') i++;
-            else if (ch == quote) quote = 0;
-            continue;
-        }
-        int after_sep = prev == ' ' || prev == '\t' || prev == '\n' || prev == '\r' || prev == '[' || prev == '{' ||
-                        prev == ',' || prev == ':';
-        if (ch == '#' && (prev == ' ' || prev == '\t' || prev == '\n')) comment = 1;
-        else if ((ch == '"' || ch == '\'') && after_sep) quote = ch;
-        else if ((ch == '[' || ch == '{') && ++depth > MAX_DEPTH)
-            return loc_err(x, line, "flow collections ([...] / {...}) nest deeper than %d levels", MAX_DEPTH);
-        else if ((ch == ']' || ch == '}') && depth > 0) depth--;
-    }
-    return 0;
-}
-
-// Parses one YAML document from text into *out (CN_NULL for an empty document).
-static int yaml_to_cnode(const char *text, size_t len, cnode *out, const srcctx *x) {
-    memset(out, 0, sizeof *out);
-    if (yaml_flow_depth_check(text, len, x)) return -1;
-    yaml_parser_t p;
-    yaml_document_t doc;
-    if (!yaml_parser_initialize(&p)) return loc_err(x, 0, "cannot initialize the YAML parser");
-    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
-    if (!yaml_parser_load(&p, &doc)) {
-        int rc = yaml_parse_error(&p, x);
-        yaml_parser_delete(&p);
-        return rc;
-    }
-    int rc = 0;
-    yaml_node_t *root = yaml_document_get_root_node(&doc);
-    if (root) {
-        long count = 0;
-        rc = yaml_conv(&doc, root, out, 0, &count, x);
-    }
-    yaml_document_delete(&doc);
-    if (!rc && root) {  // a second document is an error, not silently ignored
-        yaml_document_t doc2;
-        if (!yaml_parser_load(&p, &doc2)) {
-            rc = yaml_parse_error(&p, x);
-        } else {
-            yaml_node_t *r2 = yaml_document_get_root_node(&doc2);
-            if (r2) rc = loc_err(x, (int)r2->start_mark.line + 1, "expected one YAML document, found a second one");
-            yaml_document_delete(&doc2);
-        }
-    }
-    yaml_parser_delete(&p);
-    if (rc) cnode_free(out);
-    return rc;
-}
-
-// --- JSON -> cnode
-
-static void num_text(double v, char *buf, size_t n) {
-    if (v == (double)(int64_t)v && fabs(v) < 9e15) snprintf(buf, n, "%" PRId64, (int64_t)v);
-    else snprintf(buf, n, "%.17g", v);
-}
-
-static int json_conv(const cJSON *j, cnode *out, int depth, const srcctx *x) {
-    memset(out, 0, sizeof *out);
-    if (depth > MAX_DEPTH) return loc_err(x, 0, "JSON nests too deeply");
-    if (cJSON_IsNull(j)) {
-        out->kind = CN_NULL;
-    } else if (cJSON_IsBool(j)) {
-        out->kind = CN_SCALAR;
-        out->text = xstrdup(cJSON_IsTrue(j) ? "true" : "false");
-    } else if (cJSON_IsNumber(j)) {
-        char buf[64];
-        num_text(j->valuedouble, buf, sizeof buf);
-        out->kind = CN_SCALAR;
-        out->text = xstrdup(buf);
-    } else if (cJSON_IsString(j)) {
-        out->kind = CN_SCALAR;
-        out->text = xstrdup(j->valuestring);
-    } else if (cJSON_IsArray(j) || cJSON_IsObject(j)) {
-        int cnt = cJSON_GetArraySize(j), obj = cJSON_IsObject(j);
-        out->kind = obj ? CN_MAP : CN_SEQ;
-        out->items = xcalloc(cnt ? cnt : 1, sizeof(cnode));
-        if (obj) {
-            out->keys = xcalloc(cnt ? cnt : 1, sizeof(char *));
-            out->key_lines = xcalloc(cnt ? cnt : 1, sizeof(int));
-        }
-        int i = 0;
-        for (const cJSON *e = j->child; e && i < cnt; e = e->next, i++) {
-            out->n = i + 1;
-            if (obj) out->keys[i] = xstrdup(e->string ? e->string : "");
-            if (json_conv(e, &out->items[i], depth + 1, x)) return -1;
-        }
-    } else {
-        return loc_err(x, 0, "unsupported JSON value");
-    }
-    return 0;
-}
-
 // --- scalar parsing
 
 static int parse_f64(const char *s, double *out) {
@@ -501,7 +252,7 @@ static int target_index(const char *name) {
 }
 
 static int targets_err(const srcctx *x, int line, const char *name) {
-    return loc_err(x, line,
+    return cn_err(x, line,
                    "lora.targets: unknown target '%s' (expected names among q_proj, k_proj, v_proj, o_proj, "
                    "gate_proj, up_proj, down_proj, or all-linear)",
                    name);
@@ -532,23 +283,23 @@ static int set_targets(cfg_train *c, const cnode *v, const srcctx *x) {
         lines = xcalloc(v->n + 1, sizeof(int));
         for (int i = 0; i < v->n; i++) {
             if (v->items[i].kind != CN_SCALAR) {
-                rc = loc_err(x, v->items[i].line, "lora.targets[%d]: expected a target name, found %s", i,
-                             describe(&v->items[i], buf, sizeof buf));
+                rc = cn_err(x, v->items[i].line, "lora.targets[%d]: expected a target name, found %s", i,
+                             cn_describe(&v->items[i], buf, sizeof buf));
                 break;
             }
             lines[n] = v->items[i].line;
             names[n++] = xstrdup(v->items[i].text);
         }
     } else {
-        return loc_err(x, v->line, "lora.targets: expected a list of target names or all-linear, found %s",
-                       describe(v, buf, sizeof buf));
+        return cn_err(x, v->line, "lora.targets: expected a list of target names or all-linear, found %s",
+                       cn_describe(v, buf, sizeof buf));
     }
     for (int i = 0; !rc && i < n; i++) {
         if (!strcmp(names[i], "all-linear") && n == 1) break;
         if (target_index(names[i]) < 0) rc = targets_err(x, lines[i], names[i]);
         for (int j = 0; !rc && j < i; j++)
             if (!strcmp(names[i], names[j]))
-                rc = loc_err(x, lines[i], "lora.targets: '%s' is listed twice", names[i]);
+                rc = cn_err(x, lines[i], "lora.targets: '%s' is listed twice", names[i]);
     }
     if (!rc && n == 1 && !strcmp(names[0], "all-linear")) {
         free(names[0]);
@@ -572,7 +323,7 @@ static int set_targets(cfg_train *c, const cnode *v, const srcctx *x) {
 static int set_field(cfg_train *c, const field *f, const cnode *v, const srcctx *x) {
     char key[96], buf[128], ch[256];
     dotted(key, sizeof key, f->sec, f->key);
-    const char *found = describe(v, buf, sizeof buf);
+    const char *found = cn_describe(v, buf, sizeof buf);
     switch (f->type) {
     case FT_STR: {
         if (v->kind == CN_NULL) {
@@ -580,9 +331,9 @@ static int set_field(cfg_train *c, const field *f, const cnode *v, const srcctx 
             *AT(c, f, char *) = NULL;
             return 0;
         }
-        if (v->kind != CN_SCALAR) return loc_err(x, v->line, "%s: expected a string, found %s", key, found);
+        if (v->kind != CN_SCALAR) return cn_err(x, v->line, "%s: expected a string, found %s", key, found);
         if (!v->text[0])
-            return loc_err(x, v->line, "%s: expected a non-empty string (write null for none), found ''", key);
+            return cn_err(x, v->line, "%s: expected a non-empty string (write null for none), found ''", key);
         free(*AT(c, f, char *));
         *AT(c, f, char *) = xstrdup(v->text);
         return 0;
@@ -593,7 +344,7 @@ static int set_field(cfg_train *c, const field *f, const cnode *v, const srcctx 
         int ok = 0;
         if (v->kind == CN_SCALAR)
             for (int i = 0; f->choices[i]; i++) ok |= !strcmp(f->choices[i], v->text);
-        if (!ok) return loc_err(x, v->line, "%s: expected one of %s, found %s", key, ch, found);
+        if (!ok) return cn_err(x, v->line, "%s: expected one of %s, found %s", key, ch, found);
         if (f->type == FT_MODE) {
             snprintf(AT(c, f, char), sizeof c->mode, "%s", v->text);
         } else {
@@ -605,16 +356,16 @@ static int set_field(cfg_train *c, const field *f, const cnode *v, const srcctx 
     case FT_BOOL:
         if (v->kind == CN_SCALAR && !strcasecmp(v->text, "true")) *AT(c, f, int) = 1;
         else if (v->kind == CN_SCALAR && !strcasecmp(v->text, "false")) *AT(c, f, int) = 0;
-        else return loc_err(x, v->line, "%s: expected true or false, found %s", key, found);
+        else return cn_err(x, v->line, "%s: expected true or false, found %s", key, found);
         return 0;
     case FT_INT:
     case FT_I64: {
         int64_t iv;
         if (v->kind != CN_SCALAR || parse_i64(v->text, &iv))
-            return loc_err(x, v->line, "%s: expected an integer, found %s", key, found);
+            return cn_err(x, v->line, "%s: expected an integer, found %s", key, found);
         if (f->type == FT_INT) {
             if (iv < INT_MIN || iv > INT_MAX)
-                return loc_err(x, v->line, "%s: expected an integer in [%d, %d], found %s", key, INT_MIN, INT_MAX,
+                return cn_err(x, v->line, "%s: expected an integer in [%d, %d], found %s", key, INT_MIN, INT_MAX,
                                found);
             *AT(c, f, int) = (int)iv;
         } else {
@@ -625,29 +376,29 @@ static int set_field(cfg_train *c, const field *f, const cnode *v, const srcctx 
     case FT_U64: {
         uint64_t uv;
         if (v->kind != CN_SCALAR || parse_u64(v->text, &uv))
-            return loc_err(x, v->line, "%s: expected a non-negative integer, found %s", key, found);
+            return cn_err(x, v->line, "%s: expected a non-negative integer, found %s", key, found);
         *AT(c, f, uint64_t) = uv;
         return 0;
     }
     case FT_FLOAT: {
         double d;
         if (v->kind != CN_SCALAR || parse_f64(v->text, &d))
-            return loc_err(x, v->line, "%s: expected a number, found %s", key, found);
-        if (fabs(d) > FLT_MAX) return loc_err(x, v->line, "%s: %s is out of the float range", key, found);
+            return cn_err(x, v->line, "%s: expected a number, found %s", key, found);
+        if (fabs(d) > FLT_MAX) return cn_err(x, v->line, "%s: %s is out of the float range", key, found);
         *AT(c, f, float) = (float)d;
         return 0;
     }
     case FT_BETAS: {
         if (v->kind == CN_SEQ && v->n != 2)
-            return loc_err(x, v->line, "%s: expected a list of two numbers [beta1, beta2], found a list of %d", key,
+            return cn_err(x, v->line, "%s: expected a list of two numbers [beta1, beta2], found a list of %d", key,
                            v->n);
         if (v->kind != CN_SEQ)
-            return loc_err(x, v->line, "%s: expected a list of two numbers [beta1, beta2], found %s", key, found);
+            return cn_err(x, v->line, "%s: expected a list of two numbers [beta1, beta2], found %s", key, found);
         double b[2];
         for (int i = 0; i < 2; i++)
             if (v->items[i].kind != CN_SCALAR || parse_f64(v->items[i].text, &b[i]))
-                return loc_err(x, v->items[i].line, "%s[%d]: expected a number, found %s", key, i,
-                               describe(&v->items[i], buf, sizeof buf));
+                return cn_err(x, v->items[i].line, "%s[%d]: expected a number, found %s", key, i,
+                               cn_describe(&v->items[i], buf, sizeof buf));
         c->optim.beta1 = (float)b[0];
         c->optim.beta2 = (float)b[1];
         return 0;
@@ -657,10 +408,10 @@ static int set_field(cfg_train *c, const field *f, const cnode *v, const srcctx 
         if (v->kind == CN_SEQ)
             for (int i = 0; i < v->n; i++)
                 if (v->items[i].kind != CN_SCALAR)
-                    return loc_err(x, v->items[i].line, "%s[%d]: expected a prompt string, found %s", key, i,
-                                   describe(&v->items[i], buf, sizeof buf));
+                    return cn_err(x, v->items[i].line, "%s[%d]: expected a prompt string, found %s", key, i,
+                                   cn_describe(&v->items[i], buf, sizeof buf));
         if (v->kind == CN_MAP || (v->kind == CN_SCALAR && !v->text[0]))
-            return loc_err(x, v->line, "%s: expected a list of prompts or a file name (.txt/.jsonl), found %s", key,
+            return cn_err(x, v->line, "%s: expected a list of prompts or a file name (.txt/.jsonl), found %s", key,
                            found);
         free_prompts(c);
         if (v->kind == CN_SCALAR) c->train.sample_file = xstrdup(v->text);
@@ -671,7 +422,7 @@ static int set_field(cfg_train *c, const field *f, const cnode *v, const srcctx 
         return 0;
     }
     }
-    return loc_err(x, v->line, "%s: internal error: unknown field type", key);
+    return cn_err(x, v->line, "%s: internal error: unknown field type", key);
 }
 
 // --- unknown-key messages
@@ -724,8 +475,8 @@ static int unknown_key(const srcctx *x, int line, const char *sec, const char *k
     }
     if (shown) snprintf(name, sizeof name, "%s", shown);
     else dotted(name, sizeof name, sec, key);
-    if (sec[0]) return loc_err(x, line, "unknown key %s (valid keys of %s: %s%s)", name, sec, list, hint);
-    return loc_err(x, line, "unknown key %s (valid top-level keys: %s%s)", name, list, hint);
+    if (sec[0]) return cn_err(x, line, "unknown key %s (valid keys of %s: %s%s)", name, sec, list, hint);
+    return cn_err(x, line, "unknown key %s (valid top-level keys: %s%s)", name, list, hint);
 }
 
 // Applies mapping m to section sec ("" = the top level).
@@ -737,16 +488,16 @@ static int apply_map(cfg_train *c, const char *sec, const cnode *m, const srcctx
                 char name[128];
                 dotted(name, sizeof name, sec, k);
                 if (m->key_lines[j] > 0)
-                    return loc_err(x, m->key_lines[i], "duplicate key %s (first at line %d)", name, m->key_lines[j]);
-                return loc_err(x, m->key_lines[i], "duplicate key %s", name);
+                    return cn_err(x, m->key_lines[i], "duplicate key %s (first at line %d)", name, m->key_lines[j]);
+                return cn_err(x, m->key_lines[i], "duplicate key %s", name);
             }
         const cnode *v = &m->items[i];
         if (!sec[0] && is_section(k)) {
             if (v->kind == CN_NULL) continue;  // "vision:" with nothing under it
             if (v->kind != CN_MAP) {
                 char buf[128];
-                return loc_err(x, v->line, "%s: expected a mapping of %s keys, found %s", k, k,
-                               describe(v, buf, sizeof buf));
+                return cn_err(x, v->line, "%s: expected a mapping of %s keys, found %s", k, k,
+                               cn_describe(v, buf, sizeof buf));
             }
             if (apply_map(c, k, v, x)) return -1;
             continue;
@@ -772,8 +523,8 @@ static int apply_root(cfg_train *c, const cnode *root, const srcctx *x) {
     if (root->kind == CN_NULL) return 0;
     if (root->kind != CN_MAP) {
         char buf[128];
-        return loc_err(x, root->line, "expected a mapping of config keys at the top level, found %s",
-                       describe(root, buf, sizeof buf));
+        return cn_err(x, root->line, "expected a mapping of config keys at the top level, found %s",
+                       cn_describe(root, buf, sizeof buf));
     }
     return apply_map(c, "", root, x);
 }
@@ -787,7 +538,7 @@ void cfg_defaults(cfg_train *c) {
         const field *f = &fields[i];
         if (!f->def) continue;
         cnode v;
-        int rc = yaml_to_cnode(f->def, strlen(f->def), &v, &x);
+        int rc = cn_from_yaml(f->def, strlen(f->def), &v, &x);
         AG_ASSERT(rc == 0, "default of %s.%s", f->sec, f->key);
         rc = set_field(c, f, &v, &x);
         AG_ASSERT(rc == 0, "default of %s.%s: %s", f->sec, f->key, err_get());
@@ -807,13 +558,13 @@ static const char *first_key(const char *sec) {
 int cfg_override(cfg_train *c, const char *kv) {
     srcctx x = {SRC_OVERRIDE, kv};
     const char *eq = strchr(kv, '=');
-    if (!eq || eq == kv) return loc_err(&x, 0, "expected dotted.key=value, e.g. optim.lr=1e-4");
+    if (!eq || eq == kv) return cn_err(&x, 0, "expected dotted.key=value, e.g. optim.lr=1e-4");
     size_t klen = (size_t)(eq - kv);
     char key[128];
-    if (klen >= sizeof key) return loc_err(&x, 0, "key too long");
+    if (klen >= sizeof key) return cn_err(&x, 0, "key too long");
     memcpy(key, kv, klen);
     key[klen] = 0;
-    if (strchr(key, ' ')) return loc_err(&x, 0, "expected dotted.key=value without spaces around '='");
+    if (strchr(key, ' ')) return cn_err(&x, 0, "expected dotted.key=value without spaces around '='");
     // the key first: a misspelled key is reported as such whatever the value
     const char *section = NULL;  // "optim={lr: 1e-4}" sets several keys of a section at once
     const char *group = NULL, *group_sec = NULL;   // a nested group of keys: pool = pool.type, pool.tokens
@@ -835,7 +586,7 @@ int cfg_override(cfg_train *c, const char *kv) {
     }
     const char *val = eq + 1;
     cnode v;
-    int rc = yaml_to_cnode(val, strlen(val), &v, &x);
+    int rc = cn_from_yaml(val, strlen(val), &v, &x);
     if (f && f->type == FT_STR && (rc || v.kind == CN_SEQ || v.kind == CN_MAP)) {
         // a path YAML would read as something else ("runs/a: b", "{x}") is taken as written
         if (!rc) cnode_free(&v);
@@ -849,12 +600,12 @@ int cfg_override(cfg_train *c, const char *kv) {
     if (section) {
         if (v.kind == CN_NULL) rc = 0;
         else if (v.kind != CN_MAP)
-            rc = loc_err(&x, 0, "%s is a section: name a key inside it (e.g. %s.%s=...) or give a mapping", section,
+            rc = cn_err(&x, 0, "%s is a section: name a key inside it (e.g. %s.%s=...) or give a mapping", section,
                          section, first_key(section));
         else rc = apply_map(c, section, &v, &x);
     } else if (group) {
         if (v.kind != CN_MAP)
-            rc = loc_err(&x, 0, "%s.%s is a group of keys: give a mapping (e.g. {type: avg, tokens: 16})", group_sec,
+            rc = cn_err(&x, 0, "%s.%s is a group of keys: give a mapping (e.g. {type: avg, tokens: 16})", group_sec,
                          group);
         char *gk = (char *)group;
         int gl = 0;
@@ -879,7 +630,7 @@ int cfg_load(cfg_train *c, const char *yaml_path, int n_overrides, char **overri
         }
         srcctx x = {SRC_YAML, yaml_path};
         cnode root;
-        int rc = yaml_to_cnode(text, len, &root, &x);
+        int rc = cn_from_yaml(text, len, &root, &x);
         free(text);
         if (!rc) {
             rc = apply_root(c, &root, &x);
@@ -1105,12 +856,12 @@ int cfg_from_json(cfg_train *c, const char *json, const char *what) {
     cJSON *j = cJSON_Parse(json);
     if (!j) {
         const char *e = cJSON_GetErrorPtr();
-        loc_err(&x, 0, "invalid JSON near '%.20s'", e ? e : "");
+        cn_err(&x, 0, "invalid JSON near '%.20s'", e ? e : "");
         cfg_free(c);
         return -1;
     }
     cnode root;
-    int rc = json_conv(j, &root, 0, &x);
+    int rc = cn_from_json(j, &root, 0, &x);
     cJSON_Delete(j);
     if (!rc) rc = apply_root(c, &root, &x);
     cnode_free(&root);
