@@ -165,8 +165,9 @@ static double bf16_pass(const gemm_ceiling *g) {
 enum { B_GEMM = 1, B_LORA = 2, B_EVAL = 4, B_SIGLIP = 8, B_MODEL = B_LORA | B_EVAL, B_ALL = 15 };
 
 typedef struct bench_opts {
-    const char *what, *model, *vision, *sup, *precision;
+    const char *what, *model, *vision, *sup, *precision, *weights;
     ag_precision prec;        // --precision: fp32, or bf16 (frozen weights and their matmuls in BF16)
+    ag_weights wts;           // --weights: auto (as the file holds them, mapped) or f32 (fp32 copies)
     int kind;                 // B_GEMM .. B_SIGLIP
     int T, iters, warmup, r, batch, interleave;
 } bench_opts;
@@ -185,6 +186,7 @@ static const char usage_text[] =
     "  --rank R                LoRA rank, 1..1024 (lora; default 16)\n"
     "  --supervised all|half   half: the first half of the tokens is an unsupervised prompt (lora; default all)\n"
     "  --precision fp32|bf16   (lora, eval, siglip; default fp32)\n"
+    "  --weights auto|f32      frozen weight storage (lora, eval, siglip; default auto)\n"
     "  --iters N               measured iterations, 1..10000 (default 3)\n"
     "  --warmup N              unmeasured iterations first, 0..100 (default 1)\n"
     "  --interleave            wait for a line on stdin before each iteration, print one line after it\n"
@@ -217,7 +219,7 @@ static int opt_word(const char *name, const char *s, const char *choices, const 
 }
 
 static int parse_opts(int argc, char **argv, bench_opts *o) {
-    *o = (bench_opts){.sup = "all", .precision = "fp32", .T = 512, .iters = 3, .warmup = 1, .r = 16, .batch = 8};
+    *o = (bench_opts){.sup = "all", .precision = "fp32", .weights = "auto", .T = 512, .iters = 3, .warmup = 1, .r = 16, .batch = 8};
     static const struct { const char *w; int kind; } kinds[] = {{"gemm", B_GEMM}, {"lora", B_LORA}, {"eval", B_EVAL}, {"siglip", B_SIGLIP}};
     for (int k = 0; k < 4; k++)
         if (!strcmp(argv[1], kinds[k].w)) o->what = kinds[k].w, o->kind = kinds[k].kind;
@@ -226,7 +228,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o) {
         {"--model", B_MODEL, 0}, {"--vision", B_SIGLIP, 0}, {"--tokens", B_GEMM | B_MODEL, 0},
         {"--batch", B_SIGLIP, 0}, {"--rank", B_LORA, 0}, {"--supervised", B_LORA, 0},
         {"--precision", B_MODEL | B_SIGLIP, 0}, {"--iters", B_ALL, 0}, {"--warmup", B_ALL, 0},
-        {"--interleave", B_ALL, 1}};
+        {"--interleave", B_ALL, 1}, {"--weights", B_MODEL | B_SIGLIP, 0}};
     unsigned seen = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -253,12 +255,14 @@ static int parse_opts(int argc, char **argv, bench_opts *o) {
         case 6: rc = opt_word(a, v, "fp32 bf16", &o->precision); break;
         case 7: rc = opt_int(a, v, 1, 10000, &o->iters); break;
         case 8: rc = opt_int(a, v, 0, 100, &o->warmup); break;
+        case 10: rc = opt_word(a, v, "auto f32", &o->weights); break;
         }
         if (rc) return rc;
         if (!*v && k <= 1) return cli_usage("bench", "%s: empty folder name", a);
     }
     if ((o->kind & B_MODEL) && !o->model) return cli_usage("bench", "bench %s: --model DIR is required", o->what);
     if (o->kind == B_SIGLIP && !o->vision) return cli_usage("bench", "bench siglip: --vision DIR is required");
+    ag_weights_parse(o->weights, &o->wts);   // checked by opt_word
     return ag_precision_parse(o->precision, &o->prec) ? cli_usage("bench", "--precision '%s'", o->precision) : 0;
 }
 
@@ -350,7 +354,7 @@ static int siglip_step(void *p) {
 
 static int bench_siglip(const bench_opts *o) {
     siglip_model m;
-    if (siglip_load_precision(o->vision, &m, o->prec) != 0) return cli_fail();
+    if (siglip_load_opts(o->vision, &m, o->prec, o->wts) != 0) return cli_fail();
     const hf_siglip_config *cfg = &m.cfg;
     int B = o->batch;
     int64_t S = cfg->image_size, N = (int64_t)B * cfg->num_patches;
@@ -417,7 +421,8 @@ static int eval_step(void *p) {
 
 static int bench_llama(const bench_opts *o) {
     llama_model m;
-    if (llama_load_precision(o->model, &m, o->prec) != 0) return cli_fail();
+    if (llama_load_opts(o->model, &m, o->prec, o->wts) != 0) return cli_fail();
+    llama_log_memory(&m);
     int train = o->kind == B_LORA, T = o->T;
     lora_adapter lora = {0};
     lora_config lc = {.r = o->r, .alpha = 2.0f * o->r, .dropout = 0.05f, .targets = (1u << LLAMA_NPROJ) - 1};

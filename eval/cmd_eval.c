@@ -45,6 +45,7 @@ int cmd_eval(int argc, char **argv) {
     int64_t M = 1024, S = -1, batch_rows = 0;   // S default: M / 2 (512 for the default M)
     int json = 0;
     ag_precision precision = AG_PREC_FP32;
+    ag_weights weights = AG_WEIGHTS_AUTO;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int has = i + 1 < argc;
@@ -60,6 +61,10 @@ int cmd_eval(int argc, char **argv) {
             if (ag_precision_parse(argv[++i], &precision))
                 return cli_usage("eval", "--precision: expected fp32 or bf16, found '%s'", argv[i]);
         }
+        else if (!strcmp(a, "--weights") && has) {
+            if (ag_weights_parse(argv[++i], &weights))
+                return cli_usage("eval", "--weights: expected auto or f32, found '%s'", argv[i]);
+        }
         else if (!strcmp(a, "--max-length") && has) {
             if (parse_int(argv[++i], &M) || M < 2) return cli_usage("eval", "--max-length: expected an integer >= 2, found '%s'", argv[i]);
         } else if (!strcmp(a, "--stride") && has) {
@@ -69,7 +74,7 @@ int cmd_eval(int argc, char **argv) {
                 return cli_usage("eval", "--batch-tokens: expected a positive integer, found '%s'", argv[i]);
         } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             printf("usage: lorac eval --model DIR --data FILE [--adapter DIR] [--vision DIR --projector DIR]\n"
-                   "                  [--max-length N] [--stride S] [--precision fp32|bf16] [--json]\n");
+                   "                  [--max-length N] [--stride S] [--precision fp32|bf16] [--weights auto|f32] [--json]\n");
             return 0;
         } else
             return cli_usage("eval", "unknown or incomplete option '%s'", a);
@@ -89,7 +94,8 @@ int cmd_eval(int argc, char **argv) {
     projector proj = {0};
     xattn xa = {0};
     int has_xa = 0;   // the projector folder holds cross-attention blocks (mode xattn)
-    if (!(tok = tok_load(model)) || llama_load_precision(model, &m, precision) != 0) goto out;
+    if (!(tok = tok_load(model)) || llama_load_opts(model, &m, precision, weights) != 0) goto out;
+    llama_log_memory(&m);
     if (vision && vision_open_projected(&vt, &proj, vision, proj_dir, &m, model) != 0) goto out;
     if (vision && (has_xa = vision_open_xattn(&xa, proj_dir, &m)) < 0) goto out;
     if (adapter && lora_load(&lora, &m.cfg, adapter) != 0) goto out;

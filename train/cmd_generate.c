@@ -70,6 +70,8 @@ static const char usage_text[] =
     "  --top-p P           nucleus sampling in (0, 1] (default 0.9; 1 = off)\n"
     "  --seed S            sampling seed (default 42)\n"
     "  --precision P       fp32 (default) or bf16: frozen weights in BF16, BF16 matmuls\n"
+    "  --weights W         auto (default: as the file holds them, mapped when possible) or f32\n"
+    "                      (fp32 heap copies); the output is the same\n"
     "stdout: the generated text only (streamed); stderr: statistics\n";
 
 int cmd_generate(int argc, char **argv) {
@@ -77,6 +79,7 @@ int cmd_generate(int argc, char **argv) {
     const char *prompt = NULL;
     int chat = 0;
     ag_precision precision = AG_PREC_FP32;
+    ag_weights weights = AG_WEIGHTS_AUTO;
     gen_opts o;
     gen_opts_default(&o);
     for (int i = 1; i < argc; i++) {
@@ -102,7 +105,7 @@ int cmd_generate(int argc, char **argv) {
         // every option handled below (so a missing value is told apart from an unknown flag)
         static const char *const known[] = {"--model", "--adapter", "--vision", "--projector", "--image", "--prompt",
                                             "--max-new-tokens", "--temperature", "--top-k", "--top-p", "--seed",
-                                            "--precision"};
+                                            "--precision", "--weights"};
         int is_known = 0;
         for (size_t k = 0; k < sizeof known / sizeof *known; k++) is_known |= !strcmp(name, known[k]);
         if (!is_known) return cli_usage("generate", "unknown option '%s'", name);
@@ -120,6 +123,10 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(name, "--precision")) {
             if (ag_precision_parse(val, &precision))
                 return cli_usage("generate", "--precision: expected fp32 or bf16, got '%s'", val);
+        }
+        else if (!strcmp(name, "--weights")) {
+            if (ag_weights_parse(val, &weights))
+                return cli_usage("generate", "--weights: expected auto or f32, got '%s'", val);
         }
         else if (!strcmp(name, "--max-new-tokens")) {
             if (parse_i64(val, &iv) || iv < 0)
@@ -164,7 +171,7 @@ int cmd_generate(int argc, char **argv) {
     int32_t *rows = NULL;
     int rc = 1;
     double t0 = now_seconds();
-    if (llama_load_precision(model, &m, precision) != 0) return cli_fail();
+    if (llama_load_opts(model, &m, precision, weights) != 0) return cli_fail();
     double load_s = now_seconds() - t0;
     if (!(tok = tok_load(model))) goto done;
     if (adapter) {

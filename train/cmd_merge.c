@@ -153,17 +153,26 @@ static void remove_stale_merges(const char *out) {
 
 int cmd_merge(int argc, char **argv) {
     const char *model = NULL, *adapter = NULL, *out = NULL;
+    ag_weights weights = AG_WEIGHTS_AUTO;
     for (int i = 1; i < argc; i++) {
         int has = i + 1 < argc;
         if (!strcmp(argv[i], "--model") && has) model = argv[++i];
+        else if (!strcmp(argv[i], "--weights") && has) {
+            if (ag_weights_parse(argv[++i], &weights))
+                return cli_usage("merge", "--weights: expected auto or f32, found '%s'", argv[i]);
+        }
         else if (!strcmp(argv[i], "--adapter") && has) adapter = argv[++i];
         else if (!strcmp(argv[i], "--out") && has) out = argv[++i];
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: lorac merge --model DIR --adapter DIR --out DIR\n");
+            printf("usage: lorac merge --model DIR --adapter DIR --out DIR [--weights auto|f32]\n"
+                   "  --weights auto|f32: accepted as for eval and generate; merge always streams the model\n"
+                   "  from the mapped file one tensor at a time (the merged ones in fp32), so both give the\n"
+                   "  same output and memory\n");
             return 0;
         } else
             return cli_usage("merge", "unknown or incomplete option '%s'", argv[i]);
     }
+    (void)weights;   // one streaming path serves both storages (see --help)
     if (!model || !adapter || !out) return cli_usage("merge", "--model, --adapter and --out are required");
     char outb[4096];   // --out DIR/ names DIR (the temporary folder DIR.tmpPID is built beside it)
     if (!*out || strlen(out) >= sizeof outb) return cli_usage("merge", "--out: expected a folder name, found '%s'", out);

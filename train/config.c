@@ -31,6 +31,7 @@ static const char *const projector_types[] = {"mlp2x_gelu", "linear", NULL};
 static const char *const pool_types[] = {"none", "avg", "linear", NULL};
 static const char *const schedule_kinds[] = {"cosine", "linear", "constant", NULL};
 static const char *const precisions[] = {"fp32", "bf16", NULL};   // ag_precision_parse's names
+static const char *const weight_modes[] = {"auto", "f32", NULL};    // ag_weights_parse's names
 
 // --- the field table
 
@@ -61,6 +62,7 @@ static const field fields[] = {
     F("", "mode", FT_MODE, mode, modes),
     F("", "model", FT_STR, model, NULL),
     F("", "precision", FT_ENUM, precision, precisions),
+    F("", "weights", FT_ENUM, weights, weight_modes),
     F("", "output_dir", FT_STR, output_dir, NULL),
     F("", "resume", FT_BOOL, resume, NULL),
     F("data", "train", FT_STR, data.train, NULL),
@@ -168,6 +170,7 @@ void cfg_defaults(cfg_train *c) {
     strcpy(c->mode, "lora");
     c->resume = 0;
     c->precision = xstrdup("fp32");
+    c->weights = xstrdup("auto");
     c->data.format = xstrdup("auto");
     c->data.template_ = xstrdup("llama3");
     c->data.max_seq_len = 2048;

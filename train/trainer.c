@@ -268,6 +268,7 @@ static int check_run_config(const run *R, const cJSON *cf, const char *path) {
     old.train.arena_mb = c->train.arena_mb;
     old.train.threads = c->train.threads;
     set_str(&old.output_dir, c->output_dir);
+    set_str(&old.weights, c->weights);   // storage only: results are bit-identical
     set_str(&old.data.train, c->data.train);   // the data itself is compared by its fingerprint
     set_str(&old.data.eval, c->data.eval);
     set_str(&old.train.dump_grads, c->train.dump_grads);
@@ -283,7 +284,7 @@ static int check_run_config(const run *R, const cJSON *cf, const char *path) {
     const char *k = cfg_first_diff(&old, c);
     if (k)
         rc = err_set("%s: the checkpoint belongs to a run with another config: %s differs (resume may change only "
-                     "the length, paths, save/eval/log/sample settings and threads); start the new run in a new output_dir",
+                     "the length, paths, save/eval/log/sample settings, threads and weights); start the new run in a new output_dir",
                      path, k);
     cfg_free(&old);
     return rc ? -2 : 0;
@@ -776,7 +777,9 @@ int train_run(cfg_train *cfg) {
     R->tok = tok_load(cfg->model);
     ag_precision precision = AG_PREC_FP32;
     ag_precision_parse(cfg->precision, &precision);   // validated by cfg_validate
-    if (!R->tok || llama_load_precision(cfg->model, &R->model, precision) != 0) goto out;
+    ag_weights weights = AG_WEIGHTS_AUTO;
+    ag_weights_parse(cfg->weights, &weights);
+    if (!R->tok || llama_load_opts(cfg->model, &R->model, precision, weights) != 0) goto out;
     if (R->vmode && cfg->vision.features) {
         // the cache is checked against vision.model (weights hash, layer, preprocessing) when given
         data_fc_ident id;
