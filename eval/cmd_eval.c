@@ -110,6 +110,9 @@ int cmd_eval(int argc, char **argv) {
     int64_t hint = (int64_t)m.cfg.num_layers * (12 * (int64_t)m.cfg.hidden_size + 5 * (int64_t)m.cfg.intermediate_size) * 4;
     if (ag_ctx_init(&c, (size_t)(batch_rows * (int64_t)(m.cfg.hidden_size * 16 + m.cfg.intermediate_size * 4) * 4 + hint + ((int64_t)1 << 28))) != 0)
         goto out;
+    fprintf(stderr, "memory: activation arena %.2f GB reserved (committed as touched; no-grad: about one layer's "
+                    "activations of %lld rows at a time)\n",
+            (double)c.arena.cap / 1e9, (long long)batch_rows);
     progress_state ps = {isatty(2) && !json, now_seconds()};
     eval_result r;
     vision_source src = vision ? vision_tower_source(&vt) : (vision_source){0};
@@ -139,6 +142,8 @@ int cmd_eval(int argc, char **argv) {
         printf("\nspeed      %.0f tokens/s (%lld tokens through the model in %.2fs)\n", r.rows / r.seconds,
                (long long)r.rows, r.seconds);
     }
+    fprintf(stderr, "memory: peak RSS %.2f GB (activation arena high-water %.2f GB)\n", mem_peak_rss_bytes() / 1e9,
+            (double)c.arena.high / 1e9);
     status = 0;
 out:
     if (status) cli_fail();

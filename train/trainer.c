@@ -601,6 +601,29 @@ static int finish_report(run *R, const char *status, double t_load, double t_beg
     return dist_sync(rc, NULL, 0);
 }
 
+// Activations the largest possible micro-batch keeps on the tape until backward (the arena
+// estimate's per-row-per-layer floats, once: no gradients), for the out-of-memory check before
+// the run. Rows: the batch_size longest records together (each at most max_seq_len), or full
+// rows when packing. *rows is set to that count.
+static double saved_activation_bytes(const cfg_train *cfg, const hf_llama_config *mc, const data_set *ds, int P,
+                                     int64_t *rows) {
+    int B = cfg->train.batch_size;
+    int64_t *top = xcalloc((size_t)B, sizeof *top), r = 0;   // the B largest row counts, descending
+    for (int64_t i = 0; i < ds->n && !cfg->data.packing; i++) {
+        int64_t n = data_record_rows(&ds->r[i], P);
+        if (n > cfg->data.max_seq_len) n = cfg->data.max_seq_len;
+        for (int k = 0; k < B; k++)
+            if (n > top[k]) {
+                int64_t t = top[k];
+                top[k] = n, n = t;
+            }
+    }
+    for (int k = 0; k < B; k++) r += cfg->data.packing ? cfg->data.max_seq_len : top[k];
+    free(top);
+    *rows = r;
+    return (double)r * mc->num_layers * (12.0 * mc->hidden_size + 5.0 * mc->intermediate_size) * 4.0;
+}
+
 static int64_t arena_bytes(const cfg_train *cfg, const hf_llama_config *mc) {
     if (cfg->train.arena_mb > 0) return cfg->train.arena_mb << 20;
     // activations kept per row per layer: about 10 C + 4 I floats (+ attention, LoRA); take
@@ -881,7 +904,28 @@ int train_run(cfg_train *cfg) {
         goto out;
     hf_llama_config acfg = R->model.cfg;   // the blocks' activations are about a decoder layer's each
     if (R->xmode) acfg.num_layers += R->xa.nblocks;
-    if (ag_ctx_init(&R->ctx, (size_t)arena_bytes(cfg, &acfg)) != 0) goto out;
+    {   // where memory goes; refuse before allocating what cannot fit (never the OOM killer)
+        int64_t arena = arena_bytes(cfg, &acfg);
+        double state = 4.0 * 4.0 * (double)n_train;   // parameters, gradients, AdamW m and v (fp32)
+        int64_t rows;
+        double saved = saved_activation_bytes(cfg, &acfg, &R->train, R->xmode ? 0 : R->rows_img, &rows);
+        double avail = mem_available_bytes();
+        llama_log_memory(&R->model);
+        fprintf(stderr, "memory: trainable state %.1f MB (%lld parameters: values, gradients, AdamW moments); "
+                        "activation arena %.2f GB reserved (committed as touched; ~%.2f GB saved for backward by "
+                        "the largest micro-batch, %lld rows)\n",
+                state / 1e6, (long long)n_train, (double)arena / 1e9, saved / 1e9, (long long)rows);
+        if (avail >= 0 && state + saved > avail) {
+            err_set("out of memory: the trainable state (%.3g GB) and the activations the largest micro-batch (%lld "
+                    "rows: the %d longest records) saves for backward (~%.3g GB) do not fit in the %.3g GB available "
+                    "(MemAvailable, after loading %.3g GB of weights); lower data.max_seq_len or train.batch_size, "
+                    "set train.activation_checkpointing: true or precision: bf16",
+                    state / 1e9, (long long)rows, cfg->train.batch_size, saved / 1e9, avail / 1e9,
+                    (R->model.mem.bytes16 + R->model.mem.bytes32) / 1e9);
+            goto out;
+        }
+        if (ag_ctx_init(&R->ctx, (size_t)arena) != 0) goto out;
+    }
     R->ctx.training = 1;
     R->ctx.rng = cfg->train.seed * 0x9E3779B97F4A7C15ULL + 1;
     data_loader_opts lo = {.batch_size = cfg->train.batch_size, .max_seq_len = cfg->data.max_seq_len,
@@ -1095,6 +1139,8 @@ int train_run(cfg_train *cfg) {
     fprintf(stderr, "done: adapter in %s (adapter_model.safetensors, adapter_config.json), metrics.jsonl, loss.svg\n",
             cfg->output_dir);
     if (finish_report(R, "finished", t_load, t_begin, 1) != 0) goto out;
+    fprintf(stderr, "memory: peak RSS %.2f GB (activation arena high-water %.2f GB)\n", mem_peak_rss_bytes() / 1e9,
+            (double)R->ctx.arena.high / 1e9);
     status = 0;
 out:
     if (status == 1 && !dist_agreed()) dist_sync(-1, NULL, 0);   // the other ranks learn of it at their next agreement point
