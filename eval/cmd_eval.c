@@ -95,7 +95,6 @@ int cmd_eval(int argc, char **argv) {
     xattn xa = {0};
     int has_xa = 0;   // the projector folder holds cross-attention blocks (mode xattn)
     if (!(tok = tok_load(model)) || llama_load_opts(model, &m, precision, weights) != 0) goto out;
-    llama_log_memory(&m);
     if (vision && vision_open_projected(&vt, &proj, vision, proj_dir, &m, model) != 0) goto out;
     if (vision && (has_xa = vision_open_xattn(&xa, proj_dir, &m)) < 0) goto out;
     if (adapter && lora_load(&lora, &m.cfg, adapter) != 0) goto out;
@@ -110,6 +109,7 @@ int cmd_eval(int argc, char **argv) {
     int64_t hint = (int64_t)m.cfg.num_layers * (12 * (int64_t)m.cfg.hidden_size + 5 * (int64_t)m.cfg.intermediate_size) * 4;
     if (ag_ctx_init(&c, (size_t)(batch_rows * (int64_t)(m.cfg.hidden_size * 16 + m.cfg.intermediate_size * 4) * 4 + hint + ((int64_t)1 << 28))) != 0)
         goto out;
+    llama_log_memory(&m);   // here, after every input check: a failed run's stderr is its error line
     fprintf(stderr, "memory: activation arena %.2f GB reserved (committed as touched; no-grad: about one layer's "
                     "activations of %lld rows at a time)\n",
             (double)c.arena.cap / 1e9, (long long)batch_rows);

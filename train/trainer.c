@@ -822,7 +822,7 @@ int train_run(cfg_train *cfg) {
                 (long long)data_fc_count(R->fc));
     } else if (R->vmode) {
         if (vision_open(&R->vis, cfg->vision.model, cfg->vision.select_layer, cfg->vision.max_pixels,
-                        cfg->train.batch_size, precision) != 0)
+                        cfg->train.batch_size, precision, weights) != 0)
             goto out;
         R->P = R->vis.P;
         R->Cv = R->vis.C;
