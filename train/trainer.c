@@ -267,6 +267,7 @@ static int check_run_config(const run *R, const cJSON *cf, const char *path) {
     old.train.log_every = c->train.log_every;
     old.train.arena_mb = c->train.arena_mb;
     old.train.threads = c->train.threads;
+    old.train.activation_checkpointing = c->train.activation_checkpointing;   // the same gradients either way
     set_str(&old.output_dir, c->output_dir);
     set_str(&old.weights, c->weights);   // storage only: results are bit-identical
     set_str(&old.data.train, c->data.train);   // the data itself is compared by its fingerprint
@@ -603,7 +604,7 @@ static int finish_report(run *R, const char *status, double t_load, double t_beg
 
 // Activations the largest possible micro-batch keeps on the tape until backward (the arena
 // estimate's per-row-per-layer floats, once: no gradients), for the out-of-memory check before
-// the run. Rows: the batch_size longest records together (each at most max_seq_len), or full
+// the run (with activation checkpointing: each layer's input, plus one layer). Rows: the batch_size longest records together (each at most max_seq_len), or full
 // rows when packing. *rows is set to that count.
 static double saved_activation_bytes(const cfg_train *cfg, const hf_llama_config *mc, const data_set *ds, int P,
                                      int64_t *rows) {
@@ -621,7 +622,10 @@ static double saved_activation_bytes(const cfg_train *cfg, const hf_llama_config
     for (int k = 0; k < B; k++) r += cfg->data.packing ? cfg->data.max_seq_len : top[k];
     free(top);
     *rows = r;
-    return (double)r * mc->num_layers * (12.0 * mc->hidden_size + 5.0 * mc->intermediate_size) * 4.0;
+    double layer = 12.0 * mc->hidden_size + 5.0 * mc->intermediate_size;   // floats per row of one layer
+    if (cfg->train.activation_checkpointing)   // every layer's input, and one layer recomputed at a time
+        return (double)r * (mc->num_layers * (double)mc->hidden_size + layer) * 4.0;
+    return (double)r * mc->num_layers * layer * 4.0;
 }
 
 static int64_t arena_bytes(const cfg_train *cfg, const hf_llama_config *mc) {
@@ -927,6 +931,10 @@ int train_run(cfg_train *cfg) {
         if (ag_ctx_init(&R->ctx, (size_t)arena) != 0) goto out;
     }
     R->ctx.training = 1;
+    R->ctx.checkpoint = cfg->train.activation_checkpointing;   // bit-identical gradients, less memory
+    if (R->ctx.checkpoint)
+        fprintf(stderr, "train: activation checkpointing: each decoder layer keeps only its input and is "
+                        "recomputed in backward\n");
     R->ctx.rng = cfg->train.seed * 0x9E3779B97F4A7C15ULL + 1;
     data_loader_opts lo = {.batch_size = cfg->train.batch_size, .max_seq_len = cfg->data.max_seq_len,
                            .packing = cfg->data.packing, .shuffle = cfg->data.shuffle, .seed = cfg->train.seed,
