@@ -127,6 +127,14 @@ void float_text(float v, char *buf, size_t n);
 // --- time
 double now_seconds(void);   // monotonic clock
 
+// --- memory
+// Bytes the kernel could still give this process without swapping (MemAvailable of
+// /proc/meminfo), or -1 when unknown. LORAC_MEM_AVAILABLE_MB in the environment overrides it
+// (tests of the out-of-memory refusals).
+double mem_available_bytes(void);
+// Peak resident set size of this process so far, in bytes (getrusage ru_maxrss).
+double mem_peak_rss_bytes(void);
+
 // --- JSON limits
 // The deepest nesting of [ and { in JSON text s[0..n) (string contents skipped). Parsers whose
 // JSON library refuses deep nesting (cJSON: CJSON_NESTING_LIMIT levels) use it to name that limit

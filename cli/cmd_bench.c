@@ -172,15 +172,16 @@ static double bf16_pass(const gemm_ceiling *g) {
 enum { B_GEMM = 1, B_LORA = 2, B_EVAL = 4, B_SIGLIP = 8, B_MODEL = B_LORA | B_EVAL, B_ALL = 15 };
 
 typedef struct bench_opts {
-    const char *what, *model, *vision, *sup, *precision;
+    const char *what, *model, *vision, *sup, *precision, *weights;
     ag_precision prec;        // --precision: fp32, or bf16 (frozen weights and their matmuls in BF16)
+    ag_weights wts;           // --weights: auto (as the file holds them, mapped) or f32 (fp32 copies)
     int kind;                 // B_GEMM .. B_SIGLIP
     int T, iters, warmup, r, batch, interleave, checkpointing, no_ceilings;
 } bench_opts;
 
 // The options of bench KIND (kind 0: every option, for --help); each applies where .kinds says.
 static int parse_opts(int argc, char **argv, bench_opts *o, int kind, const char *what) {
-    *o = (bench_opts){.sup = "all", .precision = "fp32", .what = what, .kind = kind};
+    *o = (bench_opts){.sup = "all", .precision = "fp32", .weights = "auto", .what = what, .kind = kind};
     int64_t T = 512, iters = 3, warmup = 1, r = 16, batch = 8;
     const cli_opt opts[] = {
         {.name = "model", .type = OPT_DIR, .dst = &o->model, .arg = "DIR", .kinds = B_MODEL,
@@ -197,6 +198,8 @@ static int parse_opts(int argc, char **argv, bench_opts *o, int kind, const char
          .help = "half: the first half of the tokens is an unsupervised prompt (lora; default all)"},
         {.name = "precision", .type = OPT_WORD, .dst = &o->precision, .arg = "fp32|bf16", .words = "fp32 bf16",
          .kinds = B_MODEL | B_SIGLIP, .help = "(lora, eval, siglip; default fp32)"},
+        {.name = "weights", .type = OPT_WORD, .dst = &o->weights, .arg = "auto|f32", .words = "auto f32",
+         .kinds = B_MODEL | B_SIGLIP, .help = "frozen weight storage (lora, eval, siglip; default auto)"},
         {.name = "iters", .type = OPT_INT, .dst = &iters, .arg = "N", .lo = 1, .hi = 10000,
          .help = "measured iterations, 1..10000 (default 3)"},
         {.name = "warmup", .type = OPT_INT, .dst = &warmup, .arg = "N", .lo = 0, .hi = 100,
@@ -225,6 +228,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o, int kind, const char
     o->T = (int)T, o->iters = (int)iters, o->warmup = (int)warmup, o->r = (int)r, o->batch = (int)batch;
     if ((o->kind & B_MODEL) && !o->model) return cli_usage("bench", "bench %s: --model DIR is required", o->what);
     if (o->kind == B_SIGLIP && !o->vision) return cli_usage("bench", "bench siglip: --vision DIR is required");
+    ag_weights_parse(o->weights, &o->wts);   // one of the table's words
     ag_precision_parse(o->precision, &o->prec);
     return 0;
 }
@@ -317,7 +321,7 @@ static int siglip_step(void *p) {
 
 static int bench_siglip(const bench_opts *o) {
     siglip_model m;
-    if (siglip_load_precision(o->vision, &m, o->prec) != 0) return cli_fail();
+    if (siglip_load_opts(o->vision, &m, o->prec, o->wts) != 0) return cli_fail();
     const hf_siglip_config *cfg = &m.cfg;
     int B = o->batch;
     int64_t S = cfg->image_size, N = (int64_t)B * cfg->num_patches;
@@ -384,7 +388,8 @@ static int eval_step(void *p) {
 
 static int bench_llama(const bench_opts *o) {
     llama_model m;
-    if (llama_load_precision(o->model, &m, o->prec) != 0) return cli_fail();
+    if (llama_load_opts(o->model, &m, o->prec, o->wts) != 0) return cli_fail();
+    llama_log_memory(&m);
     int train = o->kind == B_LORA, T = o->T;
     lora_adapter lora = {0};
     lora_config lc = {.r = o->r, .alpha = 2.0f * o->r, .dropout = 0.05f, .targets = (1u << LLAMA_NPROJ) - 1};

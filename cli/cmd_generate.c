@@ -33,12 +33,13 @@ typedef struct gen_args {
     const char *model, *adapter, *vision, *proj_dir, *image, *prompt;
     int chat;
     ag_precision precision;
+    ag_weights weights;
     gen_opts o;
 } gen_args;
 
 // 0 when parsed, 1 after --help, 2 after a usage error.
 static int parse_args(int argc, char **argv, gen_args *g) {
-    const char *prec = "fp32";
+    const char *prec = "fp32", *weights = "auto";
     *g = (gen_args){0};
     gen_opts_default(&g->o);
     int64_t max_new = g->o.max_new_tokens, top_k = g->o.top_k;
@@ -57,17 +58,19 @@ static int parse_args(int argc, char **argv, gen_args *g) {
          .expect = "a number in (0, 1] (1 = off)", .help = "nucleus sampling in (0, 1] (default 0.9; 1 = off)"},
         {.name = "seed", .type = OPT_U64, .dst = &g->o.seed, .arg = "S", .help = "sampling seed (default 42)"},
         CLI_PRECISION(&prec),
+        CLI_WEIGHTS(&weights, "auto (default: as the file holds them, mapped when possible) or f32 (fp32 heap copies); the output is the same"),
     };
     const cli_spec spec = {"generate",
                            "--model DIR [--adapter DIR] [--vision DIR --projector DIR --image FILE]\n"
                            "                      --prompt TEXT [--chat] [--max-new-tokens N] [--temperature T]\n"
-                           "                      [--top-k K] [--top-p P] [--seed S] [--precision fp32|bf16]",
+                           "                      [--top-k K] [--top-p P] [--seed S] [--precision fp32|bf16] [--weights auto|f32]",
                            NULL, opts, CLI_NOPTS(opts), "stdout: the generated text only (streamed); stderr: statistics\n", 0};
     int npos, prc = cli_parse(&spec, argc, argv, NULL, 0, &npos, 0, NULL);
     if (prc) return prc;
     g->o.max_new_tokens = max_new;
     g->o.top_k = (int)top_k;
     ag_precision_parse(prec, &g->precision);
+    ag_weights_parse(weights, &g->weights);
     if (!g->model) return cli_usage("generate", "--model DIR is required");
     if (!g->prompt) return cli_usage("generate", "--prompt TEXT is required");
     if ((g->vision || g->proj_dir || g->image) && !(g->vision && g->proj_dir && g->image))
@@ -98,7 +101,7 @@ int cmd_generate(int argc, char **argv) {
     int32_t *rows = NULL;
     int rc = 1;
     double t0 = now_seconds();
-    if (llama_load_precision(model, &m, g.precision) != 0) return cli_fail();
+    if (llama_load_opts(model, &m, g.precision, g.weights) != 0) return cli_fail();
     double load_s = now_seconds() - t0;
     if (!(tok = tok_load(model))) goto done;
     if (adapter) {

@@ -95,7 +95,9 @@ static int prepare_features(const cfg_train *c, const char *out, int batch) {
     siglip_model m;
     ag_precision precision = AG_PREC_FP32;
     ag_precision_parse(c->precision, &precision);   // validated by cfg_validate
-    if (siglip_load_precision(c->vision.model, &m, precision)) {
+    ag_weights weights = AG_WEIGHTS_AUTO;
+    ag_weights_parse(c->weights, &weights);   // validated by cfg_validate
+    if (siglip_load_opts(c->vision.model, &m, precision, weights)) {
         tok_free(tok);
         return -1;
     }

@@ -77,6 +77,10 @@ typedef struct cli_opt {
 #define CLI_NUM(n, t, d, a, l, u, open, h) \
     {.name = (n), .type = (t), .dst = (d), .arg = (a), .help = (h), .lo = (l), .hi = (u), .lo_open = (open)}
 
+// --weights auto|f32 (eval, generate, merge): "--weights: expected auto or f32, found 'x'"
+#define CLI_WEIGHTS(d, h) \
+    {.name = "weights", .type = OPT_WORD, .dst = (d), .arg = "W", .words = "auto f32", .expect = "auto or f32", .help = (h)}
+
 typedef struct cli_spec {
     const char *cmd;       // "eval": errors say "(usage: lorac eval --help)"
     const char *synopsis;  // after "usage: lorac CMD " (may hold "\n" + indentation)

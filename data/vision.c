@@ -10,9 +10,9 @@
 // --- the tower
 
 int vision_open(vision_tower *v, const char *dir, int select_layer, int64_t max_pixels, int max_batch,
-                ag_precision precision) {
+                ag_precision precision, ag_weights weights) {
     memset(v, 0, sizeof *v);
-    if (siglip_load_precision(dir, &v->sig, precision) != 0) return -1;
+    if (siglip_load_opts(dir, &v->sig, precision, weights) != 0) return -1;
     const hf_siglip_config *sc = &v->sig.cfg;
     if (siglip_resolve_layer(sc, select_layer) < 0) {
         err_prefix("%s: select_layer", dir);
@@ -49,7 +49,7 @@ void vision_close(vision_tower *v) {
 
 int vision_open_projected(vision_tower *v, projector *p, const char *vision_dir, const char *proj_dir,
                           const llama_model *m, const char *model) {
-    if (projector_load(p, proj_dir) != 0 || vision_open(v, vision_dir, p->select_layer, 0, 1, m->precision) != 0)
+    if (projector_load(p, proj_dir) != 0 || vision_open(v, vision_dir, p->select_layer, 0, 1, m->precision, m->weights) != 0)
         return -1;
     if (p->vision_hidden != v->C || p->num_patches != v->P || p->text_hidden != m->cfg.hidden_size)
         return err_set("%s/projector_config.json: the projector maps %d -> %d with %d patches; %s gives %d features "

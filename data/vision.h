@@ -46,9 +46,10 @@ typedef struct vision_tower {
     int failed;            // after vision_features: index of the first undecodable image, or -1
 } vision_tower;
 
-// Loads DIR (SigLIP folder) in the given precision and checks select_layer. 0, or -1 + err_set.
+// Loads DIR (SigLIP folder) in the given precision and weight storage and checks select_layer.
+// 0, or -1 + err_set.
 int vision_open(vision_tower *v, const char *dir, int select_layer, int64_t max_pixels, int max_batch,
-                ag_precision precision);
+                ag_precision precision, ag_weights weights);
 void vision_close(vision_tower *v);
 // For eval/generate: loads the projector of proj_dir, opens the tower of vision_dir (SigLIP
 // folder) at the projector's select_layer and in m's precision (one image per call, default

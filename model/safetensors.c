@@ -694,6 +694,20 @@ static void drop_mapped(const st_tensor *t) {
     if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
 }
 
+const void *st_map_as(const st_model *m, const char *name, st_dtype dtype, int ndim, const int64_t *expect) {
+    const st_tensor *t = st_find(m, name);
+    if (!t || t->dtype != dtype || st_check_shape(m, name, ndim, expect) != 0) return NULL;
+    if ((uintptr_t)t->data % (uintptr_t)st_dtype_size(dtype)) return NULL;
+    return t->data;
+}
+
+int st_owns(const st_model *m, const void *p) {
+    for (int i = 0; m && p && i < m->nfiles; i++)
+        if ((const unsigned char *)p >= m->files[i].map && (const unsigned char *)p < m->files[i].map + m->files[i].size)
+            return 1;
+    return 0;
+}
+
 // A 64-byte aligned buffer for `elem`-byte values of tensor t, after checking its shape.
 static void *load_buffer(const st_model *m, const char *name, int ndim, const int64_t *expect, size_t elem,
                          const st_tensor **tp) {

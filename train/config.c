@@ -31,6 +31,7 @@ static const char *const projector_types[] = {"mlp2x_gelu", "linear", NULL};
 static const char *const pool_types[] = {"none", "avg", "linear", NULL};
 static const char *const schedule_kinds[] = {"cosine", "linear", "constant", NULL};
 static const char *const precisions[] = {"fp32", "bf16", NULL};   // ag_precision_parse's names
+static const char *const weight_modes[] = {"auto", "f32", NULL};    // ag_weights_parse's names
 
 // --- the field table
 
@@ -65,6 +66,7 @@ static const field fields[] = {
     D("", "mode", FT_MODE, mode, modes, "lora"),
     F("", "model", FT_STR, model, NULL),
     D("", "precision", FT_ENUM, precision, precisions, "fp32"),
+    D("", "weights", FT_ENUM, weights, weight_modes, "auto"),
     F("", "output_dir", FT_STR, output_dir, NULL),
     D("", "resume", FT_BOOL, resume, NULL, "false"),
     F("data", "train", FT_STR, data.train, NULL),

@@ -28,6 +28,7 @@ typedef struct cfg_train {
     char mode[24];            // lora | projector | projector+lora | xattn | xattn+lora
     char *model;              // text model folder (HF layout); required
     char *precision;          // fp32 | bf16: frozen weights and their matmuls (ag_precision_parse)
+    char *weights;            // auto | f32: how frozen weights are stored (ag_weights_parse)
     char *output_dir;         // required
     int resume;               // continue from the newest complete checkpoint in output_dir
     struct {

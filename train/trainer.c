@@ -274,6 +274,7 @@ static int check_run_config(const run *R, const cJSON *cf, const char *path) {
     old.train.threads = c->train.threads;
     old.train.activation_checkpointing = c->train.activation_checkpointing;   // the same gradients either way
     set_str(&old.output_dir, c->output_dir);
+    set_str(&old.weights, c->weights);   // storage only: results are bit-identical
     set_str(&old.data.train, c->data.train);   // the data itself is compared by its fingerprint
     set_str(&old.data.eval, c->data.eval);
     set_str(&old.train.dump_grads, c->train.dump_grads);
@@ -289,7 +290,7 @@ static int check_run_config(const run *R, const cJSON *cf, const char *path) {
     const char *k = cfg_first_diff(&old, c);
     if (k)
         rc = err_set("%s: the checkpoint belongs to a run with another config: %s differs (resume may change only "
-                     "the length, paths, save/eval/log/sample settings and threads); start the new run in a new output_dir",
+                     "the length, paths, save/eval/log/sample settings, threads and weights); start the new run in a new output_dir",
                      path, k);
     cfg_free(&old);
     return rc ? -2 : 0;
@@ -606,6 +607,32 @@ static int finish_report(run *R, const char *status, double t_load, double t_beg
     return dist_sync(rc, NULL, 0);
 }
 
+// Activations the largest possible micro-batch keeps on the tape until backward (the arena
+// estimate's per-row-per-layer floats, once: no gradients), for the out-of-memory check before
+// the run (with activation checkpointing: each layer's input, plus one layer). Rows: the batch_size longest records together (each at most max_seq_len), or full
+// rows when packing. *rows is set to that count.
+static double saved_activation_bytes(const cfg_train *cfg, const hf_llama_config *mc, const data_set *ds, int P,
+                                     int64_t *rows) {
+    int B = cfg->train.batch_size;
+    int64_t *top = xcalloc((size_t)B, sizeof *top), r = 0;   // the B largest row counts, descending
+    for (int64_t i = 0; i < ds->n && !cfg->data.packing; i++) {
+        int64_t n = data_record_rows(&ds->r[i], P);
+        if (n > cfg->data.max_seq_len) n = cfg->data.max_seq_len;
+        for (int k = 0; k < B; k++)
+            if (n > top[k]) {
+                int64_t t = top[k];
+                top[k] = n, n = t;
+            }
+    }
+    for (int k = 0; k < B; k++) r += cfg->data.packing ? cfg->data.max_seq_len : top[k];
+    free(top);
+    *rows = r;
+    double layer = 12.0 * mc->hidden_size + 5.0 * mc->intermediate_size;   // floats per row of one layer
+    if (cfg->train.activation_checkpointing)   // every layer's input, and one layer recomputed at a time
+        return (double)r * (mc->num_layers * (double)mc->hidden_size + layer) * 4.0;
+    return (double)r * mc->num_layers * layer * 4.0;
+}
+
 static int64_t arena_bytes(const cfg_train *cfg, const hf_llama_config *mc) {
     if (cfg->train.arena_mb > 0) return cfg->train.arena_mb << 20;
     // activations kept per row per layer: about 10 C + 4 I floats (+ attention, LoRA); take
@@ -774,10 +801,10 @@ static int claim_run(run *R) {
 
 // The frozen models: tokenizer, Llama, and in projector modes the vision features (a prepared
 // cache, or the tower). 0, or -1 + err_set.
-static int setup_models(run *R, ag_precision precision) {
+static int setup_models(run *R, ag_precision precision, ag_weights weights) {
     cfg_train *cfg = R->cfg;
     R->tok = tok_load(cfg->model);
-    if (!R->tok || llama_load_precision(cfg->model, &R->model, precision) != 0) return -1;
+    if (!R->tok || llama_load_opts(cfg->model, &R->model, precision, weights) != 0) return -1;
     if (R->vision && cfg->vision.features) {
         // the cache is checked against vision.model (weights hash, layer, preprocessing) when given
         data_fc_ident id;
@@ -795,7 +822,7 @@ static int setup_models(run *R, ag_precision precision) {
                 (long long)data_fc_count(R->fc));
     } else if (R->vision) {
         if (vision_open(&R->vis, cfg->vision.model, cfg->vision.select_layer, cfg->vision.max_pixels,
-                        cfg->train.batch_size, precision) != 0)
+                        cfg->train.batch_size, precision, weights) != 0)
             return -1;
         R->P = R->vis.P;
         R->Cv = R->vis.C;
@@ -884,7 +911,28 @@ static int setup_run(run *R) {
     cfg_train *cfg = R->cfg;
     hf_llama_config acfg = R->model.cfg;   // the blocks' activations are about a decoder layer's each
     if (R->xmode) acfg.num_layers += R->xa.nblocks;
-    if (ag_ctx_init(&R->ctx, (size_t)arena_bytes(cfg, &acfg)) != 0) return -1;
+    {   // where memory goes; refuse before allocating what cannot fit (never the OOM killer)
+        int64_t arena = arena_bytes(cfg, &acfg);
+        double state = 4.0 * 4.0 * (double)R->opt.n;   // parameters, gradients, AdamW m and v (fp32)
+        int64_t rows;
+        double saved = saved_activation_bytes(cfg, &acfg, &R->train, R->xmode ? 0 : R->rows_img, &rows);
+        double avail = mem_available_bytes();
+        llama_log_memory(&R->model);
+        fprintf(stderr, "memory: trainable state %.1f MB (%lld parameters: values, gradients, AdamW moments); "
+                        "activation arena %.2f GB reserved (committed as touched; ~%.2f GB saved for backward by "
+                        "the largest micro-batch, %lld rows)\n",
+                state / 1e6, (long long)R->opt.n, (double)arena / 1e9, saved / 1e9, (long long)rows);
+        if (avail >= 0 && state + saved > avail) {
+            err_set("out of memory: the trainable state (%.3g GB) and the activations the largest micro-batch (%lld "
+                    "rows: the %d longest records) saves for backward (~%.3g GB) do not fit in the %.3g GB available "
+                    "(MemAvailable, after loading %.3g GB of weights); lower data.max_seq_len or train.batch_size, "
+                    "set train.activation_checkpointing: true or precision: bf16",
+                    state / 1e9, (long long)rows, cfg->train.batch_size, saved / 1e9, avail / 1e9,
+                    (R->model.mem.bytes16 + R->model.mem.bytes32) / 1e9);
+            return -1;
+        }
+        if (ag_ctx_init(&R->ctx, (size_t)arena) != 0) return -1;
+    }
     R->ctx.training = 1;
     R->ctx.checkpoint = cfg->train.activation_checkpointing;   // bit-identical gradients, less memory
     if (R->ctx.checkpoint)
@@ -1102,7 +1150,10 @@ static int finish_run(run *R, int64_t first_step, int64_t last_saved, double t_l
     else
         fprintf(stderr, "done: adapter in %s (adapter_model.safetensors, adapter_config.json), metrics.jsonl, loss.svg\n",
                 cfg->output_dir);
-    return finish_report(R, "finished", t_load, t_begin, 1);
+    if (finish_report(R, "finished", t_load, t_begin, 1) != 0) return -1;
+    fprintf(stderr, "memory: peak RSS %.2f GB (activation arena high-water %.2f GB)\n", mem_peak_rss_bytes() / 1e9,
+            (double)R->ctx.arena.high / 1e9);
+    return 0;
 }
 
 static void run_free(run *R) {
@@ -1150,7 +1201,9 @@ int train_run(cfg_train *cfg) {
     double t_load = now_seconds(), t_begin = t_load;
     ag_precision precision = AG_PREC_FP32;
     ag_precision_parse(cfg->precision, &precision);   // validated by cfg_validate
-    if (setup_models(R, precision) != 0 || setup_data(R) != 0 || setup_trainables(R) != 0 || setup_run(R) != 0) goto out;
+    ag_weights weights = AG_WEIGHTS_AUTO;
+    ag_weights_parse(cfg->weights, &weights);
+    if (setup_models(R, precision, weights) != 0 || setup_data(R) != 0 || setup_trainables(R) != 0 || setup_run(R) != 0) goto out;
     print_setup(R, t_load);
     if (dist_same_u64(params_checksum(R), "the trainable parameters at the start") != 0) goto out;
     if (R->eval.n > 0 && R->step == 0) {
