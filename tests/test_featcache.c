@@ -30,7 +30,7 @@ static void setup(void) {
     path_of(cache, sizeof cache, "feat.h5");
     char *a1[] = {"make-tiny", "--out", vis, "--kind", "siglip", NULL};
     char *a2[] = {"make-tiny", "--out", vis2, "--kind", "siglip", "--seed", "4", NULL};
-    int rc = cmd_make_tiny(5, a1) || cmd_make_tiny(7, a2) || make_captions(data, NIMG, 3, 48, 7, 0);
+    int rc = cmd_make_tiny(5, a1) || cmd_make_tiny(7, a2) || make_captions(data, NIMG, 3, 48, CAPTIONS_FULL, 7, 0);
     CHECK(rc == 0, "setup: %s", err_get());
     if (rc) return;
     rc = siglip_load(vis, &m);
