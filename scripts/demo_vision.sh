@@ -90,7 +90,8 @@ echo
 echo "== three fusions on a tiny SigLIP with 196 patches per image (features cached once)"
 [ -s build/tiny-siglip-196/model.safetensors ] || $L make-tiny --kind siglip --image-size 112 --out build/tiny-siglip-196
 [ -s build/tiny-llama-256/model.safetensors ] || $L make-tiny --hidden-size 256 --layers 4 --out build/tiny-llama-256
-$L prepare configs/tiny-projector.yaml vision.model=build/tiny-siglip-196 --out build/demo-captions-features-196.h5
+$L prepare configs/tiny-projector.yaml model=build/tiny-llama-256 vision.model=build/tiny-siglip-196 \
+    --out build/demo-captions-features-196.h5
 fusion_args=(configs/tiny-projector.yaml model=build/tiny-llama-256 vision.model=build/tiny-siglip-196 train.log_every=25
              vision.features=build/demo-captions-features-196.h5 data.max_seq_len=256 train.epochs=${DEMO_EPOCHS:-2})
 run_fusion() {   # run_fusion NAME VISUAL_ROWS_PER_IMAGE [overrides...]
