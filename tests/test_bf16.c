@@ -306,7 +306,9 @@ static void test_rounding(void) {
         {0x3F800000u, 0x3F80}, {0x3F808000u, 0x3F80},   // tie -> even (down)
         {0x3F818000u, 0x3F82}, {0x3F808001u, 0x3F81},   // tie -> even (up); above the tie
         {0x7F7FFFFFu, 0x7F80}, {0xFF800000u, 0xFF80},   // overflow to inf; -inf
-        {0x7FC00001u, 0x7FC0}, {0x7F800001u, 0x7FC0},   // NaNs -> quiet NaNs
+        {0x7FC00001u, 0x7FC0}, {0x7F800001u, 0x7FC0},   // NaNs -> the canonical quiet NaN
+        {0xFFC00000u, 0x7FC0}, {0xFFFFFFFFu, 0x7FC0},   //   whatever the sign and payload, as
+        {0xFF800001u, 0x7FC0}, {0x7FA5A5A5u, 0x7FC0},   //   torch's c10::BFloat16 (-nan -> 0x7FC0)
         {0x00000001u, 0x0000}, {0x00018000u, 0x0002},   // subnormals round too
     };
     int bad = 0;
