@@ -782,9 +782,10 @@ int train_run(cfg_train *cfg) {
         data_fc_ident id;
         hf_siglip_config sc;
         if (cfg->vision.model && (hf_siglip_config_load(cfg->vision.model, &sc) != 0 ||
-                                  data_fc_ident_init(&id, cfg->vision.model, &sc, cfg->vision.select_layer) != 0))
+                                  data_fc_ident_init(&id, cfg->vision.model, &sc, cfg->vision.select_layer, precision) != 0))
             goto out;
         if (!(R->fc = data_fc_open(cfg->vision.features, cfg->vision.model ? &id : NULL))) goto out;
+        if (data_fc_check_precision(R->fc, precision)) goto out;
         if (data_fc_get_ident(R->fc)->select_layer != cfg->vision.select_layer) {
             err_set("%s: attribute 'select_layer': expected %d (vision.select_layer), found %d (re-run `lorac prepare`)",
                     cfg->vision.features, cfg->vision.select_layer, data_fc_get_ident(R->fc)->select_layer);
