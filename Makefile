@@ -24,7 +24,7 @@ TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TOKENIZER = .cache/tokenizer/tokenizer.json
 
-.PHONY: all deps tokenizer test bench bench-mpi bench-busy asan fixtures demo demo-vision clean
+.PHONY: all deps tokenizer test bench bench-mpi bench-busy bench-mem asan fixtures demo demo-vision clean
 .PHONY: fuzz fuzz-build fuzz-seeds
 all: $(BUILD)/lorac
 
@@ -104,6 +104,13 @@ bench-mpi: deps
 bench-busy: deps
 	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac
 	@bash scripts/bench_busy.sh
+
+# memory rows (issue 10): peak RSS and tokens/s of the 1B/3B/8B-shaped LoRA step with and without
+# activation checkpointing and 16-bit weight storage; each row under flock /tmp/lorac-heavy.lock
+# (scripts/bench_mem.sh; ROWS="1b-512 3b-512 1b-4096 8b-512" ITERS=5)
+bench-mem: deps
+	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac
+	@ROWS="$(ROWS)" bash scripts/bench_mem.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac

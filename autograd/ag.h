@@ -116,6 +116,7 @@ typedef enum ag_op {
     AG_OP_POOL,          // learned pooling over the patch axis, per image (ops_vision.c)
     AG_OP_AVGPOOL,       // AdaptiveAvgPool1d over the patch axis, per image
     AG_OP_GATED_ADD,     // x + tanh(g)·z
+    AG_OP_CHECKPOINT,    // a function of x re-run in backward (activation checkpointing)
     AG_OP_COUNT
 } ag_op;
 extern const char *const ag_op_names[AG_OP_COUNT];
@@ -143,6 +144,8 @@ struct ag_ctx {
     int grad_enabled;           // 0: no-grad mode, nothing recorded
     int training;               // dropout active
     uint64_t rng;               // dropout RNG state (saved in checkpoints)
+    int checkpoint;             // activation checkpointing: llama_forward runs each decoder
+                                // layer through ag_checkpoint (only its input is kept)
     // gradient buffers of grad_transient tensors given back during backward, reused by
     // ag_grad for a tensor of the same size (intermediate grads then cost ~one layer)
     struct { float *p; size_t bytes; } free_grads[64];
@@ -175,6 +178,22 @@ float *ag_grad(ag_ctx *c, ag_tensor *t);
 int ag_backward(ag_ctx *c, ag_tensor *loss);
 // Runs the tape backwards from any output, seeded with dout (same numel as out).
 int ag_backward_from(ag_ctx *c, ag_tensor *out, const float *dout);
+
+// --- activation checkpointing
+//
+// y = fn(c, user, x), with only x kept for backward: the forward runs fn recording on the tape
+// as usual, copies its result into y (allocated first, below fn's tensors), then drops fn's
+// nodes and gives its arena space back. One AG_OP_CHECKPOINT node stands for them; its
+// backward re-runs fn from x (the dropout RNG state restored, so the same masks) recording
+// on the tape above the current arena use, backpropagates y's gradient through that
+// sub-tape into x and the parameters fn uses, then releases it. fn's ops run the same code
+// on the same values both times, so results (and gradients) are bit-identical to calling fn
+// directly; the saved activations shrink to x per call plus one call's worth at a time.
+// fn must return a tensor of x's shape, read nothing but x, `user` (user_bytes are copied
+// into the arena; pointers in it must stay valid until backward) and tensors that outlive
+// the step, and consume c->rng the same way every time. Without grad mode fn is just called.
+typedef ag_tensor *(*ag_ckpt_fn)(ag_ctx *c, const void *user, ag_tensor *x);
+ag_tensor *ag_checkpoint(ag_ctx *c, ag_ckpt_fn fn, const void *user, size_t user_bytes, ag_tensor *x);
 
 // --- profiling (LORAC_PROFILE=1 in the environment): per-op wall time, printed as a table
 // on stderr at exit. Forward: the time since the previous mark (ag_ctx_reset, the previous

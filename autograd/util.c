@@ -86,6 +86,20 @@ char *xstrdup(const char *s) {
     return d;
 }
 
+// --- growing strings
+
+void sb_put(strbuf *b, const char *p, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        b->cap = 2 * (b->n + n + 1) + 256;
+        b->s = xrealloc(b->s, b->cap);
+    }
+    memcpy(b->s + b->n, p, n);
+    b->n += n;
+    b->s[b->n] = 0;
+}
+
+void sb_puts(strbuf *b, const char *p) { sb_put(b, p, strlen(p)); }
+
 // --- files
 
 char *file_read_all(const char *path, size_t *len_out) {

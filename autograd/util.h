@@ -41,6 +41,16 @@ void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 
+// --- growing strings
+// A NUL-terminated string that grows as text is appended: `strbuf b = {0}; sb_puts(&b, "x");`
+// then b.s (malloc'd, owned by the caller: free(b.s)) holds b.n bytes plus the NUL.
+typedef struct strbuf {
+    char *s;
+    size_t n, cap;
+} strbuf;
+void sb_put(strbuf *b, const char *p, size_t n);   // appends p[0..n)
+void sb_puts(strbuf *b, const char *p);            // appends the C string p
+
 // --- files
 
 // Reads a whole file into a NUL-terminated buffer. Returns NULL (err_set) on failure.

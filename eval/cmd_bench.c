@@ -11,6 +11,8 @@
 // projection shapes in the same process and time window (the machine's load drifts; "% of
 // plain GEMM" compares like with like). The ceiling buffers count in peak_rss_mb and are
 // reported as ceiling_mb.
+// --no-ceilings (lora, eval): skip the ceilings, so peak_rss_mb is the step's alone (the memory
+// rows of scripts/bench_mem.sh); --checkpointing (lora): train.activation_checkpointing on.
 // --interleave: before each iteration (warm-up included) wait for one line on stdin, after it
 // print {"iter": ...}; scripts/bench.sh uses it to make lorac and PyTorch take turns step by
 // step. The last line is always the summary object.
@@ -72,6 +74,7 @@ static void mapped_lib(const char *lib, char *out, size_t cap) {
 
 typedef struct gemm_ceiling {
     int T, C, F;
+    int off;                     // --no-ceilings: nothing allocated, every pass reports 0
     float *x, *w, *y;            // fp32 operands: x [T,F], w [F,C], y [T,F]
     uint16_t *xb, *wb;           // the same operands in BF16
     dnnl_engine_t eng;
@@ -81,7 +84,7 @@ typedef struct gemm_ceiling {
 } gemm_ceiling;
 
 static double gemm_flops(const gemm_ceiling *g) { return 2.0 * g->T * ((double)g->C * g->C + 2.0 * g->F * g->C); }
-static double gemm_mb(const gemm_ceiling *g) { return ((double)g->T * g->F * 10 + (double)g->F * g->C * 6) / 1048576.0; }
+static double gemm_mb(const gemm_ceiling *g) { return g->off ? 0 :  ((double)g->T * g->F * 10 + (double)g->F * g->C * 6) / 1048576.0; }
 
 static int dnnl_ok(dnnl_status_t s, const char *what) {
     if (s == dnnl_success) return 0;
@@ -112,9 +115,10 @@ static int dnnl_matmul_make(gemm_ceiling *g, int i, int M, int K, int N, dnnl_fo
     return 0;
 }
 
-static int gemm_init(gemm_ceiling *g, int T, int C, int F) {
+static int gemm_init(gemm_ceiling *g, int T, int C, int F, int off) {
     memset(g, 0, sizeof *g);
-    g->T = T, g->C = C, g->F = F;
+    g->T = T, g->C = C, g->F = F, g->off = off;
+    if (off) return 0;
     size_t nx = (size_t)T * F, nw = (size_t)F * C;
     g->x = xmalloc(nx * 4), g->y = xcalloc(nx, 4), g->w = xmalloc(nw * 4);
     g->xb = xmalloc(nx * 2), g->wb = xmalloc(nw * 2);
@@ -141,6 +145,7 @@ static void gemm_free(gemm_ceiling *g) {
 
 // One pass over the three shapes with cblas_sgemm; GFLOP/s.
 static double sgemm_pass(const gemm_ceiling *g) {
+    if (g->off) return 0;
     int T = g->T, C = g->C, F = g->F;
     double t0 = now_seconds();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, C, C, 1, g->x, C, g->w, C, 0, g->y, C);    // q/o-like
@@ -151,6 +156,7 @@ static double sgemm_pass(const gemm_ceiling *g) {
 
 // One pass over the three shapes with the oneDNN BF16 matmuls; GFLOP/s, or -1 on failure.
 static double bf16_pass(const gemm_ceiling *g) {
+    if (g->off) return 0;
     double t0 = now_seconds();
     for (int i = 0; i < 3; i++) {
         dnnl_exec_arg_t a[3] = {{DNNL_ARG_SRC, g->mem[i][0]}, {DNNL_ARG_WEIGHTS, g->mem[i][1]}, {DNNL_ARG_DST, g->mem[i][2]}};
@@ -168,7 +174,7 @@ typedef struct bench_opts {
     const char *what, *model, *vision, *sup, *precision;
     ag_precision prec;        // --precision: fp32, or bf16 (frozen weights and their matmuls in BF16)
     int kind;                 // B_GEMM .. B_SIGLIP
-    int T, iters, warmup, r, batch, interleave;
+    int T, iters, warmup, r, batch, interleave, checkpointing, no_ceilings;
 } bench_opts;
 
 static const char usage_text[] =
@@ -188,6 +194,8 @@ static const char usage_text[] =
     "  --iters N               measured iterations, 1..10000 (default 3)\n"
     "  --warmup N              unmeasured iterations first, 0..100 (default 1)\n"
     "  --interleave            wait for a line on stdin before each iteration, print one line after it\n"
+    "  --checkpointing         activation checkpointing (lora)\n"
+    "  --no-ceilings           skip the plain GEMM ceilings: peak_rss_mb is the step's alone (lora, eval)\n"
     "output: JSON lines on stdout; the last is the summary (median, min and max over the iterations)\n";
 
 // A decimal integer in [lo, hi] and nothing else: "512x", " 5", "+5", "1e3" and "" are usage errors.
@@ -226,7 +234,8 @@ static int parse_opts(int argc, char **argv, bench_opts *o) {
         {"--model", B_MODEL, 0}, {"--vision", B_SIGLIP, 0}, {"--tokens", B_GEMM | B_MODEL, 0},
         {"--batch", B_SIGLIP, 0}, {"--rank", B_LORA, 0}, {"--supervised", B_LORA, 0},
         {"--precision", B_MODEL | B_SIGLIP, 0}, {"--iters", B_ALL, 0}, {"--warmup", B_ALL, 0},
-        {"--interleave", B_ALL, 1}};
+        {"--interleave", B_ALL, 1},
+        {"--checkpointing", B_LORA, 1}, {"--no-ceilings", B_MODEL, 1}};
     unsigned seen = 0;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -237,7 +246,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o) {
         if (seen & (1u << k)) return cli_usage("bench", "%s given twice", a);
         seen |= 1u << k;
         if (opts[k].flag) {
-            o->interleave = 1;
+            *(k == 9 ? &o->interleave : k == 10 ? &o->checkpointing : &o->no_ceilings) = 1;
             continue;
         }
         if (i + 1 >= argc) return cli_usage("bench", "%s needs a value", a);
@@ -362,7 +371,7 @@ static int bench_siglip(const bench_opts *o) {
     gemm_ceiling g;
     bench_run r;
     if (ag_ctx_init(&s.c, siglip_arena_bytes(&m, B)) != 0 ||
-        gemm_init(&g, (int)N, (int)cfg->hidden_size, (int)cfg->intermediate_size) != 0 ||
+        gemm_init(&g, (int)N, (int)cfg->hidden_size, (int)cfg->intermediate_size, 0) != 0 ||
         run_iters(o, siglip_step, &s, &g, &r) != 0)
         return cli_fail();
     print_common(o, &r, &g, B, "images/s", siglip_flops(cfg, B));
@@ -447,14 +456,16 @@ static int bench_llama(const bench_opts *o) {
     bench_run r;
     if (ag_ctx_init(&s.c, (size_t)16 << 30) != 0) return cli_fail();
     s.c.training = train;
+    s.c.checkpoint = o->checkpointing;
     ag_set_grad(&s.c, train);
-    if (gemm_init(&g, T, (int)m.cfg.hidden_size, (int)m.cfg.intermediate_size) != 0 ||
+    if (gemm_init(&g, T, (int)m.cfg.hidden_size, (int)m.cfg.intermediate_size, o->no_ceilings) != 0 ||
         run_iters(o, train ? lora_step : eval_step, &s, &g, &r) != 0)
         return cli_fail();
     // training: forward + backward (dx of every matmul, no dW of frozen weights)
     print_common(o, &r, &g, T, "tokens/s", model_flops(&m.cfg, T, (double)b.n_supervised) * (train ? 2.0 : 1.0));
-    printf(", \"supervised\": \"%s\", \"tokens\": %d, \"n_supervised\": %lld, \"arena_high_mb\": %.0f, \"loss\": %.6f}\n",
-           o->sup, T, (long long)b.n_supervised, s.c.arena.high / 1048576.0, s.loss);
+    printf(", \"supervised\": \"%s\", \"tokens\": %d, \"n_supervised\": %lld, \"arena_high_mb\": %.0f, \"loss\": %.6f, "
+           "\"checkpointing\": %s}\n",
+           o->sup, T, (long long)b.n_supervised, s.c.arena.high / 1048576.0, s.loss, o->checkpointing ? "true" : "false");
     gemm_free(&g);
     free(s.nll), free(b.ids), free(b.pos), free(b.kv_begin), free(b.targets);
     ag_ctx_free(&s.c);
@@ -476,7 +487,7 @@ int cmd_bench(int argc, char **argv) {
     if (o.kind & B_MODEL) return bench_llama(&o);
     gemm_ceiling g;   // gemm: the ceilings alone on the Llama-3.2-1B shapes
     bench_run r;
-    if (gemm_init(&g, o.T, 2048, 8192) != 0 || run_iters(&o, NULL, NULL, &g, &r) != 0) return cli_fail();
+    if (gemm_init(&g, o.T, 2048, 8192, 0) != 0 || run_iters(&o, NULL, NULL, &g, &r) != 0) return cli_fail();
     double sg, sg0, sg1, bf, bf0, bf1;
     spread(r.sg, o.iters, &sg, &sg0, &sg1);
     spread(r.bf, o.iters, &bf, &bf0, &bf1);

@@ -267,8 +267,22 @@ static ag_tensor *layer_forward(ag_ctx *c, const llama_model *m, const llama_lor
     return tr(ag_add(c, x, tr(proj(c, m, lora, l, LLAMA_DOWN, u))));
 }
 
+// A decoder layer as an ag_checkpoint function (c->checkpoint: activation checkpointing).
+typedef struct layer_call {
+    const llama_model *m;
+    const llama_lora *lora;
+    int l;
+    const int32_t *pos, *kv_begin;   // [N] (arena copies: valid until the step's backward)
+} layer_call;
+
+static ag_tensor *layer_ckpt(ag_ctx *c, const void *user, ag_tensor *x) {
+    const layer_call *a = user;
+    return layer_forward(c, a->m, a->lora, a->l, x, a->pos, a->kv_begin, NULL);
+}
+
 // Embeds the inputs and runs every layer and the final norm. In no-grad mode the arena is
-// rewound after each layer (only the residual stream is kept).
+// rewound after each layer (only the residual stream is kept); with c->checkpoint (grad mode,
+// no KV cache) each layer keeps only its input and is recomputed in backward.
 static ag_tensor *run(ag_ctx *c, const llama_model *m, const llama_lora *lora, const int32_t *ids,
                       ag_tensor *embeds, int64_t N, const int32_t *pos, const int32_t *kv_begin,
                       llama_kv_cache *kv, const llama_hook *hook) {
@@ -291,8 +305,18 @@ static ag_tensor *run(ag_ctx *c, const llama_model *m, const llama_lora *lora, c
         if (!(keep = ag_new2(c, N, C))) return NULL;
         mark = c->arena.used;
     }
+    layer_call call = {m, lora, 0, pos, kv_begin};
+    if (c->checkpoint && c->grad_enabled && !kv) {
+        int32_t *p = ag_alloc(c, (size_t)N * sizeof *p, "positions"), *b = NULL;
+        if (!p || (kv_begin && !(b = ag_alloc(c, (size_t)N * sizeof *b, "kv_begin")))) return NULL;
+        memcpy(p, pos, (size_t)N * sizeof *p);
+        if (b) memcpy(b, kv_begin, (size_t)N * sizeof *b);
+        call.pos = p, call.kv_begin = b;
+    }
     for (int l = 0; l < g->num_layers; l++) {
-        x = layer_forward(c, m, lora, l, x, pos, kv_begin, kv);
+        call.l = l;
+        if (c->checkpoint && c->grad_enabled && !kv) x = tr(ag_checkpoint(c, layer_ckpt, &call, sizeof call, x));
+        else x = layer_forward(c, m, lora, l, x, pos, kv_begin, kv);
         if (x && hook && hook->after_layer) x = hook->after_layer(hook->user, c, l, x);
         if (!x) return NULL;
         if (keep) {

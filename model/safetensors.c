@@ -848,22 +848,7 @@ void st_writer_free(st_writer *w) {
     free(w);
 }
 
-typedef struct sbuf {
-    char *s;
-    size_t n, cap;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        b->cap = (b->n + n + 1) * 2;
-        b->s = xrealloc(b->s, b->cap);
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
-}
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-static void sb_json(sbuf *b, const char *s) {   // a JSON string literal
+static void sb_json(strbuf *b, const char *s) {   // a JSON string literal
     sb_put(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         char esc[8];
@@ -873,7 +858,7 @@ static void sb_json(sbuf *b, const char *s) {   // a JSON string literal
             sb_put(b, esc, 2);
         } else if (*p < 0x20) {
             snprintf(esc, sizeof esc, "\\u%04x", *p);
-            sb_str(b, esc);
+            sb_puts(b, esc);
         } else {
             sb_put(b, (const char *)p, 1);
         }
@@ -932,41 +917,41 @@ int st_writer_write(st_writer *w, const char *path) {
                                (long long)w->e[i].shape[k]);
     }
     // header: __metadata__ first (keys sorted), then tensors in name order
-    sbuf h = {0};
-    sb_str(&h, "{\"__metadata__\":{");
+    strbuf h = {0};
+    sb_puts(&h, "{\"__metadata__\":{");
     int *mi = xmalloc(sizeof(int) * (size_t)(w->nmeta + 1));
     for (int i = 0; i < w->nmeta; i++) mi[i] = i;
     qsort_r(mi, (size_t)w->nmeta, sizeof *mi, meta_idx_cmp, w->mk);
     for (int j = 0; j < w->nmeta; j++) {
-        if (j) sb_str(&h, ",");
+        if (j) sb_puts(&h, ",");
         sb_json(&h, w->mk[mi[j]]);
-        sb_str(&h, ":");
+        sb_puts(&h, ":");
         sb_json(&h, w->mv[mi[j]]);
     }
     free(mi);
-    sb_str(&h, "}");
+    sb_puts(&h, "}");
     uint64_t off = 0;
     for (int i = 0; i < w->n; i++) {
         const wentry *e = &w->e[i];
         char num[64];
         uint64_t nbytes = (uint64_t)st_dtype_size(e->dtype);
         for (int k = 0; k < e->ndim; k++) nbytes *= (uint64_t)e->shape[k];
-        sb_str(&h, ",");
+        sb_puts(&h, ",");
         sb_json(&h, e->name);
-        sb_str(&h, ":{\"dtype\":\"");
-        sb_str(&h, st_dtype_name(e->dtype));
-        sb_str(&h, "\",\"shape\":[");
+        sb_puts(&h, ":{\"dtype\":\"");
+        sb_puts(&h, st_dtype_name(e->dtype));
+        sb_puts(&h, "\",\"shape\":[");
         for (int k = 0; k < e->ndim; k++) {
             snprintf(num, sizeof num, "%s%lld", k ? "," : "", (long long)e->shape[k]);
-            sb_str(&h, num);
+            sb_puts(&h, num);
         }
         snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
                  (unsigned long long)(off + nbytes));
-        sb_str(&h, num);
+        sb_puts(&h, num);
         off += nbytes;
     }
-    sb_str(&h, "}");
-    while (h.n % 8) sb_str(&h, " ");
+    sb_puts(&h, "}");
+    while (h.n % 8) sb_puts(&h, " ");
 
     afile *af = afile_open(path);
     if (!af) {

@@ -10,7 +10,7 @@
 // A projector folder written in mode xattn (xattn_config.json present) puts no image rows in
 // the prompt: its cross-attention blocks let every token attend the image's visual rows.
 // A plain prompt containing `<image>` also puts the image there. The text before and after
-// the image is encoded separately (special tokens recognized), as records.h does.
+// the image is encoded separately (special tokens recognized): gen_prompt_ids (generate.h).
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -18,7 +18,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "chat.h"
 #include "cli.h"
 #include "lora.h"
 #include "generate.h"
@@ -151,7 +150,6 @@ int cmd_generate(int argc, char **argv) {
     lora_adapter lora = {0};
     tok_tokenizer *tok = NULL;
     tok_ids ids = {0};
-    char *text = NULL, *content = NULL;
     projector proj = {0};
     xattn xa = {0};
     int has_xa = 0;   // the projector folder holds cross-attention blocks (mode xattn)
@@ -177,35 +175,14 @@ int cmd_generate(int argc, char **argv) {
         err_set("%s: the tokenizer has no <|begin_of_text|> and config.json no bos_token_id", model);
         goto done;
     }
-    if (chat) {
-        // "<|begin_of_text|>" + one user message + the assistant header, encoded at once
-        if (vision && !strstr(prompt, "<image>")) {
-            size_t len = strlen("<image>\n") + strlen(prompt) + 1;
-            content = xmalloc(len);
-            snprintf(content, len, "<image>\n%s", prompt);
-        }
-        chat_msg msg = {"user", content ? content : prompt};
-        text = chat_render(&msg, 1, 1);
-    } else {
-        tok_ids_push(&ids, bos);
-        text = xstrdup(prompt);
-    }
-    // with an image: encode the text before <image>, leave P rows, encode the rest
-    char *mark = vision ? strstr(text, "<image>") : NULL;
     int64_t image_pos = -1;
     int nrows = 0;   // visual rows of the image in the prompt
     if (vision) {
         if (vision_open_projected(&vt, &proj, vision, proj_dir, &m, model) != 0) goto done;
         if ((has_xa = vision_open_xattn(&xa, proj_dir, &m)) < 0) goto done;
-        if (mark && tok_encode(tok, text, (size_t)(mark - text), 1, &ids) != 0) goto done;
-        image_pos = (int64_t)ids.n;
         nrows = has_xa ? 0 : projector_rows(&proj);   // the pooled tokens, or every patch; none with xattn
-        for (int k = 0; k < nrows; k++) tok_ids_push(&ids, -1);
-        const char *rest = mark ? mark + strlen("<image>") : text;
-        if (tok_encode(tok, rest, strlen(rest), 1, &ids) != 0) goto done;
-    } else if (tok_encode(tok, text, strlen(text), 1, &ids) != 0) {
-        goto done;
     }
+    if (gen_prompt_ids(tok, prompt, chat, bos, vision != NULL, nrows, &ids, &image_pos) != 0) goto done;
     for (size_t i = 0; i < ids.n; i++)
         if ((ids.ids[i] < 0 && !(image_pos >= 0 && (int64_t)i >= image_pos && (int64_t)i < image_pos + nrows)) ||
             ids.ids[i] >= m.cfg.vocab_size) {
@@ -247,8 +224,6 @@ int cmd_generate(int argc, char **argv) {
     rc = 0;
 done:
     if (rc) cli_fail();
-    free(text);
-    free(content);
     free(feats);
     free(rows);
     ag_ctx_free(&vc);

@@ -1,6 +1,7 @@
 // cmd_make_tiny.c — `lorac make-tiny`: writes a random model in the Hugging Face folder
 // format (LlamaForCausalLM or SiglipVisionModel), small by default or with the real shapes
-// of Llama-3.2-1B / siglip-base-patch16-224 (--preset). Used by tests, demos and benchmarks.
+// of Llama-3.2-1B, Llama-3.2-3B, Llama-3.1-8B or siglip-base-patch16-224 (--preset). Used by
+// tests, demos and benchmarks.
 //
 // Weights are a pure function of (seed, tensor name, element index): element i of a tensor
 // is a normal drawn from the splitmix64 stream seeded by hash(name, seed), at position i, so
@@ -324,7 +325,7 @@ int cmd_make_tiny(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             printf("usage: lorac make-tiny --out DIR [--kind llama|siglip] [--seed N] "
-                   "[--preset llama-3.2-1b|siglip-base-patch16-224] [--dtype bf16|f16|f32] [--tokenizer DIR] [--force]\n"
+                   "[--preset llama-3.2-1b|llama-3.2-3b|llama-3.1-8b|siglip-base-patch16-224] [--dtype bf16|f16|f32] [--tokenizer DIR] [--force]\n"
                    "       llama size (default 64 hidden, 2 layers): [--hidden-size N (a multiple of 32)] [--layers N]\n"
                    "       [--embed-std S] (token embeddings ~ N(0, S^2), default 0.02 as HF's init) [--untied]\n"
                    "       (--untied: a separate random lm_head.weight, like the embeddings, instead of tied ones)\n"
@@ -374,11 +375,12 @@ int cmd_make_tiny(int argc, char **argv) {
                          (unsigned long long)image_size);
     const char *preset_kind = NULL;
     if (preset) {
-        if (!strcmp(preset, "llama-3.2-1b")) preset_kind = "llama";
+        if (!strcmp(preset, "llama-3.2-1b") || !strcmp(preset, "llama-3.2-3b") || !strcmp(preset, "llama-3.1-8b"))
+            preset_kind = "llama";
         else if (!strcmp(preset, "siglip-base-patch16-224")) preset_kind = "siglip";
         else
-            return cli_usage("make-tiny", "unknown --preset '%s' (expected llama-3.2-1b or "
-                             "siglip-base-patch16-224)", preset);
+            return cli_usage("make-tiny", "unknown --preset '%s' (expected llama-3.2-1b, llama-3.2-3b, "
+                             "llama-3.1-8b or siglip-base-patch16-224)", preset);
         if (kind && strcmp(kind, preset_kind))
             return cli_usage("make-tiny", "--preset %s is a %s model but --kind is %s", preset, preset_kind, kind);
         kind = preset_kind;
@@ -429,9 +431,17 @@ int cmd_make_tiny(int argc, char **argv) {
                     c.num_kv_heads = c.num_heads / 2;
         if (layers) c.num_layers = (int)layers;
         if (untied) c.tie_word_embeddings = 0;
-        if (big) {
+        // the real models' config.json values (meta-llama/Llama-3.2-1B, -3B, Llama-3.1-8B);
+        // the weights file is written tensor by tensor in chunks (memory stays small at 16 GB)
+        if (big && !strcmp(preset, "llama-3.2-1b")) {
             c.hidden_size = 2048, c.intermediate_size = 8192, c.num_layers = 16, c.num_heads = 32;
             c.num_kv_heads = 8, c.head_dim = 64;
+        } else if (big && !strcmp(preset, "llama-3.2-3b")) {
+            c.hidden_size = 3072, c.intermediate_size = 8192, c.num_layers = 28, c.num_heads = 24;
+            c.num_kv_heads = 8, c.head_dim = 128;
+        } else if (big) {   // llama-3.1-8b: untied lm_head, rope_scaling factor 8
+            c.hidden_size = 4096, c.intermediate_size = 14336, c.num_layers = 32, c.num_heads = 32;
+            c.num_kv_heads = 8, c.head_dim = 128, c.tie_word_embeddings = 0, c.rope_factor = 8.0f;
         }
         snprintf(c.torch_dtype, sizeof c.torch_dtype, "%s", torch_dtype);
         if (copy_file(tok, tmp, "tokenizer.json", 1) || copy_file(tok, tmp, "tokenizer_config.json", 0) ||

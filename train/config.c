@@ -109,6 +109,7 @@ static const field fields[] = {
     F("train", "log_every", FT_INT, train.log_every, NULL),
     F("train", "arena_mb", FT_I64, train.arena_mb, NULL),
     F("train", "threads", FT_INT, train.threads, NULL),
+    F("train", "activation_checkpointing", FT_BOOL, train.activation_checkpointing, NULL),
     F("train", "tensorboard", FT_BOOL, train.tensorboard, NULL),
     F("train", "sample_prompts", FT_PROMPTS, train.sample_prompts, NULL),
     F("train", "sample_every", FT_INT, train.sample_every, NULL),

@@ -80,6 +80,7 @@ typedef struct cfg_train {
         int log_every;        // progress line on stderr every N steps (metrics.jsonl: every step)
         int64_t arena_mb;     // activation arena size in MiB (0: automatic)
         int threads;          // OpenMP threads (0: OpenMP's default)
+        int activation_checkpointing;   // keep only each decoder layer's input; recompute it in backward
         int tensorboard;      // write output_dir/tb/ event files (train/tboard.h)
         char **sample_prompts;   // greedy samples during training: prompts given in the YAML,
         int n_sample_prompts;    //   or (YAML string) sample_file: .txt (a prompt per line) or

@@ -267,6 +267,7 @@ static int check_run_config(const run *R, const cJSON *cf, const char *path) {
     old.train.log_every = c->train.log_every;
     old.train.arena_mb = c->train.arena_mb;
     old.train.threads = c->train.threads;
+    old.train.activation_checkpointing = c->train.activation_checkpointing;   // the same gradients either way
     set_str(&old.output_dir, c->output_dir);
     set_str(&old.data.train, c->data.train);   // the data itself is compared by its fingerprint
     set_str(&old.data.eval, c->data.eval);
@@ -881,6 +882,10 @@ int train_run(cfg_train *cfg) {
     if (R->xmode) acfg.num_layers += R->xa.nblocks;
     if (ag_ctx_init(&R->ctx, (size_t)arena_bytes(cfg, &acfg)) != 0) goto out;
     R->ctx.training = 1;
+    R->ctx.checkpoint = cfg->train.activation_checkpointing;   // bit-identical gradients, less memory
+    if (R->ctx.checkpoint)
+        fprintf(stderr, "train: activation checkpointing: each decoder layer keeps only its input and is "
+                        "recomputed in backward\n");
     R->ctx.rng = cfg->train.seed * 0x9E3779B97F4A7C15ULL + 1;
     data_loader_opts lo = {.batch_size = cfg->train.batch_size, .max_seq_len = cfg->data.max_seq_len,
                            .packing = cfg->data.packing, .shuffle = cfg->data.shuffle, .seed = cfg->train.seed,
