@@ -175,18 +175,6 @@ static void mm4(float *restrict C, int64_t ldc, const float *restrict A, int64_t
     }
 }
 
-#if defined(__AVX512F__)
-// 16 lanes (one 512-bit register): MR_BIG rows × 32 columns in 16 accumulators, twice the work
-// per instruction of the 8-lane block; the same multiply-adds in the same order per element.
-typedef float vm16 __attribute__((vector_size(64)));
-static inline vm16 vm16_ld(const float *p) {
-    vm16 v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-static inline void vm16_st(float *p, vm16 v) { memcpy(p, &v, sizeof v); }
-#endif
-
 static void mm(float *restrict C, int64_t ldc, const float *restrict A, int64_t lda,
                const float *restrict B, int64_t ldb, int m, int n, int k, int acc) {
     int i = 0;
@@ -194,6 +182,8 @@ static void mm(float *restrict C, int64_t ldc, const float *restrict A, int64_t 
     for (; i + MR_BIG <= m; i += MR_BIG) {
         int j = 0;
 #if defined(__AVX512F__)
+        // 16 lanes (vm16, one 512-bit register): MR_BIG rows × 32 columns in 16 accumulators,
+        // twice the work per instruction of the 8-lane block; the same multiply-adds per element
         for (; j + 32 <= n; j += 32) {
             vm16 x[MR_BIG][2];
 #pragma GCC unroll 8
@@ -261,6 +251,14 @@ static void transpose_blocked(float *restrict dst, int64_t ldd, const float *res
 static float row_exp(float *row, int n, int64_t b, int64_t e, float scale, float bias) {
     vm8 acc = {0};
     int64_t j = b;
+#if defined(__AVX512F__)
+    for (; j + 16 <= e; j += 16) {   // 16 lanes at once; the sum as two 8-lane steps (same order)
+        vm16 p = vm16_exp(vm16_ld(row + j) * scale - bias);
+        vm16_st(row + j, p);
+        acc += __builtin_shufflevector(p, p, 0, 1, 2, 3, 4, 5, 6, 7);
+        acc += __builtin_shufflevector(p, p, 8, 9, 10, 11, 12, 13, 14, 15);
+    }
+#endif
     for (; j + 8 <= e; j += 8) {
         vm8 p = vm_exp(vm_ld(row + j) * scale - bias);
         vm_st(row + j, p);
