@@ -56,6 +56,21 @@ ag_tensor ag_wrap_bf16(uint16_t *w16, int ndim, const int64_t *shape, const char
     return t;
 }
 
+ag_tensor ag_wrap_bf16x(uint16_t *w16, int ndim, const int64_t *shape, const char *name) {
+    ag_tensor t = ag_wrap_bf16(w16, ndim, shape, name);
+    t.dtype = AG_BF16X;
+    return t;
+}
+
+const char *ag_weights_name(ag_weights w) { return w == AG_WEIGHTS_F32 ? "f32" : "auto"; }
+
+int ag_weights_parse(const char *s, ag_weights *out) {
+    if (!strcmp(s, "auto")) *out = AG_WEIGHTS_AUTO;
+    else if (!strcmp(s, "f32")) *out = AG_WEIGHTS_F32;
+    else return -1;
+    return 0;
+}
+
 const char *ag_precision_name(ag_precision p) { return p == AG_PREC_BF16 ? "bf16" : "fp32"; }
 
 int ag_precision_parse(const char *s, ag_precision *out) {
@@ -98,8 +113,10 @@ int ag_arena_init(ag_arena *a, size_t cap) {
 void *ag_arena_alloc(ag_arena *a, size_t bytes, const char *what) {
     size_t start = (a->used + 63) & ~(size_t)63;
     if (start + bytes > a->cap || start + bytes < start) {
-        err_set("arena exhausted: %s needs %zu bytes, %zu of %zu MiB in use (high-water %zu MiB); "
-                "raise the arena size",
+        err_set("arena exhausted: %s needs %zu bytes, %zu of %zu MiB in use (high-water %zu MiB): the "
+                "activations of this batch do not fit; use fewer tokens per step (data.max_seq_len, "
+                "train.batch_size; eval: --max-length), train.activation_checkpointing: true or "
+                "precision: bf16, or raise train.arena_mb",
                 what ? what : "allocation", bytes, a->used >> 20, a->cap >> 20, a->high >> 20);
         return NULL;
     }

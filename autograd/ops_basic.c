@@ -16,6 +16,7 @@
 #include "ag.h"
 #include "mm16.h"
 #include "vmath.h"
+#include "wide16.h"
 
 // --- helpers
 
@@ -30,12 +31,14 @@ static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 // dx[N,In] += dy[N,O] · W[O,In] for a frozen W of either storage (the large backward product)
 static void frozen_dx_acc(float *dx, const float *dy, const ag_tensor *W, int N, int In, int O) {
     if (W->dtype == AG_BF16) mm16_xw(dx, dy, W->w16, N, O, In, 1);
+    else if (W->dtype == AG_BF16X) w16_xw(dx, dy, W->w16, N, O, In, 1);
     else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, In, O, 1.0f, dy, O, W->data, In, 1.0f, dx, In);
 }
 
 // y[N,O] (+)= x[N,In] · W[O,In]ᵀ for a frozen W of either storage
 static void frozen_xwt(float *y, const float *x, const ag_tensor *W, int N, int O, int In, int accumulate) {
     if (W->dtype == AG_BF16) mm16_xwt(y, x, W->w16, N, O, In, accumulate);
+    else if (W->dtype == AG_BF16X) w16_xwt(y, x, W->w16, N, O, In, accumulate);
     else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, In, 1.0f, x, In, W->data, In,
                      accumulate ? 1.0f : 0.0f, y, O);
 }
@@ -126,8 +129,8 @@ static int check_xw(const char *op, const ag_tensor *x, const ag_tensor *W, int6
                        SHP(x), SHP(W));
     *O = W->shape[0], *In = W->shape[1], *N = lead_rows(x);
     if (*O == 0 || *In == 0) return err_set("%s: W %s has an empty dimension", op, SHP(W));
-    if (W->dtype == AG_BF16 && W->requires_grad)
-        return err_set("%s: W %s is held in BF16 (precision bf16) and cannot be trained", op, SHP(W));
+    if (ag_is16(W) && W->requires_grad)
+        return err_set("%s: W %s is held in BF16 (a frozen weight) and cannot be trained", op, SHP(W));
     return 0;
 }
 
@@ -763,15 +766,15 @@ ag_tensor *ag_embedding(ag_ctx *c, ag_tensor *table, const int32_t *ids, int64_t
                     (long long)i, ids[i], SHP(table), (long long)V, (long long)V - 1);
             return NULL;
         }
-    if (table->dtype == AG_BF16 && table->requires_grad) {
-        err_set("embedding: table %s is held in BF16 (precision bf16) and cannot be trained", SHP(table));
+    if (ag_is16(table) && table->requires_grad) {
+        err_set("embedding: table %s is held in BF16 (a frozen weight) and cannot be trained", SHP(table));
         return NULL;
     }
     ag_tensor *y = op_out(c, "embedding", 2, (int64_t[2]){n, C});
     if (!y) return NULL;
     const float *td = table->data;
     float *yd = y->data;
-    if (table->dtype == AG_BF16) {   // rows widened exactly
+    if (ag_is16(table)) {   // rows widened exactly
         const uint16_t *t16 = table->w16;
 #pragma omp parallel for schedule(static) if (n * C >= PAR_MIN)
         for (int64_t i = 0; i < n; i++)

@@ -1,6 +1,6 @@
 // featbuild.c — computing a vision feature cache: unique images, decoded on the prefetch
 // thread while SigLIP runs on the previous batch, features streamed into the HDF5 writer
-// (see featcache.h). Under mpirun (train/dist.h) batch k runs on rank k mod N and rank 0
+// (see featcache.h). Under mpirun (autograd/dist.h) batch k runs on rank k mod N and rank 0
 // writes every batch in order: the same file as one process, byte for byte in its datasets.
 #include <stdio.h>
 #include <stdlib.h>

@@ -11,6 +11,7 @@
 #include "gemv16.h"
 #include "mm16.h"
 #include "safetensors.h"
+#include "wide16.h"
 
 const char *const llama_proj_names[LLAMA_NPROJ] = {
     "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
@@ -26,36 +27,62 @@ typedef struct loader {
     st_model *st;
     const char *src;     // the weights file (or shard index), for messages
     int bf16;            // matmul weights held in BF16 (precision bf16)
+    int map;             // weights: auto: serve tensors from the mapped file where possible
     int n16, rounded;    // BF16 weights loaded; how many of them were rounded from F32/F16
     double bytes16;
+    llama_mem *mem;      // what the weights take, for the memory log line
+    int dry;             // only plan: add the bytes that would be copied to the heap to `plan`
+    double plan;
 } loader;
 
-// Loads one weight after checking it exists and has the config's shape: fp32, or BF16 when
-// `matmul` (a weight multiplied by the BF16 matmuls) in bf16 precision.
+static void count(loader *L, const ag_tensor *t, int mapped) {
+    double b = (ag_is16(t) ? 2.0 : 4.0) * (double)t->numel;
+    if (ag_is16(t)) L->mem->bytes16 += b;
+    else L->mem->bytes32 += b;
+    if (mapped) L->mem->mapped += b;
+    else L->mem->copied += b;
+}
+
+// Loads one weight after checking it exists and has the config's shape. `matmul` weights (the
+// ones multiplied by the BF16 matmuls in bf16 precision) are held in BF16 in bf16 precision,
+// and in fp32 precision with weights: auto when the file has them in BF16 (AG_BF16X, widened
+// exactly inside each op); everything else in fp32. With weights: auto a tensor whose file
+// dtype already is the held dtype is served from the mapping (no copy).
 static int load_weight(loader *L, ag_tensor *t, const char *name, int matmul, int ndim, int64_t d0, int64_t d1) {
     st_model *st = L->st;
     const char *src = L->src;
     int64_t shape[2] = {d0, d1};
-    if (!st_find(st, name)) {
+    const st_tensor *ft = st_find(st, name);
+    if (!ft) {
         if (ndim == 1)
             return err_set("%s: missing tensor '%s' (expected shape [%lld] from config.json)", src,
                            name, (long long)d0);
         return err_set("%s: missing tensor '%s' (expected shape [%lld, %lld] from config.json)", src,
                        name, (long long)d0, (long long)d1);
     }
-    if (matmul && L->bf16) {
-        int rounded;
-        uint16_t *w16 = st_load_bf16(st, name, ndim, shape, &rounded);
-        if (!w16) return -1;
-        *t = ag_wrap_bf16(w16, ndim, shape, NULL);
+    int keep16 = matmul && (L->bf16 || (L->map && ft->dtype == ST_BF16));
+    if (L->dry) {
+        int in_place = L->map && st_map_as(st, name, keep16 ? ST_BF16 : ST_F32, ndim, shape);
+        if (!in_place) L->plan += (keep16 ? 2.0 : 4.0) * (double)d0 * (double)(ndim == 2 ? d1 : 1);
+        return 0;
+    }
+    if (keep16) {
+        int rounded = 0;
+        uint16_t *w16 = L->map ? (uint16_t *)st_map_as(st, name, ST_BF16, ndim, shape) : NULL;
+        int mapped = w16 != NULL;
+        if (!w16 && !(w16 = st_load_bf16(st, name, ndim, shape, &rounded))) return -1;
+        *t = L->bf16 ? ag_wrap_bf16(w16, ndim, shape, NULL) : ag_wrap_bf16x(w16, ndim, shape, NULL);
         L->n16++;
         L->rounded += rounded;
         L->bytes16 += 2.0 * (double)t->numel;
+        count(L, t, mapped);
         return 0;
     }
-    float *data = st_load_f32(st, name, ndim, shape);
-    if (!data) return -1;
+    float *data = L->map ? (float *)st_map_as(st, name, ST_F32, ndim, shape) : NULL;
+    int mapped = data != NULL;
+    if (!data && !(data = st_load_f32(st, name, ndim, shape))) return -1;
     *t = ag_wrap(data, ndim, shape, NULL);
+    count(L, t, mapped);
     return 0;
 }
 
@@ -125,8 +152,14 @@ static int load_weights(loader *L, llama_model *m) {
 int llama_load(const char *dir, llama_model *m) { return llama_load_precision(dir, m, AG_PREC_FP32); }
 
 int llama_load_precision(const char *dir, llama_model *m, ag_precision precision) {
+    return llama_load_opts(dir, m, precision, AG_WEIGHTS_F32);
+}
+
+int llama_load_opts(const char *dir, llama_model *m, ag_precision precision, ag_weights weights) {
     memset(m, 0, sizeof *m);
     m->precision = precision;
+    m->weights = weights;
+    double t0 = now_seconds();
     if (hf_llama_config_load(dir, &m->cfg) != 0) return -1;
     if (check_config(dir, &m->cfg) != 0) return -1;
     st_model *st = st_open(dir);   // sizes from config.json are checked against the weights before allocating
@@ -144,29 +177,47 @@ int llama_load_precision(const char *dir, llama_model *m, ag_precision precision
         free(src);
         src = path_join(dir, "model.safetensors.index.json");
     }
-    loader L = {.st = st, .src = src, .bf16 = precision == AG_PREC_BF16};
+    loader L = {.st = st, .src = src, .bf16 = precision == AG_PREC_BF16, .map = weights == AG_WEIGHTS_AUTO,
+                .mem = &m->mem};
+    m->st = st;   // open while the model lives: mapped weights point into it
+    // refuse before allocating when the heap copies cannot fit (rather than meet the OOM killer)
+    L.dry = 1;
     int rc = load_weights(&L, m);
+    double avail = mem_available_bytes();
+    if (rc == 0 && avail >= 0 && L.plan > avail)
+        rc = err_set("%s: out of memory: the weights need %.2f GB of heap copies (%s precision, weights: %s) but "
+                     "only %.2f GB is available (MemAvailable); use weights: auto (BF16 weights stay 16-bit and "
+                     "are read from the mapped file) or precision: bf16 (half the bytes)",
+                     src, L.plan / 1e9, ag_precision_name(precision), ag_weights_name(weights), avail / 1e9);
+    L.dry = 0;
+    if (rc == 0) rc = load_weights(&L, m);
     if (rc == 0 && L.bf16) mm16_log_load(dir, L.n16, L.rounded, L.bytes16);
     free(src);
-    st_close(st);
+    m->mem.load_seconds = now_seconds() - t0;
     if (rc != 0) llama_free(m);
     return rc;
+}
+
+// Frees a weight's memory unless it is served from the mapped file.
+static void free_weight(const llama_model *m, ag_tensor *t) {
+    if (!st_owns(m->st, t->data)) free(t->data);
+    if (!st_owns(m->st, t->w16)) free(t->w16);
 }
 
 void llama_free(llama_model *m) {
     if (m->w.layers) {
         for (int l = 0; l < m->cfg.num_layers; l++) {
             llama_layer *ly = &m->w.layers[l];
-            free(ly->attn_norm.data);
-            free(ly->mlp_norm.data);
-            for (int p = 0; p < LLAMA_NPROJ; p++) free(ly->proj[p].data), free(ly->proj[p].w16);
+            free_weight(m, &ly->attn_norm);
+            free_weight(m, &ly->mlp_norm);
+            for (int p = 0; p < LLAMA_NPROJ; p++) free_weight(m, &ly->proj[p]);
         }
         free(m->w.layers);
     }
-    if (!m->tied) free(m->w.lm_head.data), free(m->w.lm_head.w16);
-    free(m->w.embed.data);
-    free(m->w.embed.w16);
-    free(m->w.norm.data);
+    if (!m->tied) free_weight(m, &m->w.lm_head);
+    free_weight(m, &m->w.embed);
+    free_weight(m, &m->w.norm);
+    st_close(m->st);
     free(m->inv_freq);
     free(m->dir);
     memset(m, 0, sizeof *m);
@@ -187,14 +238,15 @@ ag_tensor *llama_embed(const llama_model *m) { return frozen(&m->w.embed); }
 
 // --- forward
 
-// y[O] = W[O,In] · x[In] for a frozen W of either storage: cblas_sgemv streams an fp32 W once
-// (sgemm with one row packs W first and runs ~3x slower on this memory-bound step); gemv_bf16
+// y[O] = W[O,In] · x[In] for a frozen W of any storage: cblas_sgemv streams an fp32 W once
+// (sgemm with one row packs W first and runs ~3x slower on this memory-bound step), in the
+// same row blocks as a BF16X W widened block by block (wide16.h: equal bytes); gemv_bf16
 // streams a BF16 W (half the bytes), with the numerics of the BF16 matmuls (x rounded to BF16,
 // fp32 accumulation).
 static void frozen_gemv(const ag_tensor *W, const float *x, float *y) {
     int O = (int)W->shape[0], In = (int)W->shape[1];
     if (W->dtype == AG_BF16) gemv_bf16(O, In, W->w16, x, y);
-    else cblas_sgemv(CblasRowMajor, CblasNoTrans, O, In, 1.0f, W->data, In, x, 1, 0.0f, y, 1);
+    else w16_gemv(y, W->dtype == AG_BF16X ? W->w16 : NULL, W->data, x, O, In);   // same row blocks for both
 }
 
 // One row without the tape (token-by-token decoding): y = W x (+ s·B(A x)) as matrix-vector
@@ -407,3 +459,13 @@ ag_tensor *llama_forward_cached_hooked(ag_ctx *c, const llama_model *m, const ll
 }
 
 void llama_logits(const llama_model *m, const float *h, float *logits) { frozen_gemv(&m->w.lm_head, h, logits); }
+
+void llama_log_memory(const llama_model *m) {
+    const llama_mem *u = &m->mem;
+    const char *how = u->mapped > 0 && u->copied > 0 ? "partly mapped from the file, partly copied"
+                      : u->mapped > 0                ? "mapped from the file (no copy)"
+                                                     : "copied to the heap";
+    fprintf(stderr, "memory: weights %.2f GB (%.2f GB BF16, %.2f GB fp32; %s; %s precision, weights: %s) loaded in %.1fs\n",
+            (u->bytes16 + u->bytes32) / 1e9, u->bytes16 / 1e9, u->bytes32 / 1e9, how, ag_precision_name(m->precision),
+            ag_weights_name(m->weights), u->load_seconds);
+}

@@ -309,6 +309,9 @@ static void model_push(st_model *m, const st_tensor *t) {
 
 // Maps and validates one file, appending its tensors to m. Every check runs before any
 // tensor is appended, so m never holds a half-validated file.
+// long: the header's checks run in one pass (size, JSON, each tensor's dtype, shape, offsets,
+// overlap, coverage) so that nothing is appended before all of them hold; one function keeps that
+// all-or-nothing order visible.
 static int open_file(st_model *m, const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return err_set("%s: cannot open: %s", path, strerror(errno));
@@ -689,6 +692,20 @@ static void drop_mapped(const st_tensor *t) {
     uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)t->data & ~(pg - 1);
     uintptr_t e = ((uintptr_t)t->data + (uintptr_t)(st_numel(t) * st_dtype_size(t->dtype)) + pg - 1) & ~(pg - 1);
     if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+const void *st_map_as(const st_model *m, const char *name, st_dtype dtype, int ndim, const int64_t *expect) {
+    const st_tensor *t = st_find(m, name);
+    if (!t || t->dtype != dtype || st_check_shape(m, name, ndim, expect) != 0) return NULL;
+    if ((uintptr_t)t->data % (uintptr_t)st_dtype_size(dtype)) return NULL;
+    return t->data;
+}
+
+int st_owns(const st_model *m, const void *p) {
+    for (int i = 0; m && p && i < m->nfiles; i++)
+        if ((const unsigned char *)p >= m->files[i].map && (const unsigned char *)p < m->files[i].map + m->files[i].size)
+            return 1;
+    return 0;
 }
 
 // A 64-byte aligned buffer for `elem`-byte values of tensor t, after checking its shape.

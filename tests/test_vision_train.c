@@ -17,7 +17,7 @@
 #include "siglip.h"
 #include "test.h"
 #include "train_fixture.h"
-#include "vision.h"
+#include "vision_ppl.h"
 
 #define FX "tests/fixtures/vision_train_ref.safetensors"
 

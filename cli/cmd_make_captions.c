@@ -14,6 +14,7 @@
 
 #include "ag.h"
 #include "cli.h"
+#include "opts.h"
 #include "make_captions.h"
 #include "util.h"
 
@@ -184,63 +185,29 @@ done:
 
 // --- CLI
 
-static int parse_int(const char *s, long lo, long hi, long *out) {
-    if (!s || !*s) return -1;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
 int cmd_make_captions(int argc, char **argv) {
-    const char *out = NULL;
-    long n = 200, n_eval = -1, size = 64;
+    const char *out = NULL, *kind = NULL;
+    int64_t n = 200, n_eval = -1, size = 64;
     uint64_t seed = 0;
     int force = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--force")) {
-            force = 1;
-            continue;
-        }
-        static const char *const known[] = {"--kind", "--out", "--n", "--eval", "--size", "--seed"};
-        int is_known = 0;
-        for (size_t k = 0; k < sizeof known / sizeof *known; k++) is_known |= !strcmp(a, known[k]);
-        if (!is_known)
-            return cli_usage("make-tiny", "unknown option '%s' for --kind captions (expected --out, --n, --eval, "
-                             "--size, --seed, --force)", a);
-        if (!v) return cli_usage("make-tiny", "%s needs a value", a);
-        i++;
-        if (!strcmp(a, "--kind")) {
-            if (strcmp(v, "captions")) return cli_usage("make-tiny", "--kind %s: expected captions here", v);
-        } else if (!strcmp(a, "--out")) {
-            out = v;
-        } else if (!strcmp(a, "--n")) {
-            if (parse_int(v, 0, 1000000, &n)) return cli_usage("make-tiny", "--n: expected 0..1000000, found '%s'", v);
-        } else if (!strcmp(a, "--eval")) {
-            if (parse_int(v, 0, 1000000, &n_eval))
-                return cli_usage("make-tiny", "--eval: expected 0..1000000, found '%s'", v);
-        } else if (!strcmp(a, "--size")) {
-            if (parse_int(v, 16, 1024, &size)) return cli_usage("make-tiny", "--size: expected 16..1024, found '%s'", v);
-        } else if (!strcmp(a, "--seed")) {
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(v, &end, 10);
-            if (errno || *end || !*v || *v == '-')
-                return cli_usage("make-tiny", "--seed needs a non-negative integer, found '%s'", v);
-            seed = s;
-        } else {
-            return cli_usage("make-tiny", "unknown option '%s' for --kind captions (expected --out, --n, --eval, "
-                             "--size, --seed, --force)", a);
-        }
-    }
+    const cli_opt opts[] = {
+        CLI_WORD("kind", &kind, "captions", "captions", "this data set (required)"),
+        CLI_TEXT("out", OPT_STR, &out, "DIR", "the folder to write (required)"),
+        CLI_INT("n", &n, "N", 0, 1000000, "training images (default 200)"),
+        CLI_INT("eval", &n_eval, "N", 0, 1000000, "eval images (default N / 5)"),
+        CLI_INT("size", &size, "S", 16, 1024, "SxS images (default 64)"),
+        {.name = "seed", .type = OPT_U64, .dst = &seed, .arg = "N", .help = "random seed (default 0)"},
+        CLI_FLAG("force", &force, "replace an existing --out folder"),
+    };
+    const cli_spec spec = {"make-tiny", "--kind captions --out DIR [--n N] [--eval N] [--size S] [--seed N] [--force]",
+                           NULL, opts, CLI_NOPTS(opts), NULL, 0};
+    int npos, prc = cli_parse(&spec, argc, argv, NULL, 0, &npos, 0, NULL);
+    if (prc) return prc == 1 ? 0 : prc;
     if (!out || !*out) return cli_usage("make-tiny", "--out DIR is required");
     if (n_eval < 0) n_eval = n / 5;
     double t0 = now_seconds();
     if (make_captions(out, (int)n, (int)n_eval, (int)size, seed, force)) return cli_fail();
-    fprintf(stderr, "make-tiny: wrote %s (captions: %ld train + %ld eval images of %ldx%ld, seed %llu, %.2f s)\n",
-            out, n, n_eval, size, size, (unsigned long long)seed, now_seconds() - t0);
+    fprintf(stderr, "make-tiny: wrote %s (captions: %lld train + %lld eval images of %lldx%lld, seed %llu, %.2f s)\n",
+            out, (long long)n, (long long)n_eval, (long long)size, (long long)size, (unsigned long long)seed, now_seconds() - t0);
     return 0;
 }

@@ -53,7 +53,7 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < NCOMMANDS; i++) {
         if (strcmp(argv[1], commands[i].name)) continue;
-        // under mpirun: train, eval and prepare run data-parallel (train/dist.h)
+        // under mpirun: train, eval and prepare run data-parallel (autograd/dist.h)
         int par = !strcmp(argv[1], "train") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "prepare");
         if (par && dist_init(&argc, &argv) != 0) {
             fprintf(stderr, "error: %s\n", err_get());
