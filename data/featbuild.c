@@ -70,7 +70,7 @@ int data_fc_build(const char *out, const char *vision_dir, const siglip_model *m
                        "needs %dx%d images)", vision_dir, cfg->resize_size, cfg->image_size, cfg->image_size,
                        cfg->image_size);
     data_fc_ident id;
-    if (data_fc_ident_init(&id, vision_dir, cfg, select_layer)) return -1;
+    if (data_fc_ident_init(&id, vision_dir, cfg, select_layer, m->precision)) return -1;
     int64_t *u = NULL, nu = 0;
     if (unique_images(refs, paths, n, &u, &nu)) return -1;
 

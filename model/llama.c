@@ -460,12 +460,24 @@ ag_tensor *llama_forward_cached_hooked(ag_ctx *c, const llama_model *m, const ll
 
 void llama_logits(const llama_model *m, const float *h, float *logits) { frozen_gemv(&m->w.lm_head, h, logits); }
 
+// A size in GB, or in MB / KB when smaller (the norms of a mapped model are a few hundred KB).
+static const char *gb(char *buf, size_t n, double bytes) {
+    if (bytes >= 1e8 || bytes == 0) snprintf(buf, n, "%.2f GB", bytes / 1e9);
+    else if (bytes >= 1e5) snprintf(buf, n, "%.1f MB", bytes / 1e6);
+    else snprintf(buf, n, "%.1f KB", bytes / 1e3);
+    return buf;
+}
+
 void llama_log_memory(const llama_model *m) {
     const llama_mem *u = &m->mem;
-    const char *how = u->mapped > 0 && u->copied > 0 ? "partly mapped from the file, partly copied"
-                      : u->mapped > 0                ? "mapped from the file (no copy)"
-                                                     : "copied to the heap";
-    fprintf(stderr, "memory: weights %.2f GB (%.2f GB BF16, %.2f GB fp32; %s; %s precision, weights: %s) loaded in %.1fs\n",
-            (u->bytes16 + u->bytes32) / 1e9, u->bytes16 / 1e9, u->bytes32 / 1e9, how, ag_precision_name(m->precision),
-            ag_weights_name(m->weights), u->load_seconds);
+    char a[32], b[32], c[32], d[32];
+    char how[160];
+    if (u->mapped > 0 && u->copied > 0)
+        snprintf(how, sizeof how, "%s mapped from the file, %s copied to the heap", gb(a, sizeof a, u->mapped),
+                 gb(b, sizeof b, u->copied));
+    else
+        snprintf(how, sizeof how, "%s", u->mapped > 0 ? "mapped from the file (no copy)" : "copied to the heap");
+    fprintf(stderr, "memory: weights %.2f GB (%s BF16, %s fp32; %s; %s precision, weights: %s) loaded in %.1fs\n",
+            (u->bytes16 + u->bytes32) / 1e9, gb(c, sizeof c, u->bytes16), gb(d, sizeof d, u->bytes32), how,
+            ag_precision_name(m->precision), ag_weights_name(m->weights), u->load_seconds);
 }

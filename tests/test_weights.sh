@@ -33,7 +33,7 @@ check "bf16 precision: adapter bytes auto == f32" cmp -s "$T/bauto/adapter_model
 check "bf16 differs from fp32 (the check is not empty)" bash -c "! cmp -s '$T/bauto/adapter_model.safetensors' '$T/auto/adapter_model.safetensors'"
 
 # --- the memory log
-check "log: BF16 weights mapped (auto)" grep -q '^memory: weights .*GB BF16.*mapped from the file.*weights: auto' "$T/auto.log"
+check "log: BF16 weights mapped (auto)" grep -q '^memory: weights .* BF16, .* fp32; .* mapped from the file, .* copied to the heap; .*weights: auto' "$T/auto.log"
 check "log: fp32 copies (f32)" grep -q '^memory: weights .*0.00 GB BF16.*copied to the heap.*weights: f32' "$T/f32.log"
 check "log: trainable state and arena" grep -q '^memory: trainable state .* MB .*activation arena .* GB reserved' "$T/auto.log"
 check "log: peak RSS at the end" grep -q '^memory: peak RSS [0-9.]* GB' "$T/auto.log"

@@ -810,9 +810,10 @@ static int setup_models(run *R, ag_precision precision, ag_weights weights) {
         data_fc_ident id;
         hf_siglip_config sc;
         if (cfg->vision.model && (hf_siglip_config_load(cfg->vision.model, &sc) != 0 ||
-                                  data_fc_ident_init(&id, cfg->vision.model, &sc, cfg->vision.select_layer) != 0))
+                                  data_fc_ident_init(&id, cfg->vision.model, &sc, cfg->vision.select_layer, precision) != 0))
             return -1;
         if (!(R->fc = data_fc_open(cfg->vision.features, cfg->vision.model ? &id : NULL))) return -1;
+        if (data_fc_check_precision(R->fc, precision)) return -1;
         if (data_fc_get_ident(R->fc)->select_layer != cfg->vision.select_layer)
             return err_set("%s: attribute 'select_layer': expected %d (vision.select_layer), found %d (re-run `lorac prepare`)",
                            cfg->vision.features, cfg->vision.select_layer, data_fc_get_ident(R->fc)->select_layer);
