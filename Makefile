@@ -1,7 +1,7 @@
 # lorac — build, test, bench.  `make` builds build/lorac; see README.md.
 CC      ?= gcc
 PKGS     = hdf5 libpcre2-8 libcjson yaml-0.1 stb ompi-c
-# ompi-c: Open MPI (Debian's libopenmpi-dev) for data-parallel runs under mpirun (train/dist.c);
+# ompi-c: Open MPI (Debian's libopenmpi-dev) for data-parallel runs under mpirun (autograd/dist.c);
 # a plain run never initializes it.
 # OpenBLAS: the OpenMP build (Debian's libopenblas0-openmp), so BLAS and our OpenMP loops share
 # one thread pool instead of two sets of spinning threads fighting for the cores; the header
@@ -10,21 +10,23 @@ BLASDIR  = /usr/lib/x86_64-linux-gnu/openblas-openmp
 BLAS     = -L$(BLASDIR) -l:libopenblas.so.0 -Wl,-rpath,$(BLASDIR)
 OPT     ?= -O3 -march=native
 SAN     ?=
-CFLAGS  := $(OPT) $(SAN) $(CFLAGS) -std=gnu11 -Wall -Wextra -fopenmp -MMD -MP -I. -Iautograd -Imodel -Idata -Itrain -Ieval \
+CFLAGS  := $(OPT) $(SAN) $(CFLAGS) -std=gnu11 -Wall -Wextra -fopenmp -MMD -MP -I. -Iautograd -Imodel -Idata -Ieval -Itrain -Icli \
            $(shell pkg-config --cflags openblas $(PKGS) 2>/dev/null)
 # oneDNN (Debian's libdnnl-dev): the BF16 matmuls of precision: bf16. Its CPU runtime is OpenMP
 # (libgomp), the same pool as OpenBLAS and our loops.
 LDLIBS  := $(BLAS) -ldnnl $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ljpeg -lm -fopenmp $(SAN)
 BUILD   ?= build
 
-MODULES  = autograd model data train eval
-LIB_SRC  = $(filter-out train/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
+# the layers, bottom to top: a file includes headers of its own layer and those below it
+# (scripts/check_layers.sh, run by tests/test_layers.sh; README.md "Map of the code")
+MODULES  = autograd model data eval train cli
+LIB_SRC  = $(filter-out cli/main.c,$(foreach m,$(MODULES),$(wildcard $(m)/*.c)))
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 TEST_SRC = $(wildcard tests/test_*.c)
 TEST_BIN = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 TOKENIZER = .cache/tokenizer/tokenizer.json
 
-.PHONY: all deps tokenizer test bench bench-mpi bench-busy asan fixtures demo demo-vision clean
+.PHONY: all deps tokenizer test bench bench-mpi bench-busy bench-mem asan fixtures demo demo-vision clean
 .PHONY: fuzz fuzz-build fuzz-seeds
 all: $(BUILD)/lorac
 
@@ -39,7 +41,7 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/lorac: $(BUILD)/train/main.o $(LIB_OBJ)
+$(BUILD)/lorac: $(BUILD)/cli/main.o $(LIB_OBJ)
 	$(CC) $(CFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/%.c tests/test.h $(LIB_OBJ)
@@ -104,6 +106,13 @@ bench-mpi: deps
 bench-busy: deps
 	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac
 	@bash scripts/bench_busy.sh
+
+# memory rows (issue 10): peak RSS and tokens/s of the 1B/3B/8B-shaped LoRA step with and without
+# activation checkpointing and 16-bit weight storage; each row under flock /tmp/lorac-heavy.lock
+# (scripts/bench_mem.sh; ROWS="1b-512 3b-512 1b-4096 8b-512" ITERS=5)
+bench-mem: deps
+	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac
+	@ROWS="$(ROWS)" bash scripts/bench_mem.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory $(TOKENIZER) $(BUILD)/lorac

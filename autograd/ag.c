@@ -20,7 +20,7 @@ const char *const ag_op_names[AG_OP_COUNT] = {
     [AG_OP_CONCAT_ROWS] = "concat_rows", [AG_OP_SCATTER_ROWS] = "scatter_rows",
     [AG_OP_CROSS_ENTROPY] = "cross_entropy",
     [AG_OP_POOL] = "pool",           [AG_OP_AVGPOOL] = "avgpool",
-    [AG_OP_GATED_ADD] = "gated_add",
+    [AG_OP_GATED_ADD] = "gated_add", [AG_OP_CHECKPOINT] = "checkpoint",
 };
 
 // --- tensors
@@ -54,6 +54,21 @@ ag_tensor ag_wrap_bf16(uint16_t *w16, int ndim, const int64_t *shape, const char
     t.w16 = w16;
     t.dtype = AG_BF16;
     return t;
+}
+
+ag_tensor ag_wrap_bf16x(uint16_t *w16, int ndim, const int64_t *shape, const char *name) {
+    ag_tensor t = ag_wrap_bf16(w16, ndim, shape, name);
+    t.dtype = AG_BF16X;
+    return t;
+}
+
+const char *ag_weights_name(ag_weights w) { return w == AG_WEIGHTS_F32 ? "f32" : "auto"; }
+
+int ag_weights_parse(const char *s, ag_weights *out) {
+    if (!strcmp(s, "auto")) *out = AG_WEIGHTS_AUTO;
+    else if (!strcmp(s, "f32")) *out = AG_WEIGHTS_F32;
+    else return -1;
+    return 0;
 }
 
 const char *ag_precision_name(ag_precision p) { return p == AG_PREC_BF16 ? "bf16" : "fp32"; }
@@ -98,8 +113,10 @@ int ag_arena_init(ag_arena *a, size_t cap) {
 void *ag_arena_alloc(ag_arena *a, size_t bytes, const char *what) {
     size_t start = (a->used + 63) & ~(size_t)63;
     if (start + bytes > a->cap || start + bytes < start) {
-        err_set("arena exhausted: %s needs %zu bytes, %zu of %zu MiB in use (high-water %zu MiB); "
-                "raise the arena size",
+        err_set("arena exhausted: %s needs %zu bytes, %zu of %zu MiB in use (high-water %zu MiB): the "
+                "activations of this batch do not fit; use fewer tokens per step (data.max_seq_len, "
+                "train.batch_size; eval: --max-length), train.activation_checkpointing: true or "
+                "precision: bf16, or raise train.arena_mb",
                 what ? what : "allocation", bytes, a->used >> 20, a->cap >> 20, a->high >> 20);
         return NULL;
     }
@@ -216,12 +233,8 @@ int ag_needs_grad(const ag_ctx *c, ag_tensor *const *in, int nin) {
     return 0;
 }
 
-ag_node *ag_record(ag_ctx *c, ag_op op, ag_tensor *out, ag_tensor *const *in, int nin,
-                   ag_backward_fn backward) {
-    AG_ASSERT(nin <= AG_MAXIN, "op %s: %d inputs", ag_op_names[op], nin);
-    ag_prof_mark(c, op);
-    out->requires_grad = 0;
-    if (!ag_needs_grad(c, in, nin)) return NULL;
+// A new zeroed node at the end of the tape (the tape grows as needed: node pointers move).
+static ag_node *tape_push(ag_ctx *c, ag_op op) {
     if (c->nnodes == c->cap_nodes) {
         c->cap_nodes = c->cap_nodes ? 2 * c->cap_nodes : 256;
         c->nodes = xrealloc(c->nodes, (size_t)c->cap_nodes * sizeof *c->nodes);
@@ -229,6 +242,16 @@ ag_node *ag_record(ag_ctx *c, ag_op op, ag_tensor *out, ag_tensor *const *in, in
     ag_node *n = &c->nodes[c->nnodes++];
     memset(n, 0, sizeof *n);
     n->op = op;
+    return n;
+}
+
+ag_node *ag_record(ag_ctx *c, ag_op op, ag_tensor *out, ag_tensor *const *in, int nin,
+                   ag_backward_fn backward) {
+    AG_ASSERT(nin <= AG_MAXIN, "op %s: %d inputs", ag_op_names[op], nin);
+    ag_prof_mark(c, op);
+    out->requires_grad = 0;
+    if (!ag_needs_grad(c, in, nin)) return NULL;
+    ag_node *n = tape_push(c, op);
     n->out = out;
     n->nin = nin;
     for (int i = 0; i < nin; i++) n->in[i] = in[i];
@@ -263,38 +286,128 @@ int ag_backward(ag_ctx *c, ag_tensor *loss) {
     return ag_backward_from(c, loss, &one);
 }
 
-int ag_backward_from(ag_ctx *c, ag_tensor *out, const float *dout) {
-    if (!out) return -1;
-    if (!out->requires_grad) return err_set("backward: the output does not depend on any trainable tensor");
-    float *g = ag_grad(c, out);
-    if (!g) return -1;
-    for (int64_t i = 0; i < out->numel; i++) g[i] += dout[i];
+static int checkpoint_backward(ag_ctx *c, ag_node *n);
+
+// Runs nodes [first, nnodes) of the tape backwards; out->grad holds the seed gradient.
+static int run_tape(ag_ctx *c, int first, ag_tensor *out) {
     int prof_on = ag_prof_enabled();
-    for (int i = c->nnodes - 1; i >= 0; i--) {
+    for (int i = c->nnodes - 1; i >= first; i--) {
         ag_node *n = &c->nodes[i];
         if (!n->out->grad) continue;   // nothing flowed into this output
         // Inputs' gradient buffers exist before the kernel runs (so it can accumulate).
         for (int j = 0; j < n->nin; j++)
             if (n->in[j] && n->in[j]->requires_grad && !ag_grad(c, n->in[j])) return -1;
+        ag_tensor *o = n->out;
+        ag_op op = n->op;
         double t0 = prof_on ? now_seconds() : 0;
-        n->backward(c, n);
-        if (prof_on) {
-            prof.bwd[n->op] += now_seconds() - t0;
-            prof.nbwd[n->op]++;
+        if (op == AG_OP_CHECKPOINT) {   // grows the tape (c->nodes may move): n is stale after it
+            if (checkpoint_backward(c, n) != 0) return -1;
+        } else {
+            n->backward(c, n);
+        }
+        if (prof_on && op != AG_OP_CHECKPOINT) {   // a checkpoint's time is its sub-tape's ops'
+            prof.bwd[op] += now_seconds() - t0;
+            prof.nbwd[op]++;
         }
         // the output's gradient is complete and consumed: recycle a model-internal one
-        ag_tensor *o = n->out;
         if (o->grad_transient && o != out && !o->is_param && c->nfree_grads < (int)(sizeof c->free_grads / sizeof c->free_grads[0])) {
             c->free_grads[c->nfree_grads].p = o->grad;
             c->free_grads[c->nfree_grads++].bytes = (size_t)o->numel * sizeof(float);
             o->grad = NULL;
         }
     }
-    if (prof_on) c->prof_mark = now_seconds();
+    return 0;
+}
+
+int ag_backward_from(ag_ctx *c, ag_tensor *out, const float *dout) {
+    if (!out) return -1;
+    if (!out->requires_grad) return err_set("backward: the output does not depend on any trainable tensor");
+    float *g = ag_grad(c, out);
+    if (!g) return -1;
+    for (int64_t i = 0; i < out->numel; i++) g[i] += dout[i];
+    if (run_tape(c, 0, out) != 0) return -1;
+    if (ag_prof_enabled()) c->prof_mark = now_seconds();
     // every gradient has its tensor's shape by construction (allocated from numel);
     // check that the tape did not write past them via the arena bound
     AG_ASSERT(c->arena.used <= c->arena.cap, "arena overrun");
     return 0;
+}
+
+// --- activation checkpointing
+
+typedef struct ckpt_saved {
+    ag_ckpt_fn fn;
+    const ag_tensor *x;   // the kept input (it may not require a gradient)
+    uint64_t rng;         // c->rng when fn first ran
+    void *user;           // [user_bytes] copy of the caller's closure
+} ckpt_saved;
+
+// Gives back the arena above `mark` and drops the recycled gradient buffers that lay there.
+static void release_above(ag_ctx *c, size_t mark) {
+    c->arena.used = mark;
+    for (int i = c->nfree_grads - 1; i >= 0; i--)
+        if ((char *)c->free_grads[i].p >= c->arena.base + mark) c->free_grads[i] = c->free_grads[--c->nfree_grads];
+}
+
+ag_tensor *ag_checkpoint(ag_ctx *c, ag_ckpt_fn fn, const void *user, size_t user_bytes, ag_tensor *x) {
+    if (!x) return NULL;
+    if (!c->grad_enabled) return fn(c, user, x);
+    ag_tensor *y = ag_new(c, x->ndim, x->shape);
+    ckpt_saved *s = ag_alloc(c, sizeof *s, "checkpoint");
+    void *u = ag_alloc(c, user_bytes ? user_bytes : 1, "checkpoint closure");
+    if (!y || !s || !u) return NULL;
+    memcpy(u, user, user_bytes);
+    *s = (ckpt_saved){.fn = fn, .x = x, .rng = c->rng, .user = u};
+    int n0 = c->nnodes;
+    size_t mark = c->arena.used;
+    ag_tensor *r = fn(c, u, x);
+    if (!r) return NULL;
+    if (!ag_same_shape(r, x)) {
+        char a[64], b[64];
+        return err_set("checkpoint: the function returned %s for an input of shape %s", ag_shape_str(r, a, sizeof a),
+                       ag_shape_str(x, b, sizeof b)),
+               NULL;
+    }
+    memcpy(y->data, r->data, (size_t)y->numel * sizeof(float));
+    int needs = r->requires_grad;
+    c->nnodes = n0;
+    release_above(c, mark);
+    if (!needs) return y;   // nothing in fn needed a gradient: no node
+    // recorded even when x needs no gradient (LoRA: the parameters inside fn do)
+    ag_node *n = tape_push(c, AG_OP_CHECKPOINT);
+    n->out = y;
+    n->in[0] = x->requires_grad ? x : NULL;
+    n->nin = 1;
+    n->saved = s;
+    y->requires_grad = 1;
+    return y;
+}
+
+// Re-runs the function on the tape above the arena's current use, backpropagates the
+// output's gradient through those nodes alone, then drops them and their memory.
+static int checkpoint_backward(ag_ctx *c, ag_node *n) {
+    ckpt_saved *s = n->saved;
+    ag_tensor *out = n->out;
+    int n0 = c->nnodes, grad = c->grad_enabled;
+    size_t mark = c->arena.used;
+    uint64_t rng = c->rng;
+    ag_tensor *x = ag_alloc(c, sizeof *x, "checkpoint input");
+    if (!x) return -1;
+    *x = *s->x;   // the same values; its gradient (if any) accumulates into the kept input's buffer
+    c->grad_enabled = 1;
+    c->rng = s->rng;
+    ag_tensor *r = s->fn(c, s->user, x);
+    c->rng = rng;
+    c->grad_enabled = grad;
+    int rc = -1;
+    if (r) {
+        AG_ASSERT(r->requires_grad && r->numel == out->numel, "checkpoint: the recomputation differs from the forward");
+        r->grad = out->grad;   // the seed: y's complete gradient
+        rc = run_tape(c, n0, r);
+    }
+    c->nnodes = n0;
+    release_above(c, mark);
+    return rc;
 }
 
 // --- parameters

@@ -11,7 +11,10 @@
 //     around weight memory (grad == NULL, requires_grad == 0): they never get a gradient.
 //     A frozen weight may instead be stored in BF16 (dtype AG_BF16: w16 set, data NULL;
 //     precision: bf16). The ops that read frozen weights accept it: linear and LoRA linear
-//     (BF16 matmuls, mm16.h), embedding (rows widened exactly) and the lm-head loss.
+//     (BF16 matmuls, mm16.h), embedding (rows widened exactly) and the lm-head loss. In fp32
+//     precision a BF16 weight may stay BF16 too (dtype AG_BF16X, weights: auto): the same
+//     ops widen it exactly a block at a time and run the fp32 math (wide16.h), so results
+//     are bit-identical to an fp32 copy of the weight.
 //   - ag_params: the trainable parameters (LoRA factors, projector), carved from one
 //     block for data and one for gradients (zeroing is one memset, a checkpoint one write).
 //   - ag_ctx: the per-step arena (activations, saved tensors, intermediate gradients) and
@@ -45,13 +48,22 @@
 
 // --- tensors
 
-// Storage of a tensor's values: fp32 (data), or BF16 for frozen weights (w16).
-typedef enum ag_dtype { AG_F32 = 0, AG_BF16 } ag_dtype;
+// Storage of a tensor's values: fp32 (data), or BF16 for frozen weights (w16): AG_BF16 is
+// multiplied by BF16 matmuls (precision bf16), AG_BF16X widened exactly to fp32 (precision fp32).
+typedef enum ag_dtype { AG_F32 = 0, AG_BF16, AG_BF16X } ag_dtype;
 
 // How frozen weights are held and multiplied: fp32, or BF16 with fp32 accumulation.
 typedef enum ag_precision { AG_PREC_FP32 = 0, AG_PREC_BF16 } ag_precision;
 const char *ag_precision_name(ag_precision p);             // "fp32" / "bf16"
 int ag_precision_parse(const char *s, ag_precision *out);  // -1 (no err_set) when unknown
+
+// How frozen weights are stored (config `weights:`, --weights): auto keeps them as the file
+// has them (16-bit stays 16-bit, served from the mapped file when possible); f32 widens them
+// to fp32 copies at load (precision fp32; in bf16 precision matmul weights are BF16 either
+// way, and f32 means heap copies instead of the mapping).
+typedef enum ag_weights { AG_WEIGHTS_AUTO = 0, AG_WEIGHTS_F32 } ag_weights;
+const char *ag_weights_name(ag_weights w);             // "auto" / "f32"
+int ag_weights_parse(const char *s, ag_weights *out);  // -1 (no err_set) when unknown
 
 typedef struct ag_tensor {
     float *data;                // [numel] (NULL when dtype is AG_BF16)
@@ -68,12 +80,17 @@ typedef struct ag_tensor {
     const char *name;           // optional, for error messages
 } ag_tensor;
 
+// A frozen weight held in 16 bits (w16 set, data NULL): AG_BF16 or AG_BF16X.
+static inline int ag_is16(const ag_tensor *t) { return t->dtype != AG_F32; }
+
 // A tensor header around existing memory (frozen weights, caller buffers). No grad.
 ag_tensor ag_wrap(float *data, int ndim, const int64_t *shape, const char *name);
 ag_tensor ag_wrap2(float *data, int64_t d0, int64_t d1, const char *name);
 ag_tensor ag_wrap1(float *data, int64_t d0, const char *name);
 // A frozen BF16 weight header around w16[numel].
 ag_tensor ag_wrap_bf16(uint16_t *w16, int ndim, const int64_t *shape, const char *name);
+// The same for fp32 precision (AG_BF16X: widened exactly inside each op).
+ag_tensor ag_wrap_bf16x(uint16_t *w16, int ndim, const int64_t *shape, const char *name);
 int64_t ag_numel(int ndim, const int64_t *shape);
 // "[3, 4]" into buf (returns buf), for error messages
 char *ag_shape_str(const ag_tensor *t, char *buf, size_t n);
@@ -116,6 +133,7 @@ typedef enum ag_op {
     AG_OP_POOL,          // learned pooling over the patch axis, per image (ops_vision.c)
     AG_OP_AVGPOOL,       // AdaptiveAvgPool1d over the patch axis, per image
     AG_OP_GATED_ADD,     // x + tanh(g)·z
+    AG_OP_CHECKPOINT,    // a function of x re-run in backward (activation checkpointing)
     AG_OP_COUNT
 } ag_op;
 extern const char *const ag_op_names[AG_OP_COUNT];
@@ -143,6 +161,8 @@ struct ag_ctx {
     int grad_enabled;           // 0: no-grad mode, nothing recorded
     int training;               // dropout active
     uint64_t rng;               // dropout RNG state (saved in checkpoints)
+    int checkpoint;             // activation checkpointing: llama_forward runs each decoder
+                                // layer through ag_checkpoint (only its input is kept)
     // gradient buffers of grad_transient tensors given back during backward, reused by
     // ag_grad for a tensor of the same size (intermediate grads then cost ~one layer)
     struct { float *p; size_t bytes; } free_grads[64];
@@ -175,6 +195,22 @@ float *ag_grad(ag_ctx *c, ag_tensor *t);
 int ag_backward(ag_ctx *c, ag_tensor *loss);
 // Runs the tape backwards from any output, seeded with dout (same numel as out).
 int ag_backward_from(ag_ctx *c, ag_tensor *out, const float *dout);
+
+// --- activation checkpointing
+//
+// y = fn(c, user, x), with only x kept for backward: the forward runs fn recording on the tape
+// as usual, copies its result into y (allocated first, below fn's tensors), then drops fn's
+// nodes and gives its arena space back. One AG_OP_CHECKPOINT node stands for them; its
+// backward re-runs fn from x (the dropout RNG state restored, so the same masks) recording
+// on the tape above the current arena use, backpropagates y's gradient through that
+// sub-tape into x and the parameters fn uses, then releases it. fn's ops run the same code
+// on the same values both times, so results (and gradients) are bit-identical to calling fn
+// directly; the saved activations shrink to x per call plus one call's worth at a time.
+// fn must return a tensor of x's shape, read nothing but x, `user` (user_bytes are copied
+// into the arena; pointers in it must stay valid until backward) and tensors that outlive
+// the step, and consume c->rng the same way every time. Without grad mode fn is just called.
+typedef ag_tensor *(*ag_ckpt_fn)(ag_ctx *c, const void *user, ag_tensor *x);
+ag_tensor *ag_checkpoint(ag_ctx *c, ag_ckpt_fn fn, const void *user, size_t user_bytes, ag_tensor *x);
 
 // --- profiling (LORAC_PROFILE=1 in the environment): per-op wall time, printed as a table
 // on stderr at exit. Forward: the time since the previous mark (ag_ctx_reset, the previous

@@ -21,10 +21,13 @@ void gemv_bf16(int64_t O, int64_t In, const uint16_t *W, const float *x, float *
 // The portable path (used when the CPU lacks AVX512-BF16; exposed for tests).
 void gemv_bf16_ref(int64_t O, int64_t In, const uint16_t *W, const float *x, float *y);
 
-// fp32 -> BF16, round to nearest even (NaN stays NaN), bit-identical to torch's .to(bfloat16).
+// fp32 -> BF16, round to nearest even, as torch (c10::BFloat16's round_to_nearest_even, used by
+// autocast): every NaN, whatever its sign and payload, becomes the canonical quiet NaN 0x7FC0,
+// as st_f32_to_bf16 does. (torch 1.13's vectorized tensor cast `.bfloat16()` writes 0xFFFF for
+// a NaN instead: also a NaN, only the bits differ.)
 static inline uint16_t f32_to_bf16(float f) {
     union { float f; uint32_t u; } v = {f};
-    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40);   // quiet NaN
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;   // canonical quiet NaN
     return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
 }
 static inline float bf16_to_f32(uint16_t h) {

@@ -39,10 +39,17 @@ void bf16_widen(float *dst, const uint16_t *src, int64_t n) {
         AG_ASSERT(s_ == dnnl_success, "oneDNN %s failed with status %d (%s)", #call, (int)s_, what); \
     } while (0)
 
-typedef struct mm_entry {
+typedef struct mm_key {
     int64_t M, K, N;
     int wt;                 // weights operand is Wᵀ of a row-major W[N, K] (strides 1, K)
+    int at;                 // source operand is Aᵀ of a row-major A[K, M] (strides 1, M); fp32 only
     int acc;                // sum post-op
+    int f32;                // fp32 operands (mm32) instead of BF16
+    float alpha;            // output scale (fp32 only; 1 for BF16)
+} mm_key;
+
+typedef struct mm_entry {
+    mm_key k;
     dnnl_primitive_t prim;  // NULL: oneDNN has no BF16 matmul here (widened sgemm instead)
     dnnl_memory_t src, wei, dst;   // memory objects reused with new data handles
 } mm_entry;
@@ -71,27 +78,31 @@ static void entry_free(mm_entry *e) {
     dnnl_memory_destroy(e->dst);
 }
 
-static void entry_create(mm_entry *e, int64_t M, int64_t K, int64_t N, int wt, int acc) {
+static void entry_create(mm_entry *e, const mm_key *k) {
+    int64_t M = k->M, K = k->K, N = k->N;
     char what[128];
-    snprintf(what, sizeof what, "bf16 matmul [%lld, %lld] x [%lld, %lld]%s%s", (long long)M, (long long)K,
-             (long long)K, (long long)N, wt ? " (transposed weight)" : "", acc ? " accumulating" : "");
+    snprintf(what, sizeof what, "%s matmul [%lld, %lld] x [%lld, %lld]%s%s%s", k->f32 ? "fp32" : "bf16",
+             (long long)M, (long long)K, (long long)K, (long long)N, k->at ? " (transposed source)" : "",
+             k->wt ? " (transposed weight)" : "", k->acc ? " accumulating" : "");
+    dnnl_data_type_t dt = k->f32 ? dnnl_f32 : dnnl_bf16;
     dnnl_memory_desc_t a, b, c;
     dnnl_dims_t da = {M, K}, db = {K, N}, dc = {M, N};
-    dnnl_dims_t sb_t = {1, K}, sb = {N, 1};
-    CK(dnnl_memory_desc_init_by_tag(&a, 2, da, dnnl_bf16, dnnl_ab), what);
-    CK(dnnl_memory_desc_init_by_strides(&b, 2, db, dnnl_bf16, wt ? sb_t : sb), what);
+    dnnl_dims_t sa_t = {1, M}, sa = {K, 1}, sb_t = {1, K}, sb = {N, 1};
+    CK(dnnl_memory_desc_init_by_strides(&a, 2, da, dt, k->at ? sa_t : sa), what);
+    CK(dnnl_memory_desc_init_by_strides(&b, 2, db, dt, k->wt ? sb_t : sb), what);
     CK(dnnl_memory_desc_init_by_tag(&c, 2, dc, dnnl_f32, dnnl_ab), what);
     dnnl_matmul_desc_t md;
     CK(dnnl_matmul_desc_init(&md, &a, &b, NULL, &c), what);
     dnnl_primitive_attr_t attr;
     dnnl_post_ops_t po = NULL;
     CK(dnnl_primitive_attr_create(&attr), what);
-    if (acc) {
+    if (k->alpha != 1.0f) CK(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->alpha), what);
+    if (k->acc) {
         CK(dnnl_post_ops_create(&po), what);
         CK(dnnl_post_ops_append_sum(po, 1.0f), what);
         CK(dnnl_primitive_attr_set_post_ops(attr, po), what);
     }
-    e->M = M, e->K = K, e->N = N, e->wt = wt, e->acc = acc;
+    e->k = *k;
     dnnl_primitive_desc_t pd;
     dnnl_status_t st = dnnl_primitive_desc_create(&pd, &md, attr, mm.eng, NULL);
     if (st == dnnl_unimplemented) {   // no BF16 matmul on this CPU: emulated by mm_widened
@@ -133,16 +144,16 @@ static void mm_widened(float *y, const uint16_t *a, const uint16_t *W, int64_t M
     free(af);
 }
 
-// y[M, N] (+)= a[M, K] · B[K, N], B from the row-major weight W (see the file comment)
-static void mm_run(float *y, const uint16_t *a, const uint16_t *W, int64_t M, int64_t K, int64_t N, int wt,
-                   int acc) {
-    if (M == 0 || N == 0) return;
-    pthread_once(&mm.once, mm_init);
-    pthread_mutex_lock(&mm.lock);
+static int key_eq(const mm_key *a, const mm_key *b) {
+    return a->M == b->M && a->K == b->K && a->N == b->N && a->wt == b->wt && a->at == b->at && a->acc == b->acc &&
+           a->f32 == b->f32 && a->alpha == b->alpha;
+}
+
+// The cached entry for k (created on first use); with mm.lock held.
+static mm_entry *entry_get(const mm_key *k) {
     mm_entry *e = NULL;
     for (int i = 0; i < mm.n && !e; i++)
-        if (mm.e[i].M == M && mm.e[i].K == K && mm.e[i].N == N && mm.e[i].wt == wt && mm.e[i].acc == acc)
-            e = &mm.e[i];
+        if (key_eq(&mm.e[i].k, k)) e = &mm.e[i];
     if (!e) {
         if (mm.n < MM_CACHE) {
             e = &mm.e[mm.n++];
@@ -151,19 +162,52 @@ static void mm_run(float *y, const uint16_t *a, const uint16_t *W, int64_t M, in
             mm.next = (mm.next + 1) % MM_CACHE;
             entry_free(e);
         }
-        entry_create(e, M, K, N, wt, acc);
+        entry_create(e, k);
     }
+    return e;
+}
+
+// Runs a cached primitive on the given buffers; with mm.lock held.
+static void entry_exec(mm_entry *e, const void *a, const void *b, float *y) {
+    CK(dnnl_memory_set_data_handle(e->src, (void *)a), "src");
+    CK(dnnl_memory_set_data_handle(e->wei, (void *)b), "weights");
+    CK(dnnl_memory_set_data_handle(e->dst, y), "dst");
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->wei}, {DNNL_ARG_DST, e->dst}};
+    CK(dnnl_primitive_execute(e->prim, mm.stream, 3, args), "execute");
+    CK(dnnl_stream_wait(mm.stream), "wait");
+}
+
+// y[M, N] (+)= a[M, K] · B[K, N], B from the row-major weight W (see the file comment)
+static void mm_run(float *y, const uint16_t *a, const uint16_t *W, int64_t M, int64_t K, int64_t N, int wt,
+                   int acc) {
+    if (M == 0 || N == 0) return;
+    pthread_once(&mm.once, mm_init);
+    pthread_mutex_lock(&mm.lock);
+    mm_key k = {.M = M, .K = K, .N = N, .wt = wt, .acc = acc, .alpha = 1.0f};
+    mm_entry *e = entry_get(&k);
     if (!e->prim) {
         pthread_mutex_unlock(&mm.lock);
         mm_widened(y, a, W, M, K, N, wt, acc);
         return;
     }
-    CK(dnnl_memory_set_data_handle(e->src, (void *)a), "src");
-    CK(dnnl_memory_set_data_handle(e->wei, (void *)W), "weights");
-    CK(dnnl_memory_set_data_handle(e->dst, y), "dst");
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->wei}, {DNNL_ARG_DST, e->dst}};
-    CK(dnnl_primitive_execute(e->prim, mm.stream, 3, args), "execute");
-    CK(dnnl_stream_wait(mm.stream), "wait");
+    entry_exec(e, a, W, y);
+    pthread_mutex_unlock(&mm.lock);
+}
+
+void mm32(float *C, const float *A, const float *B, int64_t M, int64_t N, int64_t K, int ta, int tb, float alpha,
+          int accumulate) {
+    if (M == 0 || N == 0) return;
+    pthread_once(&mm.once, mm_init);
+    pthread_mutex_lock(&mm.lock);
+    mm_key k = {.M = M, .K = K, .N = N, .wt = tb, .at = ta, .acc = accumulate, .f32 = 1, .alpha = alpha};
+    mm_entry *e = entry_get(&k);
+    if (!e->prim) {   // not expected (oneDNN always has an fp32 matmul): the same product from BLAS
+        pthread_mutex_unlock(&mm.lock);
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N,
+                    (int)K, alpha, A, (int)(ta ? M : K), B, (int)(tb ? K : N), accumulate ? 1.0f : 0.0f, C, (int)N);
+        return;
+    }
+    entry_exec(e, A, B, C);
     pthread_mutex_unlock(&mm.lock);
 }
 

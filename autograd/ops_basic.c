@@ -16,6 +16,7 @@
 #include "ag.h"
 #include "mm16.h"
 #include "vmath.h"
+#include "wide16.h"
 
 // --- helpers
 
@@ -30,12 +31,14 @@ static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 // dx[N,In] += dy[N,O] · W[O,In] for a frozen W of either storage (the large backward product)
 static void frozen_dx_acc(float *dx, const float *dy, const ag_tensor *W, int N, int In, int O) {
     if (W->dtype == AG_BF16) mm16_xw(dx, dy, W->w16, N, O, In, 1);
+    else if (W->dtype == AG_BF16X) w16_xw(dx, dy, W->w16, N, O, In, 1);
     else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, In, O, 1.0f, dy, O, W->data, In, 1.0f, dx, In);
 }
 
 // y[N,O] (+)= x[N,In] · W[O,In]ᵀ for a frozen W of either storage
 static void frozen_xwt(float *y, const float *x, const ag_tensor *W, int N, int O, int In, int accumulate) {
     if (W->dtype == AG_BF16) mm16_xwt(y, x, W->w16, N, O, In, accumulate);
+    else if (W->dtype == AG_BF16X) w16_xwt(y, x, W->w16, N, O, In, accumulate);
     else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, In, 1.0f, x, In, W->data, In,
                      accumulate ? 1.0f : 0.0f, y, O);
 }
@@ -126,8 +129,8 @@ static int check_xw(const char *op, const ag_tensor *x, const ag_tensor *W, int6
                        SHP(x), SHP(W));
     *O = W->shape[0], *In = W->shape[1], *N = lead_rows(x);
     if (*O == 0 || *In == 0) return err_set("%s: W %s has an empty dimension", op, SHP(W));
-    if (W->dtype == AG_BF16 && W->requires_grad)
-        return err_set("%s: W %s is held in BF16 (precision bf16) and cannot be trained", op, SHP(W));
+    if (ag_is16(W) && W->requires_grad)
+        return err_set("%s: W %s is held in BF16 (a frozen weight) and cannot be trained", op, SHP(W));
     return 0;
 }
 
@@ -215,6 +218,18 @@ static int64_t dropout_block_rows(int64_t N, int64_t In) {
     return imin(bs, N > 0 ? N : 1);
 }
 
+// The LoRA factors' small products, fp32 in either precision: C[M,N] (+)= alpha · op(A) · op(B)
+// (contiguous row-major operands; ta: A is [K,M], tb: B is [N,K]). cblas_sgemm in fp32
+// precision (results exactly as always); with a BF16 W (precision bf16) oneDNN's fp32 matmul
+// (mm32): AVX-512 kernels on the same OpenMP pool as the BF16 matmuls, faster than OpenBLAS's
+// AVX2 ones on these thin shapes (and, measured on the 1B shapes, the same bits at 1 and 2 threads).
+static void lora_mm(const ag_tensor *W, float *C, const float *A, const float *B, int M, int N, int K, int ta,
+                    int tb, float alpha, int acc) {
+    if (W->dtype == AG_BF16) mm32(C, A, B, M, N, K, ta, tb, alpha, acc);
+    else cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
+                     ta ? M : K, B, tb ? K : N, acc ? 1.0f : 0.0f, C, N);
+}
+
 static void lora_linear_backward(ag_ctx *c, ag_node *n) {
     ag_tensor *x = n->in[0], *W = n->in[1], *A = n->in[2], *B = n->in[3];
     const float *dy = n->out->grad;   // [N, O]
@@ -225,21 +240,16 @@ static void lora_linear_backward(ag_ctx *c, ag_node *n) {
     float *u = n->saved;   // [N, r]
     float *dx = ag_grad(c, x), *dA = ag_grad(c, A), *dB = ag_grad(c, B);
     if (N == 0) return;
-    if (dB)   // dB[O,r] += s · dyᵀ u
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, r, N, s, dy, O, u, r, 1.0f, dB, r);
+    if (dB) lora_mm(W, dB, dy, u, O, r, N, 1, 0, s, 1);   // dB[O,r] += s · dyᵀ u
     if (dx) frozen_dx_acc(dx, dy, W, N, In, O);   // dx[N,In] += dy W  (the large product)
     if (!dx && !dA) return;
     // du[N,r] = s · dy B
     scratch sd;
     float *du = scratch_get(c, &sd, (size_t)N * (size_t)r * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, O, s, dy, O, B->data, r, 0.0f, du, r);
+    lora_mm(W, du, dy, B->data, N, r, O, 0, 0, s, 0);
     if (!drop) {
-        if (dA)   // dA[r,In] += duᵀ x
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, In, N, 1.0f, du, r, x->data, In, 1.0f,
-                        dA, In);
-        if (dx)   // dx += du A
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, In, r, 1.0f, du, r, A->data, In, 1.0f,
-                        dx, In);
+        if (dA) lora_mm(W, dA, du, x->data, r, In, N, 1, 0, 1.0f, 1);   // dA[r,In] += duᵀ x
+        if (dx) lora_mm(W, dx, du, A->data, N, In, r, 0, 0, 1.0f, 1);   // dx += du A
         scratch_release(c, &sd);
         return;
     }
@@ -252,12 +262,9 @@ static void lora_linear_backward(ag_ctx *c, ag_node *n) {
     for (int64_t r0 = 0; r0 < N; r0 += bs) {
         int m = (int)imin(bs, N - r0);
         const float *dub = du + r0 * r;
-        if (dx)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, In, r, 1.0f, dub, r, A->data, In, 0.0f,
-                        t, In);
+        if (dx) lora_mm(W, t, dub, A->data, m, In, r, 0, 0, 1.0f, 0);
         dropout_rows(xd, dx, dx ? t : NULL, x->data, r0, r0 + m, In, s0, p, inv);
-        if (dA)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, In, m, 1.0f, dub, r, xd, In, 1.0f, dA, In);
+        if (dA) lora_mm(W, dA, dub, xd, r, In, m, 1, 0, 1.0f, 1);
     }
     scratch_release(c, &sc);
     scratch_release(c, &sd);
@@ -326,8 +333,7 @@ ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, a
     }
     // u = drop(x) Aᵀ (first: the OpenMP dropout pass and the BLAS calls are not interleaved)
     if (!drop) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)r, (int)In, 1.0f, x->data, (int)In,
-                    A->data, (int)In, 0.0f, u, (int)r);
+        lora_mm(W, u, x->data, A->data, (int)N, (int)r, (int)In, 0, 1, 1.0f, 0);
     } else {
         int64_t bs = dropout_block_rows(N, In);
         scratch sc;
@@ -336,15 +342,13 @@ ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, a
         for (int64_t r0 = 0; r0 < N; r0 += bs) {
             int64_t m = imin(bs, N - r0);
             dropout_rows(xd, NULL, NULL, x->data, r0, r0 + m, In, s0, dropout, inv);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)r, (int)In, 1.0f, xd, (int)In,
-                        A->data, (int)In, 0.0f, u + r0 * r, (int)r);
+            lora_mm(W, u + r0 * r, xd, A->data, (int)m, (int)r, (int)In, 0, 1, 1.0f, 0);
         }
         scratch_release(c, &sc);
     }
     // y = x Wᵀ + s · u Bᵀ
     frozen_xwt(y->data, x->data, W, (int)N, (int)O, (int)In, 0);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)r, scale, u, (int)r, B->data,
-                (int)r, 1.0f, y->data, (int)O);
+    lora_mm(W, y->data, u, B->data, (int)N, (int)O, (int)r, 0, 1, scale, 1);
     c->arena.used = mark;
     ag_prof_mark(c, AG_OP_LORA_LINEAR);   // it records before computing
     return y;
@@ -762,15 +766,15 @@ ag_tensor *ag_embedding(ag_ctx *c, ag_tensor *table, const int32_t *ids, int64_t
                     (long long)i, ids[i], SHP(table), (long long)V, (long long)V - 1);
             return NULL;
         }
-    if (table->dtype == AG_BF16 && table->requires_grad) {
-        err_set("embedding: table %s is held in BF16 (precision bf16) and cannot be trained", SHP(table));
+    if (ag_is16(table) && table->requires_grad) {
+        err_set("embedding: table %s is held in BF16 (a frozen weight) and cannot be trained", SHP(table));
         return NULL;
     }
     ag_tensor *y = op_out(c, "embedding", 2, (int64_t[2]){n, C});
     if (!y) return NULL;
     const float *td = table->data;
     float *yd = y->data;
-    if (table->dtype == AG_BF16) {   // rows widened exactly
+    if (ag_is16(table)) {   // rows widened exactly
         const uint16_t *t16 = table->w16;
 #pragma omp parallel for schedule(static) if (n * C >= PAR_MIN)
         for (int64_t i = 0; i < n; i++)

@@ -11,10 +11,13 @@
 //
 // With a BF16 lm-head (precision: bf16) both products run as BF16 matmuls with fp32
 // accumulation (mm16.h): the gathered rows are rounded to BF16 once per block of rows, the
-// probabilities once per chunk; the target's row W_t is widened exactly.
+// probabilities once per chunk; the target's row W_t is widened exactly. A BF16 lm-head in fp32
+// precision (AG_BF16X) is widened exactly a chunk at a time into a reusable buffer (wide16.h)
+// and then runs the same fp32 products, so results equal those of an fp32 lm-head bit for bit.
 #include "ag.h"
 #include "mm16.h"
 #include "vmath.h"
+#include "wide16.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -36,7 +39,8 @@ static void *scratch(ag_ctx *c, size_t bytes, void **heap) {
 typedef struct ce_problem {
     const float *h;          // [N, C]
     const float *W;          // [V, C] (NULL when W16 is set)
-    const uint16_t *W16;     // [V, C] BF16 lm-head, or NULL
+    const uint16_t *W16;     // [V, C] BF16 lm-head (BF16 matmuls), or NULL
+    const uint16_t *W16x;    // [V, C] BF16 lm-head widened to fp32 a chunk at a time, or NULL
     int64_t C, V, M;
     const int32_t *rows;     // [M] rows of h with a target
     const int32_t *tgt;      // [M] their targets
@@ -90,6 +94,8 @@ static void ce_forward(const ce_problem *p, float *scr, double *lse, double *nll
     int64_t C = p->C, V = p->V;
     int64_t rb = p->M < CE_ROWS ? p->M : CE_ROWS;
     double *sum = xmalloc((size_t)rb * 3 * sizeof *sum), *tlogit = sum + rb, *texp = tlogit + rb;
+    float *wx = NULL;   // [chunk, C] the widened chunk of a BF16X lm-head
+    if (p->W16x) AG_ASSERT(wx = w16_buffer(p->chunk * C), "%s", err_get());
     float *mx = xmalloc((size_t)rb * sizeof *mx);
     for (int64_t r0 = 0; r0 < p->M; r0 += CE_ROWS) {
         int64_t mb = p->M - r0 < CE_ROWS ? p->M - r0 : CE_ROWS;
@@ -101,11 +107,13 @@ static void ce_forward(const ce_problem *p, float *scr, double *lse, double *nll
         if (dhs) memset(acc, 0, (size_t)(mb * C) * sizeof *acc);
         for (int64_t v0 = 0; v0 < V; v0 += p->chunk) {
             int64_t cv = V - v0 < p->chunk ? V - v0 : p->chunk;
+            const float *Wc = p->W ? p->W + v0 * C : wx;   // [cv, C] this chunk's rows in fp32
+            if (p->W16x) w16_rows(wx, p->W16x, v0, cv, C);
             if (p->W16)
                 mm16_xwt_b16(logits, hb, p->W16 + v0 * C, mb, cv, C, 0);
             else
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mb, (int)cv, (int)C, 1.0f, hg, (int)C,
-                            p->W + v0 * C, (int)C, 0.0f, logits, (int)cv);
+                            Wc, (int)C, 0.0f, logits, (int)cv);
             // online log-sum-exp: running max mx and Σ exp(logit − mx) in double
 #pragma omp parallel for schedule(static)
             for (int64_t r = 0; r < mb; r++) {
@@ -138,7 +146,7 @@ static void ce_forward(const ce_problem *p, float *scr, double *lse, double *nll
                 mm16_xw(acc, logits, p->W16 + v0 * C, mb, cv, C, 1);
             else if (dhs)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mb, (int)C, (int)cv, 1.0f, logits,
-                            (int)cv, p->W + v0 * C, (int)C, 1.0f, acc, (int)C);
+                            (int)cv, Wc, (int)C, 1.0f, acc, (int)C);
         }
         for (int64_t r = 0; r < mb; r++) {
             double tot = sum[r] + texp[r];
@@ -154,8 +162,8 @@ static void ce_forward(const ce_problem *p, float *scr, double *lse, double *nll
                 const float *ar = acc + r * C;
                 float *d = dhs + (r0 + r) * C;
                 int64_t t = p->tgt[r0 + r];
-                if (p->W16) {
-                    const uint16_t *wt = p->W16 + t * C;
+                if (p->W16 || p->W16x) {
+                    const uint16_t *wt = (p->W16 ? p->W16 : p->W16x) + t * C;
                     for (int64_t j = 0; j < C; j++) d[j] = ar[j] * inv + ct * bf16_to_f32(wt[j]);
                 } else {
                     const float *wt = p->W + t * C;
@@ -226,7 +234,8 @@ ag_tensor *ag_cross_entropy_chunked(ag_ctx *c, ag_tensor *h, ag_tensor *W, const
     float *dhs = grad ? ag_alloc(c, (size_t)(M * h->shape[1] + 1) * sizeof *dhs, "cross_entropy dh") : NULL;
     if (grad && !dhs) return NULL;
     size_t keep = c->arena.used;
-    ce_problem p = {.h = h->data, .W = W->data, .W16 = W->w16, .C = h->shape[1], .V = W->shape[0], .M = M,
+    ce_problem p = {.h = h->data, .W = W->data, .W16 = W->dtype == AG_BF16 ? W->w16 : NULL,
+                    .W16x = W->dtype == AG_BF16X ? W->w16 : NULL, .C = h->shape[1], .V = W->shape[0], .M = M,
                     .rows = rows, .tgt = tgt, .chunk = chunk};
     double total = 0;
     if (M > 0) {
@@ -269,7 +278,8 @@ int ag_nll_rows_chunked(ag_ctx *c, const ag_tensor *h, const ag_tensor *W, const
     double *lse = xmalloc((size_t)M * sizeof *lse);
     double *d = xmalloc((size_t)M * sizeof *d);
     ce_check("nll_rows", h, W, targets, rows, rows + M);
-    ce_problem p = {.h = h->data, .W = W->data, .W16 = W->w16, .C = h->shape[1], .V = W->shape[0], .M = M,
+    ce_problem p = {.h = h->data, .W = W->data, .W16 = W->dtype == AG_BF16 ? W->w16 : NULL,
+                    .W16x = W->dtype == AG_BF16X ? W->w16 : NULL, .C = h->shape[1], .V = W->shape[0], .M = M,
                     .rows = rows, .tgt = rows + M, .chunk = chunk};
     size_t mark = c->arena.used;
     void *heap;

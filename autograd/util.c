@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -84,6 +85,30 @@ char *xstrdup(const char *s) {
     char *d = xmalloc(n);
     memcpy(d, s, n);
     return d;
+}
+
+// --- growing strings
+
+void sb_put(strbuf *b, const char *p, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        b->cap = 2 * (b->n + n + 1) + 256;
+        b->s = xrealloc(b->s, b->cap);
+    }
+    memcpy(b->s + b->n, p, n);
+    b->n += n;
+    b->s[b->n] = 0;
+}
+
+void sb_puts(strbuf *b, const char *p) { sb_put(b, p, strlen(p)); }
+
+// --- numbers as text
+
+void float_text(float v, char *buf, size_t n) {
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(buf, n, "%.*g", prec, (double)v);
+        if (strtof(buf, NULL) == v) return;
+    }
+    snprintf(buf, n, "%.9g", (double)v);
 }
 
 // --- files
@@ -490,6 +515,25 @@ double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+double mem_available_bytes(void) {
+    const char *o = getenv("LORAC_MEM_AVAILABLE_MB");
+    if (o && *o) return atof(o) * 1048576.0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return -1;
+    char line[256];
+    double kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024.0;
+}
+
+double mem_peak_rss_bytes(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss * 1024.0;
 }
 
 int json_max_depth(const char *s, size_t n) {

@@ -41,6 +41,16 @@ void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 
+// --- growing strings
+// A NUL-terminated string that grows as text is appended: `strbuf b = {0}; sb_puts(&b, "x");`
+// then b.s (malloc'd, owned by the caller: free(b.s)) holds b.n bytes plus the NUL.
+typedef struct strbuf {
+    char *s;
+    size_t n, cap;
+} strbuf;
+void sb_put(strbuf *b, const char *p, size_t n);   // appends p[0..n)
+void sb_puts(strbuf *b, const char *p);            // appends the C string p
+
 // --- files
 
 // Reads a whole file into a NUL-terminated buffer. Returns NULL (err_set) on failure.
@@ -109,8 +119,21 @@ void fault_point2(const char *what, const char *path);   // label "WHAT PATH"
 uint64_t hash64(const void *data, size_t len, uint64_t seed);
 int file_hash64(const char *path, uint64_t *out);   // -1 + err_set on I/O failure
 
+// --- numbers as text
+// The shortest "%.*g" text (1 to 9 digits) that reads back as v with strtof (0.03, not
+// 0.0299999993): how lorac writes floats into JSON and how it reads a ratio as written.
+void float_text(float v, char *buf, size_t n);
+
 // --- time
 double now_seconds(void);   // monotonic clock
+
+// --- memory
+// Bytes the kernel could still give this process without swapping (MemAvailable of
+// /proc/meminfo), or -1 when unknown. LORAC_MEM_AVAILABLE_MB in the environment overrides it
+// (tests of the out-of-memory refusals).
+double mem_available_bytes(void);
+// Peak resident set size of this process so far, in bytes (getrusage ru_maxrss).
+double mem_peak_rss_bytes(void);
 
 // --- JSON limits
 // The deepest nesting of [ and { in JSON text s[0..n) (string contents skipped). Parsers whose

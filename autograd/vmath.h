@@ -22,27 +22,43 @@ static inline vm8 vm_splat(float x) { return (vm8){0} + x; }
 static inline vm8 vm_select(vm8i m, vm8 a, vm8 b) { return (vm8)(((vm8i)a & m) | ((vm8i)b & ~m)); }
 
 // e^x: Cody–Waite reduction and the Cephes expf polynomial (~1 ulp on [-87.3, 88.4]);
-// larger inputs give e^88.38 (~2.4e38, finite), smaller ones 0.
-static inline vm8 vm_exp(vm8 x) {
-    const vm8 xmax = vm_splat(88.3762626647949f), xmin = vm_splat(-87.3365447504f);
-    const vm8 magic = vm_splat(12582912.0f);   // 1.5·2²³: adding it rounds to an integer
-    vm8i small = x < xmin;
-    x = vm_select(x > xmax, xmax, x);
-    x = vm_select(small, xmin, x);
-    vm8 t = x * 1.44269504088896341f + magic;
-    vm8i n = (vm8i)t - (vm8i)magic;
-    vm8 fn = t - magic;
-    vm8 r = x - fn * 0.693359375f;
-    r = r - fn * -2.12194440e-4f;
-    vm8 p = r * 1.9875691500E-4f + 1.3981999507E-3f;
-    p = p * r + 8.3334519073E-3f;
-    p = p * r + 4.1665795894E-2f;
-    p = p * r + 1.6666665459E-1f;
-    p = p * r + 5.0000001201E-1f;
-    vm8 y = p * (r * r) + r + 1.0f;
-    vm8 pow2n = (vm8)((n + 127) << 23);
-    return (vm8)((vm8i)(y * pow2n) & ~small);
+// larger inputs give e^88.38 (~2.4e38, finite), smaller ones 0. Written once for any lane
+// count (V float lanes, VI int32 lanes of the same width): every lane computes the same
+// operations in the same order, so vm_exp and vm16_exp agree bit for bit.
+#define VM_SEL(m, a, b, VI) (((VI)(a) & (m)) | ((VI)(b) & ~(m)))
+#define VM_DEFINE_EXP(name, V, VI)                                                                 \
+    static inline V name(V x) {                                                                    \
+        const V xmax = (V){0} + 88.3762626647949f, xmin = (V){0} + -87.3365447504f;                \
+        const V magic = (V){0} + 12582912.0f; /* 1.5·2²³: adding it rounds to an integer */      \
+        VI small = x < xmin;                                                                       \
+        x = (V)VM_SEL(x > xmax, xmax, x, VI);                                                      \
+        x = (V)VM_SEL(small, xmin, x, VI);                                                         \
+        V t = x * 1.44269504088896341f + magic;                                                    \
+        VI n = (VI)t - (VI)magic;                                                                  \
+        V fn = t - magic;                                                                          \
+        V r = x - fn * 0.693359375f;                                                               \
+        r = r - fn * -2.12194440e-4f;                                                              \
+        V p = r * 1.9875691500E-4f + 1.3981999507E-3f;                                             \
+        p = p * r + 8.3334519073E-3f;                                                              \
+        p = p * r + 4.1665795894E-2f;                                                              \
+        p = p * r + 1.6666665459E-1f;                                                              \
+        p = p * r + 5.0000001201E-1f;                                                              \
+        V y = p * (r * r) + r + 1.0f;                                                              \
+        V pow2n = (V)((n + 127) << 23);                                                            \
+        return (V)((VI)(y * pow2n) & ~small);                                                      \
+    }
+VM_DEFINE_EXP(vm_exp, vm8, vm8i)
+
+// 16 lanes (one 512-bit register where the ISA has them)
+typedef float vm16 __attribute__((vector_size(64)));
+typedef int32_t vm16i __attribute__((vector_size(64)));
+static inline vm16 vm16_ld(const float *p) {
+    vm16 v;
+    memcpy(&v, p, sizeof v);
+    return v;
 }
+static inline void vm16_st(float *p, vm16 v) { memcpy(p, &v, sizeof v); }
+VM_DEFINE_EXP(vm16_exp, vm16, vm16i)
 
 // tanh(x) as Cephes tanhf: an odd polynomial for |x| < 0.625, 1 − 2/(e^{2|x|} + 1) with the
 // sign of x above (±1 exactly once |x| > 9.02; NaN propagates).

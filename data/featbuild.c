@@ -1,6 +1,6 @@
 // featbuild.c — computing a vision feature cache: unique images, decoded on the prefetch
 // thread while SigLIP runs on the previous batch, features streamed into the HDF5 writer
-// (see featcache.h). Under mpirun (train/dist.h) batch k runs on rank k mod N and rank 0
+// (see featcache.h). Under mpirun (autograd/dist.h) batch k runs on rank k mod N and rank 0
 // writes every batch in order: the same file as one process, byte for byte in its datasets.
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,7 +70,7 @@ int data_fc_build(const char *out, const char *vision_dir, const siglip_model *m
                        "needs %dx%d images)", vision_dir, cfg->resize_size, cfg->image_size, cfg->image_size,
                        cfg->image_size);
     data_fc_ident id;
-    if (data_fc_ident_init(&id, vision_dir, cfg, select_layer)) return -1;
+    if (data_fc_ident_init(&id, vision_dir, cfg, select_layer, m->precision)) return -1;
     int64_t *u = NULL, nu = 0;
     if (unique_images(refs, paths, n, &u, &nu)) return -1;
 

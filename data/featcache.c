@@ -176,7 +176,7 @@ int data_fc_model_hash(const char *dir, uint64_t *out) {
 }
 
 int data_fc_ident_init(data_fc_ident *id, const char *vision_dir, const hf_siglip_config *cfg,
-                       int select_layer) {
+                       int select_layer, ag_precision precision) {
     memset(id, 0, sizeof *id);
     uint64_t h;
     if (data_fc_model_hash(vision_dir, &h)) return -1;
@@ -190,6 +190,7 @@ int data_fc_ident_init(data_fc_ident *id, const char *vision_dir, const hf_sigli
     memcpy(id->image_std, cfg->image_std, sizeof id->image_std);
     id->rescale_factor = cfg->rescale_factor;
     snprintf(id->resize, sizeof id->resize, "bicubic");
+    snprintf(id->precision, sizeof id->precision, "%s", ag_precision_name(precision));
     return 0;
 }
 
@@ -344,7 +345,8 @@ int data_fc_writer_commit(data_fc_writer *w) {
               h5u_attr_i64(f, "patch_size", id->patch_size) || h5u_attr_i64(f, "num_patches", id->num_patches) ||
               h5u_attr_i64(f, "hidden_size", id->hidden_size) || attr_f32x3(f, "image_mean", id->image_mean) ||
               attr_f32x3(f, "image_std", id->image_std) || h5u_attr_f64(f, "rescale_factor", id->rescale_factor) ||
-              h5u_attr_str(f, "resize", id->resize) || h5u_attr_str(f, "source", w->source ? w->source : "") ||
+              h5u_attr_str(f, "resize", id->resize) || h5u_attr_str(f, "precision", id->precision) ||
+              h5u_attr_str(f, "source", w->source ? w->source : "") ||
               h5u_attr_i64(f, "images", w->n);
     if (bad) {
         h5u_fail("%s: cannot write the attributes", w->tmp);
@@ -426,6 +428,19 @@ static int read_ident(data_fc *fc, const data_fc_ident *expect) {
     if (attr_read_str(f, p, "vision_model_hash", &s)) return -1;
     snprintf(id->model_hash, sizeof id->model_hash, "%s", s);
     free(s);
+    int rc = h5u_attr_read_str(f, p, "precision", FC_HINT, &s);
+    if (rc == 0)
+        return err_set("%s: attribute 'precision' is missing (a cache written before lorac recorded the vision "
+                       "tower's precision; %s)", p, FC_HINT);
+    if (rc < 0) return -1;
+    ag_precision prec;
+    if (ag_precision_parse(s, &prec)) {
+        err_set("%s: attribute 'precision': expected 'fp32' or 'bf16', found '%s' (%s)", p, s, FC_HINT);
+        free(s);
+        return -1;
+    }
+    free(s);
+    snprintf(id->precision, sizeof id->precision, "%s", ag_precision_name(prec));
     if (!expect) return 0;
 
     const int *want[] = {&expect->select_layer, &expect->image_size, &expect->patch_size, &expect->num_patches,
@@ -445,6 +460,8 @@ static int read_ident(data_fc *fc, const data_fc_ident *expect) {
                        "preprocessing; %s)", p, expect->rescale_factor, id->rescale_factor, FC_HINT);
     if (strcmp(expect->resize, id->resize))
         return err_set("%s: attribute 'resize': expected '%s', found '%s' (%s)", p, expect->resize, id->resize, FC_HINT);
+    ag_precision want_prec;
+    if (ag_precision_parse(expect->precision, &want_prec) == 0 && data_fc_check_precision(fc, want_prec)) return -1;
     if (strcmp(expect->model_hash, id->model_hash))
         return err_set("%s: attribute 'vision_model_hash': expected %s, found %s (the cache was made with other "
                        "vision weights; %s)", p, expect->model_hash, id->model_hash, FC_HINT);
@@ -598,10 +615,26 @@ int data_fc_read_many(data_fc *fc, const char *const *image_refs, int n, float *
     return 0;
 }
 
-data_fc *data_fc_open_for(const char *path, const char *vision_dir, int select_layer) {
-    if (!vision_dir) return data_fc_open(path, NULL);
-    hf_siglip_config cfg;
+int data_fc_check_precision(const data_fc *fc, ag_precision precision) {
+    const char *want = ag_precision_name(precision);
+    if (!strcmp(fc->id.precision, want)) return 0;
+    return err_set("%s: attribute 'precision': expected '%s' (this run's precision), found '%s' (the features were "
+                   "computed by the vision tower in %s; re-run `lorac prepare` with precision: %s)", fc->path, want,
+                   fc->id.precision, fc->id.precision, want);
+}
+
+data_fc *data_fc_open_for(const char *path, const char *vision_dir, int select_layer, ag_precision precision) {
     data_fc_ident id;
-    if (hf_siglip_config_load(vision_dir, &cfg) || data_fc_ident_init(&id, vision_dir, &cfg, select_layer)) return NULL;
-    return data_fc_open(path, &id);
+    if (vision_dir) {
+        hf_siglip_config cfg;
+        if (hf_siglip_config_load(vision_dir, &cfg) ||
+            data_fc_ident_init(&id, vision_dir, &cfg, select_layer, precision))
+            return NULL;
+    }
+    data_fc *fc = data_fc_open(path, vision_dir ? &id : NULL);
+    if (fc && !vision_dir && data_fc_check_precision(fc, precision)) {
+        data_fc_close(fc);
+        return NULL;
+    }
+    return fc;
 }

@@ -11,10 +11,11 @@
 //   kind ("vision_features"), lorac_version, vision_model_hash (16 hex digits, see
 //   data_fc_model_hash), select_layer, image_size, patch_size, num_patches, hidden_size,
 //   image_mean float32[3], image_std float32[3], rescale_factor, resize ("bicubic"),
+//   precision ("fp32" or "bf16": the tower's precision when the features were computed),
 //   source (the JSONL path(s) the images came from), images (N).
 //
 // Reading validates every attribute that changes the features against the current vision
-// folder and select_layer; a mismatch is refused with
+// folder, select_layer and precision; a mismatch is refused with
 //   FILE: attribute 'select_layer': expected -2, found -1 (the cache was made for another vision
 //   setup; re-run `lorac prepare`)
 //
@@ -43,6 +44,7 @@ typedef struct data_fc_ident {
     float image_mean[3], image_std[3];
     float rescale_factor;
     char resize[16];              // "bicubic"
+    char precision[8];            // "fp32" or "bf16" (ag_precision_name): the tower's precision
 } data_fc_ident;
 
 // Identity hash of a vision folder, cheap for multi-GB checkpoints: FNV-1a 64 over config.json,
@@ -51,10 +53,10 @@ typedef struct data_fc_ident {
 // -1 + err_set naming the missing/unreadable file.
 int data_fc_model_hash(const char *vision_dir, uint64_t *out);
 
-// Fills id for the folder (data_fc_model_hash), its loaded config and select_layer.
-// -1 + err_set.
+// Fills id for the folder (data_fc_model_hash), its loaded config, select_layer and the
+// precision the tower runs in. -1 + err_set.
 int data_fc_ident_init(data_fc_ident *id, const char *vision_dir, const hf_siglip_config *cfg,
-                       int select_layer);
+                       int select_layer, ag_precision precision);
 
 // --- streaming writer: one image's features at a time (memory: one image)
 
@@ -87,9 +89,12 @@ typedef struct data_fc data_fc;
 // NULL + err_set naming the file, the attribute, expected vs found and "re-run `lorac prepare`".
 data_fc *data_fc_open(const char *path, const data_fc_ident *expect);
 // The usual call: loads vision_dir's config (no weights), data_fc_ident_init with
-// select_layer, then data_fc_open. vision_dir NULL: no validation against a model (only the
-// structure is checked). NULL + err_set.
-data_fc *data_fc_open_for(const char *path, const char *vision_dir, int select_layer);
+// select_layer and precision, then data_fc_open. vision_dir NULL: no validation against a
+// model (the structure is checked, and the precision). NULL + err_set.
+data_fc *data_fc_open_for(const char *path, const char *vision_dir, int select_layer, ag_precision precision);
+// 0 when the cache's features were computed in `precision`, else -1 + err_set naming the file
+// and both precisions (features of an fp32 tower are not reused by a bf16 run, nor the reverse).
+int data_fc_check_precision(const data_fc *fc, ag_precision precision);
 void data_fc_close(data_fc *fc);
 
 int64_t data_fc_count(const data_fc *fc);               // N

@@ -366,6 +366,8 @@ static int gif_code(gif_bits *b, int size) {
     return code;
 }
 
+// long: the GIF block grammar (header, colour tables, extensions, the first image descriptor, the
+// LZW stream) is walked once in file order, with a bounds check and a message at every step.
 static int decode_gif(const char *name, const unsigned char *d, size_t len, int64_t max_pixels,
                       img_u8 *out) {
     if (len < 13) return err_set("%s: truncated GIF: %zu bytes, the header needs 13", name, len);

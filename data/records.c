@@ -14,7 +14,6 @@
 #include "util.h"
 
 #define T_EOS "<|end_of_text|>"   // the others: CHAT_BOS, CHAT_SH, CHAT_EH, CHAT_EOT (chat.h)
-#define IMAGE_MARK "<image>"
 
 static const char *ALPACA_PROMPT_INPUT =
     "Below is an instruction that describes a task, paired with an input that provides further "
@@ -81,23 +80,11 @@ int64_t data_record_n_supervised(const data_record *r) {
 // --- rendering: one string, supervised byte spans, where the image goes
 
 typedef struct render {
-    char *s;
-    size_t n, cap;
+    strbuf b;                // the text
     size_t *span;            // [2 * nspan] supervised byte ranges [begin, end), increasing
     int nspan, span_cap;
     int64_t split;           // byte offset where the image goes (-1: none)
 } render;
-
-static void r_put(render *r, const char *s, size_t n) {
-    if (r->n + n + 1 > r->cap) {
-        r->cap = (r->n + n + 1) * 2;
-        r->s = xrealloc(r->s, r->cap);
-    }
-    memcpy(r->s + r->n, s, n);
-    r->n += n;
-    r->s[r->n] = 0;
-}
-static void r_puts(render *r, const char *s) { r_put(r, s, strlen(s)); }
 
 static void r_span(render *r, size_t begin, size_t end) {
     if (end <= begin) return;
@@ -115,7 +102,7 @@ static void r_span(render *r, size_t begin, size_t end) {
 }
 
 static void r_free(render *r) {
-    free(r->s);
+    free(r->b.s);
     free(r->span);
 }
 
@@ -176,38 +163,38 @@ typedef struct msg {
 // Renders messages; `want_image` marks where the single "<image>" of a user message goes.
 static int render_chat(ctx *c, render *r, const msg *m, int nm, int want_image) {
     int images = 0, assistants = 0;
-    r_puts(r, CHAT_BOS);
+    sb_puts(&r->b, CHAT_BOS);
     for (int i = 0; i < nm; i++) {
         int is_assistant = !strcmp(m[i].role, "assistant");
-        r_puts(r, CHAT_SH);
-        r_puts(r, m[i].role);
-        r_puts(r, CHAT_EH "\n\n");
-        size_t begin = r->n;
+        sb_puts(&r->b, CHAT_SH);
+        sb_puts(&r->b, m[i].role);
+        sb_puts(&r->b, CHAT_EH "\n\n");
+        size_t begin = r->b.n;
         const char *s = m[i].content;
         size_t n = m[i].len;
         if (want_image) {
-            const char *p = memmem(s, n, IMAGE_MARK, strlen(IMAGE_MARK));
+            const char *p = memmem(s, n, DATA_IMAGE_MARK, strlen(DATA_IMAGE_MARK));
             if (p) {
                 if (strcmp(m[i].role, "user"))
                     return CTX_ERR(c, "field 'messages[%d].content': '<image>' must be in a user message, found it in a message with role '%s'",
                                    i, m[i].role);
-                const char *rest = p + strlen(IMAGE_MARK);
-                if (images || memmem(rest, (size_t)(s + n - rest), IMAGE_MARK, strlen(IMAGE_MARK)))
+                const char *rest = p + strlen(DATA_IMAGE_MARK);
+                if (images || memmem(rest, (size_t)(s + n - rest), DATA_IMAGE_MARK, strlen(DATA_IMAGE_MARK)))
                     return CTX_ERR(c, "field 'messages[%d].content': expected '<image>' once in the record, found it more than once", i);
                 images++;
-                r_put(r, s, (size_t)(p - s));
-                r->split = (int64_t)r->n;
-                r_put(r, rest, (size_t)(s + n - rest));
+                sb_put(&r->b, s, (size_t)(p - s));
+                r->split = (int64_t)r->b.n;
+                sb_put(&r->b, rest, (size_t)(s + n - rest));
             } else {
-                r_put(r, s, n);
+                sb_put(&r->b, s, n);
             }
         } else {
-            r_put(r, s, n);
+            sb_put(&r->b, s, n);
         }
-        r_puts(r, CHAT_EOT);
+        sb_puts(&r->b, CHAT_EOT);
         if (is_assistant) {
             assistants++;
-            r_span(r, begin, r->n);   // the content and its <|eot_id|>
+            r_span(r, begin, r->b.n);   // the content and its <|eot_id|>
         }
     }
     if (want_image && !images)
@@ -279,49 +266,43 @@ static int resolve_image(ctx *c, const cJSON *obj, data_record *rec) {
     return 0;
 }
 
-// --- encoding: ids + mask of one part of the rendered string
+// --- encoding: ids, where the image goes, and the mask
 
-static int encode_part(data_reader *rd, const render *r, size_t begin, size_t end, tok_ids *ids,
-                       uint8_t **mask, size_t *mask_cap) {
-    size_t n0 = ids->n;
-    if (tok_encode(rd->tok, r->s + begin, end - begin, 1, ids)) return -1;
-    if (ids->n > *mask_cap) {
-        *mask_cap = ids->cap > ids->n ? ids->cap : ids->n;
-        *mask = xrealloc(*mask, *mask_cap);
+int data_encode_spliced(const tok_tokenizer *tok, const char *s, size_t n, int64_t at, size_t skip, int nrows,
+                        tok_ids *ids, int64_t *image_pos) {
+    if (at < 0) {
+        *image_pos = -1;
+        return tok_encode(tok, s, n, 1, ids);
     }
-    size_t off = begin;
-    int sp = 0;
-    for (size_t i = n0; i < ids->n; i++) {
-        size_t plen = 0;
-        const char *piece = tok_piece(rd->tok, ids->ids[i], &plen);
-        AG_ASSERT(piece, "tokenizer produced unknown id %d", ids->ids[i]);
-        size_t a = off, b = off + plen;
-        while (sp < r->nspan && r->span[2 * sp + 1] <= a) sp++;
-        (*mask)[i] = sp < r->nspan && r->span[2 * sp] < b;   // the token overlaps a span
-        off = b;
-    }
-    AG_ASSERT(off == end, "token bytes (%zu) do not add up to the encoded text (%zu)", off - begin, end - begin);
-    return 0;
+    AG_ASSERT((size_t)at + skip <= n, "splice at %lld + %zu past the text's %zu bytes", (long long)at, skip, n);
+    if (tok_encode(tok, s, (size_t)at, 1, ids)) return -1;
+    *image_pos = (int64_t)ids->n;
+    for (int k = 0; k < nrows; k++) tok_ids_push(ids, -1);
+    return tok_encode(tok, s + at + skip, n - (size_t)at - skip, 1, ids);
 }
 
+// The rendered string encoded (in two parts when it has an image; no visual rows in ids), and
+// each token masked when its bytes overlap a supervised span: the tokens' bytes add up to the
+// rendered string (the image takes none of them).
 static int encode_render(data_reader *rd, const render *r, data_record *rec) {
     tok_ids ids = {0};
-    uint8_t *mask = NULL;
-    size_t mask_cap = 0;
-    int rc;
-    if (r->split >= 0) {
-        rc = encode_part(rd, r, 0, (size_t)r->split, &ids, &mask, &mask_cap);
-        rec->image_pos = (int64_t)ids.n;
-        if (!rc) rc = encode_part(rd, r, (size_t)r->split, r->n, &ids, &mask, &mask_cap);
-    } else {
-        rc = encode_part(rd, r, 0, r->n, &ids, &mask, &mask_cap);
-        rec->image_pos = -1;
-    }
-    if (rc) {
+    if (data_encode_spliced(rd->tok, r->b.s, r->b.n, r->split, 0, 0, &ids, &rec->image_pos)) {
         tok_ids_free(&ids);
-        free(mask);
         return -1;
     }
+    uint8_t *mask = ids.n ? xmalloc(ids.n) : NULL;
+    size_t off = 0;
+    int sp = 0;
+    for (size_t i = 0; i < ids.n; i++) {
+        size_t plen = 0;
+        const char *piece = tok_piece(rd->tok, ids.ids[i], &plen);
+        AG_ASSERT(piece, "tokenizer produced unknown id %d", ids.ids[i]);
+        size_t a = off, b = off + plen;
+        while (sp < r->nspan && r->span[2 * sp + 1] <= a) sp++;
+        mask[i] = sp < r->nspan && r->span[2 * sp] < b;   // the token overlaps a span
+        off = b;
+    }
+    AG_ASSERT(off == r->b.n, "token bytes (%zu) do not add up to the encoded text (%zu)", off, r->b.n);
     if (rd->o.train_on_prompt)
         for (size_t i = 0; i < ids.n; i++) mask[i] = i > 0;
     rec->ids = ids.ids;
@@ -381,17 +362,17 @@ static int build_record(ctx *c, const cJSON *obj, data_record *rec) {
         int has_input = inp && inp[0];
         if (tpl == TPL_ALPACA_CLASSIC) {
             if (!out[0]) return CTX_ERR(c, "field 'output': expected the response text, found an empty string");
-            r_puts(&r, CHAT_BOS);
+            sb_puts(&r.b, CHAT_BOS);
             size_t need = strlen(ins) + (inp ? strlen(inp) : 0) + strlen(ALPACA_PROMPT_INPUT) + 1;
             char *p = xmalloc(need);
             if (has_input) snprintf(p, need, ALPACA_PROMPT_INPUT, ins, inp);
             else snprintf(p, need, ALPACA_PROMPT_NO_INPUT, ins);
-            r_puts(&r, p);
+            sb_puts(&r.b, p);
             free(p);
-            size_t begin = r.n;
-            r_puts(&r, out);
-            r_puts(&r, T_EOS);
-            r_span(&r, begin, r.n);
+            size_t begin = r.b.n;
+            sb_puts(&r.b, out);
+            sb_puts(&r.b, T_EOS);
+            r_span(&r, begin, r.b.n);
         } else {
             size_t nu = strlen(ins) + (has_input ? 2 + strlen(inp) : 0);
             char *user = xmalloc(nu + 1);
@@ -410,20 +391,20 @@ static int build_record(ctx *c, const cJSON *obj, data_record *rec) {
         const char *text;
         if (get_str(c, obj, "text", "text", 1, &text)) return -1;
         if (!text[0]) return CTX_ERR(c, "field 'text': expected a document, found an empty string");
-        r_puts(&r, CHAT_BOS);
-        size_t begin = r.n;
-        r_puts(&r, text);
-        r_span(&r, begin, r.n);   // with the BOS unsupervised, all but the first token
+        sb_puts(&r.b, CHAT_BOS);
+        size_t begin = r.b.n;
+        sb_puts(&r.b, text);
+        r_span(&r, begin, r.b.n);   // with the BOS unsupervised, all but the first token
     } else {   // caption
         const char *cap;
         if (get_str(c, obj, "caption", "caption", 1, &cap)) return -1;
         if (!cap[0]) return CTX_ERR(c, "field 'caption': expected the caption text, found an empty string");
         if (resolve_image(c, obj, rec)) return -1;
-        r_puts(&r, CHAT_BOS);
-        r.split = (int64_t)r.n;
-        r_puts(&r, cap);
-        r_puts(&r, T_EOS);
-        r_span(&r, (size_t)r.split, r.n);
+        sb_puts(&r.b, CHAT_BOS);
+        r.split = (int64_t)r.b.n;
+        sb_puts(&r.b, cap);
+        sb_puts(&r.b, T_EOS);
+        r_span(&r, (size_t)r.split, r.b.n);
     }
     if (!rc && encode_render(rd, &r, rec)) rc = CTX_ERR(c, "cannot encode the record: %s", err_get());
     r_free(&r);
@@ -615,9 +596,9 @@ static int read_txt(data_reader *rd, data_record *rec) {
     }
     render r = {0};
     r.split = -1;
-    r_puts(&r, CHAT_BOS);
-    r_put(&r, buf, len);
-    r_span(&r, strlen(CHAT_BOS), r.n);
+    sb_puts(&r.b, CHAT_BOS);
+    sb_put(&r.b, buf, len);
+    r_span(&r, strlen(CHAT_BOS), r.b.n);
     free(buf);
     memset(rec, 0, sizeof *rec);
     rec->line = 1;

@@ -63,6 +63,18 @@ data_opts data_opts_default(void);
 // Checks format and template names: -1 + err_set naming the bad value.
 int data_opts_check(const data_opts *o);
 
+// --- where the image goes
+
+#define DATA_IMAGE_MARK "<image>"   // the image's place in a user message or a prompt
+
+// The one `<image>` splice (records with an image; generate --image): appends to ids the
+// encoding of s[0..at) (special tokens recognized), then nrows ids -1 (the image's visual rows,
+// filled in later from the projected features), then the encoding of s[at + skip..n), and sets
+// *image_pos to the index of the first visual row. The two parts are encoded separately, so no
+// token spans the image. at < 0: s[0..n) encoded at once, *image_pos = -1. 0, or -1 + err_set.
+int data_encode_spliced(const tok_tokenizer *tok, const char *s, size_t n, int64_t at, size_t skip, int nrows,
+                        tok_ids *ids, int64_t *image_pos);
+
 // --- streaming reader (line by line; memory stays one record)
 
 typedef struct data_reader {

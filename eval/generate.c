@@ -8,6 +8,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat.h"
+#include "records.h"
+
+// --- the prompt
+
+int gen_prompt_ids(const tok_tokenizer *tok, const char *prompt, int chat, int32_t bos, int image, int nrows,
+                   tok_ids *ids, int64_t *image_pos) {
+    char *text, *content = NULL;
+    if (chat) {
+        // "<|begin_of_text|>" + one user message + the assistant header, encoded at once
+        if (image && !strstr(prompt, DATA_IMAGE_MARK)) {
+            size_t len = strlen(DATA_IMAGE_MARK "\n") + strlen(prompt) + 1;
+            content = xmalloc(len);
+            snprintf(content, len, DATA_IMAGE_MARK "\n%s", prompt);
+        }
+        chat_msg msg = {"user", content ? content : prompt};
+        text = chat_render(&msg, 1, 1);
+    } else {
+        tok_ids_push(ids, bos);
+        text = xstrdup(prompt);
+    }
+    const char *mark = image ? strstr(text, DATA_IMAGE_MARK) : NULL;
+    int64_t at = !image ? -1 : mark ? (int64_t)(mark - text) : 0;
+    int rc = data_encode_spliced(tok, text, strlen(text), at, mark ? strlen(DATA_IMAGE_MARK) : 0, nrows, ids, image_pos);
+    free(text);
+    free(content);
+    return rc;
+}
+
 // --- options
 
 void gen_opts_default(gen_opts *o) {

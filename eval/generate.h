@@ -10,6 +10,20 @@
 #include "llama.h"
 #include "tokenizer.h"
 
+// --- the prompt
+
+// The prompt's ids, appended to ids (generate's rule; the image goes through records.h's one
+// splice, data_encode_spliced):
+//   plain (chat 0): bos, then the prompt encoded (special tokens recognized);
+//   chat:           the prompt rendered as one user message + the assistant header (chat.h),
+//                   encoded at once.
+// With an image (image 1), nrows ids -1 stand where the prompt says `<image>` (the text before
+// and after it encoded separately); without `<image>` a plain prompt has them right after bos
+// and a chat prompt gets "<image>\n" put before its text (LLaVA's "<image>\n" + question).
+// *image_pos: the first visual row's index (-1 without an image). 0, or -1 + err_set.
+int gen_prompt_ids(const tok_tokenizer *tok, const char *prompt, int chat, int32_t bos, int image, int nrows,
+                   tok_ids *ids, int64_t *image_pos);
+
 // --- sampling
 
 typedef struct gen_opts {

@@ -4,9 +4,9 @@
 // reaches L; a window scores each token p in [max(prev_end, kS+1), end) whose loss-mask bit is
 // set (every token but the first for `text` documents), predicted from the context inside its
 // window. Windows of several documents run together as one padding-free batch (no-grad).
-// With an image hook (vision_perplexity in train/vision.h), a record's P visual rows count as
+// With an image hook (vision_perplexity in eval/vision_ppl.h), a record's P visual rows count as
 // rows of the document (never scored) and the hook builds the batch's input embeddings.
-// Under mpirun (train/dist.h) every rank forms the same batches and runs batch k when
+// Under mpirun (autograd/dist.h) every rank forms the same batches and runs batch k when
 // k mod N is its rank (a record's image features only where needed); the NLL sums, token and
 // row counts are then added up in double, so every rank returns the same totals, equal to one
 // process's up to the order of the double additions. Every rank must call it (a collective).

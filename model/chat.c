@@ -70,26 +70,9 @@ char *chat_trim(const char *s) {
 
 // --- rendering
 
-typedef struct sbuf {
-    char *s;
-    size_t n, cap;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *p, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        b->cap = 2 * (b->n + n + 1) + 256;
-        b->s = xrealloc(b->s, b->cap);
-    }
-    memcpy(b->s + b->n, p, n);
-    b->n += n;
-    b->s[b->n] = 0;
-}
-
-static void sb_puts(sbuf *b, const char *p) { sb_put(b, p, strlen(p)); }
-
 char *chat_render_spans(const chat_msg *msgs, int n, int add_generation_prompt, chat_span *spans,
                         size_t *out_len) {
-    sbuf b = {0};
+    strbuf b = {0};
     sb_puts(&b, CHAT_BOS);
     for (int i = 0; i < n; i++) {
         size_t start = b.n;

@@ -164,6 +164,8 @@ static int parse_rope(const jctx *j, const cJSON *rs, hf_llama_config *c) {
     return 0;
 }
 
+// long: one config.json key after another, each read and checked with its own message in the
+// order of the file; split up, the list of keys would be spread over helpers that do nothing else.
 int hf_llama_config_parse(const char *json, const char *path, hf_llama_config *c) {
     memset(c, 0, sizeof *c);
     cJSON *root = cJSON_Parse(json);
@@ -338,6 +340,8 @@ void hf_llama_inv_freq(const hf_llama_config *cfg, float *inv_freq) {
 
 // --- SigLIP
 
+// long: config.json's vision_config keys, then preprocessor_config.json's, each checked with its
+// own message in file order; split up, the two key lists would be spread over single-use helpers.
 int hf_siglip_config_load(const char *dir, hf_siglip_config *c) {
     memset(c, 0, sizeof *c);
     char *path = path_join(dir, "config.json");

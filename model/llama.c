@@ -11,6 +11,7 @@
 #include "gemv16.h"
 #include "mm16.h"
 #include "safetensors.h"
+#include "wide16.h"
 
 const char *const llama_proj_names[LLAMA_NPROJ] = {
     "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
@@ -26,36 +27,62 @@ typedef struct loader {
     st_model *st;
     const char *src;     // the weights file (or shard index), for messages
     int bf16;            // matmul weights held in BF16 (precision bf16)
+    int map;             // weights: auto: serve tensors from the mapped file where possible
     int n16, rounded;    // BF16 weights loaded; how many of them were rounded from F32/F16
     double bytes16;
+    llama_mem *mem;      // what the weights take, for the memory log line
+    int dry;             // only plan: add the bytes that would be copied to the heap to `plan`
+    double plan;
 } loader;
 
-// Loads one weight after checking it exists and has the config's shape: fp32, or BF16 when
-// `matmul` (a weight multiplied by the BF16 matmuls) in bf16 precision.
+static void count(loader *L, const ag_tensor *t, int mapped) {
+    double b = (ag_is16(t) ? 2.0 : 4.0) * (double)t->numel;
+    if (ag_is16(t)) L->mem->bytes16 += b;
+    else L->mem->bytes32 += b;
+    if (mapped) L->mem->mapped += b;
+    else L->mem->copied += b;
+}
+
+// Loads one weight after checking it exists and has the config's shape. `matmul` weights (the
+// ones multiplied by the BF16 matmuls in bf16 precision) are held in BF16 in bf16 precision,
+// and in fp32 precision with weights: auto when the file has them in BF16 (AG_BF16X, widened
+// exactly inside each op); everything else in fp32. With weights: auto a tensor whose file
+// dtype already is the held dtype is served from the mapping (no copy).
 static int load_weight(loader *L, ag_tensor *t, const char *name, int matmul, int ndim, int64_t d0, int64_t d1) {
     st_model *st = L->st;
     const char *src = L->src;
     int64_t shape[2] = {d0, d1};
-    if (!st_find(st, name)) {
+    const st_tensor *ft = st_find(st, name);
+    if (!ft) {
         if (ndim == 1)
             return err_set("%s: missing tensor '%s' (expected shape [%lld] from config.json)", src,
                            name, (long long)d0);
         return err_set("%s: missing tensor '%s' (expected shape [%lld, %lld] from config.json)", src,
                        name, (long long)d0, (long long)d1);
     }
-    if (matmul && L->bf16) {
-        int rounded;
-        uint16_t *w16 = st_load_bf16(st, name, ndim, shape, &rounded);
-        if (!w16) return -1;
-        *t = ag_wrap_bf16(w16, ndim, shape, NULL);
+    int keep16 = matmul && (L->bf16 || (L->map && ft->dtype == ST_BF16));
+    if (L->dry) {
+        int in_place = L->map && st_map_as(st, name, keep16 ? ST_BF16 : ST_F32, ndim, shape);
+        if (!in_place) L->plan += (keep16 ? 2.0 : 4.0) * (double)d0 * (double)(ndim == 2 ? d1 : 1);
+        return 0;
+    }
+    if (keep16) {
+        int rounded = 0;
+        uint16_t *w16 = L->map ? (uint16_t *)st_map_as(st, name, ST_BF16, ndim, shape) : NULL;
+        int mapped = w16 != NULL;
+        if (!w16 && !(w16 = st_load_bf16(st, name, ndim, shape, &rounded))) return -1;
+        *t = L->bf16 ? ag_wrap_bf16(w16, ndim, shape, NULL) : ag_wrap_bf16x(w16, ndim, shape, NULL);
         L->n16++;
         L->rounded += rounded;
         L->bytes16 += 2.0 * (double)t->numel;
+        count(L, t, mapped);
         return 0;
     }
-    float *data = st_load_f32(st, name, ndim, shape);
-    if (!data) return -1;
+    float *data = L->map ? (float *)st_map_as(st, name, ST_F32, ndim, shape) : NULL;
+    int mapped = data != NULL;
+    if (!data && !(data = st_load_f32(st, name, ndim, shape))) return -1;
     *t = ag_wrap(data, ndim, shape, NULL);
+    count(L, t, mapped);
     return 0;
 }
 
@@ -125,8 +152,14 @@ static int load_weights(loader *L, llama_model *m) {
 int llama_load(const char *dir, llama_model *m) { return llama_load_precision(dir, m, AG_PREC_FP32); }
 
 int llama_load_precision(const char *dir, llama_model *m, ag_precision precision) {
+    return llama_load_opts(dir, m, precision, AG_WEIGHTS_F32);
+}
+
+int llama_load_opts(const char *dir, llama_model *m, ag_precision precision, ag_weights weights) {
     memset(m, 0, sizeof *m);
     m->precision = precision;
+    m->weights = weights;
+    double t0 = now_seconds();
     if (hf_llama_config_load(dir, &m->cfg) != 0) return -1;
     if (check_config(dir, &m->cfg) != 0) return -1;
     st_model *st = st_open(dir);   // sizes from config.json are checked against the weights before allocating
@@ -144,29 +177,47 @@ int llama_load_precision(const char *dir, llama_model *m, ag_precision precision
         free(src);
         src = path_join(dir, "model.safetensors.index.json");
     }
-    loader L = {.st = st, .src = src, .bf16 = precision == AG_PREC_BF16};
+    loader L = {.st = st, .src = src, .bf16 = precision == AG_PREC_BF16, .map = weights == AG_WEIGHTS_AUTO,
+                .mem = &m->mem};
+    m->st = st;   // open while the model lives: mapped weights point into it
+    // refuse before allocating when the heap copies cannot fit (rather than meet the OOM killer)
+    L.dry = 1;
     int rc = load_weights(&L, m);
+    double avail = mem_available_bytes();
+    if (rc == 0 && avail >= 0 && L.plan > avail)
+        rc = err_set("%s: out of memory: the weights need %.2f GB of heap copies (%s precision, weights: %s) but "
+                     "only %.2f GB is available (MemAvailable); use weights: auto (BF16 weights stay 16-bit and "
+                     "are read from the mapped file) or precision: bf16 (half the bytes)",
+                     src, L.plan / 1e9, ag_precision_name(precision), ag_weights_name(weights), avail / 1e9);
+    L.dry = 0;
+    if (rc == 0) rc = load_weights(&L, m);
     if (rc == 0 && L.bf16) mm16_log_load(dir, L.n16, L.rounded, L.bytes16);
     free(src);
-    st_close(st);
+    m->mem.load_seconds = now_seconds() - t0;
     if (rc != 0) llama_free(m);
     return rc;
+}
+
+// Frees a weight's memory unless it is served from the mapped file.
+static void free_weight(const llama_model *m, ag_tensor *t) {
+    if (!st_owns(m->st, t->data)) free(t->data);
+    if (!st_owns(m->st, t->w16)) free(t->w16);
 }
 
 void llama_free(llama_model *m) {
     if (m->w.layers) {
         for (int l = 0; l < m->cfg.num_layers; l++) {
             llama_layer *ly = &m->w.layers[l];
-            free(ly->attn_norm.data);
-            free(ly->mlp_norm.data);
-            for (int p = 0; p < LLAMA_NPROJ; p++) free(ly->proj[p].data), free(ly->proj[p].w16);
+            free_weight(m, &ly->attn_norm);
+            free_weight(m, &ly->mlp_norm);
+            for (int p = 0; p < LLAMA_NPROJ; p++) free_weight(m, &ly->proj[p]);
         }
         free(m->w.layers);
     }
-    if (!m->tied) free(m->w.lm_head.data), free(m->w.lm_head.w16);
-    free(m->w.embed.data);
-    free(m->w.embed.w16);
-    free(m->w.norm.data);
+    if (!m->tied) free_weight(m, &m->w.lm_head);
+    free_weight(m, &m->w.embed);
+    free_weight(m, &m->w.norm);
+    st_close(m->st);
     free(m->inv_freq);
     free(m->dir);
     memset(m, 0, sizeof *m);
@@ -187,14 +238,15 @@ ag_tensor *llama_embed(const llama_model *m) { return frozen(&m->w.embed); }
 
 // --- forward
 
-// y[O] = W[O,In] · x[In] for a frozen W of either storage: cblas_sgemv streams an fp32 W once
-// (sgemm with one row packs W first and runs ~3x slower on this memory-bound step); gemv_bf16
+// y[O] = W[O,In] · x[In] for a frozen W of any storage: cblas_sgemv streams an fp32 W once
+// (sgemm with one row packs W first and runs ~3x slower on this memory-bound step), in the
+// same row blocks as a BF16X W widened block by block (wide16.h: equal bytes); gemv_bf16
 // streams a BF16 W (half the bytes), with the numerics of the BF16 matmuls (x rounded to BF16,
 // fp32 accumulation).
 static void frozen_gemv(const ag_tensor *W, const float *x, float *y) {
     int O = (int)W->shape[0], In = (int)W->shape[1];
     if (W->dtype == AG_BF16) gemv_bf16(O, In, W->w16, x, y);
-    else cblas_sgemv(CblasRowMajor, CblasNoTrans, O, In, 1.0f, W->data, In, x, 1, 0.0f, y, 1);
+    else w16_gemv(y, W->dtype == AG_BF16X ? W->w16 : NULL, W->data, x, O, In);   // same row blocks for both
 }
 
 // One row without the tape (token-by-token decoding): y = W x (+ s·B(A x)) as matrix-vector
@@ -267,8 +319,22 @@ static ag_tensor *layer_forward(ag_ctx *c, const llama_model *m, const llama_lor
     return tr(ag_add(c, x, tr(proj(c, m, lora, l, LLAMA_DOWN, u))));
 }
 
+// A decoder layer as an ag_checkpoint function (c->checkpoint: activation checkpointing).
+typedef struct layer_call {
+    const llama_model *m;
+    const llama_lora *lora;
+    int l;
+    const int32_t *pos, *kv_begin;   // [N] (arena copies: valid until the step's backward)
+} layer_call;
+
+static ag_tensor *layer_ckpt(ag_ctx *c, const void *user, ag_tensor *x) {
+    const layer_call *a = user;
+    return layer_forward(c, a->m, a->lora, a->l, x, a->pos, a->kv_begin, NULL);
+}
+
 // Embeds the inputs and runs every layer and the final norm. In no-grad mode the arena is
-// rewound after each layer (only the residual stream is kept).
+// rewound after each layer (only the residual stream is kept); with c->checkpoint (grad mode,
+// no KV cache) each layer keeps only its input and is recomputed in backward.
 static ag_tensor *run(ag_ctx *c, const llama_model *m, const llama_lora *lora, const int32_t *ids,
                       ag_tensor *embeds, int64_t N, const int32_t *pos, const int32_t *kv_begin,
                       llama_kv_cache *kv, const llama_hook *hook) {
@@ -291,8 +357,18 @@ static ag_tensor *run(ag_ctx *c, const llama_model *m, const llama_lora *lora, c
         if (!(keep = ag_new2(c, N, C))) return NULL;
         mark = c->arena.used;
     }
+    layer_call call = {m, lora, 0, pos, kv_begin};
+    if (c->checkpoint && c->grad_enabled && !kv) {
+        int32_t *p = ag_alloc(c, (size_t)N * sizeof *p, "positions"), *b = NULL;
+        if (!p || (kv_begin && !(b = ag_alloc(c, (size_t)N * sizeof *b, "kv_begin")))) return NULL;
+        memcpy(p, pos, (size_t)N * sizeof *p);
+        if (b) memcpy(b, kv_begin, (size_t)N * sizeof *b);
+        call.pos = p, call.kv_begin = b;
+    }
     for (int l = 0; l < g->num_layers; l++) {
-        x = layer_forward(c, m, lora, l, x, pos, kv_begin, kv);
+        call.l = l;
+        if (c->checkpoint && c->grad_enabled && !kv) x = tr(ag_checkpoint(c, layer_ckpt, &call, sizeof call, x));
+        else x = layer_forward(c, m, lora, l, x, pos, kv_begin, kv);
         if (x && hook && hook->after_layer) x = hook->after_layer(hook->user, c, l, x);
         if (!x) return NULL;
         if (keep) {
@@ -383,3 +459,25 @@ ag_tensor *llama_forward_cached_hooked(ag_ctx *c, const llama_model *m, const ll
 }
 
 void llama_logits(const llama_model *m, const float *h, float *logits) { frozen_gemv(&m->w.lm_head, h, logits); }
+
+// A size in GB, or in MB / KB when smaller (the norms of a mapped model are a few hundred KB).
+static const char *gb(char *buf, size_t n, double bytes) {
+    if (bytes >= 1e8 || bytes == 0) snprintf(buf, n, "%.2f GB", bytes / 1e9);
+    else if (bytes >= 1e5) snprintf(buf, n, "%.1f MB", bytes / 1e6);
+    else snprintf(buf, n, "%.1f KB", bytes / 1e3);
+    return buf;
+}
+
+void llama_log_memory(const llama_model *m) {
+    const llama_mem *u = &m->mem;
+    char a[32], b[32], c[32], d[32];
+    char how[160];
+    if (u->mapped > 0 && u->copied > 0)
+        snprintf(how, sizeof how, "%s mapped from the file, %s copied to the heap", gb(a, sizeof a, u->mapped),
+                 gb(b, sizeof b, u->copied));
+    else
+        snprintf(how, sizeof how, "%s", u->mapped > 0 ? "mapped from the file (no copy)" : "copied to the heap");
+    fprintf(stderr, "memory: weights %.2f GB (%s BF16, %s fp32; %s; %s precision, weights: %s) loaded in %.1fs\n",
+            (u->bytes16 + u->bytes32) / 1e9, gb(c, sizeof c, u->bytes16), gb(d, sizeof d, u->bytes32), how,
+            ag_precision_name(m->precision), ag_weights_name(m->weights), u->load_seconds);
+}

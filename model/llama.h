@@ -40,11 +40,23 @@ typedef struct llama_weights {
     llama_layer *layers;   // [L]
 } llama_weights;
 
+// Where the frozen weights live (the memory log line).
+typedef struct llama_mem {
+    double bytes16, bytes32;   // bytes held in BF16 / fp32
+    double mapped, copied;     // bytes served from the mapped file / copied to the heap
+    double load_seconds;
+} llama_mem;
+
 typedef struct llama_model {
     hf_llama_config cfg;
-    llama_weights w;       // frozen (requires_grad 0), each tensor its own allocation: fp32, or
-                           // in bf16 precision the embedding, lm-head and projections in BF16
+    llama_weights w;       // frozen (requires_grad 0): fp32, or the embedding, lm-head and
+                           // projections in BF16 (bf16 precision; fp32 precision with
+                           // weights: auto and a BF16 file); each tensor its own heap copy, or
+                           // served from the mapped file (weights: auto)
     ag_precision precision;
+    ag_weights weights;
+    llama_mem mem;
+    struct st_model *st;   // the open weights file(s) (mapped weights point into them)
     float *inv_freq;       // [D/2] RoPE frequencies (llama3 rule applied)
     int tied;              // lm_head shares the embedding
     char *dir;             // the model folder (for messages)
@@ -61,6 +73,14 @@ int llama_load(const char *dir, llama_model *m);
 // to nearest-even; one log line on stderr says which), the norms in fp32; every matmul
 // against them is a BF16 matmul with fp32 accumulation (mm16.h).
 int llama_load_precision(const char *dir, llama_model *m, ag_precision precision);
+// The same with a weight storage (config `weights:`; llama_load/_precision use AG_WEIGHTS_F32,
+// heap copies as before). AG_WEIGHTS_AUTO: BF16 matmul weights stay BF16 in fp32 precision
+// too (AG_BF16X, bit-identical results), and tensors whose file dtype is the held dtype
+// (BF16 matmul weights; F32 weights in fp32 precision) are served from the mapped file when
+// aligned, with no heap copy.
+int llama_load_opts(const char *dir, llama_model *m, ag_precision precision, ag_weights weights);
+// One line on stderr: weights size by dtype, mapped or copied, precision, load time.
+void llama_log_memory(const llama_model *m);
 void llama_free(llama_model *m);
 // Weight of projection p of layer l (out × in).
 ag_tensor *llama_proj_weight(const llama_model *m, int layer, llama_proj p);

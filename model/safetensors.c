@@ -309,6 +309,9 @@ static void model_push(st_model *m, const st_tensor *t) {
 
 // Maps and validates one file, appending its tensors to m. Every check runs before any
 // tensor is appended, so m never holds a half-validated file.
+// long: the header's checks run in one pass (size, JSON, each tensor's dtype, shape, offsets,
+// overlap, coverage) so that nothing is appended before all of them hold; one function keeps that
+// all-or-nothing order visible.
 static int open_file(st_model *m, const char *path) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return err_set("%s: cannot open: %s", path, strerror(errno));
@@ -691,6 +694,20 @@ static void drop_mapped(const st_tensor *t) {
     if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
 }
 
+const void *st_map_as(const st_model *m, const char *name, st_dtype dtype, int ndim, const int64_t *expect) {
+    const st_tensor *t = st_find(m, name);
+    if (!t || t->dtype != dtype || st_check_shape(m, name, ndim, expect) != 0) return NULL;
+    if ((uintptr_t)t->data % (uintptr_t)st_dtype_size(dtype)) return NULL;
+    return t->data;
+}
+
+int st_owns(const st_model *m, const void *p) {
+    for (int i = 0; m && p && i < m->nfiles; i++)
+        if ((const unsigned char *)p >= m->files[i].map && (const unsigned char *)p < m->files[i].map + m->files[i].size)
+            return 1;
+    return 0;
+}
+
 // A 64-byte aligned buffer for `elem`-byte values of tensor t, after checking its shape.
 static void *load_buffer(const st_model *m, const char *name, int ndim, const int64_t *expect, size_t elem,
                          const st_tensor **tp) {
@@ -848,22 +865,7 @@ void st_writer_free(st_writer *w) {
     free(w);
 }
 
-typedef struct sbuf {
-    char *s;
-    size_t n, cap;
-} sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        b->cap = (b->n + n + 1) * 2;
-        b->s = xrealloc(b->s, b->cap);
-    }
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
-}
-static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-static void sb_json(sbuf *b, const char *s) {   // a JSON string literal
+static void sb_json(strbuf *b, const char *s) {   // a JSON string literal
     sb_put(b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         char esc[8];
@@ -873,7 +875,7 @@ static void sb_json(sbuf *b, const char *s) {   // a JSON string literal
             sb_put(b, esc, 2);
         } else if (*p < 0x20) {
             snprintf(esc, sizeof esc, "\\u%04x", *p);
-            sb_str(b, esc);
+            sb_puts(b, esc);
         } else {
             sb_put(b, (const char *)p, 1);
         }
@@ -932,41 +934,41 @@ int st_writer_write(st_writer *w, const char *path) {
                                (long long)w->e[i].shape[k]);
     }
     // header: __metadata__ first (keys sorted), then tensors in name order
-    sbuf h = {0};
-    sb_str(&h, "{\"__metadata__\":{");
+    strbuf h = {0};
+    sb_puts(&h, "{\"__metadata__\":{");
     int *mi = xmalloc(sizeof(int) * (size_t)(w->nmeta + 1));
     for (int i = 0; i < w->nmeta; i++) mi[i] = i;
     qsort_r(mi, (size_t)w->nmeta, sizeof *mi, meta_idx_cmp, w->mk);
     for (int j = 0; j < w->nmeta; j++) {
-        if (j) sb_str(&h, ",");
+        if (j) sb_puts(&h, ",");
         sb_json(&h, w->mk[mi[j]]);
-        sb_str(&h, ":");
+        sb_puts(&h, ":");
         sb_json(&h, w->mv[mi[j]]);
     }
     free(mi);
-    sb_str(&h, "}");
+    sb_puts(&h, "}");
     uint64_t off = 0;
     for (int i = 0; i < w->n; i++) {
         const wentry *e = &w->e[i];
         char num[64];
         uint64_t nbytes = (uint64_t)st_dtype_size(e->dtype);
         for (int k = 0; k < e->ndim; k++) nbytes *= (uint64_t)e->shape[k];
-        sb_str(&h, ",");
+        sb_puts(&h, ",");
         sb_json(&h, e->name);
-        sb_str(&h, ":{\"dtype\":\"");
-        sb_str(&h, st_dtype_name(e->dtype));
-        sb_str(&h, "\",\"shape\":[");
+        sb_puts(&h, ":{\"dtype\":\"");
+        sb_puts(&h, st_dtype_name(e->dtype));
+        sb_puts(&h, "\",\"shape\":[");
         for (int k = 0; k < e->ndim; k++) {
             snprintf(num, sizeof num, "%s%lld", k ? "," : "", (long long)e->shape[k]);
-            sb_str(&h, num);
+            sb_puts(&h, num);
         }
         snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
                  (unsigned long long)(off + nbytes));
-        sb_str(&h, num);
+        sb_puts(&h, num);
         off += nbytes;
     }
-    sb_str(&h, "}");
-    while (h.n % 8) sb_str(&h, " ");
+    sb_puts(&h, "}");
+    while (h.n % 8) sb_puts(&h, " ");
 
     afile *af = afile_open(path);
     if (!af) {

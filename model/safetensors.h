@@ -65,6 +65,13 @@ float *st_load_f32(const st_model *m, const char *name, int ndim, const int64_t 
 // F32/F16 rounded to nearest-even (F64 via fp32) (as torch's .to(torch.bfloat16)); *rounded is set to 1
 // when the file's dtype was not BF16.
 uint16_t *st_load_bf16(const st_model *m, const char *name, int ndim, const int64_t *expect, int *rounded);
+// Tensor `name`'s bytes in place in the read-only mapping (no copy: pages are read on first
+// use and shared through the page cache) when the file holds it as `dtype`, with shape
+// expect[0..ndim), at an address aligned to the element size; NULL otherwise, without an
+// error (the caller then loads a copy, which reports any real problem). Valid until st_close.
+const void *st_map_as(const st_model *m, const char *name, st_dtype dtype, int ndim, const int64_t *expect);
+// 1 when p points into one of m's mapped files (memory the caller must not free).
+int st_owns(const st_model *m, const void *p);
 // The same check without loading: 0, or -1 + err_set.
 int st_check_shape(const st_model *m, const char *name, int ndim, const int64_t *expect);
 

@@ -19,6 +19,7 @@ typedef struct loader {
     const st_model *st;
     siglip_model *m;
     int bf16;            // matmul weights in BF16 (precision bf16)
+    int keep16;          // weights: auto in fp32 precision: BF16 matmul weights stay BF16 (AG_BF16X)
     int n16, rounded;    // BF16 weights loaded; how many were rounded from F32/F16
     double bytes16;
 } loader;
@@ -30,12 +31,14 @@ static int load_as(loader *L, ag_tensor *t, const char *name, int matmul, int fn
                    int64_t a, int64_t b) {
     int64_t shape[2] = {a, b};
     int ndim = b ? 2 : 1;
-    if (matmul && L->bf16) {
+    const st_tensor *ft = st_find(L->st, name);
+    int x16 = matmul && !L->bf16 && L->keep16 && ft && ft->dtype == ST_BF16;
+    if (matmul && (L->bf16 || x16)) {
         int rounded;
         uint16_t *d = st_load_bf16(L->st, name, fndim, fshape, &rounded);
         if (!d) return -1;
         L->m->bufs[L->m->nbufs++] = d;
-        *t = ag_wrap_bf16(d, ndim, shape, NULL);
+        *t = x16 ? ag_wrap_bf16x(d, ndim, shape, NULL) : ag_wrap_bf16(d, ndim, shape, NULL);
         L->n16++;
         L->rounded += rounded;
         L->bytes16 += 2.0 * (double)t->numel;
@@ -56,6 +59,10 @@ static int load_t(loader *L, ag_tensor *t, const char *name, int matmul, int64_t
 int siglip_load(const char *dir, siglip_model *m) { return siglip_load_precision(dir, m, AG_PREC_FP32); }
 
 int siglip_load_precision(const char *dir, siglip_model *m, ag_precision precision) {
+    return siglip_load_opts(dir, m, precision, AG_WEIGHTS_F32);
+}
+
+int siglip_load_opts(const char *dir, siglip_model *m, ag_precision precision, ag_weights weights) {
     memset(m, 0, sizeof *m);
     m->precision = precision;
     if (hf_siglip_config_load(dir, &m->cfg) != 0) return -1;
@@ -69,7 +76,7 @@ int siglip_load_precision(const char *dir, siglip_model *m, ag_precision precisi
     int64_t pin = (int64_t)c->num_channels * p * p;
     m->layers = xcalloc((size_t)c->num_layers, sizeof *m->layers);
     m->bufs = xcalloc((size_t)(5 + 16 * c->num_layers), sizeof *m->bufs);
-    loader L = {.st = st, .m = m, .bf16 = precision == AG_PREC_BF16};
+    loader L = {.st = st, .m = m, .bf16 = precision == AG_PREC_BF16, .keep16 = weights == AG_WEIGHTS_AUTO};
     {   // the conv weight [C, 3, p, p] is read as the linear weight [C, 3·p·p] (same order)
         int64_t pw[4] = {C, c->num_channels, p, p};
         if (load_as(&L, &m->patch_w, "vision_model.embeddings.patch_embedding.weight", 1, 4, pw, C, pin)) goto done;

@@ -51,6 +51,10 @@ int siglip_load(const char *dir, siglip_model *m);
 // The same in a given precision (AG_PREC_BF16: the patch embedding and every layer's linear
 // weights held in BF16 and multiplied by BF16 matmuls; biases, norms, positions fp32).
 int siglip_load_precision(const char *dir, siglip_model *m, ag_precision precision);
+// The same with a weight storage: AG_WEIGHTS_AUTO keeps a BF16 file's linear weights in BF16
+// in fp32 precision too (AG_BF16X: widened exactly inside each op, bit-identical results);
+// siglip_load/_precision use AG_WEIGHTS_F32 (fp32 copies, as before).
+int siglip_load_opts(const char *dir, siglip_model *m, ag_precision precision, ag_weights weights);
 void siglip_free(siglip_model *m);
 
 // Which hidden state `select_layer` names, as an index into HF's hidden_states (0 =

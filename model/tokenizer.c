@@ -601,6 +601,8 @@ static int hf_pretokenizer(tok_tokenizer *t, const cJSON *pre, const char *src) 
     return 0;
 }
 
+// long: tokenizer.json's sections (model type, vocab, merges, added tokens, normalizer,
+// pre-tokenizer, decoder) read and checked in file order, each with its own message.
 static int load_hf(tok_tokenizer *t, const char *path) {
     size_t flen;
     char *text = file_read_all(path, &flen);

@@ -6,7 +6,7 @@
 #          text records, r=8 on all linear layers; tokens/s per step from metrics.jsonl
 #   1b     make-tiny --preset llama-3.2-1b (random weights), `lorac bench lora` (batch 1 x TOKENS_1B,
 #          r=16, fp32), under flock /tmp/lorac-heavy.lock (the process needs ~7 GB)
-# each with lorac's own wait policy (GOMP_SPINCOUNT=20000, train/threads.c) and with libgomp's old
+# each with lorac's own wait policy (GOMP_SPINCOUNT=20000, cli/threads.c) and with libgomp's old
 # default spelled out (GOMP_SPINCOUNT=300000), so the table shows what the spin setting does.
 # Prints per row the median (min-max) tokens/s over the measured steps and the busy/quiet ratio.
 # Targets (issue 17): busy/quiet >= 0.4 for both models.

@@ -6,7 +6,7 @@ set -euo pipefail
 # build: compiler, BLAS (the OpenMP build), HDF5, PCRE2, cJSON, libyaml, stb_image, libjpeg
 pkgs=(gcc make pkg-config libopenblas-dev libopenblas0-openmp libhdf5-dev libpcre2-dev libcjson-dev libyaml-dev
       libstb-dev libjpeg62-turbo-dev libdnnl-dev ca-certificates   # libdnnl-dev: precision bf16 (oneDNN)
-      openmpi-bin libopenmpi-dev)   # MPI: mpirun runs (train/dist.c)
+      openmpi-bin libopenmpi-dev)   # MPI: mpirun runs (autograd/dist.c)
 # tests: Debian's /usr/bin/python3 with numpy (tests/fixtures_io.py, tests/model_variant.py),
 # h5py (test_captions.sh reads the feature cache), PIL (tests/gen_image.py's references),
 # protobuf (test_tboard.sh reads the TensorBoard event files); chromium renders report.html

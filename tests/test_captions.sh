@@ -69,6 +69,9 @@ check "deterministic bytes" cmp -s "$T/f.h5" "$T/f2.h5"
 expect 0 "prepare --batch 3" -- "$LORAC" prepare "${P[@]}" --out "$T/f4.h5" --batch 3
 expect 0 "select_layer -1" -- "$LORAC" prepare "${P[@]}" vision.select_layer=-1 --out "$T/f3.h5"
 check "other layer, other features" bash -c "! cmp -s '$T/f.h5' '$T/f3.h5'"
+expect 1 "an fp32 cache refused by a bf16 run" -- "$LORAC" train "${P[@]}" vision.features="$T/f.h5" precision=bf16 \
+  train.max_steps=1 output_dir="$T/run16"
+check "names the file and both precisions" err_has "$T/f.h5: attribute 'precision': expected 'bf16' (this run's precision), found 'fp32'"
 if need_py "h5py reads the cache, batch size changes nothing but rounding" h5py numpy; then
   check "h5py reads the cache" "$PY" -c '
 import sys, h5py, numpy as np
@@ -78,7 +81,7 @@ imgs = [s.decode() if isinstance(s, bytes) else s for s in f["images"][:]]
 assert imgs[0] == "images/train_00000.png" and imgs[30] == "images/eval_00000.png" and len(set(imgs)) == 40, imgs
 a = dict(f.attrs)
 assert a["select_layer"] == -2 and a["image_size"] == 32 and a["patch_size"] == 8 and a["resize"] == "bicubic", a
-assert len(a["vision_model_hash"]) == 16 and a["kind"] == "vision_features", a
+assert len(a["vision_model_hash"]) == 16 and a["kind"] == "vision_features" and a["precision"] == "fp32", a
 assert np.isfinite(f["features"][:]).all() and np.abs(f["features"][:]).max() > 0
 ' "$T/f.h5"
   check "batch size changes nothing but rounding" "$PY" -c '

@@ -277,10 +277,10 @@ static void test_errors(void) {
                       ":4: unknown key optim.lrr (valid keys of optim: lr, betas, eps, weight_decay, grad_clip; did "
                       "you mean optim.lr?)");
     expect_load_error("lr: 1\n", 0, NULL,
-                      ":1: unknown key lr (valid top-level keys: mode, model, precision, output_dir, resume, data, lora, vision, "
+                      ":1: unknown key lr (valid top-level keys: mode, model, precision, weights, output_dir, resume, data, lora, vision, "
                       "projector, xattn, optim, schedule, train; did you mean optim.lr?)");
     expect_load_error("trian:\n  epochs: 2\n", 0, NULL,
-                      ":1: unknown key trian (valid top-level keys: mode, model, precision, output_dir, resume, data, lora, "
+                      ":1: unknown key trian (valid top-level keys: mode, model, precision, weights, output_dir, resume, data, lora, "
                       "vision, projector, xattn, optim, schedule, train; did you mean train?)");
     // wrong types
     expect_load_error("data:\n  packing: yes\n", 0, NULL, ":2: data.packing: expected true or false, found 'yes'");
@@ -346,7 +346,7 @@ static void test_errors(void) {
          "override 'optim.lrr=1': unknown key optim.lrr (valid keys of optim: lr, betas, eps, weight_decay, "
          "grad_clip; did you mean optim.lr?)"},
         {"optimm.lr=1",
-         "override 'optimm.lr=1': unknown key optimm.lr (valid top-level keys: mode, model, precision, output_dir, resume, "
+         "override 'optimm.lr=1': unknown key optimm.lr (valid top-level keys: mode, model, precision, weights, output_dir, resume, "
          "data, lora, vision, projector, xattn, optim, schedule, train; did you mean optim?)"},
         {"optim.lr.x=1",
          "override 'optim.lr.x=1': unknown key optim.lr.x (valid keys of optim: lr, betas, eps, weight_decay, "

@@ -2,6 +2,7 @@
 // (data/prefetch.h): write -> read round trip against siglip_features computed directly,
 // refusals (other select_layer, other vision weights, other preprocessing, missing image,
 // corrupt or foreign files), atomic writes, and prefetch == synchronous preprocessing.
+#include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +31,7 @@ static void setup(void) {
     path_of(cache, sizeof cache, "feat.h5");
     char *a1[] = {"make-tiny", "--out", vis, "--kind", "siglip", NULL};
     char *a2[] = {"make-tiny", "--out", vis2, "--kind", "siglip", "--seed", "4", NULL};
-    int rc = cmd_make_tiny(5, a1) || cmd_make_tiny(7, a2) || make_captions(data, NIMG, 3, 48, 7, 0);
+    int rc = cmd_make_tiny(5, a1) || cmd_make_tiny(7, a2) || make_captions(data, NIMG, 3, 48, CAPTIONS_FULL, 7, 0);
     CHECK(rc == 0, "setup: %s", err_get());
     if (rc) return;
     rc = siglip_load(vis, &m);
@@ -64,7 +65,7 @@ static void test_round_trip(void) {
     CHECK(st.images == NIMG && st.refs == 2 * NIMG, "stats: %lld images of %lld refs", (long long)st.images,
           (long long)st.refs);
     data_fc_ident id;
-    CHECK(data_fc_ident_init(&id, vis, &m.cfg, -2) == 0, "%s", err_get());
+    CHECK(data_fc_ident_init(&id, vis, &m.cfg, -2, AG_PREC_FP32) == 0, "%s", err_get());
     data_fc *fc = data_fc_open(cache, &id);
     CHECK(fc != NULL, "open: %s", err_get());
     if (!fc) goto out;
@@ -100,7 +101,8 @@ static void test_round_trip(void) {
           "missing image: %s", err_get());
     CHECK(data_fc_find(fc, "images/nope.png") == -1, "find of a missing image");
     const data_fc_ident *fid = data_fc_get_ident(fc);
-    CHECK(fid->select_layer == -2 && !strcmp(fid->resize, "bicubic") && !strcmp(fid->model_hash, id.model_hash),
+    CHECK(fid->select_layer == -2 && !strcmp(fid->resize, "bicubic") && !strcmp(fid->model_hash, id.model_hash) &&
+              !strcmp(fid->precision, "fp32"),
           "stored ident");
     data_fc_close(fc);
     // no temporary file left behind
@@ -118,7 +120,7 @@ out:
 static void test_refusals(void) {
     if (!ready || !file_exists(cache)) return;
     data_fc_ident id;
-    CHECK(data_fc_ident_init(&id, vis, &m.cfg, -1) == 0, "%s", err_get());
+    CHECK(data_fc_ident_init(&id, vis, &m.cfg, -1, AG_PREC_FP32) == 0, "%s", err_get());
     data_fc *fc = data_fc_open(cache, &id);
     CHECK(!fc && strstr(err_get(), cache) && strstr(err_get(), "'select_layer'") &&
               strstr(err_get(), "expected -1, found -2") && strstr(err_get(), "re-run `lorac prepare`"),
@@ -127,9 +129,9 @@ static void test_refusals(void) {
 
     // other vision weights (same config and header, another seed): the sampled data blocks differ
     data_fc_ident id2;
-    CHECK(data_fc_ident_init(&id2, vis2, &m.cfg, -2) == 0, "%s", err_get());
+    CHECK(data_fc_ident_init(&id2, vis2, &m.cfg, -2, AG_PREC_FP32) == 0, "%s", err_get());
     data_fc_ident id1;
-    CHECK(data_fc_ident_init(&id1, vis, &m.cfg, -2) == 0, "%s", err_get());
+    CHECK(data_fc_ident_init(&id1, vis, &m.cfg, -2, AG_PREC_FP32) == 0, "%s", err_get());
     CHECK(strcmp(id1.model_hash, id2.model_hash) != 0, "seed 0 and seed 4 weights hash alike: %s", id1.model_hash);
     fc = data_fc_open(cache, &id2);
     CHECK(!fc && strstr(err_get(), "'vision_model_hash'") && strstr(err_get(), id2.model_hash) &&
@@ -145,11 +147,11 @@ static void test_refusals(void) {
     data_fc_close(fc);
 
     // the one-call form
-    fc = data_fc_open_for(cache, vis, -1);
+    fc = data_fc_open_for(cache, vis, -1, AG_PREC_FP32);
     CHECK(!fc && strstr(err_get(), "expected -1, found -2"), "open_for other layer: %s", err_get());
-    fc = data_fc_open_for(cache, vis2, -2);
+    fc = data_fc_open_for(cache, vis2, -2, AG_PREC_FP32);
     CHECK(!fc && strstr(err_get(), "'vision_model_hash'"), "open_for other model: %s", err_get());
-    fc = data_fc_open_for(cache, vis, -2);
+    fc = data_fc_open_for(cache, vis, -2, AG_PREC_FP32);
     CHECK(fc != NULL, "open_for: %s", err_get());
     if (fc) {
         const char *two[] = {"images/train_00003.png", "images/train_00009.png", "images/gone.png"};
@@ -190,7 +192,7 @@ static int copy_prefix(const char *src, const char *dst, long keep) {
 static void test_corrupt(void) {
     if (!ready || !file_exists(cache)) return;
     data_fc_ident id;
-    CHECK(data_fc_ident_init(&id, vis, &m.cfg, -2) == 0, "%s", err_get());
+    CHECK(data_fc_ident_init(&id, vis, &m.cfg, -2, AG_PREC_FP32) == 0, "%s", err_get());
     char p[800];
     path_of(p, sizeof p, "garbage.h5");
     CHECK(file_write_atomic(p, "this is not hdf5 at all, just text\n", 35) == 0, "%s", err_get());
@@ -229,7 +231,7 @@ static void test_corrupt(void) {
 static void test_writer(void) {
     if (!ready) return;
     data_fc_ident id;
-    CHECK(data_fc_ident_init(&id, vis, &m.cfg, -2) == 0, "%s", err_get());
+    CHECK(data_fc_ident_init(&id, vis, &m.cfg, -2, AG_PREC_FP32) == 0, "%s", err_get());
     char p[800];
     path_of(p, sizeof p, "w.h5");
     data_fc_writer *w = data_fc_writer_open(p, &id, "x.jsonl");
@@ -285,6 +287,63 @@ static void test_writer(void) {
     w = data_fc_writer_open(p, &id, NULL);
     CHECK(!w && strstr(err_get(), "does not exist"), "missing folder: %s", err_get());
     free(f);
+}
+
+// The precision the features were computed in is part of the identity: an fp32 cache is
+// refused by a bf16 run and a bf16 cache by an fp32 run, naming the file and both
+// precisions; a cache without the attribute (older lorac) is refused too.
+static void test_precision(void) {
+    if (!ready || !file_exists(cache)) return;   // cache: made by test_round_trip in fp32
+    data_fc_ident id;
+    CHECK(data_fc_ident_init(&id, vis, &m.cfg, -2, AG_PREC_BF16) == 0, "%s", err_get());
+    CHECK(!strcmp(id.precision, "bf16"), "ident precision '%s'", id.precision);
+    data_fc *fc = data_fc_open(cache, &id);
+#define NAMES_BOTH(file, want, found)                                                                            \
+    (strstr(err_get(), file) && strstr(err_get(), "'precision'") &&                                             \
+     strstr(err_get(), "expected '" want "'") && strstr(err_get(), "found '" found "'") &&                       \
+     strstr(err_get(), "lorac prepare"))
+    CHECK(!fc && NAMES_BOTH(cache, "bf16", "fp32"), "fp32 cache in a bf16 run: %s", err_get());
+    data_fc_close(fc);
+    fc = data_fc_open_for(cache, vis, -2, AG_PREC_BF16);
+    CHECK(!fc && NAMES_BOTH(cache, "bf16", "fp32"), "open_for bf16: %s", err_get());
+    data_fc_close(fc);
+    fc = data_fc_open_for(cache, NULL, -2, AG_PREC_BF16);   // no vision folder: precision still checked
+    CHECK(!fc && NAMES_BOTH(cache, "bf16", "fp32"), "open_for bf16 without a vision folder: %s", err_get());
+    data_fc_close(fc);
+    fc = data_fc_open(cache, NULL);
+    CHECK(fc && data_fc_check_precision(fc, AG_PREC_FP32) == 0, "fp32 check of an fp32 cache: %s", err_get());
+    CHECK(fc && data_fc_check_precision(fc, AG_PREC_BF16) != 0 && NAMES_BOTH(cache, "bf16", "fp32"), "check: %s",
+          err_get());
+    data_fc_close(fc);
+
+    // a cache prepared by a bf16 tower: refused by fp32, accepted by bf16
+    siglip_model m16;
+    CHECK(siglip_load_precision(vis, &m16, AG_PREC_BF16) == 0, "%s", err_get());
+    char p16[800], img[800];
+    path_of(p16, sizeof p16, "feat16.h5");
+    snprintf(img, sizeof img, "%s/images/train_00000.png", data);
+    const char *refs[] = {"images/train_00000.png"}, *paths[] = {img};
+    CHECK(data_fc_build(p16, vis, &m16, -2, refs, paths, 1, 1, 0, NULL, NULL, NULL) == 0, "bf16 build: %s",
+          err_get());
+    siglip_free(&m16);
+    fc = data_fc_open_for(p16, vis, -2, AG_PREC_FP32);
+    CHECK(!fc && NAMES_BOTH(p16, "fp32", "bf16"), "bf16 cache in an fp32 run: %s", err_get());
+    data_fc_close(fc);
+    fc = data_fc_open_for(p16, vis, -2, AG_PREC_BF16);
+    CHECK(fc != NULL && !strcmp(data_fc_get_ident(fc)->precision, "bf16"), "bf16 cache in a bf16 run: %s",
+          err_get());
+    data_fc_close(fc);
+#undef NAMES_BOTH
+
+    // no 'precision' attribute (a cache from before it was recorded): refused, not guessed
+    hid_t f = H5Fopen(p16, H5F_ACC_RDWR, H5P_DEFAULT);
+    CHECK(f >= 0 && H5Adelete(f, "precision") >= 0, "deleting the attribute");
+    if (f >= 0) H5Fclose(f);
+    fc = data_fc_open(p16, NULL);
+    CHECK(!fc && strstr(err_get(), p16) && strstr(err_get(), "'precision' is missing") &&
+              strstr(err_get(), "lorac prepare"),
+          "no precision attribute: %s", err_get());
+    data_fc_close(fc);
 }
 
 // one ref naming two files
@@ -358,6 +417,7 @@ int main(void) {
     RUN(test_refusals);
     RUN(test_corrupt);
     RUN(test_writer);
+    RUN(test_precision);
     RUN(test_build_conflict);
     RUN(test_prefetch);
     if (ready) siglip_free(&m);

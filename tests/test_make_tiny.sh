@@ -66,6 +66,8 @@ expect 2 "bad seed text" -- "$LORAC" make-tiny --out "$T/x" --seed abc
 expect 2 "bad dtype" -- "$LORAC" make-tiny --out "$T/x" --dtype int8
 expect 2 "bad preset" -- "$LORAC" make-tiny --out "$T/x" --preset llama-70b
 expect 2 "preset/kind conflict" -- "$LORAC" make-tiny --out "$T/x" --preset llama-3.2-1b --kind siglip
+expect 2 "preset/kind conflict 8b" -- "$LORAC" make-tiny --out "$T/x" --preset llama-3.1-8b --kind siglip
+expect 2 "preset with --layers" -- "$LORAC" make-tiny --out "$T/x" --preset llama-3.2-3b --layers 2
 expect 2 "unknown option" -- "$LORAC" make-tiny --out "$T/x" --bogus 1
 expect 2 "missing value" -- "$LORAC" make-tiny --out
 check "usage errors wrote nothing" test ! -e "$T/x"

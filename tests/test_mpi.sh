@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_mpi.sh — data-parallel runs under `mpirun -np N` (train/dist.h) on the tiny models:
+# test_mpi.sh — data-parallel runs under `mpirun -np N` (autograd/dist.h) on the tiny models:
 # LoRA and projector+lora training against one process (same global step: per-step losses
 # within 1e-6 relative, final weights within 1e-5), same-N runs byte-identical, resume of a
 # 2-rank checkpoint with 1 and 3 ranks, N > grad_accum refused, one error line for a failure

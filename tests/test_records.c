@@ -8,6 +8,7 @@
 
 #include "batch.h"
 #include "chat.h"
+#include "generate.h"
 #include "records.h"
 #include "test.h"
 #include "util.h"
@@ -879,6 +880,46 @@ static void test_packing(void) {
     data_set_free(&ds);
 }
 
+// One prompt through gen_prompt_ids (generate's rule, through data_encode_spliced): its ids must
+// be enc(before) + nrows ids -1 + enc(after), image_pos at the first -1 (before = NULL: no image,
+// after encoded alone with image_pos -1). bos, when >= 0, is expected first (plain prompts).
+static void check_prompt(const char *what, const char *prompt, int chat, int image, const char *before,
+                         const char *after) {
+    enum { NROWS = 3 };
+    const int32_t bos = 128000;
+    tok_ids got = {0}, want = {0};
+    int64_t pos = -2;
+    CHECK(gen_prompt_ids(tok, prompt, chat, bos, image, NROWS, &got, &pos) == 0, "%s: %s", what, err_get());
+    if (!chat) tok_ids_push(&want, bos);
+    int64_t want_pos = -1;
+    if (before) {
+        tok_ids a = enc(before);
+        for (size_t i = 0; i < a.n; i++) tok_ids_push(&want, a.ids[i]);
+        tok_ids_free(&a);
+        want_pos = (int64_t)want.n;
+        for (int k = 0; k < NROWS; k++) tok_ids_push(&want, -1);
+    }
+    tok_ids b = enc(after);
+    for (size_t i = 0; i < b.n; i++) tok_ids_push(&want, b.ids[i]);
+    tok_ids_free(&b);
+    CHECK(pos == want_pos, "%s: image_pos %lld, expected %lld", what, (long long)pos, (long long)want_pos);
+    CHECK(ids_equal(got.ids, (int64_t)got.n, want.ids, (int64_t)want.n), "%s: %zu ids differ from the %zu expected",
+          what, got.n, want.n);
+    tok_ids_free(&got);
+    tok_ids_free(&want);
+}
+
+static void test_prompt_splice(void) {
+    check_prompt("plain, no image", "Hi <image> there", 0, 0, NULL, "Hi <image> there");
+    check_prompt("plain, image at <image>", "Hi <image> there", 0, 1, "Hi ", " there");
+    check_prompt("plain, image without <image>: after bos", "Describe.", 0, 1, "", "Describe.");
+    check_prompt("chat, no image", "Hi <image>", 1, 0, NULL, BOS HDR("user") "Hi <image>" EOT HDR("assistant"));
+    check_prompt("chat, image at <image>", " What is <image> here? ", 1, 1, BOS HDR("user") "What is ",
+                 " here?" EOT HDR("assistant"));
+    check_prompt("chat, image without <image>: LLaVA's <image>\\n first", "Describe.", 1, 1, BOS HDR("user"),
+                 "\nDescribe." EOT HDR("assistant"));
+}
+
 int main(void) {
     const char *dir = getenv("TOKENIZER_DIR");
     tok = tok_load(dir ? dir : ".cache/tokenizer");
@@ -890,6 +931,7 @@ int main(void) {
         RUN(test_alpaca);
         RUN(test_text_and_txt);
         RUN(test_images);
+        RUN(test_prompt_splice);
         RUN(test_auto_and_explicit);
         RUN(test_demo_records);
         RUN(test_malformed);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test_threads.sh — lorac runs with a short OpenMP spin (GOMP_SPINCOUNT) unless the user chose
 # a wait policy: the setting must be in the environment libgomp sees when it loads, so lorac
-# re-executes itself once with it (train/threads.c). Read from /proc/PID/environ of a lorac
+# re-executes itself once with it (cli/threads.c). Read from /proc/PID/environ of a lorac
 # blocked on stdin (`tokenize` reading lines).
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -1,4 +1,4 @@
-// test_util.c — errors and atomic file helpers.
+// test_util.c — errors, growing strings and atomic file helpers.
 #include "test.h"
 #include "util.h"
 
@@ -6,6 +6,19 @@ static void test_err(void) {
     CHECK(err_set("a %d", 1) == -1, "err_set returns -1");
     err_prefix("file.txt");
     CHECK(!strcmp(err_get(), "file.txt: a 1"), "got '%s'", err_get());
+}
+
+static void test_strbuf(void) {
+    strbuf b = {0};
+    sb_puts(&b, "");
+    CHECK(b.s && b.n == 0 && b.s[0] == 0, "an empty append leaves an empty string");
+    sb_puts(&b, "ab");
+    sb_put(&b, "cdef", 2);   // only the first 2 bytes
+    CHECK(b.n == 4 && !strcmp(b.s, "abcd"), "got '%s' (%zu bytes)", b.s, b.n);
+    for (int i = 0; i < 1000; i++) sb_put(&b, "0123456789", 10);   // grows past the first block
+    CHECK(b.n == 10004 && strlen(b.s) == 10004 && !memcmp(b.s + 9994, "0123456789", 10),
+          "after 1000 appends: %zu bytes", b.n);
+    free(b.s);
 }
 
 static void test_atomic(void) {
@@ -29,6 +42,7 @@ static void test_atomic(void) {
 
 int main(void) {
     RUN(test_err);
+    RUN(test_strbuf);
     RUN(test_atomic);
     return test_summary();
 }

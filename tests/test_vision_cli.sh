@@ -97,12 +97,12 @@ check "bad image with skip_bad_lines: warned and counted" bash -c "grep -q 'badi
 $L eval --model "$T/llama" --data "$T/eval.jsonl" --vision "$T/siglip" --projector "$T/a" --json >"$T/ev.json" 2>"$T/ev.err"
 check "eval --vision: exit 0" [ $? -eq 0 ]
 check "eval --vision: json" grep -Eq '^\{"ppl": [0-9.]+, "nll": [0-9.]+, "tokens": [1-9][0-9]*, "documents": 4\}$' "$T/ev.json"
-$L eval --model "$T/llama" --data "$T/eval.jsonl" --vision "$T/siglip" --projector "$T/a" --json --max-length 8 --stride 3 >"$T/ev2.json" 2>&1
+$L eval --model "$T/llama" --data "$T/eval.jsonl" --vision "$T/siglip" --projector "$T/a" --json --max-length 8 --stride 3 >"$T/ev2.json" 2>"$T/ev2.err"
 tok() { sed 's/.*"tokens": \([0-9]*\).*/\1/' "$1"; }
 check "eval --vision: short windows score the same tokens" [ "$(tok "$T/ev.json")" = "$(tok "$T/ev2.json")" ]
 # the trainer's final eval (windows of max_seq_len, stride max_seq_len) is the same computation
 nll=$(sed 's/.*"nll": \([0-9.]*\).*/\1/' "$T/ev.json")
-$L eval --model "$T/llama" --data "$T/eval.jsonl" --vision "$T/siglip" --projector "$T/a" --json --max-length 64 --stride 64 >"$T/ev3.json" 2>&1
+$L eval --model "$T/llama" --data "$T/eval.jsonl" --vision "$T/siglip" --projector "$T/a" --json --max-length 64 --stride 64 >"$T/ev3.json" 2>"$T/ev3.err"
 nll3=$(sed 's/.*"nll": \([0-9.]*\).*/\1/' "$T/ev3.json")
 el=$(grep '"eval_loss"' "$T/a/metrics.jsonl" | tail -1 | sed 's/.*"eval_loss": \([0-9.]*\).*/\1/')
 check "eval --vision nll ($nll3) equals the trainer's final eval_loss ($el)" awk -v a="$nll3" -v b="$el" 'BEGIN { d = a - b; exit !(d < 1e-4 && d > -1e-4) }'

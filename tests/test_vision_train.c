@@ -16,7 +16,8 @@
 #include "projector.h"
 #include "siglip.h"
 #include "test.h"
-#include "vision.h"
+#include "train_fixture.h"
+#include "vision_ppl.h"
 
 #define FX "tests/fixtures/vision_train_ref.safetensors"
 
@@ -24,21 +25,7 @@ static fixture *fx;
 static llama_model model;
 static siglip_model sig;
 
-static data_batch fx_batch(void) {
-    data_batch b = {0};
-    long n = 0, ns = 0;
-    b.ids = (int32_t *)fixture_i32(fx, "ids", &n);
-    b.n = n;
-    b.pos = (int32_t *)fixture_i32(fx, "pos", NULL);
-    b.kv_begin = (int32_t *)fixture_i32(fx, "begin", NULL);
-    b.targets = (int32_t *)fixture_i32(fx, "targets", NULL);
-    const int32_t *ir = fixture_i32(fx, "image_row", &ns);
-    b.nseq = (int)ns;
-    b.image_row = xcalloc((size_t)ns, sizeof *b.image_row);
-    for (long s = 0; s < ns; s++) b.image_row[s] = ir[s];
-    for (long i = 0; i < n; i++) b.n_supervised += b.targets[i] >= 0;
-    return b;
-}
+static data_batch fx_batch(void) { return trainfx_vision_batch(fx); }
 
 static int load_params(ag_params *p, const char *prefix) {
     for (int i = 0; i < p->n; i++) {

@@ -3,6 +3,7 @@
 //
 //   data_batch b = trainfx_batch(fx, "b1");                 // <prefix>.ids/.pos/.begin/.targets
 //   trainfx_lora(&adapter, &model.cfg, fx, "init");          // r 4, alpha 8, all seven targets
+//   data_batch v = trainfx_vision_batch(fx);                 // vision_train_ref: with image rows
 #ifndef LORAC_TRAIN_FIXTURE_H
 #define LORAC_TRAIN_FIXTURE_H
 
@@ -24,6 +25,24 @@ static inline data_batch trainfx_batch(fixture *fx, const char *prefix) {
     b.kv_begin = (int32_t *)fixture_i32(fx, k, NULL);
     snprintf(k, sizeof k, "%s.targets", prefix);
     b.targets = (int32_t *)fixture_i32(fx, k, NULL);
+    for (long i = 0; i < n; i++) b.n_supervised += b.targets && b.targets[i] >= 0;
+    return b;
+}
+
+// The packed batch with image rows of tests/fixtures/vision_train_ref.safetensors
+// (tests/gen_vision_train.py): ids/pos/begin/targets and image_row (heap, the caller frees).
+static inline data_batch trainfx_vision_batch(fixture *fx) {
+    data_batch b = {0};
+    long n = 0, ns = 0;
+    b.ids = (int32_t *)fixture_i32(fx, "ids", &n);
+    b.n = n;
+    b.pos = (int32_t *)fixture_i32(fx, "pos", NULL);
+    b.kv_begin = (int32_t *)fixture_i32(fx, "begin", NULL);
+    b.targets = (int32_t *)fixture_i32(fx, "targets", NULL);
+    const int32_t *ir = fixture_i32(fx, "image_row", &ns);
+    b.nseq = (int)ns;
+    b.image_row = xcalloc((size_t)(ns ? ns : 1), sizeof *b.image_row);
+    for (long s = 0; s < ns; s++) b.image_row[s] = ir[s];
     for (long i = 0; i < n; i++) b.n_supervised += b.targets && b.targets[i] >= 0;
     return b;
 }

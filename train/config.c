@@ -1,6 +1,6 @@
 // config.c — the training config (see config.h): YAML via libyaml's document loader and
-// JSON via cJSON are both turned into one small value tree (cnode), which a table of typed
-// fields applies to the struct. Errors name the file and line (YAML), the override, or the
+// JSON via cJSON are both turned into one small value tree (cnode, cfgtree.h), which a table of
+// typed fields applies to the struct. Errors name the file and line (YAML), the override, or the
 // JSON source, the dotted key, what was expected and what was found.
 #define _GNU_SOURCE
 #include "config.h"
@@ -16,8 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <yaml.h>
 
+#include "cfgtree.h"
 #include "util.h"
 
 const char *const cfg_lora_target_names[CFG_N_LORA_TARGETS] = {
@@ -31,6 +31,7 @@ static const char *const projector_types[] = {"mlp2x_gelu", "linear", NULL};
 static const char *const pool_types[] = {"none", "avg", "linear", NULL};
 static const char *const schedule_kinds[] = {"cosine", "linear", "constant", NULL};
 static const char *const precisions[] = {"fp32", "bf16", NULL};   // ag_precision_parse's names
+static const char *const weight_modes[] = {"auto", "f32", NULL};    // ag_weights_parse's names
 
 // --- the field table
 
@@ -54,67 +55,74 @@ typedef struct {
     ftype type;
     size_t off;
     const char *const *choices;
+    const char *def;  // the default, as YAML text read like any value (NULL: none, the field is 0/NULL)
 } field;
 
-#define F(sec, key, type, member, choices) {sec, key, type, offsetof(cfg_train, member), choices}
+// One table drives everything a key has: YAML and overrides (apply_map, cfg_override), JSON
+// (cfg_to_json, cfg_from_json), the defaults (cfg_defaults) and the choices (cfg_validate).
+#define F(sec, key, type, member, choices) {sec, key, type, offsetof(cfg_train, member), choices, NULL}
+#define D(sec, key, type, member, choices, def) {sec, key, type, offsetof(cfg_train, member), choices, def}
 static const field fields[] = {
-    F("", "mode", FT_MODE, mode, modes),
+    D("", "mode", FT_MODE, mode, modes, "lora"),
     F("", "model", FT_STR, model, NULL),
-    F("", "precision", FT_ENUM, precision, precisions),
+    D("", "precision", FT_ENUM, precision, precisions, "fp32"),
+    D("", "weights", FT_ENUM, weights, weight_modes, "auto"),
     F("", "output_dir", FT_STR, output_dir, NULL),
-    F("", "resume", FT_BOOL, resume, NULL),
+    D("", "resume", FT_BOOL, resume, NULL, "false"),
     F("data", "train", FT_STR, data.train, NULL),
     F("data", "eval", FT_STR, data.eval, NULL),
-    F("data", "format", FT_ENUM, data.format, formats),
-    F("data", "template", FT_ENUM, data.template_, templates),
-    F("data", "max_seq_len", FT_INT, data.max_seq_len, NULL),
-    F("data", "packing", FT_BOOL, data.packing, NULL),
-    F("data", "shuffle", FT_BOOL, data.shuffle, NULL),
-    F("data", "train_on_prompt", FT_BOOL, data.train_on_prompt, NULL),
-    F("data", "skip_bad_lines", FT_BOOL, data.skip_bad_lines, NULL),
-    F("data", "truncation", FT_ENUM, data.truncation, truncations),
-    F("lora", "r", FT_INT, lora.r, NULL),
-    F("lora", "alpha", FT_FLOAT, lora.alpha, NULL),
-    F("lora", "dropout", FT_FLOAT, lora.dropout, NULL),
+    D("data", "format", FT_ENUM, data.format, formats, "auto"),
+    D("data", "template", FT_ENUM, data.template_, templates, "llama3"),
+    D("data", "max_seq_len", FT_INT, data.max_seq_len, NULL, "2048"),
+    D("data", "packing", FT_BOOL, data.packing, NULL, "false"),
+    D("data", "shuffle", FT_BOOL, data.shuffle, NULL, "true"),
+    D("data", "train_on_prompt", FT_BOOL, data.train_on_prompt, NULL, "false"),
+    D("data", "skip_bad_lines", FT_BOOL, data.skip_bad_lines, NULL, "false"),
+    D("data", "truncation", FT_ENUM, data.truncation, truncations, "drop"),
+    D("lora", "r", FT_INT, lora.r, NULL, "16"),
+    D("lora", "alpha", FT_FLOAT, lora.alpha, NULL, "32"),
+    D("lora", "dropout", FT_FLOAT, lora.dropout, NULL, "0.05"),
     F("lora", "targets", FT_TARGETS, lora.targets, NULL),
-    F("lora", "use_rslora", FT_BOOL, lora.use_rslora, NULL),
+    D("lora", "use_rslora", FT_BOOL, lora.use_rslora, NULL, "false"),
     F("lora", "init", FT_STR, lora.init, NULL),
     F("vision", "model", FT_STR, vision.model, NULL),
-    F("vision", "select_layer", FT_INT, vision.select_layer, NULL),
+    D("vision", "select_layer", FT_INT, vision.select_layer, NULL, "-2"),
     F("vision", "features", FT_STR, vision.features, NULL),
-    F("vision", "max_pixels", FT_I64, vision.max_pixels, NULL),
-    F("projector", "type", FT_ENUM, projector.type, projector_types),
+    D("vision", "max_pixels", FT_I64, vision.max_pixels, NULL, "89478485"),
+    D("projector", "type", FT_ENUM, projector.type, projector_types, "mlp2x_gelu"),
     F("projector", "init", FT_STR, projector.init, NULL),
-    F("projector", "pool.type", FT_ENUM, projector.pool_type, pool_types),   // projector: {pool: {type, tokens}}
-    F("projector", "pool.tokens", FT_INT, projector.pool_tokens, NULL),
-    F("xattn", "every", FT_INT, xattn.every, NULL),
-    F("optim", "lr", FT_FLOAT, optim.lr, NULL),
-    F("optim", "betas", FT_BETAS, optim.beta1, NULL),
-    F("optim", "eps", FT_FLOAT, optim.eps, NULL),
-    F("optim", "weight_decay", FT_FLOAT, optim.weight_decay, NULL),
-    F("optim", "grad_clip", FT_FLOAT, optim.grad_clip, NULL),
-    F("schedule", "kind", FT_ENUM, schedule.kind, schedule_kinds),
-    F("schedule", "warmup_steps", FT_INT, schedule.warmup_steps, NULL),
-    F("schedule", "warmup_ratio", FT_FLOAT, schedule.warmup_ratio, NULL),
-    F("schedule", "min_lr_ratio", FT_FLOAT, schedule.min_lr_ratio, NULL),
-    F("train", "batch_size", FT_INT, train.batch_size, NULL),
-    F("train", "grad_accum", FT_INT, train.grad_accum, NULL),
-    F("train", "epochs", FT_INT, train.epochs, NULL),
-    F("train", "max_steps", FT_I64, train.max_steps, NULL),
-    F("train", "seed", FT_U64, train.seed, NULL),
-    F("train", "save_every", FT_INT, train.save_every, NULL),
-    F("train", "eval_every", FT_INT, train.eval_every, NULL),
-    F("train", "keep_last", FT_INT, train.keep_last, NULL),
+    D("projector", "pool.type", FT_ENUM, projector.pool_type, pool_types, "none"),   // projector: {pool: {type, tokens}}
+    D("projector", "pool.tokens", FT_INT, projector.pool_tokens, NULL, "0"),
+    D("xattn", "every", FT_INT, xattn.every, NULL, "4"),
+    D("optim", "lr", FT_FLOAT, optim.lr, NULL, "2e-4"),
+    D("optim", "betas", FT_BETAS, optim.beta1, NULL, "[0.9, 0.999]"),
+    D("optim", "eps", FT_FLOAT, optim.eps, NULL, "1e-8"),
+    D("optim", "weight_decay", FT_FLOAT, optim.weight_decay, NULL, "0"),
+    D("optim", "grad_clip", FT_FLOAT, optim.grad_clip, NULL, "1"),
+    D("schedule", "kind", FT_ENUM, schedule.kind, schedule_kinds, "cosine"),
+    D("schedule", "warmup_steps", FT_INT, schedule.warmup_steps, NULL, "0"),
+    D("schedule", "warmup_ratio", FT_FLOAT, schedule.warmup_ratio, NULL, "0"),
+    D("schedule", "min_lr_ratio", FT_FLOAT, schedule.min_lr_ratio, NULL, "0"),
+    D("train", "batch_size", FT_INT, train.batch_size, NULL, "4"),
+    D("train", "grad_accum", FT_INT, train.grad_accum, NULL, "1"),
+    D("train", "epochs", FT_INT, train.epochs, NULL, "1"),
+    D("train", "max_steps", FT_I64, train.max_steps, NULL, "-1"),
+    D("train", "seed", FT_U64, train.seed, NULL, "42"),
+    D("train", "save_every", FT_INT, train.save_every, NULL, "200"),
+    D("train", "eval_every", FT_INT, train.eval_every, NULL, "200"),
+    D("train", "keep_last", FT_INT, train.keep_last, NULL, "3"),
     F("train", "dump_grads", FT_STR, train.dump_grads, NULL),
-    F("train", "log_every", FT_INT, train.log_every, NULL),
-    F("train", "arena_mb", FT_I64, train.arena_mb, NULL),
-    F("train", "threads", FT_INT, train.threads, NULL),
-    F("train", "tensorboard", FT_BOOL, train.tensorboard, NULL),
+    D("train", "log_every", FT_INT, train.log_every, NULL, "1"),
+    D("train", "arena_mb", FT_I64, train.arena_mb, NULL, "0"),
+    D("train", "threads", FT_INT, train.threads, NULL, "0"),
+    D("train", "activation_checkpointing", FT_BOOL, train.activation_checkpointing, NULL, "false"),
+    D("train", "tensorboard", FT_BOOL, train.tensorboard, NULL, "true"),
     F("train", "sample_prompts", FT_PROMPTS, train.sample_prompts, NULL),
-    F("train", "sample_every", FT_INT, train.sample_every, NULL),
-    F("train", "sample_max_tokens", FT_INT, train.sample_max_tokens, NULL),
+    D("train", "sample_every", FT_INT, train.sample_every, NULL, "0"),
+    D("train", "sample_max_tokens", FT_INT, train.sample_max_tokens, NULL, "32"),
 };
 #undef F
+#undef D
 #define NFIELDS (int)(sizeof fields / sizeof fields[0])
 
 static const char *const sections[] = {"data", "lora", "vision", "projector", "xattn", "optim", "schedule", "train", NULL};
@@ -163,56 +171,6 @@ static void set_all_targets(cfg_train *c) {
     c->lora.n_targets = CFG_N_LORA_TARGETS;
 }
 
-void cfg_defaults(cfg_train *c) {
-    memset(c, 0, sizeof *c);
-    strcpy(c->mode, "lora");
-    c->resume = 0;
-    c->precision = xstrdup("fp32");
-    c->data.format = xstrdup("auto");
-    c->data.template_ = xstrdup("llama3");
-    c->data.max_seq_len = 2048;
-    c->data.packing = 0;
-    c->data.shuffle = 1;
-    c->data.train_on_prompt = 0;
-    c->data.skip_bad_lines = 0;
-    c->data.truncation = xstrdup("drop");
-    c->lora.r = 16;
-    c->lora.alpha = 32.0f;
-    c->lora.dropout = 0.05f;
-    set_all_targets(c);
-    c->lora.use_rslora = 0;
-    c->vision.select_layer = -2;
-    c->vision.max_pixels = 89478485;  // PIL's Image.MAX_IMAGE_PIXELS
-    c->projector.type = xstrdup("mlp2x_gelu");
-    c->projector.pool_type = xstrdup("none");
-    c->projector.pool_tokens = 0;
-    c->xattn.every = 4;
-    c->optim.lr = 2.0e-4f;
-    c->optim.beta1 = 0.9f;
-    c->optim.beta2 = 0.999f;
-    c->optim.eps = 1.0e-8f;
-    c->optim.weight_decay = 0.0f;
-    c->optim.grad_clip = 1.0f;
-    c->schedule.kind = xstrdup("cosine");
-    c->schedule.warmup_steps = 0;
-    c->schedule.warmup_ratio = 0.0f;
-    c->schedule.min_lr_ratio = 0.0f;
-    c->train.batch_size = 4;
-    c->train.grad_accum = 1;
-    c->train.epochs = 1;
-    c->train.max_steps = -1;
-    c->train.seed = 42;
-    c->train.save_every = 200;
-    c->train.eval_every = 200;
-    c->train.keep_last = 3;
-    c->train.log_every = 1;
-    c->train.arena_mb = 0;
-    c->train.threads = 0;
-    c->train.tensorboard = 1;
-    c->train.sample_every = 0;
-    c->train.sample_max_tokens = 32;
-}
-
 static void free_prompts(cfg_train *c) {
     for (int i = 0; i < c->train.n_sample_prompts; i++) free(c->train.sample_prompts[i]);
     free(c->train.sample_prompts);
@@ -235,255 +193,6 @@ void cfg_free(cfg_train *c) {
     free_prompts(c);
     free(c->config_path);
     memset(c, 0, sizeof *c);
-}
-
-// --- the value tree shared by YAML and JSON
-
-typedef enum { CN_NULL, CN_SCALAR, CN_SEQ, CN_MAP } cnkind;
-
-typedef struct cnode {
-    cnkind kind;
-    int line;             // 1-based source line (YAML), 0 when unknown
-    char *text;           // CN_SCALAR
-    int n;                // CN_SEQ items / CN_MAP pairs
-    struct cnode *items;  // [n] sequence items or mapping values
-    char **keys;          // [n] mapping keys
-    int *key_lines;       // [n]
-} cnode;
-
-static void cnode_free(cnode *v) {
-    free(v->text);
-    for (int i = 0; i < v->n; i++) {
-        cnode_free(&v->items[i]);
-        if (v->keys) free(v->keys[i]);
-    }
-    free(v->items);
-    free(v->keys);
-    free(v->key_lines);
-    memset(v, 0, sizeof *v);
-}
-
-// Where values come from, for error prefixes.
-typedef enum { SRC_YAML, SRC_OVERRIDE, SRC_JSON, SRC_NONE } srckind;
-typedef struct {
-    srckind kind;
-    const char *src;  // file path, override text, or JSON source name
-} srcctx;
-
-static int loc_err(const srcctx *x, int line, const char *fmt, ...) AG_PRINTF(3, 4);
-static int loc_err(const srcctx *x, int line, const char *fmt, ...) {
-    char msg[1536];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    switch (x->kind) {
-    case SRC_YAML:
-        if (line > 0) return err_set("%s:%d: %s", x->src, line, msg);
-        return err_set("%s: %s", x->src, msg);
-    case SRC_OVERRIDE: return err_set("override '%s': %s", x->src, msg);
-    case SRC_JSON: return err_set("%s: %s", x->src, msg);
-    default: return err_set("%s", msg);
-    }
-}
-
-// "'abc'", "null", "a list", "a mapping" — for "found ..." in messages
-static const char *describe(const cnode *v, char *buf, size_t n) {
-    switch (v->kind) {
-    case CN_NULL: return "null";
-    case CN_SEQ: return "a list";
-    case CN_MAP: return "a mapping";
-    default:
-        if (strlen(v->text) > 60) snprintf(buf, n, "'%.57s...'", v->text);
-        else snprintf(buf, n, "'%s'", v->text);
-        return buf;
-    }
-}
-
-// --- YAML -> cnode
-
-#define MAX_DEPTH 32
-#define MAX_NODES 100000
-
-static int is_null_scalar(const yaml_node_t *n) {
-    if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return 0;
-    const char *s = (const char *)n->data.scalar.value;
-    return !s[0] || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
-}
-
-static int yaml_conv(yaml_document_t *d, yaml_node_t *n, cnode *out, int depth, long *count,
-                     const srcctx *x) {
-    memset(out, 0, sizeof *out);
-    out->line = (int)n->start_mark.line + 1;
-    if (depth > MAX_DEPTH || ++*count > MAX_NODES)
-        return loc_err(x, out->line, "the document nests too deeply or is too large (recursive alias?)");
-    switch (n->type) {
-    case YAML_SCALAR_NODE:
-        if (is_null_scalar(n)) {
-            out->kind = CN_NULL;
-        } else {
-            out->kind = CN_SCALAR;
-            out->text = xstrdup((const char *)n->data.scalar.value);
-        }
-        return 0;
-    case YAML_SEQUENCE_NODE: {
-        out->kind = CN_SEQ;
-        int cnt = (int)(n->data.sequence.items.top - n->data.sequence.items.start);
-        out->items = xcalloc(cnt ? cnt : 1, sizeof(cnode));
-        for (int i = 0; i < cnt; i++) {
-            yaml_node_t *it = yaml_document_get_node(d, n->data.sequence.items.start[i]);
-            out->n = i + 1;
-            if (!it || yaml_conv(d, it, &out->items[i], depth + 1, count, x)) {
-                if (!it) loc_err(x, out->line, "malformed YAML sequence");
-                return -1;
-            }
-        }
-        return 0;
-    }
-    case YAML_MAPPING_NODE: {
-        out->kind = CN_MAP;
-        int cnt = (int)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
-        out->items = xcalloc(cnt ? cnt : 1, sizeof(cnode));
-        out->keys = xcalloc(cnt ? cnt : 1, sizeof(char *));
-        out->key_lines = xcalloc(cnt ? cnt : 1, sizeof(int));
-        for (int i = 0; i < cnt; i++) {
-            yaml_node_pair_t *p = &n->data.mapping.pairs.start[i];
-            yaml_node_t *k = yaml_document_get_node(d, p->key);
-            yaml_node_t *v = yaml_document_get_node(d, p->value);
-            if (!k || !v) return loc_err(x, out->line, "malformed YAML mapping");
-            int kline = (int)k->start_mark.line + 1;
-            if (k->type != YAML_SCALAR_NODE)
-                return loc_err(x, kline, "expected a key name, found a %s as a key",
-                               k->type == YAML_MAPPING_NODE ? "mapping" : "list");
-            out->n = i + 1;
-            out->keys[i] = xstrdup((const char *)k->data.scalar.value);
-            out->key_lines[i] = kline;
-            if (yaml_conv(d, v, &out->items[i], depth + 1, count, x)) return -1;
-        }
-        return 0;
-    }
-    default: return loc_err(x, out->line, "empty YAML node");
-    }
-}
-
-static int yaml_parse_error(yaml_parser_t *p, const srcctx *x) {
-    const char *prob = p->problem ? p->problem : "parse error";
-    if (p->error == YAML_READER_ERROR)
-        return loc_err(x, 0, "invalid YAML: %s at byte %zu", prob, p->problem_offset);
-    char ctxbuf[160] = "";
-    if (p->context)
-        snprintf(ctxbuf, sizeof ctxbuf, " (%s at line %zu)", p->context, p->context_mark.line + 1);
-    return loc_err(x, (int)p->problem_mark.line + 1, "invalid YAML: %s%s", prob, ctxbuf);
-}
-
-// libyaml's scanner takes time quadratic in the nesting of flow collections ("[[[[...": seconds
-// for 50 KB, minutes for a few hundred KB), before yaml_conv's depth limit could apply. One linear
-// pass over the text first rejects flow nesting deeper than MAX_DEPTH (quoted text and comments
-// skipped; block nesting by indentation costs libyaml linear time and is limited in yaml_conv).
-static int yaml_flow_depth_check(const char *text, size_t len, const srcctx *x) {
-    int depth = 0, line = 1, comment = 0;
-    char quote = 0;
-    for (size_t i = 0; i < len; i++) {
-        char ch = text[i], prev = i ? text[i - 1] : '\n';
-        if (ch == '\n') {
-            line++;
-            comment = 0;
-            continue;
-        }
-        if (comment) continue;
-        if (quote) {
-            if (quote == '"' && ch == '\\') i++;
-            else if (ch == quote && quote == '\'' && i + 1 < len && text[i + 1] == '\'') i++;
-            else if (ch == quote) quote = 0;
-            continue;
-        }
-        int after_sep = prev == ' ' || prev == '\t' || prev == '\n' || prev == '\r' || prev == '[' || prev == '{' ||
-                        prev == ',' || prev == ':';
-        if (ch == '#' && (prev == ' ' || prev == '\t' || prev == '\n')) comment = 1;
-        else if ((ch == '"' || ch == '\'') && after_sep) quote = ch;
-        else if ((ch == '[' || ch == '{') && ++depth > MAX_DEPTH)
-            return loc_err(x, line, "flow collections ([...] / {...}) nest deeper than %d levels", MAX_DEPTH);
-        else if ((ch == ']' || ch == '}') && depth > 0) depth--;
-    }
-    return 0;
-}
-
-// Parses one YAML document from text into *out (CN_NULL for an empty document).
-static int yaml_to_cnode(const char *text, size_t len, cnode *out, const srcctx *x) {
-    memset(out, 0, sizeof *out);
-    if (yaml_flow_depth_check(text, len, x)) return -1;
-    yaml_parser_t p;
-    yaml_document_t doc;
-    if (!yaml_parser_initialize(&p)) return loc_err(x, 0, "cannot initialize the YAML parser");
-    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
-    if (!yaml_parser_load(&p, &doc)) {
-        int rc = yaml_parse_error(&p, x);
-        yaml_parser_delete(&p);
-        return rc;
-    }
-    int rc = 0;
-    yaml_node_t *root = yaml_document_get_root_node(&doc);
-    if (root) {
-        long count = 0;
-        rc = yaml_conv(&doc, root, out, 0, &count, x);
-    }
-    yaml_document_delete(&doc);
-    if (!rc && root) {  // a second document is an error, not silently ignored
-        yaml_document_t doc2;
-        if (!yaml_parser_load(&p, &doc2)) {
-            rc = yaml_parse_error(&p, x);
-        } else {
-            yaml_node_t *r2 = yaml_document_get_root_node(&doc2);
-            if (r2) rc = loc_err(x, (int)r2->start_mark.line + 1, "expected one YAML document, found a second one");
-            yaml_document_delete(&doc2);
-        }
-    }
-    yaml_parser_delete(&p);
-    if (rc) cnode_free(out);
-    return rc;
-}
-
-// --- JSON -> cnode
-
-static void num_text(double v, char *buf, size_t n) {
-    if (v == (double)(int64_t)v && fabs(v) < 9e15) snprintf(buf, n, "%" PRId64, (int64_t)v);
-    else snprintf(buf, n, "%.17g", v);
-}
-
-static int json_conv(const cJSON *j, cnode *out, int depth, const srcctx *x) {
-    memset(out, 0, sizeof *out);
-    if (depth > MAX_DEPTH) return loc_err(x, 0, "JSON nests too deeply");
-    if (cJSON_IsNull(j)) {
-        out->kind = CN_NULL;
-    } else if (cJSON_IsBool(j)) {
-        out->kind = CN_SCALAR;
-        out->text = xstrdup(cJSON_IsTrue(j) ? "true" : "false");
-    } else if (cJSON_IsNumber(j)) {
-        char buf[64];
-        num_text(j->valuedouble, buf, sizeof buf);
-        out->kind = CN_SCALAR;
-        out->text = xstrdup(buf);
-    } else if (cJSON_IsString(j)) {
-        out->kind = CN_SCALAR;
-        out->text = xstrdup(j->valuestring);
-    } else if (cJSON_IsArray(j) || cJSON_IsObject(j)) {
-        int cnt = cJSON_GetArraySize(j), obj = cJSON_IsObject(j);
-        out->kind = obj ? CN_MAP : CN_SEQ;
-        out->items = xcalloc(cnt ? cnt : 1, sizeof(cnode));
-        if (obj) {
-            out->keys = xcalloc(cnt ? cnt : 1, sizeof(char *));
-            out->key_lines = xcalloc(cnt ? cnt : 1, sizeof(int));
-        }
-        int i = 0;
-        for (const cJSON *e = j->child; e && i < cnt; e = e->next, i++) {
-            out->n = i + 1;
-            if (obj) out->keys[i] = xstrdup(e->string ? e->string : "");
-            if (json_conv(e, &out->items[i], depth + 1, x)) return -1;
-        }
-    } else {
-        return loc_err(x, 0, "unsupported JSON value");
-    }
-    return 0;
 }
 
 // --- scalar parsing
@@ -528,14 +237,6 @@ static int parse_u64(const char *s, uint64_t *out) {
 }
 
 // the shortest decimal that reads back as the same float ("0.0002", not "0.000199999995")
-static void float_text(float v, char *buf, size_t n) {
-    for (int prec = 1; prec <= 9; prec++) {
-        snprintf(buf, n, "%.*g", prec, (double)v);
-        if (strtof(buf, NULL) == v) return;
-    }
-    snprintf(buf, n, "%.9g", (double)v);
-}
-
 // --- applying values to fields
 
 static int join_choices(char *buf, size_t n, const char *const *ch) {
@@ -553,7 +254,7 @@ static int target_index(const char *name) {
 }
 
 static int targets_err(const srcctx *x, int line, const char *name) {
-    return loc_err(x, line,
+    return cn_err(x, line,
                    "lora.targets: unknown target '%s' (expected names among q_proj, k_proj, v_proj, o_proj, "
                    "gate_proj, up_proj, down_proj, or all-linear)",
                    name);
@@ -584,23 +285,23 @@ static int set_targets(cfg_train *c, const cnode *v, const srcctx *x) {
         lines = xcalloc(v->n + 1, sizeof(int));
         for (int i = 0; i < v->n; i++) {
             if (v->items[i].kind != CN_SCALAR) {
-                rc = loc_err(x, v->items[i].line, "lora.targets[%d]: expected a target name, found %s", i,
-                             describe(&v->items[i], buf, sizeof buf));
+                rc = cn_err(x, v->items[i].line, "lora.targets[%d]: expected a target name, found %s", i,
+                             cn_describe(&v->items[i], buf, sizeof buf));
                 break;
             }
             lines[n] = v->items[i].line;
             names[n++] = xstrdup(v->items[i].text);
         }
     } else {
-        return loc_err(x, v->line, "lora.targets: expected a list of target names or all-linear, found %s",
-                       describe(v, buf, sizeof buf));
+        return cn_err(x, v->line, "lora.targets: expected a list of target names or all-linear, found %s",
+                       cn_describe(v, buf, sizeof buf));
     }
     for (int i = 0; !rc && i < n; i++) {
         if (!strcmp(names[i], "all-linear") && n == 1) break;
         if (target_index(names[i]) < 0) rc = targets_err(x, lines[i], names[i]);
         for (int j = 0; !rc && j < i; j++)
             if (!strcmp(names[i], names[j]))
-                rc = loc_err(x, lines[i], "lora.targets: '%s' is listed twice", names[i]);
+                rc = cn_err(x, lines[i], "lora.targets: '%s' is listed twice", names[i]);
     }
     if (!rc && n == 1 && !strcmp(names[0], "all-linear")) {
         free(names[0]);
@@ -624,7 +325,7 @@ static int set_targets(cfg_train *c, const cnode *v, const srcctx *x) {
 static int set_field(cfg_train *c, const field *f, const cnode *v, const srcctx *x) {
     char key[96], buf[128], ch[256];
     dotted(key, sizeof key, f->sec, f->key);
-    const char *found = describe(v, buf, sizeof buf);
+    const char *found = cn_describe(v, buf, sizeof buf);
     switch (f->type) {
     case FT_STR: {
         if (v->kind == CN_NULL) {
@@ -632,9 +333,9 @@ static int set_field(cfg_train *c, const field *f, const cnode *v, const srcctx 
             *AT(c, f, char *) = NULL;
             return 0;
         }
-        if (v->kind != CN_SCALAR) return loc_err(x, v->line, "%s: expected a string, found %s", key, found);
+        if (v->kind != CN_SCALAR) return cn_err(x, v->line, "%s: expected a string, found %s", key, found);
         if (!v->text[0])
-            return loc_err(x, v->line, "%s: expected a non-empty string (write null for none), found ''", key);
+            return cn_err(x, v->line, "%s: expected a non-empty string (write null for none), found ''", key);
         free(*AT(c, f, char *));
         *AT(c, f, char *) = xstrdup(v->text);
         return 0;
@@ -645,7 +346,7 @@ static int set_field(cfg_train *c, const field *f, const cnode *v, const srcctx 
         int ok = 0;
         if (v->kind == CN_SCALAR)
             for (int i = 0; f->choices[i]; i++) ok |= !strcmp(f->choices[i], v->text);
-        if (!ok) return loc_err(x, v->line, "%s: expected one of %s, found %s", key, ch, found);
+        if (!ok) return cn_err(x, v->line, "%s: expected one of %s, found %s", key, ch, found);
         if (f->type == FT_MODE) {
             snprintf(AT(c, f, char), sizeof c->mode, "%s", v->text);
         } else {
@@ -657,16 +358,16 @@ static int set_field(cfg_train *c, const field *f, const cnode *v, const srcctx 
     case FT_BOOL:
         if (v->kind == CN_SCALAR && !strcasecmp(v->text, "true")) *AT(c, f, int) = 1;
         else if (v->kind == CN_SCALAR && !strcasecmp(v->text, "false")) *AT(c, f, int) = 0;
-        else return loc_err(x, v->line, "%s: expected true or false, found %s", key, found);
+        else return cn_err(x, v->line, "%s: expected true or false, found %s", key, found);
         return 0;
     case FT_INT:
     case FT_I64: {
         int64_t iv;
         if (v->kind != CN_SCALAR || parse_i64(v->text, &iv))
-            return loc_err(x, v->line, "%s: expected an integer, found %s", key, found);
+            return cn_err(x, v->line, "%s: expected an integer, found %s", key, found);
         if (f->type == FT_INT) {
             if (iv < INT_MIN || iv > INT_MAX)
-                return loc_err(x, v->line, "%s: expected an integer in [%d, %d], found %s", key, INT_MIN, INT_MAX,
+                return cn_err(x, v->line, "%s: expected an integer in [%d, %d], found %s", key, INT_MIN, INT_MAX,
                                found);
             *AT(c, f, int) = (int)iv;
         } else {
@@ -677,29 +378,29 @@ static int set_field(cfg_train *c, const field *f, const cnode *v, const srcctx 
     case FT_U64: {
         uint64_t uv;
         if (v->kind != CN_SCALAR || parse_u64(v->text, &uv))
-            return loc_err(x, v->line, "%s: expected a non-negative integer, found %s", key, found);
+            return cn_err(x, v->line, "%s: expected a non-negative integer, found %s", key, found);
         *AT(c, f, uint64_t) = uv;
         return 0;
     }
     case FT_FLOAT: {
         double d;
         if (v->kind != CN_SCALAR || parse_f64(v->text, &d))
-            return loc_err(x, v->line, "%s: expected a number, found %s", key, found);
-        if (fabs(d) > FLT_MAX) return loc_err(x, v->line, "%s: %s is out of the float range", key, found);
+            return cn_err(x, v->line, "%s: expected a number, found %s", key, found);
+        if (fabs(d) > FLT_MAX) return cn_err(x, v->line, "%s: %s is out of the float range", key, found);
         *AT(c, f, float) = (float)d;
         return 0;
     }
     case FT_BETAS: {
         if (v->kind == CN_SEQ && v->n != 2)
-            return loc_err(x, v->line, "%s: expected a list of two numbers [beta1, beta2], found a list of %d", key,
+            return cn_err(x, v->line, "%s: expected a list of two numbers [beta1, beta2], found a list of %d", key,
                            v->n);
         if (v->kind != CN_SEQ)
-            return loc_err(x, v->line, "%s: expected a list of two numbers [beta1, beta2], found %s", key, found);
+            return cn_err(x, v->line, "%s: expected a list of two numbers [beta1, beta2], found %s", key, found);
         double b[2];
         for (int i = 0; i < 2; i++)
             if (v->items[i].kind != CN_SCALAR || parse_f64(v->items[i].text, &b[i]))
-                return loc_err(x, v->items[i].line, "%s[%d]: expected a number, found %s", key, i,
-                               describe(&v->items[i], buf, sizeof buf));
+                return cn_err(x, v->items[i].line, "%s[%d]: expected a number, found %s", key, i,
+                               cn_describe(&v->items[i], buf, sizeof buf));
         c->optim.beta1 = (float)b[0];
         c->optim.beta2 = (float)b[1];
         return 0;
@@ -709,10 +410,10 @@ static int set_field(cfg_train *c, const field *f, const cnode *v, const srcctx 
         if (v->kind == CN_SEQ)
             for (int i = 0; i < v->n; i++)
                 if (v->items[i].kind != CN_SCALAR)
-                    return loc_err(x, v->items[i].line, "%s[%d]: expected a prompt string, found %s", key, i,
-                                   describe(&v->items[i], buf, sizeof buf));
+                    return cn_err(x, v->items[i].line, "%s[%d]: expected a prompt string, found %s", key, i,
+                                   cn_describe(&v->items[i], buf, sizeof buf));
         if (v->kind == CN_MAP || (v->kind == CN_SCALAR && !v->text[0]))
-            return loc_err(x, v->line, "%s: expected a list of prompts or a file name (.txt/.jsonl), found %s", key,
+            return cn_err(x, v->line, "%s: expected a list of prompts or a file name (.txt/.jsonl), found %s", key,
                            found);
         free_prompts(c);
         if (v->kind == CN_SCALAR) c->train.sample_file = xstrdup(v->text);
@@ -723,7 +424,7 @@ static int set_field(cfg_train *c, const field *f, const cnode *v, const srcctx 
         return 0;
     }
     }
-    return loc_err(x, v->line, "%s: internal error: unknown field type", key);
+    return cn_err(x, v->line, "%s: internal error: unknown field type", key);
 }
 
 // --- unknown-key messages
@@ -776,8 +477,8 @@ static int unknown_key(const srcctx *x, int line, const char *sec, const char *k
     }
     if (shown) snprintf(name, sizeof name, "%s", shown);
     else dotted(name, sizeof name, sec, key);
-    if (sec[0]) return loc_err(x, line, "unknown key %s (valid keys of %s: %s%s)", name, sec, list, hint);
-    return loc_err(x, line, "unknown key %s (valid top-level keys: %s%s)", name, list, hint);
+    if (sec[0]) return cn_err(x, line, "unknown key %s (valid keys of %s: %s%s)", name, sec, list, hint);
+    return cn_err(x, line, "unknown key %s (valid top-level keys: %s%s)", name, list, hint);
 }
 
 // Applies mapping m to section sec ("" = the top level).
@@ -789,16 +490,16 @@ static int apply_map(cfg_train *c, const char *sec, const cnode *m, const srcctx
                 char name[128];
                 dotted(name, sizeof name, sec, k);
                 if (m->key_lines[j] > 0)
-                    return loc_err(x, m->key_lines[i], "duplicate key %s (first at line %d)", name, m->key_lines[j]);
-                return loc_err(x, m->key_lines[i], "duplicate key %s", name);
+                    return cn_err(x, m->key_lines[i], "duplicate key %s (first at line %d)", name, m->key_lines[j]);
+                return cn_err(x, m->key_lines[i], "duplicate key %s", name);
             }
         const cnode *v = &m->items[i];
         if (!sec[0] && is_section(k)) {
             if (v->kind == CN_NULL) continue;  // "vision:" with nothing under it
             if (v->kind != CN_MAP) {
                 char buf[128];
-                return loc_err(x, v->line, "%s: expected a mapping of %s keys, found %s", k, k,
-                               describe(v, buf, sizeof buf));
+                return cn_err(x, v->line, "%s: expected a mapping of %s keys, found %s", k, k,
+                               cn_describe(v, buf, sizeof buf));
             }
             if (apply_map(c, k, v, x)) return -1;
             continue;
@@ -824,10 +525,28 @@ static int apply_root(cfg_train *c, const cnode *root, const srcctx *x) {
     if (root->kind == CN_NULL) return 0;
     if (root->kind != CN_MAP) {
         char buf[128];
-        return loc_err(x, root->line, "expected a mapping of config keys at the top level, found %s",
-                       describe(root, buf, sizeof buf));
+        return cn_err(x, root->line, "expected a mapping of config keys at the top level, found %s",
+                       cn_describe(root, buf, sizeof buf));
     }
     return apply_map(c, "", root, x);
+}
+
+// --- defaults: the table's, read as YAML
+
+void cfg_defaults(cfg_train *c) {
+    memset(c, 0, sizeof *c);
+    srcctx x = {SRC_NONE, "default"};
+    for (int i = 0; i < NFIELDS; i++) {   // each default read as its YAML text, like a config value
+        const field *f = &fields[i];
+        if (!f->def) continue;
+        cnode v;
+        int rc = cn_from_yaml(f->def, strlen(f->def), &v, &x);
+        AG_ASSERT(rc == 0, "default of %s.%s", f->sec, f->key);
+        rc = set_field(c, f, &v, &x);
+        AG_ASSERT(rc == 0, "default of %s.%s: %s", f->sec, f->key, err_get());
+        cnode_free(&v);
+    }
+    set_all_targets(c);   // lora.targets: all-linear
 }
 
 // --- loading
@@ -841,13 +560,13 @@ static const char *first_key(const char *sec) {
 int cfg_override(cfg_train *c, const char *kv) {
     srcctx x = {SRC_OVERRIDE, kv};
     const char *eq = strchr(kv, '=');
-    if (!eq || eq == kv) return loc_err(&x, 0, "expected dotted.key=value, e.g. optim.lr=1e-4");
+    if (!eq || eq == kv) return cn_err(&x, 0, "expected dotted.key=value, e.g. optim.lr=1e-4");
     size_t klen = (size_t)(eq - kv);
     char key[128];
-    if (klen >= sizeof key) return loc_err(&x, 0, "key too long");
+    if (klen >= sizeof key) return cn_err(&x, 0, "key too long");
     memcpy(key, kv, klen);
     key[klen] = 0;
-    if (strchr(key, ' ')) return loc_err(&x, 0, "expected dotted.key=value without spaces around '='");
+    if (strchr(key, ' ')) return cn_err(&x, 0, "expected dotted.key=value without spaces around '='");
     // the key first: a misspelled key is reported as such whatever the value
     const char *section = NULL;  // "optim={lr: 1e-4}" sets several keys of a section at once
     const char *group = NULL, *group_sec = NULL;   // a nested group of keys: pool = pool.type, pool.tokens
@@ -869,7 +588,7 @@ int cfg_override(cfg_train *c, const char *kv) {
     }
     const char *val = eq + 1;
     cnode v;
-    int rc = yaml_to_cnode(val, strlen(val), &v, &x);
+    int rc = cn_from_yaml(val, strlen(val), &v, &x);
     if (f && f->type == FT_STR && (rc || v.kind == CN_SEQ || v.kind == CN_MAP)) {
         // a path YAML would read as something else ("runs/a: b", "{x}") is taken as written
         if (!rc) cnode_free(&v);
@@ -883,12 +602,12 @@ int cfg_override(cfg_train *c, const char *kv) {
     if (section) {
         if (v.kind == CN_NULL) rc = 0;
         else if (v.kind != CN_MAP)
-            rc = loc_err(&x, 0, "%s is a section: name a key inside it (e.g. %s.%s=...) or give a mapping", section,
+            rc = cn_err(&x, 0, "%s is a section: name a key inside it (e.g. %s.%s=...) or give a mapping", section,
                          section, first_key(section));
         else rc = apply_map(c, section, &v, &x);
     } else if (group) {
         if (v.kind != CN_MAP)
-            rc = loc_err(&x, 0, "%s.%s is a group of keys: give a mapping (e.g. {type: avg, tokens: 16})", group_sec,
+            rc = cn_err(&x, 0, "%s.%s is a group of keys: give a mapping (e.g. {type: avg, tokens: 16})", group_sec,
                          group);
         char *gk = (char *)group;
         int gl = 0;
@@ -913,7 +632,7 @@ int cfg_load(cfg_train *c, const char *yaml_path, int n_overrides, char **overri
         }
         srcctx x = {SRC_YAML, yaml_path};
         cnode root;
-        int rc = yaml_to_cnode(text, len, &root, &x);
+        int rc = cn_from_yaml(text, len, &root, &x);
         free(text);
         if (!rc) {
             rc = apply_root(c, &root, &x);
@@ -1139,12 +858,12 @@ int cfg_from_json(cfg_train *c, const char *json, const char *what) {
     cJSON *j = cJSON_Parse(json);
     if (!j) {
         const char *e = cJSON_GetErrorPtr();
-        loc_err(&x, 0, "invalid JSON near '%.20s'", e ? e : "");
+        cn_err(&x, 0, "invalid JSON near '%.20s'", e ? e : "");
         cfg_free(c);
         return -1;
     }
     cnode root;
-    int rc = json_conv(j, &root, 0, &x);
+    int rc = cn_from_json(j, &root, 0, &x);
     cJSON_Delete(j);
     if (!rc) rc = apply_root(c, &root, &x);
     cnode_free(&root);
@@ -1196,29 +915,19 @@ const char *cfg_first_diff(const cfg_train *a, const cfg_train *b) {
 
 // --- learning-rate schedule
 
+ag_schedule cfg_schedule(const cfg_train *c) {
+    ag_schedule s = {.lr = c->optim.lr, .kind = AG_SCHED_CONSTANT, .warmup_steps = c->schedule.warmup_steps,
+                     .warmup_ratio = c->schedule.warmup_ratio, .min_lr_ratio = c->schedule.min_lr_ratio};
+    ag_sched_kind_parse(c->schedule.kind, &s.kind);   // checked by cfg_validate; another word: constant
+    return s;
+}
+
 int64_t cfg_warmup_steps(const cfg_train *c, int64_t N) {
-    if (c->schedule.warmup_steps > 0) return c->schedule.warmup_steps;
-    if (!(c->schedule.warmup_ratio > 0) || N <= 0) return 0;
-    // ceil(ratio * N) on the ratio as written (0.03, not float's 0.0299999993)
-    char buf[32];
-    float_text(c->schedule.warmup_ratio, buf, sizeof buf);
-    double x = strtod(buf, NULL) * (double)N;
-    int64_t w = (int64_t)x;
-    if (x - (double)w > 1e-9 * (x > 1 ? x : 1)) w++;
-    return w;
+    ag_schedule s = cfg_schedule(c);
+    return ag_warmup_steps(&s, N);
 }
 
 float cfg_lr_at(const cfg_train *c, int64_t n, int64_t N) {
-    double lr = c->optim.lr;
-    int64_t W = cfg_warmup_steps(c, N);
-    if (n < W) return (float)(lr * (double)(n + 1) / (double)W);
-    double m = c->schedule.min_lr_ratio;
-    double p = N > W ? (double)(n - W) / (double)(N - W) : 1.0;
-    if (p < 0) p = 0;
-    if (p > 1) p = 1;
-    double f = 1.0;
-    const char *k = c->schedule.kind ? c->schedule.kind : "constant";
-    if (!strcmp(k, "cosine")) f = 0.5 * (1.0 + cos(M_PI * p));
-    else if (!strcmp(k, "linear")) f = 1.0 - p;
-    return (float)(lr * (m + (1.0 - m) * f));
+    ag_schedule s = cfg_schedule(c);
+    return ag_lr_at(&s, n, N);
 }

@@ -15,6 +15,8 @@
 
 #include <stdint.h>
 
+#include "schedule.h"
+
 // the seven Llama projections LoRA may target, in PEFT's usual order ("all-linear" = all)
 #define CFG_N_LORA_TARGETS 7
 extern const char *const cfg_lora_target_names[CFG_N_LORA_TARGETS];
@@ -26,6 +28,7 @@ typedef struct cfg_train {
     char mode[24];            // lora | projector | projector+lora | xattn | xattn+lora
     char *model;              // text model folder (HF layout); required
     char *precision;          // fp32 | bf16: frozen weights and their matmuls (ag_precision_parse)
+    char *weights;            // auto | f32: how frozen weights are stored (ag_weights_parse)
     char *output_dir;         // required
     int resume;               // continue from the newest complete checkpoint in output_dir
     struct {
@@ -80,6 +83,7 @@ typedef struct cfg_train {
         int log_every;        // progress line on stderr every N steps (metrics.jsonl: every step)
         int64_t arena_mb;     // activation arena size in MiB (0: automatic)
         int threads;          // OpenMP threads (0: OpenMP's default)
+        int activation_checkpointing;   // keep only each decoder layer's input; recompute it in backward
         int tensorboard;      // write output_dir/tb/ event files (train/tboard.h)
         char **sample_prompts;   // greedy samples during training: prompts given in the YAML,
         int n_sample_prompts;    //   or (YAML string) sample_file: .txt (a prompt per line) or
@@ -119,14 +123,11 @@ int cfg_from_json(cfg_train *c, const char *json, const char *what);
 // (config_path is not compared). For "config changed since the checkpoint" messages.
 const char *cfg_first_diff(const cfg_train *a, const cfg_train *b);
 
-// --- learning-rate schedule (docs/numerics.md "Learning-rate schedule")
+// --- learning-rate schedule: the optimizer's (autograd/schedule.h), from the optim/schedule keys
 
-// Warmup steps for a run of N optimizer steps: schedule.warmup_steps when > 0, else
-// ceil(warmup_ratio * N).
+ag_schedule cfg_schedule(const cfg_train *c);
+// ag_warmup_steps / ag_lr_at of cfg_schedule(c).
 int64_t cfg_warmup_steps(const cfg_train *c, int64_t N);
-// Learning rate at optimizer step n (0-based) of N: lr·(n+1)/W during warmup (n < W), then
-// lr·(m + (1-m)·f(p)) with m = min_lr_ratio, p = (n-W)/(N-W) clamped to [0,1] (p = 1 when
-// N <= W), f = (1+cos(πp))/2 (cosine), 1-p (linear), 1 (constant).
 float cfg_lr_at(const cfg_train *c, int64_t n, int64_t N);
 
 #endif

@@ -25,7 +25,7 @@
 #include "h5data.h"
 #include "safetensors.h"
 #include "tokenizer.h"
-#include "vision.h"
+#include "vision_ppl.h"
 
 // --- one step
 
@@ -58,6 +58,9 @@ static void on_sigint(int sig) {
     g_interrupted = 1;
 }
 
+// The training modes (cfg->mode), in config order.
+typedef enum { MODE_LORA, MODE_PROJECTOR, MODE_PROJECTOR_LORA, MODE_XATTN, MODE_XATTN_LORA } train_mode;
+
 typedef struct run {
     cfg_train *cfg;
     tok_tokenizer *tok;
@@ -69,7 +72,8 @@ typedef struct run {
     data_loader loader;
     data_batch *mb;            // [grad_accum]
     // projector modes
-    int vmode;                 // 0: lora, 1: projector, 2: projector+lora, 3: xattn, 4: xattn+lora
+    train_mode mode;           // cfg->mode
+    int vision;                // a projector mode (every mode but lora): images, a projector
     int use_lora;              // the LoRA block trains (lora, projector+lora, xattn+lora)
     int xmode;                 // cross-attention fusion (xattn, xattn+lora)
     xattn xa;                  // xmode: the cross-attention blocks
@@ -87,6 +91,7 @@ typedef struct run {
     int64_t n_bad_images;      // records skipped for an undecodable image (skip_bad_lines)
     ag_params cat;             // several blocks (projector+lora, xattn...): gathered for one AdamW (data, grad)
     int64_t step, total;
+    ag_schedule sched;         // the learning rate at each step (optim.lr, schedule.*)
     int64_t tokens_seen;
     uint64_t data_fp;          // fingerprint of the tokenized training data (data_fingerprint)
     int lock_fd;               // output_dir/.lorac.lock, held for the whole run
@@ -146,7 +151,7 @@ static char *state_json(run *R) {
     return s;
 }
 
-// --- data parallelism (train/dist.h): micro-batch k of a step runs on rank k mod N
+// --- data parallelism (autograd/dist.h): micro-batch k of a step runs on rank k mod N
 
 static int mine(int k) { return k % dist_size() == dist_rank(); }
 
@@ -206,7 +211,7 @@ static int save_checkpoint(run *R) {
     if (dist_same_u64(params_checksum(R), "the trainable parameters") != 0) return err_prefix("step %lld", (long long)R->step);
     if (dist_rank() != 0) return dist_sync(0, NULL, 0);   // rank 0 alone writes
     char *s = state_json(R);
-    int rc = ckpt_save(R->cfg->output_dir, R->step, R->vmode ? write_vision : write_adapter, R, &R->opt, s,
+    int rc = ckpt_save(R->cfg->output_dir, R->step, R->vision ? write_vision : write_adapter, R, &R->opt, s,
                        R->cfg->train.keep_last);
     free(s);
     return dist_sync(rc, NULL, 0);
@@ -267,7 +272,9 @@ static int check_run_config(const run *R, const cJSON *cf, const char *path) {
     old.train.log_every = c->train.log_every;
     old.train.arena_mb = c->train.arena_mb;
     old.train.threads = c->train.threads;
+    old.train.activation_checkpointing = c->train.activation_checkpointing;   // the same gradients either way
     set_str(&old.output_dir, c->output_dir);
+    set_str(&old.weights, c->weights);   // storage only: results are bit-identical
     set_str(&old.data.train, c->data.train);   // the data itself is compared by its fingerprint
     set_str(&old.data.eval, c->data.eval);
     set_str(&old.train.dump_grads, c->train.dump_grads);
@@ -283,7 +290,7 @@ static int check_run_config(const run *R, const cJSON *cf, const char *path) {
     const char *k = cfg_first_diff(&old, c);
     if (k)
         rc = err_set("%s: the checkpoint belongs to a run with another config: %s differs (resume may change only "
-                     "the length, paths, save/eval/log/sample settings and threads); start the new run in a new output_dir",
+                     "the length, paths, save/eval/log/sample settings, threads and weights); start the new run in a new output_dir",
                      path, k);
     cfg_free(&old);
     return rc ? -2 : 0;
@@ -344,7 +351,7 @@ static int restore(run *R, const char *dir) {
     }
     rc = -1;
     // the weights and the optimizer, into temporaries
-    if (R->vmode) {
+    if (R->vision) {
         if (projector_load(&tp, dir) != 0) goto done;
         if (tp.params.total != R->proj.params.total || tp.type != R->proj.type || tp.pool != R->proj.pool ||
             tp.pool_tokens != R->proj.pool_tokens) {
@@ -380,7 +387,7 @@ static int restore(run *R, const char *dir) {
         goto done;
     }
     // every check passed: use it
-    if (R->vmode) memcpy(R->proj.params.data, tp.params.data, (size_t)tp.params.total * sizeof(float));
+    if (R->vision) memcpy(R->proj.params.data, tp.params.data, (size_t)tp.params.total * sizeof(float));
     if (R->xmode) memcpy(R->xa.params.data, tx.params.data, (size_t)tx.params.total * sizeof(float));
     for (int i = 0; R->use_lora && i < R->lora.params.n; i++) {
         ag_tensor *a = R->lora.params.t[i], *b = ag_params_find(&tl.params, a->name);
@@ -486,7 +493,7 @@ static int run_eval(run *R, double *loss, double *ppl) {
     int64_t M = R->cfg->data.max_seq_len;
     eval_result res;
     int rc;
-    if (R->vmode) {
+    if (R->vision) {
         if (R->use_lora) lora_set_dropout(&R->lora, 0);
         vision_source src = R->fc ? vision_cache_source(R->fc) : vision_tower_source(&R->vis);
         rc = vision_perplexity_xattn(&R->ctx, &R->model, R->use_lora ? &R->lora.view : NULL, &src, &R->proj,
@@ -537,7 +544,7 @@ static int log_eval(run *R, double loss, double ppl) {
 static int publish_final(run *R) {
     const char *out = R->cfg->output_dir;
     char *stage = publish_stage_name(out);
-    int rc = rm_rf(stage) || mkdir_p(stage) || (R->vmode ? write_vision(R, stage) : write_adapter(R, stage)) ||
+    int rc = rm_rf(stage) || mkdir_p(stage) || (R->vision ? write_vision(R, stage) : write_adapter(R, stage)) ||
              dir_publish(stage, out);
     if (rc) {
         err_prefix("%s: saving the final weights", out);
@@ -589,15 +596,41 @@ static int finish_report(run *R, const char *status, double t_load, double t_beg
     double wall = now_seconds() - t_begin;
     report_info ri = {title, status, cj, R->step, R->total, R->tokens_seen, R->train.n, R->train.n_tokens,
                      R->train.n_skipped_bad, R->train.n_dropped_long, R->train.n_truncated, R->eval.n, R->n_bad_images,
-                     (R->use_lora ? R->lora.params.total : 0) + (R->vmode ? R->proj.params.total : 0) +
+                     (R->use_lora ? R->lora.params.total : 0) + (R->vision ? R->proj.params.total : 0) +
                          (R->xmode ? R->xa.params.total : 0), t_load,
                      wall - t_load - R->t_eval - R->t_sample, R->t_eval, R->t_sample, wall, ru.ru_maxrss / 1024.0};
     report_best best;
     int rc = report_write(cfg->output_dir, &ri, &best);
     if (rc == 0 && summary)
-        report_print_summary(stderr, cfg->output_dir, &ri, &best, cfg->model, cfg->data.eval, R->vmode != 0, cfg->vision.model);
+        report_print_summary(stderr, cfg->output_dir, &ri, &best, cfg->model, cfg->data.eval, R->vision != 0, cfg->vision.model);
     free(cj);
     return dist_sync(rc, NULL, 0);
+}
+
+// Activations the largest possible micro-batch keeps on the tape until backward (the arena
+// estimate's per-row-per-layer floats, once: no gradients), for the out-of-memory check before
+// the run (with activation checkpointing: each layer's input, plus one layer). Rows: the batch_size longest records together (each at most max_seq_len), or full
+// rows when packing. *rows is set to that count.
+static double saved_activation_bytes(const cfg_train *cfg, const hf_llama_config *mc, const data_set *ds, int P,
+                                     int64_t *rows) {
+    int B = cfg->train.batch_size;
+    int64_t *top = xcalloc((size_t)B, sizeof *top), r = 0;   // the B largest row counts, descending
+    for (int64_t i = 0; i < ds->n && !cfg->data.packing; i++) {
+        int64_t n = data_record_rows(&ds->r[i], P);
+        if (n > cfg->data.max_seq_len) n = cfg->data.max_seq_len;
+        for (int k = 0; k < B; k++)
+            if (n > top[k]) {
+                int64_t t = top[k];
+                top[k] = n, n = t;
+            }
+    }
+    for (int k = 0; k < B; k++) r += cfg->data.packing ? cfg->data.max_seq_len : top[k];
+    free(top);
+    *rows = r;
+    double layer = 12.0 * mc->hidden_size + 5.0 * mc->intermediate_size;   // floats per row of one layer
+    if (cfg->train.activation_checkpointing)   // every layer's input, and one layer recomputed at a time
+        return (double)r * (mc->num_layers * (double)mc->hidden_size + layer) * 4.0;
+    return (double)r * mc->num_layers * layer * 4.0;
 }
 
 static int64_t arena_bytes(const cfg_train *cfg, const hf_llama_config *mc) {
@@ -727,88 +760,86 @@ static int setup_projector(run *R) {
     return 0;
 }
 
-int train_run(cfg_train *cfg) {
-    run R_ = {0}, *R = &R_;
-    static const char *const vmodes[] = {"lora", "projector", "projector+lora", "xattn", "xattn+lora"};
+// --- the run, in its parts: setup, one step, its logs, the finish
+
+// The mode's inputs and the ranks against grad_accum (nothing read yet). 0, or -1 + err_set.
+static int check_mode(run *R) {
+    cfg_train *cfg = R->cfg;
+    static const char *const names[] = {"lora", "projector", "projector+lora", "xattn", "xattn+lora"};
     for (int i = 0; i < 5; i++)
-        if (!strcmp(cfg->mode, vmodes[i])) R->vmode = i;
-    R->use_lora = R->vmode == 0 || R->vmode == 2 || R->vmode == 4;
-    R->xmode = R->vmode >= 3;
-    if (R->vmode && !cfg->vision.model && !cfg->vision.features) {
-        err_set("%s: vision.model: required in %s mode (or vision.features)", cfg->config_path ? cfg->config_path : "config",
-                cfg->mode);
-        fprintf(stderr, "error: %s\n", err_get());
-        return 1;
-    }
-    if (dist_size() > cfg->train.grad_accum) {
-        fprintf(stderr, "error: %d ranks but train.grad_accum is %d: each rank runs whole micro-batches of a step; "
-                        "raise train.grad_accum to at least %d (a multiple of %d balances the ranks)\n",
-                dist_size(), cfg->train.grad_accum, dist_size(), dist_size());
-        return 1;
-    }
-    int accum = 0;
-    R->cfg = cfg;
-    R->tty = isatty(2);
-    int status = 1;
-    if (cfg->train.threads > 0) {
-        omp_set_num_threads(cfg->train.threads);
-        openblas_set_num_threads(cfg->train.threads);
-    }
-    R->lock_fd = -1;
-    if (dist_rank() == 0 && claim_output_dir(R) != 0) {   // under mpirun rank 0 owns output_dir
-        fprintf(stderr, "error: %s\n", err_get());
-        lock_release(R->lock_fd);
-        return 1;
-    }
-    if (!cfg->resume) {   // a fresh run never mixes with another run's checkpoints
+        if (!strcmp(cfg->mode, names[i])) R->mode = (train_mode)i;
+    R->vision = R->mode != MODE_LORA;
+    R->use_lora = R->mode == MODE_LORA || R->mode == MODE_PROJECTOR_LORA || R->mode == MODE_XATTN_LORA;
+    R->xmode = R->mode == MODE_XATTN || R->mode == MODE_XATTN_LORA;
+    if (R->vision && !cfg->vision.model && !cfg->vision.features)
+        return err_set("%s: vision.model: required in %s mode (or vision.features)",
+                       cfg->config_path ? cfg->config_path : "config", cfg->mode);
+    if (dist_size() > cfg->train.grad_accum)
+        return err_set("%d ranks but train.grad_accum is %d: each rank runs whole micro-batches of a step; "
+                       "raise train.grad_accum to at least %d (a multiple of %d balances the ranks)",
+                       dist_size(), cfg->train.grad_accum, dist_size(), dist_size());
+    return 0;
+}
+
+// output_dir for this run (rank 0 owns it under mpirun); a fresh run never mixes with another
+// run's checkpoints. 0, or -1 + err_set.
+static int claim_run(run *R) {
+    cfg_train *cfg = R->cfg;
+    if (dist_rank() == 0 && claim_output_dir(R) != 0) return -1;
+    if (!cfg->resume) {
         char *last = ckpt_find_latest(cfg->output_dir);
         if (last) {
             err_set("%s: output_dir holds checkpoints of an earlier run (newest: %s); continue it with resume=true, "
                     "or start this run in a new output_dir (or remove %s/checkpoints)",
                     cfg->output_dir, last, cfg->output_dir);
             free(last);
-            fprintf(stderr, "error: %s\n", err_get());
-            lock_release(R->lock_fd);
-            return 1;
+            return -1;
         }
     }
-    double t_load = now_seconds(), t_begin = t_load;
+    return 0;
+}
+
+// The frozen models: tokenizer, Llama, and in projector modes the vision features (a prepared
+// cache, or the tower). 0, or -1 + err_set.
+static int setup_models(run *R, ag_precision precision, ag_weights weights) {
+    cfg_train *cfg = R->cfg;
     R->tok = tok_load(cfg->model);
-    ag_precision precision = AG_PREC_FP32;
-    ag_precision_parse(cfg->precision, &precision);   // validated by cfg_validate
-    if (!R->tok || llama_load_precision(cfg->model, &R->model, precision) != 0) goto out;
-    if (R->vmode && cfg->vision.features) {
+    if (!R->tok || llama_load_opts(cfg->model, &R->model, precision, weights) != 0) return -1;
+    if (R->vision && cfg->vision.features) {
         // the cache is checked against vision.model (weights hash, layer, preprocessing) when given
         data_fc_ident id;
         hf_siglip_config sc;
         if (cfg->vision.model && (hf_siglip_config_load(cfg->vision.model, &sc) != 0 ||
-                                  data_fc_ident_init(&id, cfg->vision.model, &sc, cfg->vision.select_layer) != 0))
-            goto out;
-        if (!(R->fc = data_fc_open(cfg->vision.features, cfg->vision.model ? &id : NULL))) goto out;
-        if (data_fc_get_ident(R->fc)->select_layer != cfg->vision.select_layer) {
-            err_set("%s: attribute 'select_layer': expected %d (vision.select_layer), found %d (re-run `lorac prepare`)",
-                    cfg->vision.features, cfg->vision.select_layer, data_fc_get_ident(R->fc)->select_layer);
-            goto out;
-        }
+                                  data_fc_ident_init(&id, cfg->vision.model, &sc, cfg->vision.select_layer, precision) != 0))
+            return -1;
+        if (!(R->fc = data_fc_open(cfg->vision.features, cfg->vision.model ? &id : NULL))) return -1;
+        if (data_fc_check_precision(R->fc, precision)) return -1;
+        if (data_fc_get_ident(R->fc)->select_layer != cfg->vision.select_layer)
+            return err_set("%s: attribute 'select_layer': expected %d (vision.select_layer), found %d (re-run `lorac prepare`)",
+                           cfg->vision.features, cfg->vision.select_layer, data_fc_get_ident(R->fc)->select_layer);
         R->P = data_fc_patches(R->fc);
         R->Cv = data_fc_hidden(R->fc);
         fprintf(stderr, "vision: features from %s (%lld images), the vision tower is not loaded\n", cfg->vision.features,
                 (long long)data_fc_count(R->fc));
-    } else if (R->vmode) {
+    } else if (R->vision) {
         if (vision_open(&R->vis, cfg->vision.model, cfg->vision.select_layer, cfg->vision.max_pixels,
-                        cfg->train.batch_size, precision) != 0)
-            goto out;
+                        cfg->train.batch_size, precision, weights) != 0)
+            return -1;
         R->P = R->vis.P;
         R->Cv = R->vis.C;
     }
-    if (R->vmode && strcmp(cfg->projector.pool_type, "none") && cfg->projector.pool_tokens > R->P) {
-        err_set("projector.pool.tokens: expected at most %d (the vision features' patches per image), found %d", R->P,
-                cfg->projector.pool_tokens);
-        goto out;
-    }
+    if (R->vision && strcmp(cfg->projector.pool_type, "none") && cfg->projector.pool_tokens > R->P)
+        return err_set("projector.pool.tokens: expected at most %d (the vision features' patches per image), found %d", R->P,
+                       cfg->projector.pool_tokens);
     // visual rows per image in the sequences: the pooled tokens, or every patch; none with
     // cross-attention (the image stays outside the sequence)
-    R->rows_img = R->vmode && strcmp(cfg->projector.pool_type, "none") ? cfg->projector.pool_tokens : R->P;
+    R->rows_img = R->vision && strcmp(cfg->projector.pool_type, "none") ? cfg->projector.pool_tokens : R->P;
+    return 0;
+}
+
+// The training and eval records, checked against the vocabulary and the step size. 0, or -1.
+static int setup_data(run *R) {
+    cfg_train *cfg = R->cfg;
     data_opts o = data_opts_default();
     o.num_patches = R->xmode ? 0 : R->rows_img;
     o.image_outside = R->xmode;
@@ -820,50 +851,49 @@ int train_run(cfg_train *cfg) {
     o.truncate = !strcmp(cfg->data.truncation, "truncate");
     if (data_load_any(&R->train, cfg->data.train, R->tok, &o) != 0 ||
         data_set_check_vocab(&R->train, R->model.cfg.vocab_size, cfg->model) != 0)
-        goto out;
-    if (R->train.n == 0) {
-        err_set("%s: no usable records (%lld malformed, %lld over max_seq_len=%d)", cfg->data.train,
-                (long long)R->train.n_skipped_bad, (long long)R->train.n_dropped_long, cfg->data.max_seq_len);
-        goto out;
-    }
+        return -1;
+    if (R->train.n == 0)
+        return err_set("%s: no usable records (%lld malformed, %lld over max_seq_len=%d)", cfg->data.train,
+                       (long long)R->train.n_skipped_bad, (long long)R->train.n_dropped_long, cfg->data.max_seq_len);
     // one optimizer step must not see a record twice (a micro-batch would repeat records): sizes
     // against the data, before anything is allocated per micro-batch
-    if ((int64_t)cfg->train.batch_size * cfg->train.grad_accum > R->train.n) {
-        err_set("%s: train.batch_size (%d) x train.grad_accum (%d) = %lld records per optimizer step, but the data "
-                "holds only %lld usable records (lower train.batch_size or train.grad_accum)", cfg->data.train,
-                cfg->train.batch_size, cfg->train.grad_accum,
-                (long long)cfg->train.batch_size * cfg->train.grad_accum, (long long)R->train.n);
-        goto out;
-    }
+    if ((int64_t)cfg->train.batch_size * cfg->train.grad_accum > R->train.n)
+        return err_set("%s: train.batch_size (%d) x train.grad_accum (%d) = %lld records per optimizer step, but the data "
+                       "holds only %lld usable records (lower train.batch_size or train.grad_accum)", cfg->data.train,
+                       cfg->train.batch_size, cfg->train.grad_accum,
+                       (long long)cfg->train.batch_size * cfg->train.grad_accum, (long long)R->train.n);
     data_opts eo = o;   // eval documents are scored with the sliding window, never dropped
     eo.max_seq_len = 0;
     if (cfg->data.eval && (data_load_any(&R->eval, cfg->data.eval, R->tok, &eo) != 0 ||
                            data_set_check_vocab(&R->eval, R->model.cfg.vocab_size, cfg->model) != 0))
-        goto out;
+        return -1;
     fprintf(stderr, "data: %s: %lld records, %lld tokens (%lld malformed skipped, %lld dropped and %lld truncated at max_seq_len=%d)\n",
             cfg->data.train, (long long)R->train.n, (long long)R->train.n_tokens, (long long)R->train.n_skipped_bad,
             (long long)R->train.n_dropped_long, (long long)R->train.n_truncated, cfg->data.max_seq_len);
     if (cfg->data.eval)
         fprintf(stderr, "data: %s: %lld eval records\n", cfg->data.eval, (long long)R->eval.n);
+    return 0;
+}
 
-    if (R->vmode && setup_projector(R) != 0) goto out;
+// The trainable blocks (projector, cross-attention blocks, adapter: R->blk in optimizer order)
+// and one AdamW over them. 0, or -1 + err_set.
+static int setup_trainables(run *R) {
+    cfg_train *cfg = R->cfg;
+    if (R->vision && setup_projector(R) != 0) return -1;
     // the cross-attention blocks: fresh (gates 0), from their own splitmix64 stream
-    if (R->xmode && xattn_create(&R->xa, &R->model.cfg, cfg->xattn.every, cfg->train.seed ^ 0x78617474ULL) != 0) goto out;
-    // adapter
+    if (R->xmode && xattn_create(&R->xa, &R->model.cfg, cfg->xattn.every, cfg->train.seed ^ 0x78617474ULL) != 0) return -1;
     lora_config lc = {.r = cfg->lora.r, .alpha = cfg->lora.alpha, .dropout = cfg->lora.dropout, .use_rslora = cfg->lora.use_rslora};
     snprintf(lc.base_model, sizeof lc.base_model, "%s", cfg->model);
     for (int i = 0; i < cfg->lora.n_targets; i++)
-        if (lora_parse_target(cfg->lora.targets[i], &lc.targets, "lora.targets") != 0) goto out;
-    if (!R->use_lora) {
-        // projector mode: no adapter
-    } else if (cfg->lora.init) {
-        if (lora_load(&R->lora, &R->model.cfg, cfg->lora.init) != 0) goto out;
+        if (lora_parse_target(cfg->lora.targets[i], &lc.targets, "lora.targets") != 0) return -1;
+    if (R->use_lora && cfg->lora.init) {   // the adapter: lora.init, or fresh
+        if (lora_load(&R->lora, &R->model.cfg, cfg->lora.init) != 0) return -1;
         lora_set_dropout(&R->lora, cfg->lora.dropout);
         fprintf(stderr, "lora: starting from %s (r=%d, alpha=%g)\n", cfg->lora.init, R->lora.cfg.r, R->lora.cfg.alpha);
-    } else if (lora_create(&R->lora, &R->model.cfg, &lc, cfg->train.seed) != 0) {
-        goto out;
+    } else if (R->use_lora && lora_create(&R->lora, &R->model.cfg, &lc, cfg->train.seed) != 0) {
+        return -1;
     }
-    if (R->vmode) R->blk[R->nblk++] = &R->proj.params;
+    if (R->vision) R->blk[R->nblk++] = &R->proj.params;
     if (R->xmode) R->blk[R->nblk++] = &R->xa.params;
     if (R->use_lora) R->blk[R->nblk++] = &R->lora.params;
     int64_t n_train = 0;
@@ -873,30 +903,66 @@ int train_run(cfg_train *cfg) {
         R->cat.data = xmalloc((size_t)n_train * sizeof(float));
         R->cat.grad = xmalloc((size_t)n_train * sizeof(float));
     }
-    if (ag_adamw_init(&R->opt, n_train, cfg->optim.beta1, cfg->optim.beta2, cfg->optim.eps,
-                      cfg->optim.weight_decay) != 0)
-        goto out;
+    return ag_adamw_init(&R->opt, n_train, cfg->optim.beta1, cfg->optim.beta2, cfg->optim.eps, cfg->optim.weight_decay);
+}
+
+// The arena, the loader, the step count, resume, and the outputs (metrics, TensorBoard,
+// samples). 0, or -1 + err_set.
+static int setup_run(run *R) {
+    cfg_train *cfg = R->cfg;
     hf_llama_config acfg = R->model.cfg;   // the blocks' activations are about a decoder layer's each
     if (R->xmode) acfg.num_layers += R->xa.nblocks;
-    if (ag_ctx_init(&R->ctx, (size_t)arena_bytes(cfg, &acfg)) != 0) goto out;
+    {   // where memory goes; refuse before allocating what cannot fit (never the OOM killer)
+        int64_t arena = arena_bytes(cfg, &acfg);
+        double state = 4.0 * 4.0 * (double)R->opt.n;   // parameters, gradients, AdamW m and v (fp32)
+        int64_t rows;
+        double saved = saved_activation_bytes(cfg, &acfg, &R->train, R->xmode ? 0 : R->rows_img, &rows);
+        double avail = mem_available_bytes();
+        llama_log_memory(&R->model);
+        fprintf(stderr, "memory: trainable state %.1f MB (%lld parameters: values, gradients, AdamW moments); "
+                        "activation arena %.2f GB reserved (committed as touched; ~%.2f GB saved for backward by "
+                        "the largest micro-batch, %lld rows)\n",
+                state / 1e6, (long long)R->opt.n, (double)arena / 1e9, saved / 1e9, (long long)rows);
+        if (avail >= 0 && state + saved > avail) {
+            err_set("out of memory: the trainable state (%.3g GB) and the activations the largest micro-batch (%lld "
+                    "rows: the %d longest records) saves for backward (~%.3g GB) do not fit in the %.3g GB available "
+                    "(MemAvailable, after loading %.3g GB of weights); lower data.max_seq_len or train.batch_size, "
+                    "set train.activation_checkpointing: true or precision: bf16",
+                    state / 1e9, (long long)rows, cfg->train.batch_size, saved / 1e9, avail / 1e9,
+                    (R->model.mem.bytes16 + R->model.mem.bytes32) / 1e9);
+            return -1;
+        }
+        if (ag_ctx_init(&R->ctx, (size_t)arena) != 0) return -1;
+    }
     R->ctx.training = 1;
+    R->ctx.checkpoint = cfg->train.activation_checkpointing;   // bit-identical gradients, less memory
+    if (R->ctx.checkpoint)
+        fprintf(stderr, "train: activation checkpointing: each decoder layer keeps only its input and is "
+                        "recomputed in backward\n");
     R->ctx.rng = cfg->train.seed * 0x9E3779B97F4A7C15ULL + 1;
     data_loader_opts lo = {.batch_size = cfg->train.batch_size, .max_seq_len = cfg->data.max_seq_len,
                            .packing = cfg->data.packing, .shuffle = cfg->data.shuffle, .seed = cfg->train.seed,
                            .num_patches = R->xmode ? 0 : R->rows_img};
-    if (data_loader_init(&R->loader, &R->train, &lo) != 0) goto out;
+    if (data_loader_init(&R->loader, &R->train, &lo) != 0) return -1;
     R->data_fp = data_fingerprint(&R->train);
     R->total = cfg->train.max_steps > 0 ? cfg->train.max_steps
                                         : data_loader_steps_for_epochs(&R->loader, cfg->train.epochs, cfg->train.grad_accum);
-    if (cfg->resume && resume_from_checkpoints(R) != 0) goto out;
+    if (cfg->resume && resume_from_checkpoints(R) != 0) return -1;
+    R->sched = cfg_schedule(cfg);
     if (R->step > 0 && R->step == R->total)
         fprintf(stderr, "resume: the run is complete at step %lld; writing its final outputs again\n", (long long)R->step);
-    if (dist_rank() == 0 ? metrics_open(R, R->step) != 0 : !(R->metrics = fopen("/dev/null", "w"))) goto out;
+    if (dist_rank() == 0 ? metrics_open(R, R->step) != 0 : !(R->metrics = fopen("/dev/null", "w"))) return -1;
     if (dist_rank() == 0) {   // the rest of the outputs: rank 0 alone writes (and samples)
-        if (cfg->train.tensorboard && !(R->tb = tb_open(cfg->output_dir, R->step))) goto out;
-        if (samples_load(&R->samples, cfg) != 0) goto out;
+        if (cfg->train.tensorboard && !(R->tb = tb_open(cfg->output_dir, R->step))) return -1;
+        if (samples_load(&R->samples, cfg) != 0) return -1;
     }
-    if (R->vmode)
+    return 0;
+}
+
+// What trains: the projector, the cross-attention blocks, the adapter, the steps.
+static void print_setup(const run *R, double t_load) {
+    const cfg_train *cfg = R->cfg;
+    if (R->vision)
         fprintf(stderr, "projector: %s %d -> %d (%lld parameters), select_layer %d, %d visual rows per image (pool %s)%s\n",
                 projector_type_name(R->proj.type), R->Cv, R->proj.text_hidden, (long long)R->proj.params.total,
                 cfg->vision.select_layer, R->xmode ? 0 : R->rows_img, projector_pool_name(R->proj.pool),
@@ -909,206 +975,196 @@ int train_run(cfg_train *cfg) {
         fprintf(stderr, "%lld optimizer steps of %d x %d records; loaded in %.1fs\n", (long long)R->total,
                 cfg->train.batch_size, cfg->train.grad_accum, now_seconds() - t_load);
     else
-    fprintf(stderr, "lora: r=%d alpha=%g (scale %g) on %d projections x %d layers: %lld trainable parameters; "
-                    "%lld optimizer steps of %d x %d records; loaded in %.1fs\n",
-            R->lora.cfg.r, R->lora.cfg.alpha, R->lora.scale, __builtin_popcount(R->lora.cfg.targets), R->model.cfg.num_layers,
-            (long long)R->lora.params.total, (long long)R->total, cfg->train.batch_size, cfg->train.grad_accum,
-            now_seconds() - t_load);
+        fprintf(stderr, "lora: r=%d alpha=%g (scale %g) on %d projections x %d layers: %lld trainable parameters; "
+                        "%lld optimizer steps of %d x %d records; loaded in %.1fs\n",
+                R->lora.cfg.r, R->lora.cfg.alpha, R->lora.scale, __builtin_popcount(R->lora.cfg.targets),
+                R->model.cfg.num_layers, (long long)R->lora.params.total, (long long)R->total, cfg->train.batch_size,
+                cfg->train.grad_accum, now_seconds() - t_load);
+}
 
-    if (dist_same_u64(params_checksum(R), "the trainable parameters at the start") != 0) goto out;
-    if (R->eval.n > 0 && R->step == 0) {
-        double el, ep;
-        if (run_eval(R, &el, &ep) != 0 || log_eval(R, el, ep) != 0) goto out;
-    }
-    t_load = now_seconds() - t_load - R->t_eval;
-    if (R->step == 0 && run_samples(R) != 0) goto out;
+// train.dump_grads: the first step's gradients of every trainable block (projector, xattn,
+// adapter, in R->blk order) under their key names.
+static int dump_grads(const run *R) {
+    st_writer *w = st_writer_new();
+    for (int b = 0; b < R->nblk; b++)
+        for (int i = 0; i < R->blk[b]->n; i++) {
+            ag_tensor *t = R->blk[b]->t[i];
+            st_writer_add(w, t->name, ST_F32, t->ndim, t->shape, t->grad);
+        }
+    int rc = st_writer_write(w, R->cfg->train.dump_grads);
+    st_writer_free(w);
+    return rc;
+}
 
-    g_interrupted = 0;
-    struct sigaction sa = {0};
-    sa.sa_handler = on_sigint;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    accum = cfg->train.grad_accum;
-    R->mb = xcalloc((size_t)accum, sizeof *R->mb);
-    if (R->vmode) {
-        R->feats = xcalloc((size_t)accum, sizeof *R->feats);
-        R->feat_cap = xcalloc((size_t)accum, sizeof *R->feat_cap);
-        R->tgt = xcalloc((size_t)accum, sizeof *R->tgt);
-        R->tgt_cap = xcalloc((size_t)accum, sizeof *R->tgt_cap);
-    }
-    double t_start = now_seconds();
-    int64_t first_step = R->step;
-    int64_t last_saved = R->step > 0 ? R->step : -1;   // a resumed run's checkpoint is on disk
-    while (R->step < R->total) {
-        double t0 = now_seconds();
-        int64_t nsup = 0, rows = 0;
-        for (int k = 0; k < accum; k++) {
-            data_loader_next(&R->loader, &R->mb[k]);
-            if (!mine(k)) {
-                rows += R->mb[k].n;
-                continue;
-            }
-            if (!R->vmode) nsup += R->mb[k].n_supervised;
-            else if (prepare_images(R, k, &nsup) != 0) goto out;
+typedef struct step_stats {
+    double loss, gnorm;
+    float lr;
+    int64_t rows, nsup;   // the step's rows and supervised tokens, over every rank
+    double seconds;
+} step_stats;
+
+// One optimizer step: the micro-batches (forward + backward, each rank its own), the sum over
+// ranks, the update. 0, or -1 + err_set (the parameters untouched when the loss or the
+// gradient norm is not finite).
+static int train_step(run *R, step_stats *s) {
+    cfg_train *cfg = R->cfg;
+    int accum = cfg->train.grad_accum;
+    double t0 = now_seconds();
+    int64_t nsup = 0, rows = 0;
+    for (int k = 0; k < accum; k++) {
+        data_loader_next(&R->loader, &R->mb[k]);
+        if (!mine(k)) {
             rows += R->mb[k].n;
+            continue;
         }
-        double nv = (double)nsup;   // the step's supervised tokens, over every rank's micro-batches
-        if (dist_size() > 1 && dist_sync(0, &nv, 1) != 0) goto out;
-        nsup = (int64_t)nv;
-        uint64_t rng0 = R->ctx.rng;
-        int64_t bad0 = R->n_bad_images, done = 0;
-        for (int i = 0; i < R->nblk; i++) ag_params_zero_grad(R->blk[i]);
-        double loss = 0, gnorm = 0;
-        float lr = cfg_lr_at(cfg, R->step, R->total);
-        for (int k = 0; k < accum; k++) {
-            R->ctx.rng = dropout_rng(R, rng0, done);
-            done += R->mb[k].n;
-            if (!mine(k)) continue;
-            float norm = nsup > 0 ? (float)nsup : 1.0f;
-            int rc = R->xmode ? vision_xattn_micro_step(&R->ctx, &R->model, R->use_lora ? &R->lora.view : NULL, &R->proj,
-                                                        &R->xa, &R->mb[k], R->feats[k], R->tgt[k], norm, &loss)
-                     : R->vmode ? vision_micro_step(&R->ctx, &R->model, R->use_lora ? &R->lora.view : NULL, &R->proj, &R->mb[k],
-                                                  R->feats[k], R->tgt[k], norm, &loss)
-                              : train_micro_step(&R->ctx, &R->model, &R->lora.view, &R->mb[k], norm, &loss);
-            if (rc != 0) goto out;
-            AG_ASSERT(R->ctx.rng == dropout_rng(R, rng0, done), "dropout RNG draws per row (dropout_rng)");
-        }
-        R->ctx.rng = dropout_rng(R, rng0, done);
-        if (reduce_step(R, &loss, bad0) != 0) goto out;
-        if (R->step == 0 && cfg->train.dump_grads && dist_rank() == 0 && R->vmode) {
-            // the projector's gradients under its key names (+ the adapter's in projector+lora)
-            st_writer *w = st_writer_new();
-            for (int i = 0; i < R->proj.params.n; i++) {
-                ag_tensor *t = R->proj.params.t[i];
-                st_writer_add(w, t->name, ST_F32, t->ndim, t->shape, t->grad);
-            }
-            for (int i = 0; R->xmode && i < R->xa.params.n; i++) {
-                ag_tensor *t = R->xa.params.t[i];
-                st_writer_add(w, t->name, ST_F32, t->ndim, t->shape, t->grad);
-            }
-            for (int i = 0; R->use_lora && i < R->lora.params.n; i++) {
-                ag_tensor *t = R->lora.params.t[i];
-                st_writer_add(w, t->name, ST_F32, t->ndim, t->shape, t->grad);
-            }
-            int rc = st_writer_write(w, cfg->train.dump_grads);
-            st_writer_free(w);
-            if (rc) goto out;
-        } else if (R->step == 0 && cfg->train.dump_grads && dist_rank() == 0) {
-            st_writer *w = st_writer_new();
-            for (int i = 0; i < R->lora.params.n; i++) {
-                ag_tensor *t = R->lora.params.t[i];
-                st_writer_add(w, t->name, ST_F32, t->ndim, t->shape, t->grad);
-            }
-            int rc = st_writer_write(w, cfg->train.dump_grads);
-            st_writer_free(w);
-            if (rc) goto out;
-        }
-        if (!isfinite(loss)) {
-            char *last = ckpt_find_latest(cfg->output_dir);
-            err_set("step %lld: the loss is not finite (%g); stopping without an update (last good checkpoint: %s)",
-                    (long long)R->step, loss, last ? last : "none");
-            free(last);
-            goto out;
-        }
-        if (R->nblk > 1) cat_gather(R);
-        ag_params *blk = R->nblk > 1 ? &R->cat : R->blk[0];
-        if (train_opt_step(&R->opt, blk, lr, cfg->optim.grad_clip, &gnorm) != 0) {
-            char *last = ckpt_find_latest(cfg->output_dir);
-            err_prefix("step %lld", (long long)R->step);
-            fprintf(stderr, "note: last good checkpoint: %s\n", last ? last : "none");
-            free(last);
-            goto out;
-        }
-        if (R->nblk > 1) cat_scatter(R);
-        R->step++;
-        R->tokens_seen += rows;
-        double dt = now_seconds() - t0, elapsed = now_seconds() - t_start;
-        double eta = elapsed / (double)(R->step - first_step) * (double)(R->total - R->step);
-        struct rusage ru;
-        getrusage(RUSAGE_SELF, &ru);
-        char line[512], n1[64], n2[64], n3[64], n4[64], n5[64];
-        snprintf(line, sizeof line,
-                 "{\"step\": %lld, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, \"tokens\": %lld, "
-                 "\"supervised\": %lld, \"tokens_per_s\": %s, \"step_s\": %s, \"epoch\": %lld, \"peak_rss_mb\": %.0f}\n",
-                 (long long)R->step, json_num(n1, "%.6f", loss), json_num(n2, "%.6g", lr), json_num(n3, "%.6f", gnorm),
-                 (long long)rows, (long long)nsup, json_num(n4, "%.1f", rows / dt), json_num(n5, "%.3f", dt),
-                 (long long)data_loader_tell(&R->loader).epoch, ru.ru_maxrss / 1024.0);
-        if (metrics_line(R, line) != 0) goto out;
-        if (R->tb && (tb_scalar(R->tb, R->step, "train/loss", loss) || tb_scalar(R->tb, R->step, "train/lr", lr) ||
-                      tb_scalar(R->tb, R->step, "train/grad_norm", gnorm) ||
-                      tb_scalar(R->tb, R->step, "train/tokens_per_s", rows / dt) || tb_flush(R->tb)))
-            goto out;
-        push(&R->hx, &R->hy, &R->nh, &R->caph, (double)R->step, loss);
-        char e[32];
-        fmt_eta(e, sizeof e, eta);
-        if (R->tty)
-            fprintf(stderr, "\r\033[Kstep %lld/%lld  loss %.4f  lr %.3g  gnorm %.3f  %.0f tok/s  ETA %s", (long long)R->step,
-                    (long long)R->total, loss, lr, gnorm, rows / dt, e);
-        else if (cfg->train.log_every <= 1 || R->step % cfg->train.log_every == 0 || R->step == R->total)
-            fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3g  gnorm %.3f  %.0f tok/s  ETA %s\n", (long long)R->step,
-                    (long long)R->total, loss, lr, gnorm, rows / dt, e);
-        if (R->eval.n > 0 && cfg->train.eval_every > 0 && R->step % cfg->train.eval_every == 0 && R->step < R->total) {
-            double el, ep;
-            if (run_eval(R, &el, &ep) != 0 || log_eval(R, el, ep) != 0) goto out;
-        }
-        if (cfg->train.sample_every > 0 && R->step % cfg->train.sample_every == 0 && R->step < R->total &&
-            run_samples(R) != 0)
-            goto out;
-        if ((cfg->train.save_every > 0 && R->step % cfg->train.save_every == 0) || R->step == R->total || g_stop) {
-            if (save_checkpoint(R) != 0) goto out;
-            last_saved = R->step;
-        }
-        if (g_stop) {
-            fprintf(stderr, "%sinterrupted: checkpoint saved at step %lld; resume with resume=true\n", R->tty ? "\n" : "",
-                    (long long)R->step);
-            status = 130;
-            if (finish_report(R, "interrupted (continue with resume=true)", t_load, t_begin, 0) != 0)
-                fprintf(stderr, "warning: report.html: %s\n", err_get());
-            goto out;
-        }
+        if (!R->vision) nsup += R->mb[k].n_supervised;
+        else if (prepare_images(R, k, &nsup) != 0) return -1;
+        rows += R->mb[k].n;
     }
+    double nv = (double)nsup;   // the step's supervised tokens, over every rank's micro-batches
+    if (dist_size() > 1 && dist_sync(0, &nv, 1) != 0) return -1;
+    nsup = (int64_t)nv;
+    uint64_t rng0 = R->ctx.rng;
+    int64_t bad0 = R->n_bad_images, done = 0;
+    for (int i = 0; i < R->nblk; i++) ag_params_zero_grad(R->blk[i]);
+    double loss = 0, gnorm = 0;
+    float lr = ag_lr_at(&R->sched, R->step, R->total);
+    const llama_lora *lora = R->use_lora ? &R->lora.view : NULL;
+    for (int k = 0; k < accum; k++) {
+        R->ctx.rng = dropout_rng(R, rng0, done);
+        done += R->mb[k].n;
+        if (!mine(k)) continue;
+        float norm = nsup > 0 ? (float)nsup : 1.0f;
+        int rc = R->xmode    ? vision_xattn_micro_step(&R->ctx, &R->model, lora, &R->proj, &R->xa, &R->mb[k], R->feats[k],
+                                                       R->tgt[k], norm, &loss)
+                 : R->vision ? vision_micro_step(&R->ctx, &R->model, lora, &R->proj, &R->mb[k], R->feats[k], R->tgt[k],
+                                                 norm, &loss)
+                             : train_micro_step(&R->ctx, &R->model, &R->lora.view, &R->mb[k], norm, &loss);
+        if (rc != 0) return -1;
+        AG_ASSERT(R->ctx.rng == dropout_rng(R, rng0, done), "dropout RNG draws per row (dropout_rng)");
+    }
+    R->ctx.rng = dropout_rng(R, rng0, done);
+    if (reduce_step(R, &loss, bad0) != 0) return -1;
+    if (R->step == 0 && cfg->train.dump_grads && dist_rank() == 0 && dump_grads(R) != 0) return -1;
+    if (!isfinite(loss)) {
+        char *last = ckpt_find_latest(cfg->output_dir);
+        err_set("step %lld: the loss is not finite (%g); stopping without an update (last good checkpoint: %s)",
+                (long long)R->step, loss, last ? last : "none");
+        free(last);
+        return -1;
+    }
+    if (R->nblk > 1) cat_gather(R);
+    ag_params *blk = R->nblk > 1 ? &R->cat : R->blk[0];
+    if (train_opt_step(&R->opt, blk, lr, cfg->optim.grad_clip, &gnorm) != 0) {
+        char *last = ckpt_find_latest(cfg->output_dir);
+        err_prefix("step %lld", (long long)R->step);
+        fprintf(stderr, "note: last good checkpoint: %s\n", last ? last : "none");
+        free(last);
+        return -1;
+    }
+    if (R->nblk > 1) cat_scatter(R);
+    R->step++;
+    R->tokens_seen += rows;
+    *s = (step_stats){loss, gnorm, lr, rows, nsup, now_seconds() - t0};
+    return 0;
+}
+
+// The step's logs: metrics.jsonl, TensorBoard, the loss history, the progress line. 0, or -1.
+static int log_step(run *R, const step_stats *s, double t_start, int64_t first_step) {
+    cfg_train *cfg = R->cfg;
+    double dt = s->seconds, elapsed = now_seconds() - t_start;
+    double eta = elapsed / (double)(R->step - first_step) * (double)(R->total - R->step);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    char line[512], n1[64], n2[64], n3[64], n4[64], n5[64];
+    snprintf(line, sizeof line,
+             "{\"step\": %lld, \"loss\": %s, \"lr\": %s, \"grad_norm\": %s, \"tokens\": %lld, "
+             "\"supervised\": %lld, \"tokens_per_s\": %s, \"step_s\": %s, \"epoch\": %lld, \"peak_rss_mb\": %.0f}\n",
+             (long long)R->step, json_num(n1, "%.6f", s->loss), json_num(n2, "%.6g", s->lr), json_num(n3, "%.6f", s->gnorm),
+             (long long)s->rows, (long long)s->nsup, json_num(n4, "%.1f", s->rows / dt), json_num(n5, "%.3f", dt),
+             (long long)data_loader_tell(&R->loader).epoch, ru.ru_maxrss / 1024.0);
+    if (metrics_line(R, line) != 0) return -1;
+    if (R->tb && (tb_scalar(R->tb, R->step, "train/loss", s->loss) || tb_scalar(R->tb, R->step, "train/lr", s->lr) ||
+                  tb_scalar(R->tb, R->step, "train/grad_norm", s->gnorm) ||
+                  tb_scalar(R->tb, R->step, "train/tokens_per_s", s->rows / dt) || tb_flush(R->tb)))
+        return -1;
+    push(&R->hx, &R->hy, &R->nh, &R->caph, (double)R->step, s->loss);
+    char e[32];
+    fmt_eta(e, sizeof e, eta);
+    if (R->tty)
+        fprintf(stderr, "\r\033[Kstep %lld/%lld  loss %.4f  lr %.3g  gnorm %.3f  %.0f tok/s  ETA %s", (long long)R->step,
+                (long long)R->total, s->loss, s->lr, s->gnorm, s->rows / dt, e);
+    else if (cfg->train.log_every <= 1 || R->step % cfg->train.log_every == 0 || R->step == R->total)
+        fprintf(stderr, "step %lld/%lld  loss %.4f  lr %.3g  gnorm %.3f  %.0f tok/s  ETA %s\n", (long long)R->step,
+                (long long)R->total, s->loss, s->lr, s->gnorm, s->rows / dt, e);
+    return 0;
+}
+
+// After a step: the periodic eval, samples and checkpoint, and Ctrl-C (a checkpoint, then the
+// report). 0 to go on, 1 when interrupted, -1 + err_set.
+static int after_step(run *R, int64_t *last_saved, double t_load, double t_begin) {
+    cfg_train *cfg = R->cfg;
+    if (R->eval.n > 0 && cfg->train.eval_every > 0 && R->step % cfg->train.eval_every == 0 && R->step < R->total) {
+        double el, ep;
+        if (run_eval(R, &el, &ep) != 0 || log_eval(R, el, ep) != 0) return -1;
+    }
+    if (cfg->train.sample_every > 0 && R->step % cfg->train.sample_every == 0 && R->step < R->total &&
+        run_samples(R) != 0)
+        return -1;
+    if ((cfg->train.save_every > 0 && R->step % cfg->train.save_every == 0) || R->step == R->total || g_stop) {
+        if (save_checkpoint(R) != 0) return -1;
+        *last_saved = R->step;
+    }
+    if (!g_stop) return 0;
+    fprintf(stderr, "%sinterrupted: checkpoint saved at step %lld; resume with resume=true\n", R->tty ? "\n" : "",
+            (long long)R->step);
+    if (finish_report(R, "interrupted (continue with resume=true)", t_load, t_begin, 0) != 0)
+        fprintf(stderr, "warning: report.html: %s\n", err_get());
+    return 1;
+}
+
+// After the last step: the final checkpoint and eval, the published adapter/projector, the
+// loss chart, the last samples, the report. 0, or -1 + err_set.
+static int finish_run(run *R, int64_t first_step, int64_t last_saved, double t_load, double t_begin) {
+    cfg_train *cfg = R->cfg;
     if (R->tty) fputc('\n', stderr);
-    if (last_saved != R->step && save_checkpoint(R) != 0) goto out;
+    if (last_saved != R->step && save_checkpoint(R) != 0) return -1;
     if (R->eval.n > 0 && !(R->step == first_step && R->eval_logged)) {   // a finished run's eval is logged once
         double el, ep;
-        if (run_eval(R, &el, &ep) != 0 || log_eval(R, el, ep) != 0) goto out;
+        if (run_eval(R, &el, &ep) != 0 || log_eval(R, el, ep) != 0) return -1;
     }
     if (dist_rank() == 0) {   // the final outputs: rank 0 alone writes
-        if (publish_final(R) != 0) goto out;
+        if (publish_final(R) != 0) return -1;
         char *svg = path_join(cfg->output_dir, "loss.svg");
         int prc = plot_loss_svg(svg, R->hx, R->hy, R->nh, R->ex, R->ey, R->ne, "lorac: loss");
         free(svg);
-        if (prc) goto out;
+        if (prc) return -1;
     }
-    if (dist_sync(0, NULL, 0) != 0) goto out;
-    if (!(R->step == first_step && R->samples_logged) && run_samples(R) != 0) goto out;   // once, as the eval
+    if (dist_sync(0, NULL, 0) != 0) return -1;
+    if (!(R->step == first_step && R->samples_logged) && run_samples(R) != 0) return -1;   // once, as the eval
     if (R->n_bad_images)
         fprintf(stderr, "data: %lld records skipped for undecodable images (data.skip_bad_lines)\n", (long long)R->n_bad_images);
-    if (R->vmode)
+    if (R->vision)
         fprintf(stderr, "done: projector in %s (projector.safetensors, projector_config.json%s%s), metrics.jsonl, loss.svg\n",
                 cfg->output_dir, R->xmode ? ", xattn.safetensors, xattn_config.json" : "",
                 R->use_lora ? ", adapter_model.safetensors, adapter_config.json" : "");
     else
-    fprintf(stderr, "done: adapter in %s (adapter_model.safetensors, adapter_config.json), metrics.jsonl, loss.svg\n",
-            cfg->output_dir);
-    if (finish_report(R, "finished", t_load, t_begin, 1) != 0) goto out;
-    status = 0;
-out:
-    if (status == 1 && !dist_agreed()) dist_sync(-1, NULL, 0);   // the other ranks learn of it at their next agreement point
-    if (status == 1) fprintf(stderr, "error: %s\n", err_get());
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    if (R->metrics) fclose(R->metrics);
-    if (tb_close(R->tb) != 0 && status == 0) {
-        fprintf(stderr, "error: %s\n", err_get());
-        status = 1;
-    }
+        fprintf(stderr, "done: adapter in %s (adapter_model.safetensors, adapter_config.json), metrics.jsonl, loss.svg\n",
+                cfg->output_dir);
+    if (finish_report(R, "finished", t_load, t_begin, 1) != 0) return -1;
+    fprintf(stderr, "memory: peak RSS %.2f GB (activation arena high-water %.2f GB)\n", mem_peak_rss_bytes() / 1e9,
+            (double)R->ctx.arena.high / 1e9);
+    return 0;
+}
+
+static void run_free(run *R) {
+    int accum = R->cfg->train.grad_accum;
     samples_free(&R->samples);
     for (int k = 0; R->mb && k < accum; k++) data_batch_free(&R->mb[k]);
     for (int k = 0; R->feats && k < accum; k++) free(R->feats[k]), free(R->tgt[k]);
     free(R->feats), free(R->feat_cap), free(R->tgt), free(R->tgt_cap);
     free(R->cat.data), free(R->cat.grad);
-    if (R->vmode) projector_free(&R->proj), vision_close(&R->vis);
+    if (R->vision) projector_free(&R->proj), vision_close(&R->vis);
     if (R->xmode) xattn_free(&R->xa);
     if (R->fc) data_fc_close(R->fc);
     free(R->mb);
@@ -1122,5 +1178,79 @@ out:
     llama_free(&R->model);
     if (R->tok) tok_free(R->tok);
     lock_release(R->lock_fd);
+}
+
+int train_run(cfg_train *cfg) {
+    run R_ = {0}, *R = &R_;
+    R->cfg = cfg;
+    R->tty = isatty(2);
+    R->lock_fd = -1;
+    if (check_mode(R) != 0) {
+        fprintf(stderr, "error: %s\n", err_get());
+        return 1;
+    }
+    if (cfg->train.threads > 0) {
+        omp_set_num_threads(cfg->train.threads);
+        openblas_set_num_threads(cfg->train.threads);
+    }
+    if (claim_run(R) != 0) {
+        fprintf(stderr, "error: %s\n", err_get());
+        lock_release(R->lock_fd);
+        return 1;
+    }
+    int status = 1, accum = cfg->train.grad_accum;
+    double t_load = now_seconds(), t_begin = t_load;
+    ag_precision precision = AG_PREC_FP32;
+    ag_precision_parse(cfg->precision, &precision);   // validated by cfg_validate
+    ag_weights weights = AG_WEIGHTS_AUTO;
+    ag_weights_parse(cfg->weights, &weights);
+    if (setup_models(R, precision, weights) != 0 || setup_data(R) != 0 || setup_trainables(R) != 0 || setup_run(R) != 0) goto out;
+    print_setup(R, t_load);
+    if (dist_same_u64(params_checksum(R), "the trainable parameters at the start") != 0) goto out;
+    if (R->eval.n > 0 && R->step == 0) {
+        double el, ep;
+        if (run_eval(R, &el, &ep) != 0 || log_eval(R, el, ep) != 0) goto out;
+    }
+    t_load = now_seconds() - t_load - R->t_eval;
+    if (R->step == 0 && run_samples(R) != 0) goto out;
+
+    g_interrupted = 0;
+    struct sigaction sa = {0};
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    R->mb = xcalloc((size_t)accum, sizeof *R->mb);
+    if (R->vision) {
+        R->feats = xcalloc((size_t)accum, sizeof *R->feats);
+        R->feat_cap = xcalloc((size_t)accum, sizeof *R->feat_cap);
+        R->tgt = xcalloc((size_t)accum, sizeof *R->tgt);
+        R->tgt_cap = xcalloc((size_t)accum, sizeof *R->tgt_cap);
+    }
+    double t_start = now_seconds();
+    int64_t first_step = R->step;
+    int64_t last_saved = R->step > 0 ? R->step : -1;   // a resumed run's checkpoint is on disk
+    while (R->step < R->total) {
+        step_stats s;
+        if (train_step(R, &s) != 0 || log_step(R, &s, t_start, first_step) != 0) goto out;
+        int rc = after_step(R, &last_saved, t_load, t_begin);
+        if (rc < 0) goto out;
+        if (rc > 0) {
+            status = 130;
+            goto out;
+        }
+    }
+    if (finish_run(R, first_step, last_saved, t_load, t_begin) != 0) goto out;
+    status = 0;
+out:
+    if (status == 1 && !dist_agreed()) dist_sync(-1, NULL, 0);   // the other ranks learn of it at their next agreement point
+    if (status == 1) fprintf(stderr, "error: %s\n", err_get());
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    if (R->metrics) fclose(R->metrics);
+    if (tb_close(R->tb) != 0 && status == 0) {
+        fprintf(stderr, "error: %s\n", err_get());
+        status = 1;
+    }
+    run_free(R);
     return status;
 }

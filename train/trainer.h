@@ -7,7 +7,7 @@
 // accumulates into the adapter's gradient block. Then: global-norm clipping, the scheduled
 // learning rate, AdamW. Non-finite loss or gradients stop the run before the update.
 //
-// Projector modes (train/vision.h): `mode: projector` trains only the LLaVA projector (Llama
+// Projector modes (data/vision.h): `mode: projector` trains only the LLaVA projector (Llama
 // and SigLIP frozen); `mode: projector+lora` trains the projector and a LoRA adapter with one
 // AdamW over both blocks (gathered as [projector, lora] for the step, so the optimizer state
 // and the global-norm clipping span both). Per micro-batch the visual features of its images

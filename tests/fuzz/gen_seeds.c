@@ -43,6 +43,7 @@ static void fc_seed(const char *name, int n) {
                         .rescale_factor = 1.0f / 255.0f};
     snprintf(id.model_hash, sizeof id.model_hash, "0123456789abcdef");
     snprintf(id.resize, sizeof id.resize, "bicubic");
+    snprintf(id.precision, sizeof id.precision, "fp32");
     char *tmp = path_join(fz_dir(), "seed_fc.h5");
     data_fc_writer *w = data_fc_writer_open(tmp, &id, "train.jsonl");
     float feat[4 * 8];

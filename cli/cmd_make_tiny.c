@@ -1,6 +1,7 @@
 // cmd_make_tiny.c — `lorac make-tiny`: writes a random model in the Hugging Face folder
 // format (LlamaForCausalLM or SiglipVisionModel), small by default or with the real shapes
-// of Llama-3.2-1B / siglip-base-patch16-224 (--preset). Used by tests, demos and benchmarks.
+// of Llama-3.2-1B, Llama-3.2-3B, Llama-3.1-8B or siglip-base-patch16-224 (--preset). Used by
+// tests, demos and benchmarks.
 //
 // Weights are a pure function of (seed, tensor name, element index): element i of a tensor
 // is a normal drawn from the splitmix64 stream seeded by hash(name, seed), at position i, so
@@ -18,6 +19,7 @@
 
 #include "ag.h"
 #include "cli.h"
+#include "opts.h"
 #include "hfconfig.h"
 #include "make_captions.h"
 #include "safetensors.h"
@@ -301,84 +303,123 @@ static int install_dir(const char *tmp, const char *out, int force) {
     return rc;
 }
 
-static int parse_u64(const char *s, uint64_t *out) {
-    if (!s || !*s || *s == '-') return -1;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end) return -1;
-    *out = v;
+// The tiny llama's config: the defaults below, reshaped by --hidden-size/--layers/--untied, or a
+// real model's shapes (preset, NULL for none).
+static hf_llama_config tiny_llama_config(uint64_t hidden, uint64_t layers, int untied, const char *preset) {
+    int big = preset != NULL;
+    hf_llama_config c = {
+        .vocab_size = 128256, .hidden_size = 64, .intermediate_size = 192, .num_layers = 2,
+        .num_heads = 4, .num_kv_heads = 2, .head_dim = 16, .rms_norm_eps = 1e-5f,
+        .rope_theta = 500000.0f, .rope_llama3 = 1, .rope_factor = 32.0f, .rope_low_freq_factor = 1.0f,
+        .rope_high_freq_factor = 4.0f, .rope_original_max_pos = 8192, .tie_word_embeddings = 1,
+        .bos_id = 128000, .eos_ids = {128001, 128008, 128009}, .n_eos = 3,
+        .max_position_embeddings = 131072};
+    if (hidden) c.hidden_size = (int)hidden, c.intermediate_size = 3 * c.hidden_size, c.num_heads = c.hidden_size / 16,
+                c.num_kv_heads = c.num_heads / 2;
+    if (layers) c.num_layers = (int)layers;
+    if (untied) c.tie_word_embeddings = 0;
+    // the real models' config.json values (meta-llama/Llama-3.2-1B, -3B, Llama-3.1-8B);
+    // the weights file is written tensor by tensor in chunks (memory stays small at 16 GB)
+    if (big && !strcmp(preset, "llama-3.2-1b")) {
+        c.hidden_size = 2048, c.intermediate_size = 8192, c.num_layers = 16, c.num_heads = 32;
+        c.num_kv_heads = 8, c.head_dim = 64;
+    } else if (big && !strcmp(preset, "llama-3.2-3b")) {
+        c.hidden_size = 3072, c.intermediate_size = 8192, c.num_layers = 28, c.num_heads = 24;
+        c.num_kv_heads = 8, c.head_dim = 128;
+    } else if (big) {   // llama-3.1-8b: untied lm_head, rope_scaling factor 8
+        c.hidden_size = 4096, c.intermediate_size = 14336, c.num_layers = 32, c.num_heads = 32;
+        c.num_kv_heads = 8, c.head_dim = 128, c.tie_word_embeddings = 0, c.rope_factor = 8.0f;
+    }
+    return c;
+}
+
+// The tiny SigLIP's config, or siglip-base-patch16-224's shapes (big).
+static hf_siglip_config tiny_siglip_config(int big, uint64_t image_size) {
+    hf_siglip_config c = {.hidden_size = 32, .intermediate_size = 64, .num_layers = 2, .num_heads = 4,
+                          .image_size = 32, .patch_size = 8, .num_channels = 3, .layer_norm_eps = 1e-6f,
+                          .hidden_act = "gelu_pytorch_tanh"};
+    if (big) {
+        c.hidden_size = 768, c.intermediate_size = 3072, c.num_layers = 12, c.num_heads = 12;
+        c.image_size = 224, c.patch_size = 16;
+    } else if (image_size) {
+        c.image_size = (int)image_size;
+    }
+    c.num_patches = (c.image_size / c.patch_size) * (c.image_size / c.patch_size);
+    return c;
+}
+
+// --dtype bf16|f16|f32: the stored dtype and config.json's torch_dtype. 0, or -1 for another word.
+static int dtype_of(const char *s, st_dtype *d, const char **torch_dtype) {
+    if (!strcmp(s, "bf16")) *d = ST_BF16, *torch_dtype = "bfloat16";
+    else if (!strcmp(s, "f16")) *d = ST_F16, *torch_dtype = "float16";
+    else if (!strcmp(s, "f32")) *d = ST_F32, *torch_dtype = "float32";
+    else return -1;
+    return 0;
+}
+
+// The written folder must load with lorac's own readers. 0, or -1 + err_set.
+static int self_check(const char *dir, int is_llama) {
+    st_model *m = st_open(dir);
+    int ok = m != NULL;
+    if (ok && is_llama) {
+        hf_llama_config c;
+        ok = hf_llama_config_load(dir, &c) == 0 && hf_llama_check_weights(m, &c) == 0;
+    } else if (ok) {
+        hf_siglip_config c;
+        ok = hf_siglip_config_load(dir, &c) == 0 && hf_siglip_check_weights(m, &c) == 0;
+    }
+    st_close(m);
+    if (!ok) return err_prefix("make-tiny: internal error: the written folder does not load");
     return 0;
 }
 
 int cmd_make_tiny(int argc, char **argv) {
-    // --kind captions: the synthetic image-caption demo data (train/cmd_make_captions.c)
+    // --kind captions: the synthetic image-caption demo data (cli/cmd_make_captions.c)
     for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--kind") && !strcmp(argv[i + 1], "captions")) return cmd_make_captions(argc, argv);
+        if ((!strcmp(argv[i], "--kind") && !strcmp(argv[i + 1], "captions")) || !strcmp(argv[i], "--kind=captions"))
+            return cmd_make_captions(argc, argv);
     const char *out = NULL, *kind = NULL, *preset = NULL, *dtype_s = "bf16", *tok_dir = NULL;
     uint64_t seed = 0, hidden = 0, layers = 0;
     uint64_t image_size = 0;   // --image-size: a tiny SigLIP with (S/8)² patches
     double embed_std = 0.02;
     int force = 0, untied = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("usage: lorac make-tiny --out DIR [--kind llama|siglip] [--seed N] "
-                   "[--preset llama-3.2-1b|siglip-base-patch16-224] [--dtype bf16|f16|f32] [--tokenizer DIR] [--force]\n"
-                   "       llama size (default 64 hidden, 2 layers): [--hidden-size N (a multiple of 32)] [--layers N]\n"
-                   "       [--embed-std S] (token embeddings ~ N(0, S^2), default 0.02 as HF's init) [--untied]\n"
-                   "       (--untied: a separate random lm_head.weight, like the embeddings, instead of tied ones)\n"
-                   "       (heads of 16 dims, half as many KV heads, MLP 3x hidden)\n"
-                   "       siglip size: [--image-size S] (S×S images, patch 8: (S/8)² patches; default 32)\n");
-            return 0;
-        }
-        if (!strcmp(a, "--embed-std")) {
-            char *end = NULL;
-            embed_std = i + 1 < argc ? strtod(argv[i + 1], &end) : 0;
-            if (i + 1 >= argc || end == argv[i + 1] || *end || !(embed_std > 0 && embed_std <= 1))
-                return cli_usage("make-tiny", "--embed-std needs a number in (0, 1], found '%s'",
-                                 i + 1 < argc ? argv[i + 1] : "");
-            i++;
-            continue;
-        }
-        if (!strcmp(a, "--untied")) {
-            untied = 1;
-            continue;
-        }
-        if (!strcmp(a, "--force")) {
-            force = 1;
-            continue;
-        }
-        const char **dst = !strcmp(a, "--out")         ? &out
-                           : !strcmp(a, "--kind")      ? &kind
-                           : !strcmp(a, "--preset")    ? &preset
-                           : !strcmp(a, "--dtype")     ? &dtype_s
-                           : !strcmp(a, "--tokenizer") ? &tok_dir
-                                                       : NULL;
-        uint64_t *num = !strcmp(a, "--seed") ? &seed : !strcmp(a, "--hidden-size") ? &hidden
-                        : !strcmp(a, "--layers") ? &layers : !strcmp(a, "--image-size") ? &image_size : NULL;
-        if (num) {
-            if (i + 1 >= argc || parse_u64(argv[i + 1], num) != 0)
-                return cli_usage("make-tiny", "%s needs a non-negative integer, found '%s'", a,
-                                 i + 1 < argc ? argv[i + 1] : "");
-            i++;
-            continue;
-        }
-        if (!dst) return cli_usage("make-tiny", "unknown option '%s'", a);
-        if (i + 1 >= argc) return cli_usage("make-tiny", "%s needs a value", a);
-        *dst = argv[++i];
-    }
+    const cli_opt opts[] = {
+        CLI_TEXT("out", OPT_STR, &out, "DIR", "the folder to write (required)"),
+        CLI_TEXT("kind", OPT_STR, &kind, "K", "llama (default), siglip, or captions (the demo images: --kind captions --help)"),
+        CLI_TEXT("preset", OPT_STR, &preset, "NAME", "real shapes: llama-3.2-1b, llama-3.2-3b, llama-3.1-8b or siglip-base-patch16-224"),
+        CLI_TEXT("dtype", OPT_STR, &dtype_s, "D", "bf16 (default), f16 or f32"),
+        CLI_TEXT("tokenizer", OPT_STR, &tok_dir, "DIR", "tokenizer.json to copy in (llama; default .cache/tokenizer)"),
+        {.name = "seed", .type = OPT_U64, .dst = &seed, .arg = "N", .help = "random seed (default 0)"},
+        {.name = "hidden-size", .type = OPT_U64, .dst = &hidden, .arg = "N",
+         .help = "llama hidden size, a multiple of 32 (default 64; heads of 16 dims, half as many KV heads, MLP 3x)"},
+        {.name = "layers", .type = OPT_U64, .dst = &layers, .arg = "N", .help = "llama layers (default 2)"},
+        CLI_NUM("embed-std", OPT_F64, &embed_std, "S", 0, 1, 1, "token embeddings ~ N(0, S^2) (default 0.02, as HF's init)"),
+        CLI_FLAG("untied", &untied, "a separate random lm_head.weight instead of tied embeddings"),
+        {.name = "image-size", .type = OPT_U64, .dst = &image_size, .arg = "S",
+         .help = "siglip: SxS images, patch 8: (S/8)^2 patches (default 32)"},
+        CLI_FLAG("force", &force, "replace an existing --out folder"),
+    };
+    const cli_spec spec = {"make-tiny",
+                           "--out DIR [--kind llama|siglip] [--seed N]\n"
+                           "                       [--preset llama-3.2-1b|llama-3.2-3b|llama-3.1-8b|siglip-base-patch16-224]\n"
+                           "                       [--dtype bf16|f16|f32] [--tokenizer DIR] [--force]\n"
+                           "       llama size: [--hidden-size N] [--layers N] [--embed-std S] [--untied]\n"
+                           "       siglip size: [--image-size S]",
+                           NULL, opts, CLI_NOPTS(opts), NULL, 0};
+    int npos, prc = cli_parse(&spec, argc, argv, NULL, 0, &npos, 0, NULL);
+    if (prc) return prc == 1 ? 0 : prc;
     if (!out || !*out) return cli_usage("make-tiny", "--out DIR is required");
     if (image_size && (image_size < 8 || image_size > 1024 || image_size % 8))
         return cli_usage("make-tiny", "--image-size needs a multiple of 8 in [8, 1024], found %llu",
                          (unsigned long long)image_size);
     const char *preset_kind = NULL;
     if (preset) {
-        if (!strcmp(preset, "llama-3.2-1b")) preset_kind = "llama";
+        if (!strcmp(preset, "llama-3.2-1b") || !strcmp(preset, "llama-3.2-3b") || !strcmp(preset, "llama-3.1-8b"))
+            preset_kind = "llama";
         else if (!strcmp(preset, "siglip-base-patch16-224")) preset_kind = "siglip";
         else
-            return cli_usage("make-tiny", "unknown --preset '%s' (expected llama-3.2-1b or "
-                             "siglip-base-patch16-224)", preset);
+            return cli_usage("make-tiny", "unknown --preset '%s' (expected llama-3.2-1b, llama-3.2-3b, "
+                             "llama-3.1-8b or siglip-base-patch16-224)", preset);
         if (kind && strcmp(kind, preset_kind))
             return cli_usage("make-tiny", "--preset %s is a %s model but --kind is %s", preset, preset_kind, kind);
         kind = preset_kind;
@@ -394,10 +435,8 @@ int cmd_make_tiny(int argc, char **argv) {
         return cli_usage("make-tiny", "unknown --kind '%s' (expected llama or siglip)", kind);
     st_dtype dtype;
     const char *torch_dtype;
-    if (!strcmp(dtype_s, "bf16")) dtype = ST_BF16, torch_dtype = "bfloat16";
-    else if (!strcmp(dtype_s, "f16")) dtype = ST_F16, torch_dtype = "float16";
-    else if (!strcmp(dtype_s, "f32")) dtype = ST_F32, torch_dtype = "float32";
-    else return cli_usage("make-tiny", "unknown --dtype '%s' (expected bf16, f16 or f32)", dtype_s);
+    if (dtype_of(dtype_s, &dtype, &torch_dtype))
+        return cli_usage("make-tiny", "unknown --dtype '%s' (expected bf16, f16 or f32)", dtype_s);
 
     int is_llama = !strcmp(kind, "llama"), big = preset != NULL;
     char *tok = NULL;
@@ -418,21 +457,7 @@ int cmd_make_tiny(int argc, char **argv) {
     if (mkdir_p(parent) != 0 || rm_rf(tmp) != 0 || mkdir_p(tmp) != 0) goto done;
 
     if (is_llama) {
-        hf_llama_config c = {
-            .vocab_size = 128256, .hidden_size = 64, .intermediate_size = 192, .num_layers = 2,
-            .num_heads = 4, .num_kv_heads = 2, .head_dim = 16, .rms_norm_eps = 1e-5f,
-            .rope_theta = 500000.0f, .rope_llama3 = 1, .rope_factor = 32.0f, .rope_low_freq_factor = 1.0f,
-            .rope_high_freq_factor = 4.0f, .rope_original_max_pos = 8192, .tie_word_embeddings = 1,
-            .bos_id = 128000, .eos_ids = {128001, 128008, 128009}, .n_eos = 3,
-            .max_position_embeddings = 131072};
-        if (hidden) c.hidden_size = (int)hidden, c.intermediate_size = 3 * c.hidden_size, c.num_heads = c.hidden_size / 16,
-                    c.num_kv_heads = c.num_heads / 2;
-        if (layers) c.num_layers = (int)layers;
-        if (untied) c.tie_word_embeddings = 0;
-        if (big) {
-            c.hidden_size = 2048, c.intermediate_size = 8192, c.num_layers = 16, c.num_heads = 32;
-            c.num_kv_heads = 8, c.head_dim = 64;
-        }
+        hf_llama_config c = tiny_llama_config(hidden, layers, untied, preset);
         snprintf(c.torch_dtype, sizeof c.torch_dtype, "%s", torch_dtype);
         if (copy_file(tok, tmp, "tokenizer.json", 1) || copy_file(tok, tmp, "tokenizer_config.json", 0) ||
             copy_file(tok, tmp, "special_tokens_map.json", 0))
@@ -442,40 +467,13 @@ int cmd_make_tiny(int argc, char **argv) {
             goto done;
         llama_weights(&t, &c);
     } else {
-        hf_siglip_config c = {.hidden_size = 32, .intermediate_size = 64, .num_layers = 2, .num_heads = 4,
-                              .image_size = 32, .patch_size = 8, .num_channels = 3, .layer_norm_eps = 1e-6f,
-                              .hidden_act = "gelu_pytorch_tanh"};
-        if (big) {
-            c.hidden_size = 768, c.intermediate_size = 3072, c.num_layers = 12, c.num_heads = 12;
-            c.image_size = 224, c.patch_size = 16;
-        } else if (image_size) {
-            c.image_size = (int)image_size;
-        }
-        c.num_patches = (c.image_size / c.patch_size) * (c.image_size / c.patch_size);
+        hf_siglip_config c = tiny_siglip_config(big, image_size);
         if (write_json(tmp, "config.json", siglip_config_json(&c, 1e-6, torch_dtype)) ||
             write_json(tmp, "preprocessor_config.json", preprocessor_json(&c)))
             goto done;
         siglip_weights(&t, &c);
     }
-    if (st_writer_write(t.w, st_path) != 0) goto done;
-
-    // self-check: the folder must load with lorac's own readers
-    {
-        st_model *m = st_open(tmp);
-        int ok = m != NULL;
-        if (ok && is_llama) {
-            hf_llama_config c;
-            ok = hf_llama_config_load(tmp, &c) == 0 && hf_llama_check_weights(m, &c) == 0;
-        } else if (ok) {
-            hf_siglip_config c;
-            ok = hf_siglip_config_load(tmp, &c) == 0 && hf_siglip_check_weights(m, &c) == 0;
-        }
-        st_close(m);
-        if (!ok) {
-            err_prefix("make-tiny: internal error: the written folder does not load");
-            goto done;
-        }
-    }
+    if (st_writer_write(t.w, st_path) != 0 || self_check(tmp, is_llama) != 0) goto done;
     if (fsync_dir(tmp) != 0 || install_dir(tmp, out, force) != 0) goto done;
     rc = 0;
 done:

@@ -26,7 +26,6 @@
 #include "featcache.h"
 #include "image.h"
 #include "llama.h"
-#include "ppl.h"
 #include "projector.h"
 #include "records.h"
 #include "siglip.h"
@@ -47,9 +46,10 @@ typedef struct vision_tower {
     int failed;            // after vision_features: index of the first undecodable image, or -1
 } vision_tower;
 
-// Loads DIR (SigLIP folder) in the given precision and checks select_layer. 0, or -1 + err_set.
+// Loads DIR (SigLIP folder) in the given precision and weight storage and checks select_layer.
+// 0, or -1 + err_set.
 int vision_open(vision_tower *v, const char *dir, int select_layer, int64_t max_pixels, int max_batch,
-                ag_precision precision);
+                ag_precision precision, ag_weights weights);
 void vision_close(vision_tower *v);
 // For eval/generate: loads the projector of proj_dir, opens the tower of vision_dir (SigLIP
 // folder) at the projector's select_layer and in m's precision (one image per call, default
@@ -71,6 +71,13 @@ int vision_open_xattn(xattn *xa, const char *proj_dir, const llama_model *m);
 int vision_features(vision_tower *v, const char *const *paths, int n, float *out, uint8_t *bad);
 
 // --- splicing (on the tape)
+
+// As vision_embed with feats [m, Cv] already pooled to the m visual rows (no pooling here).
+ag_tensor *vision_embed_pooled(ag_ctx *c, const llama_model *lm, const projector *p, const int32_t *ids,
+                               int64_t n, const float *feats, const int32_t *rows, int64_t m);
+// The projector's output [rows, Ct] of visual rows feats [rows, Cv] already pooled (copied to the
+// arena; no grad into them).
+ag_tensor *vision_project_pooled(ag_ctx *c, const projector *p, const float *feats, int64_t rows);
 
 // Input embeddings [n, Ct]: the token embedding of ids[n] (ids < 0 on visual rows), with
 // rows[j] (j < m, distinct; R = projector_rows(p) per image) replaced by the projector's
@@ -102,6 +109,10 @@ ag_tensor *vision_xattn_rows(ag_ctx *c, const projector *p, const float *feats, 
 ag_tensor *vision_xattn_forward(ag_ctx *c, const llama_model *m, const llama_lora *lora, const projector *p,
                                 const xattn *xa, const int32_t *ids, int64_t n, const int32_t *pos,
                                 const int32_t *kv_begin, const float *feats, int nimg, const int32_t *img);
+// vision_xattn_forward with the projected visual rows vis [nimg·R, Ct] given (NULL when nimg is 0).
+ag_tensor *vision_xattn_forward_vis(ag_ctx *c, const llama_model *m, const llama_lora *lora, const xattn *xa,
+                                    ag_tensor *vis, int R, const int32_t *ids, int64_t n, const int32_t *pos,
+                                    const int32_t *kv_begin, int nimg, const int32_t *img);
 // vision_micro_step for the cross-attention fusion: the batch has no visual rows; feats
 // [images·P, Cv] as there. Gradients accumulate into the projector, the blocks (and LoRA).
 int vision_xattn_micro_step(ag_ctx *c, const llama_model *m, const llama_lora *lora, const projector *p,
@@ -122,21 +133,5 @@ typedef struct vision_source {
 vision_source vision_tower_source(vision_tower *v);
 // A source reading r->image_ref's row of a feature cache (`lorac prepare`).
 vision_source vision_cache_source(data_fc *fc);
-
-// --- perplexity with images (docs/numerics.md "Perplexity")
-
-// As eval_perplexity, over the rows of each record with its P visual rows included
-// (windows of M rows, stride S, counting image rows; only supervised tokens are scored,
-// each predicted from the context inside its window). Records with an image need src and p
-// (src NULL: such a record is an error naming its line). A thin wrapper of
-// eval_perplexity_img (eval/ppl.h) whose image hook is src + vision_embed.
-int vision_perplexity(ag_ctx *c, const llama_model *m, const llama_lora *lora, const vision_source *src,
-                      const projector *p, const data_set *ds, int64_t M, int64_t S,
-                      int64_t batch_rows, eval_result *res, eval_progress_fn progress, void *user);
-// The same with the cross-attention blocks xa (NULL: as vision_perplexity): a record's image
-// takes no rows; the windows count and score its tokens only.
-int vision_perplexity_xattn(ag_ctx *c, const llama_model *m, const llama_lora *lora, const vision_source *src,
-                            const projector *p, const xattn *xa, const data_set *ds, int64_t M, int64_t S,
-                            int64_t batch_rows, eval_result *res, eval_progress_fn progress, void *user);
 
 #endif

@@ -11,6 +11,8 @@
 // projection shapes in the same process and time window (the machine's load drifts; "% of
 // plain GEMM" compares like with like). The ceiling buffers count in peak_rss_mb and are
 // reported as ceiling_mb.
+// --no-ceilings (lora, eval): skip the ceilings, so peak_rss_mb is the step's alone (the memory
+// rows of scripts/bench_mem.sh); --checkpointing (lora): train.activation_checkpointing on.
 // --interleave: before each iteration (warm-up included) wait for one line on stdin, after it
 // print {"iter": ...}; scripts/bench.sh uses it to make lorac and PyTorch take turns step by
 // step. The last line is always the summary object.
@@ -25,6 +27,7 @@
 #include <sys/resource.h>
 
 #include "cli.h"
+#include "opts.h"
 #include "lora.h"
 #include "safetensors.h"
 #include "siglip.h"
@@ -72,6 +75,7 @@ static void mapped_lib(const char *lib, char *out, size_t cap) {
 
 typedef struct gemm_ceiling {
     int T, C, F;
+    int off;                     // --no-ceilings: nothing allocated, every pass reports 0
     float *x, *w, *y;            // fp32 operands: x [T,F], w [F,C], y [T,F]
     uint16_t *xb, *wb;           // the same operands in BF16
     dnnl_engine_t eng;
@@ -81,7 +85,7 @@ typedef struct gemm_ceiling {
 } gemm_ceiling;
 
 static double gemm_flops(const gemm_ceiling *g) { return 2.0 * g->T * ((double)g->C * g->C + 2.0 * g->F * g->C); }
-static double gemm_mb(const gemm_ceiling *g) { return ((double)g->T * g->F * 10 + (double)g->F * g->C * 6) / 1048576.0; }
+static double gemm_mb(const gemm_ceiling *g) { return g->off ? 0 :  ((double)g->T * g->F * 10 + (double)g->F * g->C * 6) / 1048576.0; }
 
 static int dnnl_ok(dnnl_status_t s, const char *what) {
     if (s == dnnl_success) return 0;
@@ -112,9 +116,10 @@ static int dnnl_matmul_make(gemm_ceiling *g, int i, int M, int K, int N, dnnl_fo
     return 0;
 }
 
-static int gemm_init(gemm_ceiling *g, int T, int C, int F) {
+static int gemm_init(gemm_ceiling *g, int T, int C, int F, int off) {
     memset(g, 0, sizeof *g);
-    g->T = T, g->C = C, g->F = F;
+    g->T = T, g->C = C, g->F = F, g->off = off;
+    if (off) return 0;
     size_t nx = (size_t)T * F, nw = (size_t)F * C;
     g->x = xmalloc(nx * 4), g->y = xcalloc(nx, 4), g->w = xmalloc(nw * 4);
     g->xb = xmalloc(nx * 2), g->wb = xmalloc(nw * 2);
@@ -141,6 +146,7 @@ static void gemm_free(gemm_ceiling *g) {
 
 // One pass over the three shapes with cblas_sgemm; GFLOP/s.
 static double sgemm_pass(const gemm_ceiling *g) {
+    if (g->off) return 0;
     int T = g->T, C = g->C, F = g->F;
     double t0 = now_seconds();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, C, C, 1, g->x, C, g->w, C, 0, g->y, C);    // q/o-like
@@ -151,6 +157,7 @@ static double sgemm_pass(const gemm_ceiling *g) {
 
 // One pass over the three shapes with the oneDNN BF16 matmuls; GFLOP/s, or -1 on failure.
 static double bf16_pass(const gemm_ceiling *g) {
+    if (g->off) return 0;
     double t0 = now_seconds();
     for (int i = 0; i < 3; i++) {
         dnnl_exec_arg_t a[3] = {{DNNL_ARG_SRC, g->mem[i][0]}, {DNNL_ARG_WEIGHTS, g->mem[i][1]}, {DNNL_ARG_DST, g->mem[i][2]}};
@@ -165,101 +172,65 @@ static double bf16_pass(const gemm_ceiling *g) {
 enum { B_GEMM = 1, B_LORA = 2, B_EVAL = 4, B_SIGLIP = 8, B_MODEL = B_LORA | B_EVAL, B_ALL = 15 };
 
 typedef struct bench_opts {
-    const char *what, *model, *vision, *sup, *precision;
+    const char *what, *model, *vision, *sup, *precision, *weights;
     ag_precision prec;        // --precision: fp32, or bf16 (frozen weights and their matmuls in BF16)
+    ag_weights wts;           // --weights: auto (as the file holds them, mapped) or f32 (fp32 copies)
     int kind;                 // B_GEMM .. B_SIGLIP
-    int T, iters, warmup, r, batch, interleave;
+    int T, iters, warmup, r, batch, interleave, checkpointing, no_ceilings;
 } bench_opts;
 
-static const char usage_text[] =
-    "usage: lorac bench gemm|lora|eval|siglip [options]\n"
-    "  gemm     plain cblas_sgemm and oneDNN BF16 matmul GFLOP/s on the Llama-3.2-1B projection shapes\n"
-    "  lora     one LoRA training step (forward, loss, backward, AdamW) of batch 1 x T tokens\n"
-    "  eval     no-grad forward + per-token NLL over one window of T tokens\n"
-    "  siglip   no-grad SigLIP vision forward of a batch of random images\n"
-    "options (each only where it applies):\n"
-    "  --model DIR             Llama model folder (lora, eval; required)\n"
-    "  --vision DIR            SigLIP model folder (siglip; required)\n"
-    "  --tokens T              tokens per step, 2..65536 (gemm, lora, eval; default 512)\n"
-    "  --batch B               images per step, 1..1024 (siglip; default 8)\n"
-    "  --rank R                LoRA rank, 1..1024 (lora; default 16)\n"
-    "  --supervised all|half   half: the first half of the tokens is an unsupervised prompt (lora; default all)\n"
-    "  --precision fp32|bf16   (lora, eval, siglip; default fp32)\n"
-    "  --iters N               measured iterations, 1..10000 (default 3)\n"
-    "  --warmup N              unmeasured iterations first, 0..100 (default 1)\n"
-    "  --interleave            wait for a line on stdin before each iteration, print one line after it\n"
-    "output: JSON lines on stdout; the last is the summary (median, min and max over the iterations)\n";
-
-// A decimal integer in [lo, hi] and nothing else: "512x", " 5", "+5", "1e3" and "" are usage errors.
-static int opt_int(const char *name, const char *s, int lo, int hi, int *out) {
-    char *end = (char *)s;
-    long v = 0;
-    errno = 0;
-    if (isdigit((unsigned char)s[0]) || (s[0] == '-' && isdigit((unsigned char)s[1]))) v = strtol(s, &end, 10);
-    if (end == s || *end || errno || v < lo || v > hi)
-        return cli_usage("bench", "%s: expected an integer in %d..%d, found '%s'", name, lo, hi, s);
-    *out = (int)v;
-    return 0;
-}
-
-// One of the words in `choices` (space separated).
-static int opt_word(const char *name, const char *s, const char *choices, const char **out) {
-    size_t n = strlen(s);
-    for (const char *c = choices; *c;) {
-        size_t k = strcspn(c, " ");
-        if (n && k == n && !strncmp(c, s, n)) {
-            *out = s;
-            return 0;
-        }
-        c += k + (c[k] == ' ');
+// The options of bench KIND (kind 0: every option, for --help); each applies where .kinds says.
+static int parse_opts(int argc, char **argv, bench_opts *o, int kind, const char *what) {
+    *o = (bench_opts){.sup = "all", .precision = "fp32", .weights = "auto", .what = what, .kind = kind};
+    int64_t T = 512, iters = 3, warmup = 1, r = 16, batch = 8;
+    const cli_opt opts[] = {
+        {.name = "model", .type = OPT_DIR, .dst = &o->model, .arg = "DIR", .kinds = B_MODEL,
+         .help = "Llama model folder (lora, eval; required)"},
+        {.name = "vision", .type = OPT_DIR, .dst = &o->vision, .arg = "DIR", .kinds = B_SIGLIP,
+         .help = "SigLIP model folder (siglip; required)"},
+        {.name = "tokens", .type = OPT_INT, .dst = &T, .arg = "T", .lo = 2, .hi = 65536, .kinds = B_GEMM | B_MODEL,
+         .help = "tokens per step, 2..65536 (gemm, lora, eval; default 512)"},
+        {.name = "batch", .type = OPT_INT, .dst = &batch, .arg = "B", .lo = 1, .hi = 1024, .kinds = B_SIGLIP,
+         .help = "images per step, 1..1024 (siglip; default 8)"},
+        {.name = "rank", .type = OPT_INT, .dst = &r, .arg = "R", .lo = 1, .hi = 1024, .kinds = B_LORA,
+         .help = "LoRA rank, 1..1024 (lora; default 16)"},
+        {.name = "supervised", .type = OPT_WORD, .dst = &o->sup, .arg = "all|half", .words = "all half", .kinds = B_LORA,
+         .help = "half: the first half of the tokens is an unsupervised prompt (lora; default all)"},
+        {.name = "precision", .type = OPT_WORD, .dst = &o->precision, .arg = "fp32|bf16", .words = "fp32 bf16",
+         .kinds = B_MODEL | B_SIGLIP, .help = "(lora, eval, siglip; default fp32)"},
+        {.name = "weights", .type = OPT_WORD, .dst = &o->weights, .arg = "auto|f32", .words = "auto f32",
+         .kinds = B_MODEL | B_SIGLIP, .help = "frozen weight storage (lora, eval, siglip; default auto)"},
+        {.name = "iters", .type = OPT_INT, .dst = &iters, .arg = "N", .lo = 1, .hi = 10000,
+         .help = "measured iterations, 1..10000 (default 3)"},
+        {.name = "warmup", .type = OPT_INT, .dst = &warmup, .arg = "N", .lo = 0, .hi = 100,
+         .help = "unmeasured iterations first, 0..100 (default 1)"},
+        CLI_FLAG("interleave", &o->interleave, "wait for a line on stdin before each iteration, print one line after it"),
+        {.name = "checkpointing", .type = OPT_FLAG, .dst = &o->checkpointing, .kinds = B_LORA,
+         .help = "activation checkpointing (lora)"},
+        {.name = "no-ceilings", .type = OPT_FLAG, .dst = &o->no_ceilings, .kinds = B_MODEL,
+         .help = "skip the plain GEMM ceilings: peak_rss_mb is the step's alone (lora, eval)"},
+    };
+    const cli_spec spec = {
+        "bench", "gemm|lora|eval|siglip [options]",
+        "  gemm     plain cblas_sgemm and oneDNN BF16 matmul GFLOP/s on the Llama-3.2-1B projection shapes\n"
+        "  lora     one LoRA training step (forward, loss, backward, AdamW) of batch 1 x T tokens\n"
+        "  eval     no-grad forward + per-token NLL over one window of T tokens\n"
+        "  siglip   no-grad SigLIP vision forward of a batch of random images\n"
+        "(each option only where it applies)\n",
+        opts, CLI_NOPTS(opts),
+        "output: JSON lines on stdout; the last is the summary (median, min and max over the iterations)\n", 1};
+    if (!kind) {   // --help (or a usage error before the benchmark's name)
+        int npos;
+        return cli_parse(&spec, argc, argv, NULL, 0, &npos, 0, NULL);
     }
-    return cli_usage("bench", "%s: expected one of %s, found '%s'", name, choices, s);
-}
-
-static int parse_opts(int argc, char **argv, bench_opts *o) {
-    *o = (bench_opts){.sup = "all", .precision = "fp32", .T = 512, .iters = 3, .warmup = 1, .r = 16, .batch = 8};
-    static const struct { const char *w; int kind; } kinds[] = {{"gemm", B_GEMM}, {"lora", B_LORA}, {"eval", B_EVAL}, {"siglip", B_SIGLIP}};
-    for (int k = 0; k < 4; k++)
-        if (!strcmp(argv[1], kinds[k].w)) o->what = kinds[k].w, o->kind = kinds[k].kind;
-    if (!o->kind) return cli_usage("bench", "unknown benchmark '%s' (expected gemm, lora, eval or siglip)", argv[1]);
-    static const struct { const char *name; int applies, flag; } opts[] = {
-        {"--model", B_MODEL, 0}, {"--vision", B_SIGLIP, 0}, {"--tokens", B_GEMM | B_MODEL, 0},
-        {"--batch", B_SIGLIP, 0}, {"--rank", B_LORA, 0}, {"--supervised", B_LORA, 0},
-        {"--precision", B_MODEL | B_SIGLIP, 0}, {"--iters", B_ALL, 0}, {"--warmup", B_ALL, 0},
-        {"--interleave", B_ALL, 1}};
-    unsigned seen = 0;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        int k = 0;
-        while (k < (int)(sizeof opts / sizeof opts[0]) && strcmp(a, opts[k].name)) k++;
-        if (k == (int)(sizeof opts / sizeof opts[0])) return cli_usage("bench", "unknown option '%s'", a);
-        if (!(opts[k].applies & o->kind)) return cli_usage("bench", "%s does not apply to bench %s", a, o->what);
-        if (seen & (1u << k)) return cli_usage("bench", "%s given twice", a);
-        seen |= 1u << k;
-        if (opts[k].flag) {
-            o->interleave = 1;
-            continue;
-        }
-        if (i + 1 >= argc) return cli_usage("bench", "%s needs a value", a);
-        const char *v = argv[++i];
-        int rc = 0;
-        switch (k) {
-        case 0: o->model = v; break;
-        case 1: o->vision = v; break;
-        case 2: rc = opt_int(a, v, 2, 65536, &o->T); break;
-        case 3: rc = opt_int(a, v, 1, 1024, &o->batch); break;
-        case 4: rc = opt_int(a, v, 1, 1024, &o->r); break;
-        case 5: rc = opt_word(a, v, "all half", &o->sup); break;
-        case 6: rc = opt_word(a, v, "fp32 bf16", &o->precision); break;
-        case 7: rc = opt_int(a, v, 1, 10000, &o->iters); break;
-        case 8: rc = opt_int(a, v, 0, 100, &o->warmup); break;
-        }
-        if (rc) return rc;
-        if (!*v && k <= 1) return cli_usage("bench", "%s: empty folder name", a);
-    }
+    int npos, rc = cli_parse(&spec, argc, argv, NULL, 0, &npos, (unsigned)kind, what);
+    if (rc) return rc;
+    o->T = (int)T, o->iters = (int)iters, o->warmup = (int)warmup, o->r = (int)r, o->batch = (int)batch;
     if ((o->kind & B_MODEL) && !o->model) return cli_usage("bench", "bench %s: --model DIR is required", o->what);
     if (o->kind == B_SIGLIP && !o->vision) return cli_usage("bench", "bench siglip: --vision DIR is required");
-    return ag_precision_parse(o->precision, &o->prec) ? cli_usage("bench", "--precision '%s'", o->precision) : 0;
+    ag_weights_parse(o->weights, &o->wts);   // one of the table's words
+    ag_precision_parse(o->precision, &o->prec);
+    return 0;
 }
 
 // --- the timing loop shared by every benchmark
@@ -350,7 +321,7 @@ static int siglip_step(void *p) {
 
 static int bench_siglip(const bench_opts *o) {
     siglip_model m;
-    if (siglip_load_precision(o->vision, &m, o->prec) != 0) return cli_fail();
+    if (siglip_load_opts(o->vision, &m, o->prec, o->wts) != 0) return cli_fail();
     const hf_siglip_config *cfg = &m.cfg;
     int B = o->batch;
     int64_t S = cfg->image_size, N = (int64_t)B * cfg->num_patches;
@@ -362,7 +333,7 @@ static int bench_siglip(const bench_opts *o) {
     gemm_ceiling g;
     bench_run r;
     if (ag_ctx_init(&s.c, siglip_arena_bytes(&m, B)) != 0 ||
-        gemm_init(&g, (int)N, (int)cfg->hidden_size, (int)cfg->intermediate_size) != 0 ||
+        gemm_init(&g, (int)N, (int)cfg->hidden_size, (int)cfg->intermediate_size, 0) != 0 ||
         run_iters(o, siglip_step, &s, &g, &r) != 0)
         return cli_fail();
     print_common(o, &r, &g, B, "images/s", siglip_flops(cfg, B));
@@ -417,7 +388,8 @@ static int eval_step(void *p) {
 
 static int bench_llama(const bench_opts *o) {
     llama_model m;
-    if (llama_load_precision(o->model, &m, o->prec) != 0) return cli_fail();
+    if (llama_load_opts(o->model, &m, o->prec, o->wts) != 0) return cli_fail();
+    llama_log_memory(&m);
     int train = o->kind == B_LORA, T = o->T;
     lora_adapter lora = {0};
     lora_config lc = {.r = o->r, .alpha = 2.0f * o->r, .dropout = 0.05f, .targets = (1u << LLAMA_NPROJ) - 1};
@@ -447,14 +419,16 @@ static int bench_llama(const bench_opts *o) {
     bench_run r;
     if (ag_ctx_init(&s.c, (size_t)16 << 30) != 0) return cli_fail();
     s.c.training = train;
+    s.c.checkpoint = o->checkpointing;
     ag_set_grad(&s.c, train);
-    if (gemm_init(&g, T, (int)m.cfg.hidden_size, (int)m.cfg.intermediate_size) != 0 ||
+    if (gemm_init(&g, T, (int)m.cfg.hidden_size, (int)m.cfg.intermediate_size, o->no_ceilings) != 0 ||
         run_iters(o, train ? lora_step : eval_step, &s, &g, &r) != 0)
         return cli_fail();
     // training: forward + backward (dx of every matmul, no dW of frozen weights)
     print_common(o, &r, &g, T, "tokens/s", model_flops(&m.cfg, T, (double)b.n_supervised) * (train ? 2.0 : 1.0));
-    printf(", \"supervised\": \"%s\", \"tokens\": %d, \"n_supervised\": %lld, \"arena_high_mb\": %.0f, \"loss\": %.6f}\n",
-           o->sup, T, (long long)b.n_supervised, s.c.arena.high / 1048576.0, s.loss);
+    printf(", \"supervised\": \"%s\", \"tokens\": %d, \"n_supervised\": %lld, \"arena_high_mb\": %.0f, \"loss\": %.6f, "
+           "\"checkpointing\": %s}\n",
+           o->sup, T, (long long)b.n_supervised, s.c.arena.high / 1048576.0, s.loss, o->checkpointing ? "true" : "false");
     gemm_free(&g);
     free(s.nll), free(b.ids), free(b.pos), free(b.kv_begin), free(b.targets);
     ag_ctx_free(&s.c);
@@ -464,19 +438,25 @@ static int bench_llama(const bench_opts *o) {
 }
 
 int cmd_bench(int argc, char **argv) {
-    if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        fputs(usage_text, stdout);
-        return 0;
-    }
-    if (argc < 2) return cli_usage("bench", "expected gemm, lora, eval or siglip");
     bench_opts o;
-    int rc = parse_opts(argc, argv, &o);
-    if (rc) return rc;
+    static const struct { const char *w; int kind; } kinds[] = {{"gemm", B_GEMM}, {"lora", B_LORA}, {"eval", B_EVAL}, {"siglip", B_SIGLIP}};
+    int k = 0;
+    while (argc >= 2 && k < 4 && strcmp(argv[1], kinds[k].w)) k++;
+    if (argc < 2 || k == 4) {   // no benchmark named: --help, or a usage error
+        if (argc >= 2 && argv[1][0] == '-') {
+            int rc = parse_opts(argc, argv, &o, 0, NULL);
+            if (rc) return rc == 1 ? 0 : rc;
+        }
+        if (argc < 2 || argv[1][0] == '-') return cli_usage("bench", "expected gemm, lora, eval or siglip");
+        return cli_usage("bench", "unknown benchmark '%s' (expected gemm, lora, eval or siglip)", argv[1]);
+    }
+    int rc = parse_opts(argc - 1, argv + 1, &o, kinds[k].kind, kinds[k].w);
+    if (rc) return rc == 1 ? 0 : rc;
     if (o.kind == B_SIGLIP) return bench_siglip(&o);
     if (o.kind & B_MODEL) return bench_llama(&o);
     gemm_ceiling g;   // gemm: the ceilings alone on the Llama-3.2-1B shapes
     bench_run r;
-    if (gemm_init(&g, o.T, 2048, 8192) != 0 || run_iters(&o, NULL, NULL, &g, &r) != 0) return cli_fail();
+    if (gemm_init(&g, o.T, 2048, 8192, 0) != 0 || run_iters(&o, NULL, NULL, &g, &r) != 0) return cli_fail();
     double sg, sg0, sg1, bf, bf0, bf1;
     spread(r.sg, o.iters, &sg, &sg0, &sg1);
     spread(r.bf, o.iters, &bf, &bf0, &bf1);

@@ -9,6 +9,7 @@
 
 #include "chat.h"
 #include "cli.h"
+#include "opts.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -47,30 +48,18 @@ static int tokenize_one(const tok_tokenizer *t, const tk_opts *o, const char *te
 int cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *text = NULL;
     tk_opts o = {0};
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--model")) {
-            if (i + 1 >= argc) return cli_usage("tokenize", "--model needs a folder");
-            model = argv[++i];
-        } else if (!strcmp(argv[i], "--bos")) {
-            o.bos = 1;
-        } else if (!strcmp(argv[i], "--chat")) {
-            o.chat = 1;
-        } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: lorac tokenize --model DIR [--bos] [--chat] [TEXT]   (no TEXT: one line of ids per stdin line)\n");
-            return 0;
-        } else if (!strcmp(argv[i], "--")) {
-            if (i + 1 < argc) {
-                if (text || i + 2 < argc) return cli_usage("tokenize", "expected one TEXT argument");
-                text = argv[i + 1];
-            }
-            break;
-        } else if (argv[i][0] == '-' && argv[i][1] == '-') {
-            return cli_usage("tokenize", "unknown option '%s'", argv[i]);
-        } else {
-            if (text) return cli_usage("tokenize", "expected one TEXT argument, found a second one '%s' (quote the text)", argv[i]);
-            text = argv[i];
-        }
-    }
+    const cli_opt opts[] = {
+        CLI_TEXT("model", OPT_STR, &model, "DIR", "the folder with tokenizer.json (required)"),
+        CLI_FLAG("bos", &o.bos, "put <|begin_of_text|> first"),
+        CLI_FLAG("chat", &o.chat, "render TEXT as one user message + the assistant header"),
+    };
+    const cli_spec spec = {"tokenize", "--model DIR [--bos] [--chat] [TEXT]   (no TEXT: one line of ids per stdin line)",
+                           NULL, opts, CLI_NOPTS(opts), "a TEXT starting with '-' goes after --\n", 0};
+    char *pos[argc];   // the TEXT arguments (one at most)
+    int npos, prc = cli_parse(&spec, argc, argv, pos, argc, &npos, 0, NULL);
+    if (prc) return prc == 1 ? 0 : prc;
+    if (npos > 1) return cli_usage("tokenize", "expected one TEXT argument, found a second one '%s' (quote the text)", pos[1]);
+    if (npos) text = pos[0];
     if (!model) return cli_usage("tokenize", "missing --model DIR");
     tok_tokenizer *t = tok_load(model);
     if (!t) return cli_fail();

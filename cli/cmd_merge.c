@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "opts.h"
 #include "hfconfig.h"
 #include "lora.h"
 #include "safetensors.h"
@@ -153,17 +154,19 @@ static void remove_stale_merges(const char *out) {
 
 int cmd_merge(int argc, char **argv) {
     const char *model = NULL, *adapter = NULL, *out = NULL;
-    for (int i = 1; i < argc; i++) {
-        int has = i + 1 < argc;
-        if (!strcmp(argv[i], "--model") && has) model = argv[++i];
-        else if (!strcmp(argv[i], "--adapter") && has) adapter = argv[++i];
-        else if (!strcmp(argv[i], "--out") && has) out = argv[++i];
-        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: lorac merge --model DIR --adapter DIR --out DIR\n");
-            return 0;
-        } else
-            return cli_usage("merge", "unknown or incomplete option '%s'", argv[i]);
-    }
+    const char *weights = "auto";   // accepted as for eval and generate; one streaming path serves both
+    const cli_opt opts[] = {
+        CLI_TEXT("model", OPT_STR, &model, "DIR", "Llama model folder (required)"),
+        CLI_TEXT("adapter", OPT_STR, &adapter, "DIR", "the LoRA adapter folder to fold into the weights (required)"),
+        CLI_TEXT("out", OPT_STR, &out, "DIR", "a new folder: the model with W + scale * B A in place of W (required)"),
+        CLI_WEIGHTS(&weights, "auto or f32: the same output and memory (see below)"),
+    };
+    const cli_spec spec = {"merge", "--model DIR --adapter DIR --out DIR [--weights auto|f32]", NULL, opts, CLI_NOPTS(opts),
+                           "  --weights auto|f32: accepted as for eval and generate; merge always streams the model\n"
+                           "  from the mapped file one tensor at a time (the merged ones in fp32), so both give the\n"
+                           "  same output and memory\n", 0};
+    int npos, prc = cli_parse(&spec, argc, argv, NULL, 0, &npos, 0, NULL);
+    if (prc) return prc == 1 ? 0 : prc;
     if (!model || !adapter || !out) return cli_usage("merge", "--model, --adapter and --out are required");
     char outb[4096];   // --out DIR/ names DIR (the temporary folder DIR.tmpPID is built beside it)
     if (!*out || strlen(out) >= sizeof outb) return cli_usage("merge", "--out: expected a folder name, found '%s'", out);

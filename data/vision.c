@@ -1,5 +1,5 @@
-// vision.c — images -> SigLIP features -> projector -> Llama input embeddings, the
-// multimodal micro-step, and perplexity over records with images (see vision.h).
+// vision.c — images -> SigLIP features -> projector -> Llama input embeddings, and the
+// multimodal micro-step (see vision.h; perplexity with images: eval/vision_ppl.c).
 #include "vision.h"
 
 #include <math.h>
@@ -10,9 +10,9 @@
 // --- the tower
 
 int vision_open(vision_tower *v, const char *dir, int select_layer, int64_t max_pixels, int max_batch,
-                ag_precision precision) {
+                ag_precision precision, ag_weights weights) {
     memset(v, 0, sizeof *v);
-    if (siglip_load_precision(dir, &v->sig, precision) != 0) return -1;
+    if (siglip_load_opts(dir, &v->sig, precision, weights) != 0) return -1;
     const hf_siglip_config *sc = &v->sig.cfg;
     if (siglip_resolve_layer(sc, select_layer) < 0) {
         err_prefix("%s: select_layer", dir);
@@ -49,7 +49,7 @@ void vision_close(vision_tower *v) {
 
 int vision_open_projected(vision_tower *v, projector *p, const char *vision_dir, const char *proj_dir,
                           const llama_model *m, const char *model) {
-    if (projector_load(p, proj_dir) != 0 || vision_open(v, vision_dir, p->select_layer, 0, 1, m->precision) != 0)
+    if (projector_load(p, proj_dir) != 0 || vision_open(v, vision_dir, p->select_layer, 0, 1, m->precision, m->weights) != 0)
         return -1;
     if (p->vision_hidden != v->C || p->num_patches != v->P || p->text_hidden != m->cfg.hidden_size)
         return err_set("%s/projector_config.json: the projector maps %d -> %d with %d patches; %s gives %d features "
@@ -121,11 +121,16 @@ static ag_tensor *feats_tensor(ag_ctx *c, const projector *p, const float *feats
     return f;
 }
 
+ag_tensor *vision_embed_pooled(ag_ctx *c, const llama_model *lm, const projector *p, const int32_t *ids,
+                               int64_t n, const float *feats, const int32_t *rows, int64_t m) {
+    return embed_rows(c, lm, p, ids, n, feats_tensor(c, p, feats, m), rows, m);
+}
+
 ag_tensor *vision_embed(ag_ctx *c, const llama_model *lm, const projector *p, const int32_t *ids,
                         int64_t n, const float *feats, const int32_t *rows, int64_t m) {
     int R = projector_rows(p);
     if (m == 0) return embed_rows(c, lm, p, ids, n, NULL, rows, 0);
-    if (p->pool == POOL_NONE) return embed_rows(c, lm, p, ids, n, feats_tensor(c, p, feats, m), rows, m);
+    if (p->pool == POOL_NONE) return vision_embed_pooled(c, lm, p, ids, n, feats, rows, m);
     if (R <= 0 || m % R != 0) {
         err_set("vision: %lld image rows are not whole images of %d rows", (long long)m, R);
         return NULL;
@@ -192,16 +197,26 @@ static int xattn_ranges(ag_ctx *c, const int32_t *img, int64_t n, int R, int32_t
     return 0;
 }
 
+ag_tensor *vision_project_pooled(ag_ctx *c, const projector *p, const float *feats, int64_t rows) {
+    return projector_forward(c, p, feats_tensor(c, p, feats, rows));
+}
+
+ag_tensor *vision_xattn_forward_vis(ag_ctx *c, const llama_model *m, const llama_lora *lora, const xattn *xa,
+                                    ag_tensor *vis, int R, const int32_t *ids, int64_t n, const int32_t *pos,
+                                    const int32_t *kv_begin, int nimg, const int32_t *img) {
+    if (nimg && !vis) return NULL;
+    int32_t *kb, *ke;
+    if (xattn_ranges(c, img, n, R, &kb, &ke) != 0) return NULL;
+    xattn_run run = {xa, vis, kb, ke};
+    llama_hook hook = xattn_hook(&run);
+    return llama_forward_hooked(c, m, lora, ids, NULL, n, pos, kv_begin, &hook);
+}
+
 ag_tensor *vision_xattn_forward(ag_ctx *c, const llama_model *m, const llama_lora *lora, const projector *p,
                                 const xattn *xa, const int32_t *ids, int64_t n, const int32_t *pos,
                                 const int32_t *kv_begin, const float *feats, int nimg, const int32_t *img) {
     ag_tensor *vis = vision_xattn_rows(c, p, feats, nimg);
-    if (nimg && !vis) return NULL;
-    int32_t *kb, *ke;
-    if (xattn_ranges(c, img, n, projector_rows(p), &kb, &ke) != 0) return NULL;
-    xattn_run run = {xa, vis, kb, ke};
-    llama_hook hook = xattn_hook(&run);
-    return llama_forward_hooked(c, m, lora, ids, NULL, n, pos, kv_begin, &hook);
+    return vision_xattn_forward_vis(c, m, lora, xa, vis, projector_rows(p), ids, n, pos, kv_begin, nimg, img);
 }
 
 int vision_xattn_micro_step(ag_ctx *c, const llama_model *m, const llama_lora *lora, const projector *p,
@@ -239,72 +254,4 @@ static int tower_fn(void *user, const data_record *r, float *out) {
 vision_source vision_tower_source(vision_tower *v) {
     vision_source s = {tower_fn, v, v->P, v->C};
     return s;
-}
-
-// --- perplexity (eval_perplexity_img with the projector splicing the features in)
-
-typedef struct vision_ppl {
-    const llama_model *m;
-    const projector *p;
-    const vision_source *src;
-    float *raw;   // [P, Cv] one image's patch features before pooling
-    const llama_lora *lora;   // cross-attention: the forward runs here
-    const xattn *xa;
-} vision_ppl;
-
-static int ppl_features(void *user, const data_record *r, float *out) {
-    const vision_ppl *v = user;
-    if (v->p->pool == POOL_NONE) return v->src->fn(v->src->user, r, out);
-    if (v->src->fn(v->src->user, r, v->raw) != 0) return -1;
-    projector_pool_plain(v->p, v->raw, 1, out);
-    return 0;
-}
-
-static ag_tensor *ppl_embed(void *user, ag_ctx *c, const int32_t *ids, int64_t n, const float *feats,
-                            const int32_t *rows, int64_t m) {
-    const vision_ppl *v = user;
-    return embed_rows(c, v->m, v->p, ids, n, feats_tensor(c, v->p, feats, m), rows, m);
-}
-
-static ag_tensor *ppl_xattn(void *user, ag_ctx *c, const int32_t *ids, int64_t n, const int32_t *pos,
-                            const int32_t *begin, const float *feats, int nimg, const int32_t *img) {
-    const vision_ppl *v = user;
-    // feats hold the pooled rows already: project them without pooling again
-    ag_tensor *vis = nimg ? projector_forward(c, v->p, feats_tensor(c, v->p, feats, (int64_t)nimg * projector_rows(v->p)))
-                          : NULL;
-    if (nimg && !vis) return NULL;
-    int32_t *kb, *ke;
-    if (xattn_ranges(c, img, n, projector_rows(v->p), &kb, &ke) != 0) return NULL;
-    xattn_run run = {v->xa, vis, kb, ke};
-    llama_hook hook = xattn_hook(&run);
-    return llama_forward_hooked(c, v->m, v->lora, ids, NULL, n, pos, begin, &hook);
-}
-
-int vision_perplexity_xattn(ag_ctx *c, const llama_model *m, const llama_lora *lora, const vision_source *v,
-                            const projector *p, const xattn *xa, const data_set *ds, int64_t M, int64_t S,
-                            int64_t batch_rows, eval_result *res, eval_progress_fn progress, void *user) {
-    if (v && p && (p->pool != POOL_NONE || xa) && v->P != p->num_patches)
-        return err_set("vision: the features have %d patches per image, the projector expects %d", v->P,
-                       p->num_patches);
-    vision_ppl vp = {m, p, v, v && p ? xmalloc((size_t)v->P * v->Cv * sizeof(float)) : NULL, lora, xa};
-    eval_image_hook hook = {0};
-    hook.Cv = v ? v->Cv : 0;
-    hook.features = v && p ? ppl_features : NULL;
-    hook.user = &vp;
-    if (xa) {
-        hook.R = p ? projector_rows(p) : 0;
-        hook.forward = ppl_xattn;
-    } else {
-        hook.P = v ? (p ? projector_rows(p) : v->P) : 0;
-        hook.embed = ppl_embed;
-    }
-    int rc = eval_perplexity_img(c, m, lora, &hook, ds, M, S, batch_rows, res, progress, user);
-    free(vp.raw);
-    return rc;
-}
-
-int vision_perplexity(ag_ctx *c, const llama_model *m, const llama_lora *lora, const vision_source *v,
-                      const projector *p, const data_set *ds, int64_t M, int64_t S,
-                      int64_t batch_rows, eval_result *res, eval_progress_fn progress, void *user) {
-    return vision_perplexity_xattn(c, m, lora, v, p, NULL, ds, M, S, batch_rows, res, progress, user);
 }

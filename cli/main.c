@@ -30,7 +30,7 @@ static const command commands[] = {
      "bench gemm|lora|eval|siglip [--model DIR] [--vision DIR] [--tokens T] [--batch B] [--rank R] "
      "[--supervised all|half] [--precision fp32|bf16] [--iters N] [--warmup N] [--interleave] (lorac bench --help)"},
     {"make-tiny", cmd_make_tiny,
-     "make-tiny --out DIR [--kind llama|siglip] [--seed N] [--preset llama-3.2-1b|siglip-base-patch16-224] "
+     "make-tiny --out DIR [--kind llama|siglip] [--seed N] [--preset llama-3.2-1b|llama-3.2-3b|llama-3.1-8b|siglip-base-patch16-224] "
      "[--dtype bf16|f16|f32] [--tokenizer DIR] [--force]"},
 };
 #define NCOMMANDS (int)(sizeof commands / sizeof commands[0])
@@ -53,7 +53,7 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < NCOMMANDS; i++) {
         if (strcmp(argv[1], commands[i].name)) continue;
-        // under mpirun: train, eval and prepare run data-parallel (train/dist.h)
+        // under mpirun: train, eval and prepare run data-parallel (autograd/dist.h)
         int par = !strcmp(argv[1], "train") || !strcmp(argv[1], "eval") || !strcmp(argv[1], "prepare");
         if (par && dist_init(&argc, &argv) != 0) {
             fprintf(stderr, "error: %s\n", err_get());

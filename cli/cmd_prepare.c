@@ -5,7 +5,7 @@
 // In projector modes (mode: projector | projector+lora) it instead computes the SigLIP features
 // of every unique image of data.train (and data.eval, when set) once into a vision feature cache
 // (data/featcache.h) that `train` reads when vision.features names it. Statistics go to stderr.
-// Under mpirun (train/dist.h) the ranks split the images (data_fc_build); rank 0 writes.
+// Under mpirun (autograd/dist.h) the ranks split the images (data_fc_build); rank 0 writes.
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "opts.h"
 #include "config.h"
 #include "dist.h"
 #include "featcache.h"
@@ -37,19 +38,6 @@ static void on_warn(void *ctx, const char *msg) {
     if (w->n < MAX_WARNINGS) fprintf(stderr, "warning: skipped %s\n", msg);
     else if (w->n == MAX_WARNINGS) fprintf(stderr, "warning: more bad lines skipped (counted, not shown)\n");
     w->n++;
-}
-
-static void usage(FILE *f) {
-    fprintf(f,
-            "usage: lorac prepare CONFIG.yaml [key=value ...] --out FILE.h5 [--no-compress]\n"
-            "  Tokenizes data.train with the config's data options (format, template, train_on_prompt,\n"
-            "  skip_bad_lines, max_seq_len, truncation) and the tokenizer of `model` into an HDF5 file\n"
-            "  that `lorac train` reads when data.train names it.\n"
-            "  --no-compress   store the datasets without deflate compression\n"
-            "  In projector modes: computes the vision features (vision.model, vision.select_layer) of\n"
-            "  every unique image of data.train and data.eval into a feature cache that `lorac train`\n"
-            "  reads when vision.features names it.\n"
-            "  --batch N       images per vision tower call (projector modes; default 8)\n");
 }
 
 // --- projector modes: the vision feature cache
@@ -107,7 +95,9 @@ static int prepare_features(const cfg_train *c, const char *out, int batch) {
     siglip_model m;
     ag_precision precision = AG_PREC_FP32;
     ag_precision_parse(c->precision, &precision);   // validated by cfg_validate
-    if (siglip_load_precision(c->vision.model, &m, precision)) {
+    ag_weights weights = AG_WEIGHTS_AUTO;
+    ag_weights_parse(c->weights, &weights);   // validated by cfg_validate
+    if (siglip_load_opts(c->vision.model, &m, precision, weights)) {
         tok_free(tok);
         return -1;
     }
@@ -148,65 +138,45 @@ static int prepare_features(const cfg_train *c, const char *out, int batch) {
 }
 
 int cmd_prepare(int argc, char **argv) {
-    const char *config = NULL, *out = NULL;
-    int compress = 1, batch = 8;
-    char **overrides = xcalloc((size_t)argc + 1, sizeof(char *));
-    int n_over = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            usage(stdout);
-            free(overrides);
-            return 0;
-        } else if (!strcmp(a, "--out")) {
-            if (i + 1 >= argc || !argv[i + 1][0]) {
-                free(overrides);
-                return cli_usage("prepare", "--out needs a file name");
-            }
-            out = argv[++i];
-        } else if (!strncmp(a, "--out=", 6)) {
-            out = a + 6;
-        } else if (!strcmp(a, "--no-compress")) {
-            compress = 0;
-        } else if (!strcmp(a, "--batch")) {
-            char *end = NULL;
-            long b = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
-            if (!end || *end || b < 1 || b > 4096) {
-                free(overrides);
-                return cli_usage("prepare", "--batch needs an integer 1..4096, found '%s'", i + 1 < argc ? argv[i + 1] : "");
-            }
-            batch = (int)b;
-            i++;
-        } else if (a[0] == '-' && a[1] == '-') {
-            free(overrides);
-            return cli_usage("prepare", "unknown option '%s'", a);
-        } else if (!config && !strchr(a, '=')) {
-            config = a;
-        } else if (strchr(a, '=')) {
-            overrides[n_over++] = argv[i];
-        } else {
-            free(overrides);
-            return cli_usage("prepare", "unexpected argument '%s' (overrides are dotted key=value)", a);
-        }
+    const char *out = NULL;
+    int no_compress = 0;
+    int64_t batch = 8;
+    const cli_opt opts[] = {
+        CLI_TEXT("out", OPT_FILE, &out, "FILE.h5", "the HDF5 file to write (required)"),
+        CLI_FLAG("no-compress", &no_compress, "store the datasets without deflate compression"),
+        CLI_INT("batch", &batch, "N", 1, 4096, "images per vision tower call (projector modes; default 8)"),
+    };
+    const cli_spec spec = {
+        "prepare", "CONFIG.yaml [key=value ...] --out FILE.h5 [--no-compress] [--batch N]",
+        "  Tokenizes data.train with the config's data options (format, template, train_on_prompt,\n"
+        "  skip_bad_lines, max_seq_len, truncation) and the tokenizer of `model` into an HDF5 file\n"
+        "  that `lorac train` reads when data.train names it.\n"
+        "  In projector modes: computes the vision features (vision.model, vision.select_layer) of\n"
+        "  every unique image of data.train and data.eval into a feature cache that `lorac train`\n"
+        "  reads when vision.features names it.\n",
+        opts, CLI_NOPTS(opts), NULL, 0};
+    char *pos[argc];   // CONFIG.yaml, then the overrides
+    int npos, prc = cli_parse(&spec, argc, argv, pos, argc, &npos, 0, NULL);
+    if (prc) return prc == 1 ? 0 : prc;
+    const char *config = NULL;
+    char *overrides[argc];
+    int n_over = 0, compress = !no_compress;
+    for (int i = 0; i < npos; i++) {
+        if (strchr(pos[i], '=')) overrides[n_over++] = pos[i];
+        else if (!config) config = pos[i];
+        else return cli_usage("prepare", "unexpected argument '%s' (overrides are dotted key=value)", pos[i]);
     }
-    if (!config) {
-        free(overrides);
-        return cli_usage("prepare", "missing CONFIG.yaml");
-    }
-    if (!out || !out[0]) {
-        free(overrides);
-        return cli_usage("prepare", "missing --out FILE.h5");
-    }
+    if (!config) return cli_usage("prepare", "missing CONFIG.yaml");
+    if (!out) return cli_usage("prepare", "missing --out FILE.h5");
 
     cfg_train c;
     int rc = cfg_load(&c, config, n_over, overrides);
-    free(overrides);
     if (rc || cfg_validate(&c)) {
         cfg_free(&c);
         return cli_fail();
     }
     if (strcmp(c.mode, "lora")) {   // projector and xattn modes
-        rc = prepare_features(&c, out, batch);
+        rc = prepare_features(&c, out, (int)batch);
         cfg_free(&c);
         return rc ? cli_fail() : 0;
     }

@@ -3,6 +3,9 @@
 // (anti-aliased edges), its parameters drawn from a splitmix64 stream of the seed: the same
 // seed gives the same bytes. Eval images come from a separate stream and are redrawn until
 // their pixels differ from every training image (held-out images, seen-style captions).
+// Two styles: `full` ("a large red circle on the left of a white background") and `simple`
+// ("a red circle": one large shape in one of the five places on white; what `make
+// demo-vision` teaches).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -14,6 +17,7 @@
 
 #include "ag.h"
 #include "cli.h"
+#include "opts.h"
 #include "make_captions.h"
 #include "util.h"
 
@@ -40,13 +44,15 @@ static int pick(uint64_t *s, int n) {
     return k < n ? k : n - 1;
 }
 
-static scene draw_scene(uint64_t *s, int S) {
+// style simple: always large and on white (only shape, colour and place are drawn)
+static scene draw_scene(uint64_t *s, int S, int style) {
+    int simple = style == CAPTIONS_SIMPLE;
     scene c;
     c.shape = pick(s, N_OF(SHAPES));
     c.colour = pick(s, N_OF(COLOURS));
-    c.size = pick(s, N_OF(SIZES));
+    c.size = simple ? 1 : pick(s, N_OF(SIZES));
     c.place = pick(s, N_OF(PLACES));
-    c.bg = pick(s, N_OF(BACKGROUNDS));
+    c.bg = simple ? 0 : pick(s, N_OF(BACKGROUNDS));
     float lo = c.size ? 0.22f : 0.10f, hi = c.size ? 0.27f : 0.14f;
     c.r = (lo + (hi - lo) * ag_rng_uniform(s)) * (float)S;
     float jx = (ag_rng_uniform(s) - 0.5f) * 0.08f * (float)S, jy = (ag_rng_uniform(s) - 0.5f) * 0.08f * (float)S;
@@ -90,7 +96,7 @@ static void render(const scene *c, int S, unsigned char *rgb) {
 
 // --- writing
 
-static int write_split(const char *tmp, const char *split, int n, int S, uint64_t *rng, uint64_t *seen,
+static int write_split(const char *tmp, const char *split, int n, int S, int style, uint64_t *rng, uint64_t *seen,
                        int n_seen_max, int *n_seen, int avoid) {
     char name[64];
     snprintf(name, sizeof name, "%s.jsonl", split);
@@ -107,7 +113,7 @@ static int write_split(const char *tmp, const char *split, int n, int S, uint64_
         scene c;
         uint64_t h;
         for (int tries = 0;; tries++) {
-            c = draw_scene(rng, S);
+            c = draw_scene(rng, S, style);
             render(&c, S, rgb);
             h = hash64(rgb, (size_t)S * S * 3, 0);
             int dup = 0;
@@ -127,9 +133,12 @@ static int write_split(const char *tmp, const char *split, int n, int S, uint64_
         if (!stbi_write_png(ipath, S, S, 3, rgb, S * 3)) rc = err_set("%s: cannot write the PNG", ipath);
         free(ipath);
         if (rc) break;
-        if (fprintf(fp, "{\"image\": \"%s\", \"caption\": \"a %s %s %s %s of a %s background\"}\n", rel,
-                    SIZES[c.size], COLOURS[c.colour], SHAPES[c.shape], PLACES[c.place], BACKGROUNDS[c.bg]) < 0)
-            rc = err_set("%s: write failed", jpath);
+        int w = style == CAPTIONS_SIMPLE
+                    ? fprintf(fp, "{\"image\": \"%s\", \"caption\": \"%s %s %s\"}\n", rel,
+                              COLOURS[c.colour][0] == 'o' ? "an" : "a", COLOURS[c.colour], SHAPES[c.shape])
+                    : fprintf(fp, "{\"image\": \"%s\", \"caption\": \"a %s %s %s %s of a %s background\"}\n", rel,
+                              SIZES[c.size], COLOURS[c.colour], SHAPES[c.shape], PLACES[c.place], BACKGROUNDS[c.bg]);
+        if (w < 0) rc = err_set("%s: write failed", jpath);
     }
     if (fclose(fp) != 0 && rc == 0) rc = err_set("%s: write failed (disk full?)", jpath);
     free(rgb);
@@ -137,7 +146,7 @@ static int write_split(const char *tmp, const char *split, int n, int S, uint64_
     return rc;
 }
 
-int make_captions(const char *out, int n_train, int n_eval, int size, uint64_t seed, int force) {
+int make_captions(const char *out, int n_train, int n_eval, int size, int style, uint64_t seed, int force) {
     if (n_train < 0 || n_eval < 0 || size < 16 || size > 1024)
         return err_set("make-tiny captions: expected counts >= 0 and 16 <= size <= 1024, found %d, %d, %d", n_train,
                        n_eval, size);
@@ -150,8 +159,8 @@ int make_captions(const char *out, int n_train, int n_eval, int size, uint64_t s
     int n_seen = 0;
     if (mkdir_p(parent) || rm_rf(tmp) || mkdir_p(img)) goto done;
     uint64_t train_rng = hash64("captions/train", 14, seed), eval_rng = hash64("captions/eval", 13, seed);
-    if (write_split(tmp, "train", n_train, size, &train_rng, seen, n_train, &n_seen, 0)) goto done;
-    if (write_split(tmp, "eval", n_eval, size, &eval_rng, seen, 0, &n_seen, 1)) goto done;
+    if (write_split(tmp, "train", n_train, size, style, &train_rng, seen, n_train, &n_seen, 0)) goto done;
+    if (write_split(tmp, "eval", n_eval, size, style, &eval_rng, seen, 0, &n_seen, 1)) goto done;
     if (fsync_dir(tmp)) goto done;
     if (dir_exists(out) && rmdir(out) != 0) {   // rmdir succeeds only for an empty folder
         if (!force) {
@@ -184,63 +193,35 @@ done:
 
 // --- CLI
 
-static int parse_int(const char *s, long lo, long hi, long *out) {
-    if (!s || !*s) return -1;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
 int cmd_make_captions(int argc, char **argv) {
-    const char *out = NULL;
-    long n = 200, n_eval = -1, size = 64;
+    const char *out = NULL, *kind = NULL, *style = "full";
+    int64_t n = 200, n_eval = -1, size = 64;
     uint64_t seed = 0;
     int force = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--force")) {
-            force = 1;
-            continue;
-        }
-        static const char *const known[] = {"--kind", "--out", "--n", "--eval", "--size", "--seed"};
-        int is_known = 0;
-        for (size_t k = 0; k < sizeof known / sizeof *known; k++) is_known |= !strcmp(a, known[k]);
-        if (!is_known)
-            return cli_usage("make-tiny", "unknown option '%s' for --kind captions (expected --out, --n, --eval, "
-                             "--size, --seed, --force)", a);
-        if (!v) return cli_usage("make-tiny", "%s needs a value", a);
-        i++;
-        if (!strcmp(a, "--kind")) {
-            if (strcmp(v, "captions")) return cli_usage("make-tiny", "--kind %s: expected captions here", v);
-        } else if (!strcmp(a, "--out")) {
-            out = v;
-        } else if (!strcmp(a, "--n")) {
-            if (parse_int(v, 0, 1000000, &n)) return cli_usage("make-tiny", "--n: expected 0..1000000, found '%s'", v);
-        } else if (!strcmp(a, "--eval")) {
-            if (parse_int(v, 0, 1000000, &n_eval))
-                return cli_usage("make-tiny", "--eval: expected 0..1000000, found '%s'", v);
-        } else if (!strcmp(a, "--size")) {
-            if (parse_int(v, 16, 1024, &size)) return cli_usage("make-tiny", "--size: expected 16..1024, found '%s'", v);
-        } else if (!strcmp(a, "--seed")) {
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(v, &end, 10);
-            if (errno || *end || !*v || *v == '-')
-                return cli_usage("make-tiny", "--seed needs a non-negative integer, found '%s'", v);
-            seed = s;
-        } else {
-            return cli_usage("make-tiny", "unknown option '%s' for --kind captions (expected --out, --n, --eval, "
-                             "--size, --seed, --force)", a);
-        }
-    }
+    const cli_opt opts[] = {
+        CLI_WORD("kind", &kind, "captions", "captions", "this data set (required)"),
+        CLI_TEXT("out", OPT_STR, &out, "DIR", "the folder to write (required)"),
+        CLI_INT("n", &n, "N", 0, 1000000, "training images (default 200)"),
+        CLI_INT("eval", &n_eval, "N", 0, 1000000, "eval images (default N / 5)"),
+        CLI_INT("size", &size, "S", 16, 1024, "SxS images (default 64)"),
+        CLI_WORD("style", &style, "full|simple", "full simple",
+                 "captions naming size, colour, shape, place and background (full, default), or \"a red circle\" "
+                 "for one large shape on white (simple)"),
+        {.name = "seed", .type = OPT_U64, .dst = &seed, .arg = "N", .help = "random seed (default 0)"},
+        CLI_FLAG("force", &force, "replace an existing --out folder"),
+    };
+    const cli_spec spec = {"make-tiny", "--kind captions --out DIR [--n N] [--eval N] [--size S] [--style full|simple] [--seed N] "
+                           "[--force]",
+                           NULL, opts, CLI_NOPTS(opts), NULL, 0};
+    int npos, prc = cli_parse(&spec, argc, argv, NULL, 0, &npos, 0, NULL);
+    if (prc) return prc == 1 ? 0 : prc;
     if (!out || !*out) return cli_usage("make-tiny", "--out DIR is required");
     if (n_eval < 0) n_eval = n / 5;
     double t0 = now_seconds();
-    if (make_captions(out, (int)n, (int)n_eval, (int)size, seed, force)) return cli_fail();
-    fprintf(stderr, "make-tiny: wrote %s (captions: %ld train + %ld eval images of %ldx%ld, seed %llu, %.2f s)\n",
-            out, n, n_eval, size, size, (unsigned long long)seed, now_seconds() - t0);
+    int st = !strcmp(style, "simple") ? CAPTIONS_SIMPLE : CAPTIONS_FULL;
+    if (make_captions(out, (int)n, (int)n_eval, (int)size, st, seed, force)) return cli_fail();
+    fprintf(stderr, "make-tiny: wrote %s (captions, style %s: %lld train + %lld eval images of %lldx%lld, seed %llu, "
+            "%.2f s)\n", out, style, (long long)n, (long long)n_eval, (long long)size, (long long)size,
+            (unsigned long long)seed, now_seconds() - t0);
     return 0;
 }

@@ -12,19 +12,12 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "opts.h"
 #include "h5data.h"
 #include "lora.h"
 #include "ppl.h"
 #include "tokenizer.h"
-#include "vision.h"
-
-static int parse_int(const char *s, int64_t *out) {
-    char *end;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end) return -1;
-    *out = v;
-    return 0;
-}
+#include "vision_ppl.h"
 
 typedef struct progress_state {
     int tty;
@@ -41,39 +34,31 @@ static void on_progress(void *user, int64_t done, int64_t total, const eval_resu
 
 int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *data = NULL, *adapter = NULL, *vision = NULL, *proj_dir = NULL, *format = "auto",
-               *template_ = "llama3";
+               *template_ = "llama3", *prec = "fp32", *weights_s = "auto";
     int64_t M = 1024, S = -1, batch_rows = 0;   // S default: M / 2 (512 for the default M)
     int json = 0;
+    const cli_opt opts[] = {
+        CLI_MODEL(&model, &adapter),
+        CLI_TEXT("data", OPT_FILE, &data, "FILE", "JSONL records, a .txt document or a prepared .h5 file (required)"),
+        CLI_VISION(&vision, &proj_dir),
+        CLI_TEXT("format", OPT_STR, &format, "F", "record format: auto (default), chat, alpaca, text, caption"),
+        CLI_TEXT("template", OPT_STR, &template_, "T", "llama3 (default) or alpaca_classic"),
+        CLI_PRECISION(&prec),
+        CLI_WEIGHTS(&weights_s, "frozen weight storage: auto (default: as the file holds them, mapped) or f32"),
+        CLI_INT("max-length", &M, "N", 2, INT64_MAX, "windows of N rows (default 1024)"),
+        CLI_INT("stride", &S, "S", 1, INT64_MAX, "window stride, at most N (default N / 2)"),
+        CLI_INT("batch-tokens", &batch_rows, "N", 1, INT64_MAX, "rows per forward (default: the larger of 2048 and N)"),
+        CLI_FLAG("json", &json, "one JSON object on stdout instead of the text summary"),
+    };
+    const cli_spec spec = {"eval", "--model DIR --data FILE [--adapter DIR] [--vision DIR --projector DIR]\n"
+                                   "                  [--max-length N] [--stride S] [--precision fp32|bf16] [--weights auto|f32] [--json]",
+                           NULL, opts, CLI_NOPTS(opts), NULL, 0};
+    int npos, prc = cli_parse(&spec, argc, argv, NULL, 0, &npos, 0, NULL);
+    if (prc) return prc == 1 ? 0 : prc;
     ag_precision precision = AG_PREC_FP32;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        int has = i + 1 < argc;
-        if (!strcmp(a, "--json")) json = 1;
-        else if (!strcmp(a, "--model") && has) model = argv[++i];
-        else if (!strcmp(a, "--data") && has) data = argv[++i];
-        else if (!strcmp(a, "--adapter") && has) adapter = argv[++i];
-        else if (!strcmp(a, "--vision") && has) vision = argv[++i];
-        else if (!strcmp(a, "--projector") && has) proj_dir = argv[++i];
-        else if (!strcmp(a, "--format") && has) format = argv[++i];
-        else if (!strcmp(a, "--template") && has) template_ = argv[++i];
-        else if (!strcmp(a, "--precision") && has) {
-            if (ag_precision_parse(argv[++i], &precision))
-                return cli_usage("eval", "--precision: expected fp32 or bf16, found '%s'", argv[i]);
-        }
-        else if (!strcmp(a, "--max-length") && has) {
-            if (parse_int(argv[++i], &M) || M < 2) return cli_usage("eval", "--max-length: expected an integer >= 2, found '%s'", argv[i]);
-        } else if (!strcmp(a, "--stride") && has) {
-            if (parse_int(argv[++i], &S) || S < 1) return cli_usage("eval", "--stride: expected an integer >= 1, found '%s'", argv[i]);
-        } else if (!strcmp(a, "--batch-tokens") && has) {
-            if (parse_int(argv[++i], &batch_rows) || batch_rows < 1)
-                return cli_usage("eval", "--batch-tokens: expected a positive integer, found '%s'", argv[i]);
-        } else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            printf("usage: lorac eval --model DIR --data FILE [--adapter DIR] [--vision DIR --projector DIR]\n"
-                   "                  [--max-length N] [--stride S] [--precision fp32|bf16] [--json]\n");
-            return 0;
-        } else
-            return cli_usage("eval", "unknown or incomplete option '%s'", a);
-    }
+    ag_precision_parse(prec, &precision);
+    ag_weights weights = AG_WEIGHTS_AUTO;
+    ag_weights_parse(weights_s, &weights);
     if (!model) return cli_usage("eval", "--model DIR is required");
     if (!data) return cli_usage("eval", "--data FILE is required");
     if (S < 0) S = M / 2;
@@ -89,7 +74,7 @@ int cmd_eval(int argc, char **argv) {
     projector proj = {0};
     xattn xa = {0};
     int has_xa = 0;   // the projector folder holds cross-attention blocks (mode xattn)
-    if (!(tok = tok_load(model)) || llama_load_precision(model, &m, precision) != 0) goto out;
+    if (!(tok = tok_load(model)) || llama_load_opts(model, &m, precision, weights) != 0) goto out;
     if (vision && vision_open_projected(&vt, &proj, vision, proj_dir, &m, model) != 0) goto out;
     if (vision && (has_xa = vision_open_xattn(&xa, proj_dir, &m)) < 0) goto out;
     if (adapter && lora_load(&lora, &m.cfg, adapter) != 0) goto out;
@@ -104,6 +89,10 @@ int cmd_eval(int argc, char **argv) {
     int64_t hint = (int64_t)m.cfg.num_layers * (12 * (int64_t)m.cfg.hidden_size + 5 * (int64_t)m.cfg.intermediate_size) * 4;
     if (ag_ctx_init(&c, (size_t)(batch_rows * (int64_t)(m.cfg.hidden_size * 16 + m.cfg.intermediate_size * 4) * 4 + hint + ((int64_t)1 << 28))) != 0)
         goto out;
+    llama_log_memory(&m);   // here, after every input check: a failed run's stderr is its error line
+    fprintf(stderr, "memory: activation arena %.2f GB reserved (committed as touched; no-grad: about one layer's "
+                    "activations of %lld rows at a time)\n",
+            (double)c.arena.cap / 1e9, (long long)batch_rows);
     progress_state ps = {isatty(2) && !json, now_seconds()};
     eval_result r;
     vision_source src = vision ? vision_tower_source(&vt) : (vision_source){0};
@@ -133,6 +122,8 @@ int cmd_eval(int argc, char **argv) {
         printf("\nspeed      %.0f tokens/s (%lld tokens through the model in %.2fs)\n", r.rows / r.seconds,
                (long long)r.rows, r.seconds);
     }
+    fprintf(stderr, "memory: peak RSS %.2f GB (activation arena high-water %.2f GB)\n", mem_peak_rss_bytes() / 1e9,
+            (double)c.arena.high / 1e9);
     status = 0;
 out:
     if (status) cli_fail();
