@@ -32,11 +32,12 @@ stop_busy() { if [ -n "$busy_pid" ]; then kill "$busy_pid" 2>/dev/null || true; 
 trap stop_busy EXIT
 start_busy() { bash -c 'while :; do :; done' & busy_pid=$!; sleep 0.5; }
 
-record() {   # MODEL LOAD SPIN TPS... -> one JSON line
+record() {   # MODEL LOAD SPIN RSS_MB TPS... -> one JSON line
   /usr/bin/python3 - "$@" >>"$out/results.jsonl" <<'PY'
 import json, sys
-m, load, spin, *tps = sys.argv[1:]
-print(json.dumps({"model": m, "load": load, "spin": spin, "tokens_per_s": [float(t) for t in tps]}))
+m, load, spin, rss, *tps = sys.argv[1:]
+print(json.dumps({"model": m, "load": load, "spin": spin, "peak_rss_mb": float(rss),
+                  "tokens_per_s": [float(t) for t in tps]}))
 PY
 }
 
@@ -54,8 +55,8 @@ small() {   # LOAD SPIN
   # steps after the first two (warm-up: arena growth, first-touch pages)
   record small "$load" "$spin" $(/usr/bin/python3 -c '
 import json, sys
-s = [json.loads(l) for l in open(sys.argv[1]) if "\"loss\"" in l][2:]
-print(" ".join("%.1f" % (x["tokens"] / x["step_s"]) for x in s))' "$out/small-run/metrics.jsonl")
+s = [json.loads(l) for l in open(sys.argv[1]) if "\"loss\"" in l]
+print(max(x["peak_rss_mb"] for x in s), " ".join("%.1f" % (x["tokens"] / x["step_s"]) for x in s[2:]))' "$out/small-run/metrics.jsonl")
 }
 
 big() {   # LOAD SPIN
@@ -68,7 +69,7 @@ big() {   # LOAD SPIN
   record 1b "$load" "$spin" $(/usr/bin/python3 -c '
 import json, sys
 r = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")][-1]   # the summary line
-print(" ".join("%.2f" % (r["tokens"] / s) for s in r["sec_all"]))' "$out/1b.out")
+print(r["peak_rss_mb"], " ".join("%.2f" % (r["tokens"] / s) for s in r["sec_all"]))' "$out/1b.out")
 }
 
 echo "bench-busy: the machine may be shared; other jobs add noise to every number (see min-max)" >&2
@@ -102,14 +103,14 @@ fi
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 med = {(r["model"], r["load"], r["spin"]): statistics.median(r["tokens_per_s"]) for r in rows}
-print("\n| model | GOMP_SPINCOUNT | load | tokens/s median (min-max) | n | busy/quiet |")
-print("|---|---|---|---|---|---|")
+print("\n| model | GOMP_SPINCOUNT | load | tokens/s median (min-max) | n | busy/quiet | peak RSS |")
+print("|---|---|---|---|---|---|---|")
 for r in rows:
     t = r["tokens_per_s"]
     spin = "20000 (lorac default)" if r["spin"] == "default" else r["spin"] + " (libgomp default)"
     ratio = f"{med[(r['model'], 'busy', r['spin'])] / med[(r['model'], 'quiet', r['spin'])]:.2f}" \
         if r["load"] == "busy" and (r["model"], "quiet", r["spin"]) in med else ""
-    print(f"| {r['model']} | {spin} | {r['load']} | {statistics.median(t):.1f} ({min(t):.1f}-{max(t):.1f}) | {len(t)} | {ratio} |")
+    print(f"| {r['model']} | {spin} | {r['load']} | {statistics.median(t):.1f} ({min(t):.1f}-{max(t):.1f}) | {len(t)} | {ratio} | {r['peak_rss_mb'] / 1024:.2f} GB |")
 print("\nsmall: hidden 256, 4 layers, batch 8 records of ~30-60 tokens, lorac train; "
       "1b: bench lora, batch 1; 2 OpenMP threads; busy = one `while :; do :; done` shell.")
 print("Target (issue 17): busy/quiet >= 0.4 for both models. The machine may be shared: numbers are noisy.")

@@ -25,9 +25,9 @@ $L train configs/demo.yaml model="$M" output_dir="$OUT" "$@"
 secs=$((SECONDS - t0))
 m=$OUT/metrics.jsonl
 num() { sed -n "s/.*\"$1\": *\([-0-9.eE+]*\).*/\1/p"; }
-ppl0=$(grep '"eval_ppl"' "$m" | head -n 1 | num eval_ppl)
+ppl0=$(grep -m1 '"eval_ppl"' "$m" | num eval_ppl)
 ppl1=$(grep '"eval_ppl"' "$m" | tail -n 1 | num eval_ppl)
-ex0=$(grep '"sample_exact"' "$m" | head -n 1 | num sample_exact)
+ex0=$(grep -m1 '"sample_exact"' "$m" | num sample_exact)
 ex1=$(grep '"sample_exact"' "$m" | tail -n 1 | num sample_exact)
 echo
 echo "== demo result (held-out: data/demo/words/eval.jsonl, prompts never seen in training; ${secs} s)"

@@ -73,7 +73,7 @@ ex1=$(accuracy "$OUT" "after")
 
 m=$OUT/metrics.jsonl
 num() { sed -n "s/.*\"$1\": *\([-0-9.eE+]*\).*/\1/p"; }
-ppl0=$(grep '"eval_ppl"' "$m" | head -n 1 | num eval_ppl)
+ppl0=$(grep -m1 '"eval_ppl"' "$m" | num eval_ppl)
 ppl1=$(grep '"eval_ppl"' "$m" | tail -n 1 | num eval_ppl)
 echo
 echo "== demo-vision result (held-out: $D/eval.jsonl, images never seen in training; training ${secs} s)"
