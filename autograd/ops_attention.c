@@ -175,6 +175,26 @@ static void mm4(float *restrict C, int64_t ldc, const float *restrict A, int64_t
     }
 }
 
+// MR_BIG rows × 2L columns [j, j + 2L) of C at a time, in the L-lane vector type VT (loads LD,
+// stores ST), while they fit: the register block of mm, written once for 8 and for 16 lanes.
+#define MM_ROWBLOCK(VT, LD, ST, L)                                                                      \
+    for (; j + 2 * (L) <= n; j += 2 * (L)) {                                                            \
+        VT x[MR_BIG][2];                                                                                \
+        _Pragma("GCC unroll 8") for (int r = 0; r < MR_BIG; r++) {                                      \
+            if (acc) x[r][0] = LD(C + (i + r) * ldc + j), x[r][1] = LD(C + (i + r) * ldc + j + (L));     \
+            else x[r][0] = (VT){0}, x[r][1] = (VT){0};                                                  \
+        }                                                                                               \
+        for (int p = 0; p < k; p++) {                                                                   \
+            VT b0 = LD(B + p * ldb + j), b1 = LD(B + p * ldb + j + (L));                                \
+            _Pragma("GCC unroll 8") for (int r = 0; r < MR_BIG; r++) {                                  \
+                float s = A[(i + r) * lda + p];                                                         \
+                x[r][0] += s * b0, x[r][1] += s * b1;                                                   \
+            }                                                                                           \
+        }                                                                                               \
+        _Pragma("GCC unroll 8") for (int r = 0; r < MR_BIG; r++)                                        \
+            ST(C + (i + r) * ldc + j, x[r][0]), ST(C + (i + r) * ldc + j + (L), x[r][1]);               \
+    }
+
 static void mm(float *restrict C, int64_t ldc, const float *restrict A, int64_t lda,
                const float *restrict B, int64_t ldb, int m, int n, int k, int acc) {
     int i = 0;
@@ -184,45 +204,9 @@ static void mm(float *restrict C, int64_t ldc, const float *restrict A, int64_t 
 #if defined(__AVX512F__)
         // 16 lanes (vm16, one 512-bit register): MR_BIG rows × 32 columns in 16 accumulators,
         // twice the work per instruction of the 8-lane block; the same multiply-adds per element
-        for (; j + 32 <= n; j += 32) {
-            vm16 x[MR_BIG][2];
-#pragma GCC unroll 8
-            for (int r = 0; r < MR_BIG; r++) {
-                if (acc) x[r][0] = vm16_ld(C + (i + r) * ldc + j), x[r][1] = vm16_ld(C + (i + r) * ldc + j + 16);
-                else x[r][0] = (vm16){0}, x[r][1] = (vm16){0};
-            }
-            for (int p = 0; p < k; p++) {
-                vm16 b0 = vm16_ld(B + p * ldb + j), b1 = vm16_ld(B + p * ldb + j + 16);
-#pragma GCC unroll 8
-                for (int r = 0; r < MR_BIG; r++) {
-                    float s = A[(i + r) * lda + p];
-                    x[r][0] += s * b0, x[r][1] += s * b1;
-                }
-            }
-#pragma GCC unroll 8
-            for (int r = 0; r < MR_BIG; r++)
-                vm16_st(C + (i + r) * ldc + j, x[r][0]), vm16_st(C + (i + r) * ldc + j + 16, x[r][1]);
-        }
+        MM_ROWBLOCK(vm16, vm16_ld, vm16_st, 16)
 #endif
-        for (; j + 16 <= n; j += 16) {
-            vm8 x[MR_BIG][2];
-#pragma GCC unroll 8
-            for (int r = 0; r < MR_BIG; r++) {
-                if (acc) x[r][0] = vm_ld(C + (i + r) * ldc + j), x[r][1] = vm_ld(C + (i + r) * ldc + j + 8);
-                else x[r][0] = (vm8){0}, x[r][1] = (vm8){0};
-            }
-            for (int p = 0; p < k; p++) {
-                vm8 b0 = vm_ld(B + p * ldb + j), b1 = vm_ld(B + p * ldb + j + 8);
-#pragma GCC unroll 8
-                for (int r = 0; r < MR_BIG; r++) {
-                    float s = A[(i + r) * lda + p];
-                    x[r][0] += s * b0, x[r][1] += s * b1;
-                }
-            }
-#pragma GCC unroll 8
-            for (int r = 0; r < MR_BIG; r++)
-                vm_st(C + (i + r) * ldc + j, x[r][0]), vm_st(C + (i + r) * ldc + j + 8, x[r][1]);
-        }
+        MM_ROWBLOCK(vm8, vm_ld, vm_st, 8)
         if (j < n) mm4(C + i * ldc + j, ldc, A + i * lda, lda, B + j, ldb, MR_BIG, n - j, k, acc);
     }
 #endif
