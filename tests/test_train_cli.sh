@@ -106,6 +106,8 @@ $L train configs/tiny-lora.yaml "${common[@]}" output_dir="$T/n" optim.lr=1e30 o
 rc=$?
 check "non-finite loss/gradient exits 1 (got $rc)" [ $rc -eq 1 ]
 check "non-finite message" grep -q "^error: .*not finite" "$T/n.err"
+# step 1 completed and was checkpointed, so the step that diverged is step 2 (steps count from 1)
+check "the error names the step that diverged (step 2)" grep -q "^error: step 2: the loss is not finite" "$T/n.err"
 check "no final adapter after divergence" [ ! -e "$T/n/adapter_model.safetensors" ]
 # the last good checkpoint: the error names it, it is the only one (the failed step saved
 # nothing), it is complete, and it is resumable: resuming continues from it and meets the same

@@ -1049,7 +1049,7 @@ static int train_step(run *R, step_stats *s) {
     if (!isfinite(loss)) {
         char *last = ckpt_find_latest(cfg->output_dir);
         err_set("step %lld: the loss is not finite (%g); stopping without an update (last good checkpoint: %s)",
-                (long long)R->step, loss, last ? last : "none");
+                (long long)R->step + 1, loss, last ? last : "none");   // steps count from 1, as in metrics.jsonl
         free(last);
         return -1;
     }
@@ -1057,7 +1057,7 @@ static int train_step(run *R, step_stats *s) {
     ag_params *blk = R->nblk > 1 ? &R->cat : R->blk[0];
     if (train_opt_step(&R->opt, blk, lr, cfg->optim.grad_clip, &gnorm) != 0) {
         char *last = ckpt_find_latest(cfg->output_dir);
-        err_prefix("step %lld", (long long)R->step);
+        err_prefix("step %lld", (long long)R->step + 1);
         fprintf(stderr, "note: last good checkpoint: %s\n", last ? last : "none");
         free(last);
         return -1;
