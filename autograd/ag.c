@@ -356,7 +356,7 @@ ag_tensor *ag_checkpoint(ag_ctx *c, ag_ckpt_fn fn, const void *user, size_t user
     ckpt_saved *s = ag_alloc(c, sizeof *s, "checkpoint");
     void *u = ag_alloc(c, user_bytes ? user_bytes : 1, "checkpoint closure");
     if (!y || !s || !u) return NULL;
-    memcpy(u, user, user_bytes);
+    if (user_bytes) memcpy(u, user, user_bytes);   // (user may be NULL with no closure)
     *s = (ckpt_saved){.fn = fn, .x = x, .rng = c->rng, .user = u};
     int n0 = c->nnodes;
     size_t mark = c->arena.used;
