@@ -11,6 +11,7 @@
 # DEMO_MODEL / DEMO_OUT choose other folders — tests/test_demo.sh runs a shortened demo so)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/demo_result.sh
 L=${LORAC:-build/lorac}
 M=${DEMO_MODEL:-build/demo-llama}
 OUT=${DEMO_OUT:-build/demo-words}
@@ -24,15 +25,12 @@ t0=$SECONDS
 $L train configs/demo.yaml model="$M" output_dir="$OUT" "$@"
 secs=$((SECONDS - t0))
 m=$OUT/metrics.jsonl
-num() { sed -n "s/.*\"$1\": *\([-0-9.eE+]*\).*/\1/p"; }
-ppl0=$(grep -m1 '"eval_ppl"' "$m" | num eval_ppl)
-ppl1=$(grep '"eval_ppl"' "$m" | tail -n 1 | num eval_ppl)
-ex0=$(grep -m1 '"sample_exact"' "$m" | num sample_exact)
-ex1=$(grep '"sample_exact"' "$m" | tail -n 1 | num sample_exact)
+ppl0=$(metric eval_ppl "$m" first)
+ppl1=$(metric eval_ppl "$m" last)
+ex0=$(metric sample_exact "$m" first)
+ex1=$(metric sample_exact "$m" last)
 echo
 echo "== demo result (held-out: data/demo/words/eval.jsonl, prompts never seen in training; ${secs} s)"
-awk -v a="$ppl0" -v b="$ppl1" -v x="$ex0" -v y="$ex1" 'BEGIN {
-  printf "   perplexity   %10.1f -> %-8.2f  (%.0fx lower; target >= 10x: %s)\n", a, b, a / b, ((a / b >= 10) ? "met" : "NOT met")
-  printf "   exact answers %8.1f%% -> %.1f%%     (target >= 80%%: %s)\n", 100 * x, 100 * y, ((y >= 0.8) ? "met" : "NOT met") }'
+targets perplexity "exact answers" "$ppl0" "$ppl1" "$ex0" "$ex1"
 echo "   report: $OUT/report.html   TensorBoard: tensorboard --logdir $OUT/tb"
 echo "   try:    $L generate --model $M --adapter $OUT --chat --temperature 0 --prompt \"Which word is a colour? lamp cat green\""

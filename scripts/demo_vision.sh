@@ -19,6 +19,7 @@
 # captions only the first N held-out images — tests/test_demo.sh runs a shortened demo so)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/demo_result.sh
 L=${LORAC:-build/lorac}
 M=${DEMO_MODEL:-build/demo-vision-llama}
 OUT=${DEMO_OUT:-build/demo-vision}
@@ -72,14 +73,11 @@ ex0=$(accuracy "$OUT-before" "before (after 1 warm-up step)")
 ex1=$(accuracy "$OUT" "after")
 
 m=$OUT/metrics.jsonl
-num() { sed -n "s/.*\"$1\": *\([-0-9.eE+]*\).*/\1/p"; }
-ppl0=$(grep -m1 '"eval_ppl"' "$m" | num eval_ppl)
-ppl1=$(grep '"eval_ppl"' "$m" | tail -n 1 | num eval_ppl)
+ppl0=$(metric eval_ppl "$m" first)
+ppl1=$(metric eval_ppl "$m" last)
 echo
 echo "== demo-vision result (held-out: $D/eval.jsonl, images never seen in training; training ${secs} s)"
-awk -v a="$ppl0" -v b="$ppl1" -v x="$ex0" -v y="$ex1" 'BEGIN {
-  printf "   caption perplexity %10.1f -> %-8.3f  (%.0fx lower; target >= 10x: %s)\n", a, b, a / b, ((a / b >= 10) ? "met" : "NOT met")
-  printf "   exact captions     %9.1f%% -> %.1f%%     (target >= 80%%: %s)\n", 100 * x, 100 * y, ((y >= 0.8) ? "met" : "NOT met") }'
+targets "caption perplexity" "exact captions" "$ppl0" "$ppl1" "$ex0" "$ex1"
 echo "   outputs: $OUT/{projector.safetensors,adapter_model.safetensors,metrics.jsonl,report.html,tb/}"
 img=$D/$(head -n 1 "$D/eval.jsonl" | sed 's/.*"image": *"\([^"]*\)".*/\1/')
 echo "   try:     $L generate --model $M --vision $V --projector $OUT --adapter $OUT --image $img --prompt \"\" --temperature 0"
