@@ -10,17 +10,18 @@
 // fp32 (exact), a block of weight rows at a time. Other oneDNN failures are out-of-memory or
 // bugs (shapes are checked by the ops), so they abort with the status and the shape.
 #include "mm16.h"
+#include "blas.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "ag.h"
 #include "util.h"
 
-#define PAR_MIN 16384   // elements below which a conversion loop stays serial
+#define PAR_MIN AG_PAR_MIN   // elements below which a conversion loop stays serial (ag.h)
 
 void bf16_round(uint16_t *dst, const float *src, int64_t n) {
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
@@ -145,11 +146,9 @@ static void mm_widened(float *y, const uint16_t *a, const uint16_t *W, int64_t M
         int nr = (int)(wrows - r0 < WBLK ? wrows - r0 : WBLK);
         bf16_widen(wf, W + r0 * wcols, nr * wcols);
         if (wt)   // y[:, r0:r0+nr] (+)= a · Wblkᵀ
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, nr, (int)K, 1.0f, af, (int)K, wf, (int)K,
-                        acc ? 1.0f : 0.0f, y + r0, (int)N);
+            ag_sgemm(0, 1, M, nr, K, 1.0f, af, K, wf, K, acc ? 1.0f : 0.0f, y + r0, N);
         else      // y (+)= a[:, r0:r0+nr] · Wblk (the first block writes unless accumulating)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, nr, 1.0f, af + r0, (int)K, wf,
-                        (int)N, acc || r0 > 0 ? 1.0f : 0.0f, y, (int)N);
+            ag_sgemm(0, 0, M, N, nr, 1.0f, af + r0, K, wf, N, acc || r0 > 0 ? 1.0f : 0.0f, y, N);
     }
     free(wf);
     free(af);
@@ -229,8 +228,7 @@ void mm32(float *C, const float *A, const float *B, int64_t M, int64_t N, int64_
     mm_entry *e = entry_get(&k);
     if (!e->prim) {   // not expected (oneDNN always has an fp32 matmul): the same product from BLAS
         pthread_mutex_unlock(&mm.lock);
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N,
-                    (int)K, alpha, A, (int)(ta ? M : K), B, (int)(tb ? K : N), accumulate ? 1.0f : 0.0f, C, (int)N);
+        ag_sgemm(ta, tb, M, N, K, alpha, A, (ta ? M : K), B, (tb ? K : N), accumulate ? 1.0f : 0.0f, C, N);
         return;
     }
     entry_exec(e, A, B, NULL, C);
