@@ -4,16 +4,16 @@
 // accumulates (+=) into the gradient of every input that requires one (see ag.h).
 //
 // Shapes follow the legend of ag.h. Row-wise ops see a tensor [..., C] as [N, C] with N the
-// product of the leading dims. Large products go through cblas_sgemm (row-major), always
-// called outside OpenMP regions; OpenMP loops write disjoint outputs. Reductions over rows
+// product of the leading dims. Products go through ag_sgemm (blas.h: OpenBLAS, one thread for
+// small ones), always called outside OpenMP regions; OpenMP loops write disjoint outputs. Reductions over rows
 // (bias / norm-weight / broadcast gradients) are split by column blocks, each summed serially
 // over the rows, so results are bit-identical run to run and for any thread count.
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ag.h"
+#include "blas.h"
 #include "mm16.h"
 #include "vmath.h"
 #include "wide16.h"
@@ -32,15 +32,14 @@ static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 static void frozen_dx_acc(float *dx, const float *dy, const ag_tensor *W, int N, int In, int O) {
     if (W->dtype == AG_BF16) mm16_xw(dx, dy, W->w16, N, O, In, 1);
     else if (W->dtype == AG_BF16X) w16_xw(dx, dy, W->w16, N, O, In, 1);
-    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, In, O, 1.0f, dy, O, W->data, In, 1.0f, dx, In);
+    else ag_sgemm(0, 0, N, In, O, 1.0f, dy, O, W->data, In, 1.0f, dx, In);
 }
 
 // y[N,O] (+)= x[N,In] · W[O,In]ᵀ for a frozen W of either storage
 static void frozen_xwt(float *y, const float *x, const ag_tensor *W, int N, int O, int In, int accumulate) {
     if (W->dtype == AG_BF16) mm16_xwt(y, x, W->w16, N, O, In, accumulate);
     else if (W->dtype == AG_BF16X) w16_xwt(y, x, W->w16, N, O, In, accumulate);
-    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, In, 1.0f, x, In, W->data, In,
-                     accumulate ? 1.0f : 0.0f, y, O);
+    else ag_sgemm(0, 1, N, O, In, 1.0f, x, In, W->data, In, accumulate ? 1.0f : 0.0f, y, O);
 }
 
 // product of all dims but the last (the rows of a [..., C] tensor)
@@ -117,8 +116,7 @@ static void linear_backward(ag_ctx *c, ag_node *n) {
     if (N == 0) return;
     if (dx) frozen_dx_acc(dx, dy, W, N, In, O);   // dx[N,In] += dy[N,O] · W[O,In]
     if (dW)   // dW[O,In] += dyᵀ · x
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, In, N, 1.0f, dy, O, x->data, In, 1.0f, dW,
-                    In);
+        ag_sgemm(1, 0, O, In, N, 1.0f, dy, O, x->data, In, 1.0f, dW, In);
     if (db) colsum_acc(db, dy, N, O);
 }
 
@@ -219,15 +217,14 @@ static int64_t dropout_block_rows(int64_t N, int64_t In) {
 }
 
 // The LoRA factors' small products, fp32 in either precision: C[M,N] (+)= alpha · op(A) · op(B)
-// (contiguous row-major operands; ta: A is [K,M], tb: B is [N,K]). cblas_sgemm in fp32
-// precision (results exactly as always); with a BF16 W (precision bf16) oneDNN's fp32 matmul
+// (contiguous row-major operands; ta: A is [K,M], tb: B is [N,K]). ag_sgemm in fp32
+// precision (OpenBLAS; one thread below AG_SGEMM_PAR_MIN, as all fp32 products); with a BF16 W (precision bf16) oneDNN's fp32 matmul
 // (mm32): AVX-512 kernels on the same OpenMP pool as the BF16 matmuls, faster than OpenBLAS's
 // AVX2 ones on these thin shapes (and, measured on the 1B shapes, the same bits at 1 and 2 threads).
 static void lora_mm(const ag_tensor *W, float *C, const float *A, const float *B, int M, int N, int K, int ta,
                     int tb, float alpha, int acc) {
     if (W->dtype == AG_BF16) mm32(C, A, B, M, N, K, ta, tb, alpha, acc);
-    else cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
-                     ta ? M : K, B, tb ? K : N, acc ? 1.0f : 0.0f, C, N);
+    else ag_sgemm(ta, tb, M, N, K, alpha, A, ta ? M : K, B, tb ? K : N, acc ? 1.0f : 0.0f, C, N);
 }
 
 static void lora_linear_backward(ag_ctx *c, ag_node *n) {
