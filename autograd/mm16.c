@@ -12,6 +12,7 @@
 #include "mm16.h"
 #include "blas.h"
 
+#include <math.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -47,12 +48,14 @@ typedef struct mm_key {
     int acc;                // sum post-op
     int f32;                // fp32 operands (mm32) instead of BF16
     float alpha;            // output scale (fp32 only; 1 for BF16)
+    int bias;               // a bias row [N] added to every output row (mm_linear)
+    mm_act act;             // eltwise post-op after the bias, before the sum (mm_linear)
 } mm_key;
 
 typedef struct mm_entry {
     mm_key k;
     dnnl_primitive_t prim;  // NULL: oneDNN has no BF16 matmul here (widened sgemm instead)
-    dnnl_memory_t src, wei, dst;   // memory objects reused with new data handles
+    dnnl_memory_t src, wei, dst, bia;   // memory objects reused with new data handles (bia: with a bias)
 } mm_entry;
 
 #define MM_CACHE 256
@@ -77,30 +80,36 @@ static void entry_free(mm_entry *e) {
     dnnl_memory_destroy(e->src);
     dnnl_memory_destroy(e->wei);
     dnnl_memory_destroy(e->dst);
+    if (e->bia) dnnl_memory_destroy(e->bia);
 }
 
 static void entry_create(mm_entry *e, const mm_key *k) {
     int64_t M = k->M, K = k->K, N = k->N;
     char what[128];
-    snprintf(what, sizeof what, "%s matmul [%lld, %lld] x [%lld, %lld]%s%s%s", k->f32 ? "fp32" : "bf16",
+    snprintf(what, sizeof what, "%s matmul [%lld, %lld] x [%lld, %lld]%s%s%s%s%s", k->f32 ? "fp32" : "bf16",
              (long long)M, (long long)K, (long long)K, (long long)N, k->at ? " (transposed source)" : "",
-             k->wt ? " (transposed weight)" : "", k->acc ? " accumulating" : "");
+             k->wt ? " (transposed weight)" : "", k->bias ? " + bias" : "",
+             k->act == MM_GELU_TANH ? " gelu_tanh" : k->act == MM_GELU_ERF ? " gelu" : "", k->acc ? " accumulating" : "");
     dnnl_data_type_t dt = k->f32 ? dnnl_f32 : dnnl_bf16;
-    dnnl_memory_desc_t a, b, c;
-    dnnl_dims_t da = {M, K}, db = {K, N}, dc = {M, N};
+    dnnl_memory_desc_t a, b, c, bias;
+    dnnl_dims_t da = {M, K}, db = {K, N}, dc = {M, N}, dbias = {1, N};
     dnnl_dims_t sa_t = {1, M}, sa = {K, 1}, sb_t = {1, K}, sb = {N, 1};
     CK(dnnl_memory_desc_init_by_strides(&a, 2, da, dt, k->at ? sa_t : sa), what);
     CK(dnnl_memory_desc_init_by_strides(&b, 2, db, dt, k->wt ? sb_t : sb), what);
     CK(dnnl_memory_desc_init_by_tag(&c, 2, dc, dnnl_f32, dnnl_ab), what);
+    if (k->bias) CK(dnnl_memory_desc_init_by_tag(&bias, 2, dbias, dnnl_f32, dnnl_ab), what);
     dnnl_matmul_desc_t md;
-    CK(dnnl_matmul_desc_init(&md, &a, &b, NULL, &c), what);
+    CK(dnnl_matmul_desc_init(&md, &a, &b, k->bias ? &bias : NULL, &c), what);
     dnnl_primitive_attr_t attr;
     dnnl_post_ops_t po = NULL;
     CK(dnnl_primitive_attr_create(&attr), what);
     if (k->alpha != 1.0f) CK(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->alpha), what);
-    if (k->acc) {
+    if (k->acc || k->act) {   // act(x·W + b), then + the output's old value
         CK(dnnl_post_ops_create(&po), what);
-        CK(dnnl_post_ops_append_sum(po, 1.0f), what);
+        if (k->act)
+            CK(dnnl_post_ops_append_eltwise(po, 1.0f, k->act == MM_GELU_TANH ? dnnl_eltwise_gelu_tanh : dnnl_eltwise_gelu_erf,
+                                            0.0f, 0.0f), what);
+        if (k->acc) CK(dnnl_post_ops_append_sum(po, 1.0f), what);
         CK(dnnl_primitive_attr_set_post_ops(attr, po), what);
     }
     e->k = *k;
@@ -117,6 +126,8 @@ static void entry_create(mm_entry *e, const mm_key *k) {
     CK(dnnl_memory_create(&e->src, &a, mm.eng, DNNL_MEMORY_NONE), what);
     CK(dnnl_memory_create(&e->wei, &b, mm.eng, DNNL_MEMORY_NONE), what);
     CK(dnnl_memory_create(&e->dst, &c, mm.eng, DNNL_MEMORY_NONE), what);
+    e->bia = NULL;
+    if (k->bias) CK(dnnl_memory_create(&e->bia, &bias, mm.eng, DNNL_MEMORY_NONE), what);
     dnnl_primitive_desc_destroy(pd);
     if (po) dnnl_post_ops_destroy(po);
     dnnl_primitive_attr_destroy(attr);
@@ -145,7 +156,7 @@ static void mm_widened(float *y, const uint16_t *a, const uint16_t *W, int64_t M
 
 static int key_eq(const mm_key *a, const mm_key *b) {
     return a->M == b->M && a->K == b->K && a->N == b->N && a->wt == b->wt && a->at == b->at && a->acc == b->acc &&
-           a->f32 == b->f32 && a->alpha == b->alpha;
+           a->f32 == b->f32 && a->alpha == b->alpha && a->bias == b->bias && a->act == b->act;
 }
 
 // The cached entry for k (created on first use); with mm.lock held.
@@ -167,13 +178,28 @@ static mm_entry *entry_get(const mm_key *k) {
 }
 
 // Runs a cached primitive on the given buffers; with mm.lock held.
-static void entry_exec(mm_entry *e, const void *a, const void *b, float *y) {
+static void entry_exec(mm_entry *e, const void *a, const void *b, const float *bias, float *y) {
     CK(dnnl_memory_set_data_handle(e->src, (void *)a), "src");
     CK(dnnl_memory_set_data_handle(e->wei, (void *)b), "weights");
     CK(dnnl_memory_set_data_handle(e->dst, y), "dst");
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->wei}, {DNNL_ARG_DST, e->dst}};
-    CK(dnnl_primitive_execute(e->prim, mm.stream, 3, args), "execute");
+    if (e->bia) CK(dnnl_memory_set_data_handle(e->bia, (void *)bias), "bias");
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->wei}, {DNNL_ARG_DST, e->dst},
+                               {DNNL_ARG_BIAS, e->bia}};
+    CK(dnnl_primitive_execute(e->prim, mm.stream, e->bia ? 4 : 3, args), "execute");
     CK(dnnl_stream_wait(mm.stream), "wait");
+}
+
+// The activation operand rounded to BF16, in a per-thread buffer (grown, never shrunk)
+static uint16_t *round_operand(const float *x, int64_t n) {
+    static __thread uint16_t *buf;
+    static __thread size_t cap;
+    if ((size_t)n > cap) {
+        free(buf);
+        cap = (size_t)n + ((size_t)n >> 3);
+        buf = xmalloc(cap * sizeof *buf);
+    }
+    bf16_round(buf, x, n);
+    return buf;
 }
 
 // y[M, N] (+)= a[M, K] · B[K, N], B from the row-major weight W (see the file comment)
@@ -189,7 +215,7 @@ static void mm_run(float *y, const uint16_t *a, const uint16_t *W, int64_t M, in
         mm_widened(y, a, W, M, K, N, wt, acc);
         return;
     }
-    entry_exec(e, a, W, y);
+    entry_exec(e, a, W, NULL, y);
     pthread_mutex_unlock(&mm.lock);
 }
 
@@ -205,21 +231,43 @@ void mm32(float *C, const float *A, const float *B, int64_t M, int64_t N, int64_
         ag_sgemm(ta, tb, M, N, K, alpha, A, (ta ? M : K), B, (tb ? K : N), accumulate ? 1.0f : 0.0f, C, N);
         return;
     }
-    entry_exec(e, A, B, C);
+    entry_exec(e, A, B, NULL, C);
     pthread_mutex_unlock(&mm.lock);
 }
 
-// The activation operand rounded to BF16, in a per-thread buffer (grown, never shrunk)
-static uint16_t *round_operand(const float *x, int64_t n) {
-    static __thread uint16_t *buf;
-    static __thread size_t cap;
-    if ((size_t)n > cap) {
-        free(buf);
-        cap = (size_t)n + ((size_t)n >> 3);
-        buf = xmalloc(cap * sizeof *buf);
+// The epilogue of mm_linear where oneDNN has no BF16 matmul: y (+)= act(z + b) row by row.
+static void linear_epilogue(float *y, const float *z, const float *b, int64_t M, int64_t N, mm_act act, int acc) {
+#pragma omp parallel for schedule(static) if (M * N >= PAR_MIN)
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            float v = z[i * N + j] + (b ? b[j] : 0.0f);
+            if (act == MM_GELU_TANH)
+                v = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+            else if (act == MM_GELU_ERF)
+                v = 0.5f * v * (1.0f + erff(v * 0.7071067811865476f));
+            y[i * N + j] = acc ? y[i * N + j] + v : v;
+        }
+}
+
+void mm_linear(float *y, const float *x, const float *W32, const uint16_t *W16, const float *b, int64_t M, int64_t O,
+               int64_t In, mm_act act, int accumulate) {
+    if (M == 0 || O == 0) return;
+    const void *a = W16 ? (const void *)round_operand(x, M * In) : (const void *)x;
+    pthread_once(&mm.once, mm_init);
+    pthread_mutex_lock(&mm.lock);
+    mm_key k = {.M = M, .K = In, .N = O, .wt = 1, .acc = accumulate, .f32 = !W16, .alpha = 1.0f, .bias = b != NULL,
+                .act = act};
+    mm_entry *e = entry_get(&k);
+    if (!e->prim) {   // BF16 without a oneDNN BF16 matmul: the widened product, then the epilogue
+        pthread_mutex_unlock(&mm.lock);
+        float *z = xmalloc((size_t)(M * O) * sizeof *z);
+        mm_widened(z, a, W16, M, In, O, 1, 0);
+        linear_epilogue(y, z, b, M, O, act, accumulate);
+        free(z);
+        return;
     }
-    bf16_round(buf, x, n);
-    return buf;
+    entry_exec(e, a, W16 ? (const void *)W16 : (const void *)W32, b, y);
+    pthread_mutex_unlock(&mm.lock);
 }
 
 void mm16_xwt_b16(float *y, const uint16_t *xb, const uint16_t *W, int64_t M, int64_t O, int64_t In,
