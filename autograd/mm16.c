@@ -42,10 +42,7 @@ void bf16_widen(float *dst, const uint16_t *src, int64_t n) {
 typedef struct mm_key {
     int64_t M, K, N;
     int wt;                 // weights operand is Wᵀ of a row-major W[N, K] (strides 1, K)
-    int at;                 // source operand is Aᵀ of a row-major A[K, M] (strides 1, M); fp32 only
     int acc;                // sum post-op
-    int f32;                // fp32 operands (mm32) instead of BF16
-    float alpha;            // output scale (fp32 only; 1 for BF16)
 } mm_key;
 
 typedef struct mm_entry {
@@ -81,22 +78,19 @@ static void entry_free(mm_entry *e) {
 static void entry_create(mm_entry *e, const mm_key *k) {
     int64_t M = k->M, K = k->K, N = k->N;
     char what[128];
-    snprintf(what, sizeof what, "%s matmul [%lld, %lld] x [%lld, %lld]%s%s%s", k->f32 ? "fp32" : "bf16",
-             (long long)M, (long long)K, (long long)K, (long long)N, k->at ? " (transposed source)" : "",
-             k->wt ? " (transposed weight)" : "", k->acc ? " accumulating" : "");
-    dnnl_data_type_t dt = k->f32 ? dnnl_f32 : dnnl_bf16;
+    snprintf(what, sizeof what, "bf16 matmul [%lld, %lld] x [%lld, %lld]%s%s", (long long)M, (long long)K,
+             (long long)K, (long long)N, k->wt ? " (transposed weight)" : "", k->acc ? " accumulating" : "");
     dnnl_memory_desc_t a, b, c;
     dnnl_dims_t da = {M, K}, db = {K, N}, dc = {M, N};
-    dnnl_dims_t sa_t = {1, M}, sa = {K, 1}, sb_t = {1, K}, sb = {N, 1};
-    CK(dnnl_memory_desc_init_by_strides(&a, 2, da, dt, k->at ? sa_t : sa), what);
-    CK(dnnl_memory_desc_init_by_strides(&b, 2, db, dt, k->wt ? sb_t : sb), what);
+    dnnl_dims_t sa = {K, 1}, sb_t = {1, K}, sb = {N, 1};
+    CK(dnnl_memory_desc_init_by_strides(&a, 2, da, dnnl_bf16, sa), what);
+    CK(dnnl_memory_desc_init_by_strides(&b, 2, db, dnnl_bf16, k->wt ? sb_t : sb), what);
     CK(dnnl_memory_desc_init_by_tag(&c, 2, dc, dnnl_f32, dnnl_ab), what);
     dnnl_matmul_desc_t md;
     CK(dnnl_matmul_desc_init(&md, &a, &b, NULL, &c), what);
     dnnl_primitive_attr_t attr;
     dnnl_post_ops_t po = NULL;
     CK(dnnl_primitive_attr_create(&attr), what);
-    if (k->alpha != 1.0f) CK(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->alpha), what);
     if (k->acc) {
         CK(dnnl_post_ops_create(&po), what);
         CK(dnnl_post_ops_append_sum(po, 1.0f), what);
@@ -145,8 +139,7 @@ static void mm_widened(float *y, const uint16_t *a, const uint16_t *W, int64_t M
 }
 
 static int key_eq(const mm_key *a, const mm_key *b) {
-    return a->M == b->M && a->K == b->K && a->N == b->N && a->wt == b->wt && a->at == b->at && a->acc == b->acc &&
-           a->f32 == b->f32 && a->alpha == b->alpha;
+    return a->M == b->M && a->K == b->K && a->N == b->N && a->wt == b->wt && a->acc == b->acc;
 }
 
 // The cached entry for k (created on first use); with mm.lock held.
@@ -183,7 +176,7 @@ static void mm_run(float *y, const uint16_t *a, const uint16_t *W, int64_t M, in
     if (M == 0 || N == 0) return;
     pthread_once(&mm.once, mm_init);
     pthread_mutex_lock(&mm.lock);
-    mm_key k = {.M = M, .K = K, .N = N, .wt = wt, .acc = acc, .alpha = 1.0f};
+    mm_key k = {.M = M, .K = K, .N = N, .wt = wt, .acc = acc};
     mm_entry *e = entry_get(&k);
     if (!e->prim) {
         pthread_mutex_unlock(&mm.lock);
@@ -191,23 +184,6 @@ static void mm_run(float *y, const uint16_t *a, const uint16_t *W, int64_t M, in
         return;
     }
     entry_exec(e, a, W, y);
-    pthread_mutex_unlock(&mm.lock);
-}
-
-void mm32(float *C, const float *A, const float *B, int64_t M, int64_t N, int64_t K, int ta, int tb, float alpha,
-          int accumulate) {
-    if (M == 0 || N == 0) return;
-    pthread_once(&mm.once, mm_init);
-    pthread_mutex_lock(&mm.lock);
-    mm_key k = {.M = M, .K = K, .N = N, .wt = tb, .at = ta, .acc = accumulate, .f32 = 1, .alpha = alpha};
-    mm_entry *e = entry_get(&k);
-    if (!e->prim) {   // not expected (oneDNN always has an fp32 matmul): the same product from BLAS
-        pthread_mutex_unlock(&mm.lock);
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N,
-                    (int)K, alpha, A, (int)(ta ? M : K), B, (int)(tb ? K : N), accumulate ? 1.0f : 0.0f, C, (int)N);
-        return;
-    }
-    entry_exec(e, A, B, C);
     pthread_mutex_unlock(&mm.lock);
 }
 

@@ -33,12 +33,6 @@ void mm16_xwt_b16(float *y, const uint16_t *xb, const uint16_t *W, int64_t M, in
 void mm16_xw_b16(float *y, const uint16_t *xb, const uint16_t *W, int64_t M, int64_t O, int64_t In,
                  int accumulate);
 
-// --- fp32 matmuls through oneDNN (AVX-512 kernels where OpenBLAS runs its AVX2 ones)
-//   C[M, N] (+)= alpha · op(A) · op(B), every operand row-major and contiguous:
-//   op(A) = A [M, K], or Aᵀ of A [K, M] (ta); op(B) = B [K, N], or Bᵀ of B [N, K] (tb).
-void mm32(float *C, const float *A, const float *B, int64_t M, int64_t N, int64_t K, int ta, int tb, float alpha,
-          int accumulate);
-
 // --- CPU capability
 
 // 1 when the CPU multiplies BF16 natively (AVX512-BF16 or AMX, as oneDNN detects it), 0 when
