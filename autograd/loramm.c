@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "ag.h"
+#include "gemv16.h"
 #include "util.h"
 
 #define LN 16                       // lanes per vector
@@ -90,7 +91,7 @@ static inline __attribute__((always_inline)) void rows_dot(v16 *acc, const float
     }
 }
 
-void loramm_rows(float *out, const float *x, const float *M, int64_t N, int64_t J, int64_t r, float alpha,
+void loramm_rows(float *out, uint16_t *xb, const float *x, const float *M, int64_t N, int64_t J, int64_t r, float alpha,
                  const loramm_drop *d) {
     v16 *Mp = pack_cols(M, J, r);
 #pragma omp parallel if (N * J >= PAR_WORK)
@@ -99,6 +100,8 @@ void loramm_rows(float *out, const float *x, const float *M, int64_t N, int64_t 
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < N; i++) {
             const float *xr = x + i * J;
+            if (xb)
+                for (int64_t j = 0; j < J; j++) xb[i * J + j] = f32_to_bf16(xr[j]);
             if (d) {
                 for (int64_t j = 0; j < J; j += LN) {
                     int w = (int)imin(LN, J - j);

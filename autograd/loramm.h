@@ -3,7 +3,9 @@
 //
 // Shapes: N rows, J the wide dimension (In or O), r the rank (r ≪ J).
 //   loramm_rows:  out[N, r] = alpha · drop(x)[N, J] · Mᵀ          M [r, J]
-//                 (u = drop(x)·Aᵀ forward; du = s·dy·B backward with M = Bᵀ)
+//                 (u = drop(x)·Aᵀ forward; du = s·dy·B backward with M = Bᵀ); with xb also
+//                 xb[N, J] = bf16(x) (nearest even, no dropout): the operand of the BF16
+//                 product against the frozen weight, made in the same pass over x
 //   loramm_cols:  y[N, J] += ys · mask∘(g[N, r] · M[r, J])        (when y)
 //                 G += gs · gᵀ · drop(x)[N, J], G [r, J] or, gt, [J, r]   (when G)
 //                 (forward y += s·u·Bᵀ with M = Bᵀ; backward dx and dA with g = du, M = A;
@@ -42,7 +44,7 @@ typedef struct loramm_drop {
 
 loramm_drop loramm_drop_of(uint64_t s0, float p);
 
-void loramm_rows(float *out, const float *x, const float *M, int64_t N, int64_t J, int64_t r, float alpha,
+void loramm_rows(float *out, uint16_t *xb, const float *x, const float *M, int64_t N, int64_t J, int64_t r, float alpha,
                  const loramm_drop *d);
 void loramm_cols(float *y, float ys, float *G, int gt, float gs, const float *g, const float *M, const float *x,
                  int64_t N, int64_t J, int64_t r, const loramm_drop *d);

@@ -187,8 +187,7 @@ static void mm_run(float *y, const uint16_t *a, const uint16_t *W, int64_t M, in
     pthread_mutex_unlock(&mm.lock);
 }
 
-// The activation operand rounded to BF16, in a per-thread buffer (grown, never shrunk)
-static uint16_t *round_operand(const float *x, int64_t n) {
+uint16_t *mm16_operand(int64_t n) {
     static __thread uint16_t *buf;
     static __thread size_t cap;
     if ((size_t)n > cap) {
@@ -196,6 +195,12 @@ static uint16_t *round_operand(const float *x, int64_t n) {
         cap = (size_t)n + ((size_t)n >> 3);
         buf = xmalloc(cap * sizeof *buf);
     }
+    return buf;
+}
+
+// The activation operand rounded to BF16, in the per-thread buffer
+static uint16_t *round_operand(const float *x, int64_t n) {
+    uint16_t *buf = mm16_operand(n);
     bf16_round(buf, x, n);
     return buf;
 }

@@ -26,6 +26,11 @@ void bf16_widen(float *dst, const uint16_t *src, int64_t n);    // dst[n] = src[
 
 // --- matmuls (accumulate: 0 writes y, 1 adds to y)
 
+// The calling thread's buffer for an activation operand in BF16 (room for n values; grown,
+// never shrunk): fill it (e.g. loramm_rows rounds x while it reads it) and pass it to a *_b16
+// call. The float-operand calls below round into it too.
+uint16_t *mm16_operand(int64_t n);
+
 void mm16_xwt(float *y, const float *x, const uint16_t *W, int64_t M, int64_t O, int64_t In, int accumulate);
 void mm16_xw(float *y, const float *x, const uint16_t *W, int64_t M, int64_t O, int64_t In, int accumulate);
 void mm16_xwt_b16(float *y, const uint16_t *xb, const uint16_t *W, int64_t M, int64_t O, int64_t In,

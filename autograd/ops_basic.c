@@ -216,8 +216,8 @@ static void lora_mm(float *C, const float *A, const float *B, int M, int N, int 
                 ta ? M : K, B, tb ? K : N, acc ? 1.0f : 0.0f, C, N);
 }
 
-// Backward of a BF16 W: dB[O,r] += s · dyᵀ u, dx += dy W (BF16), du = s · dy B, then one pass
-// over x for dx += mask∘(du A)/(1-p) and dA += duᵀ drop(x).
+// Backward of a BF16 W: dB[O,r] += s · dyᵀ u; du = s · dy B (rounding dy to BF16 in the same
+// pass), dx += dy W (BF16); then one pass over x for dx += mask∘(du A)/(1-p), dA += duᵀ drop(x).
 static void lora16_backward(ag_ctx *c, ag_node *n, float *dx, float *dA, float *dB) {
     ag_tensor *x = n->in[0], *W = n->in[1], *A = n->in[2], *B = n->in[3];
     const float *dy = n->out->grad;   // [N, O]
@@ -226,12 +226,13 @@ static void lora16_backward(ag_ctx *c, ag_node *n, float *dx, float *dA, float *
     loramm_drop d = loramm_drop_of((uint64_t)n->i[5], n->f[1]);
     const float *u = n->saved;   // [N, r]
     if (dB) loramm_cols(NULL, 0, dB, 1, s, u, NULL, dy, N, O, r, NULL);
-    if (dx) frozen_dx_acc(dx, dy, W, (int)N, (int)In, (int)O);   // the large product
     if (!dx && !dA) return;
     scratch sd;
     float *du = scratch_get(c, &sd, (size_t)(N * r + r * O) * sizeof(float)), *Bt = du + N * r;   // [N,r], [r,O]
     loramm_transpose(Bt, B->data, O, r);
-    loramm_rows(du, dy, Bt, N, O, r, s, NULL);
+    uint16_t *dyb = dx ? mm16_operand(N * O) : NULL;   // bf16(dy), made by the du pass
+    loramm_rows(du, dyb, dy, Bt, N, O, r, s, NULL);
+    if (dx) mm16_xw_b16(dx, dyb, W->w16, N, O, In, 1);   // dx[N,In] += dy W (the large product)
     loramm_cols(dx, 1.0f, dA, 0, 1.0f, du, A->data, x->data, N, In, r, n->i[4] ? &d : NULL);
     scratch_release(c, &sd);
 }
@@ -338,12 +339,13 @@ ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, a
         c->arena.used = mark;
         return y;
     }
-    if (W->dtype == AG_BF16) {   // u = drop(x) Aᵀ, y = x Wᵀ (BF16), y += s · u Bᵀ
+    if (W->dtype == AG_BF16) {   // u = drop(x) Aᵀ (and bf16(x)), y = x Wᵀ (BF16), y += s · u Bᵀ
         loramm_drop d = loramm_drop_of(s0, dropout);
         scratch sb;
         float *Bt = scratch_get(c, &sb, (size_t)(r * O) * sizeof(float));   // [r, O]
-        loramm_rows(u, x->data, A->data, N, In, r, 1.0f, drop ? &d : NULL);
-        frozen_xwt(y->data, x->data, W, (int)N, (int)O, (int)In, 0);
+        uint16_t *xb = mm16_operand(N * In);   // bf16(x), made by the u pass
+        loramm_rows(u, xb, x->data, A->data, N, In, r, 1.0f, drop ? &d : NULL);
+        mm16_xwt_b16(y->data, xb, W->w16, N, O, In, 0);
         loramm_transpose(Bt, B->data, O, r);
         loramm_cols(y->data, scale, NULL, 0, 0, u, Bt, NULL, N, O, r, NULL);
         scratch_release(c, &sb);
