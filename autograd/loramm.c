@@ -152,6 +152,11 @@ static void cols_panel(float *y, float ys, float *G, int gt, float gs, const flo
         for (int b = 0; b < nb; b++) {
             int64_t i = i0 + b;
             const float *gi = g + i * r;
+            if (i + RB < N)   // the row segments a block ahead: rows are J floats apart, beyond the
+                for (int64_t l = 0; l < w; l += LN) {   // hardware prefetchers' reach
+                    if (G) __builtin_prefetch(x + (i + RB) * J + j0 + l, 0, 3);
+                    if (y) __builtin_prefetch(y + (i + RB) * J + j0 + l, 1, 3);
+                }
             v16i keep[PV];
             for (int v = 0; v < nv; v++) keep[v] = d ? keep_mask(d, i, J, j0 + v * LN) : (v16i){0};
             if (G)
