@@ -10,16 +10,18 @@
 // fp32 (exact), a block of weight rows at a time. Other oneDNN failures are out-of-memory or
 // bugs (shapes are checked by the ops), so they abort with the status and the shape.
 #include "mm16.h"
+#include "blas.h"
 
-#include <cblas.h>
+#include <math.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "ag.h"
 #include "util.h"
 
-#define PAR_MIN 16384   // elements below which a conversion loop stays serial
+#define PAR_MIN AG_PAR_MIN   // elements below which a conversion loop stays serial (ag.h)
 
 void bf16_round(uint16_t *dst, const float *src, int64_t n) {
 #pragma omp parallel for schedule(static) if (n >= PAR_MIN)
@@ -42,13 +44,18 @@ void bf16_widen(float *dst, const uint16_t *src, int64_t n) {
 typedef struct mm_key {
     int64_t M, K, N;
     int wt;                 // weights operand is Wᵀ of a row-major W[N, K] (strides 1, K)
+    int at;                 // source operand is Aᵀ of a row-major A[K, M] (strides 1, M); fp32 only
     int acc;                // sum post-op
+    int f32;                // fp32 operands (mm_linear with an fp32 W) instead of BF16
+    float alpha;            // output scale (fp32 only; 1 for BF16)
+    int bias;               // a bias row [N] added to every output row (mm_linear)
+    mm_act act;             // eltwise post-op after the bias, before the sum (mm_linear)
 } mm_key;
 
 typedef struct mm_entry {
     mm_key k;
     dnnl_primitive_t prim;  // NULL: oneDNN has no BF16 matmul here (widened sgemm instead)
-    dnnl_memory_t src, wei, dst;   // memory objects reused with new data handles
+    dnnl_memory_t src, wei, dst, bia;   // memory objects reused with new data handles (bia: with a bias)
 } mm_entry;
 
 #define MM_CACHE 256
@@ -73,27 +80,36 @@ static void entry_free(mm_entry *e) {
     dnnl_memory_destroy(e->src);
     dnnl_memory_destroy(e->wei);
     dnnl_memory_destroy(e->dst);
+    if (e->bia) dnnl_memory_destroy(e->bia);
 }
 
 static void entry_create(mm_entry *e, const mm_key *k) {
     int64_t M = k->M, K = k->K, N = k->N;
     char what[128];
-    snprintf(what, sizeof what, "bf16 matmul [%lld, %lld] x [%lld, %lld]%s%s", (long long)M, (long long)K,
-             (long long)K, (long long)N, k->wt ? " (transposed weight)" : "", k->acc ? " accumulating" : "");
-    dnnl_memory_desc_t a, b, c;
-    dnnl_dims_t da = {M, K}, db = {K, N}, dc = {M, N};
-    dnnl_dims_t sa = {K, 1}, sb_t = {1, K}, sb = {N, 1};
-    CK(dnnl_memory_desc_init_by_strides(&a, 2, da, dnnl_bf16, sa), what);
-    CK(dnnl_memory_desc_init_by_strides(&b, 2, db, dnnl_bf16, k->wt ? sb_t : sb), what);
+    snprintf(what, sizeof what, "%s matmul [%lld, %lld] x [%lld, %lld]%s%s%s%s%s", k->f32 ? "fp32" : "bf16",
+             (long long)M, (long long)K, (long long)K, (long long)N, k->at ? " (transposed source)" : "",
+             k->wt ? " (transposed weight)" : "", k->bias ? " + bias" : "",
+             k->act == MM_GELU_TANH ? " gelu_tanh" : k->act == MM_GELU_ERF ? " gelu" : "", k->acc ? " accumulating" : "");
+    dnnl_data_type_t dt = k->f32 ? dnnl_f32 : dnnl_bf16;
+    dnnl_memory_desc_t a, b, c, bias;
+    dnnl_dims_t da = {M, K}, db = {K, N}, dc = {M, N}, dbias = {1, N};
+    dnnl_dims_t sa_t = {1, M}, sa = {K, 1}, sb_t = {1, K}, sb = {N, 1};
+    CK(dnnl_memory_desc_init_by_strides(&a, 2, da, dt, k->at ? sa_t : sa), what);
+    CK(dnnl_memory_desc_init_by_strides(&b, 2, db, dt, k->wt ? sb_t : sb), what);
     CK(dnnl_memory_desc_init_by_tag(&c, 2, dc, dnnl_f32, dnnl_ab), what);
+    if (k->bias) CK(dnnl_memory_desc_init_by_tag(&bias, 2, dbias, dnnl_f32, dnnl_ab), what);
     dnnl_matmul_desc_t md;
-    CK(dnnl_matmul_desc_init(&md, &a, &b, NULL, &c), what);
+    CK(dnnl_matmul_desc_init(&md, &a, &b, k->bias ? &bias : NULL, &c), what);
     dnnl_primitive_attr_t attr;
     dnnl_post_ops_t po = NULL;
     CK(dnnl_primitive_attr_create(&attr), what);
-    if (k->acc) {
+    if (k->alpha != 1.0f) CK(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->alpha), what);
+    if (k->acc || k->act) {   // act(x·W + b), then + the output's old value
         CK(dnnl_post_ops_create(&po), what);
-        CK(dnnl_post_ops_append_sum(po, 1.0f), what);
+        if (k->act)
+            CK(dnnl_post_ops_append_eltwise(po, 1.0f, k->act == MM_GELU_TANH ? dnnl_eltwise_gelu_tanh : dnnl_eltwise_gelu_erf,
+                                            0.0f, 0.0f), what);
+        if (k->acc) CK(dnnl_post_ops_append_sum(po, 1.0f), what);
         CK(dnnl_primitive_attr_set_post_ops(attr, po), what);
     }
     e->k = *k;
@@ -110,6 +126,8 @@ static void entry_create(mm_entry *e, const mm_key *k) {
     CK(dnnl_memory_create(&e->src, &a, mm.eng, DNNL_MEMORY_NONE), what);
     CK(dnnl_memory_create(&e->wei, &b, mm.eng, DNNL_MEMORY_NONE), what);
     CK(dnnl_memory_create(&e->dst, &c, mm.eng, DNNL_MEMORY_NONE), what);
+    e->bia = NULL;
+    if (k->bias) CK(dnnl_memory_create(&e->bia, &bias, mm.eng, DNNL_MEMORY_NONE), what);
     dnnl_primitive_desc_destroy(pd);
     if (po) dnnl_post_ops_destroy(po);
     dnnl_primitive_attr_destroy(attr);
@@ -128,18 +146,17 @@ static void mm_widened(float *y, const uint16_t *a, const uint16_t *W, int64_t M
         int nr = (int)(wrows - r0 < WBLK ? wrows - r0 : WBLK);
         bf16_widen(wf, W + r0 * wcols, nr * wcols);
         if (wt)   // y[:, r0:r0+nr] (+)= a · Wblkᵀ
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, nr, (int)K, 1.0f, af, (int)K, wf, (int)K,
-                        acc ? 1.0f : 0.0f, y + r0, (int)N);
+            ag_sgemm(0, 1, M, nr, K, 1.0f, af, K, wf, K, acc ? 1.0f : 0.0f, y + r0, N);
         else      // y (+)= a[:, r0:r0+nr] · Wblk (the first block writes unless accumulating)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, nr, 1.0f, af + r0, (int)K, wf,
-                        (int)N, acc || r0 > 0 ? 1.0f : 0.0f, y, (int)N);
+            ag_sgemm(0, 0, M, N, nr, 1.0f, af + r0, K, wf, N, acc || r0 > 0 ? 1.0f : 0.0f, y, N);
     }
     free(wf);
     free(af);
 }
 
 static int key_eq(const mm_key *a, const mm_key *b) {
-    return a->M == b->M && a->K == b->K && a->N == b->N && a->wt == b->wt && a->acc == b->acc;
+    return a->M == b->M && a->K == b->K && a->N == b->N && a->wt == b->wt && a->at == b->at && a->acc == b->acc &&
+           a->f32 == b->f32 && a->alpha == b->alpha && a->bias == b->bias && a->act == b->act;
 }
 
 // The cached entry for k (created on first use); with mm.lock held.
@@ -161,30 +178,15 @@ static mm_entry *entry_get(const mm_key *k) {
 }
 
 // Runs a cached primitive on the given buffers; with mm.lock held.
-static void entry_exec(mm_entry *e, const void *a, const void *b, float *y) {
+static void entry_exec(mm_entry *e, const void *a, const void *b, const float *bias, float *y) {
     CK(dnnl_memory_set_data_handle(e->src, (void *)a), "src");
     CK(dnnl_memory_set_data_handle(e->wei, (void *)b), "weights");
     CK(dnnl_memory_set_data_handle(e->dst, y), "dst");
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->wei}, {DNNL_ARG_DST, e->dst}};
-    CK(dnnl_primitive_execute(e->prim, mm.stream, 3, args), "execute");
+    if (e->bia) CK(dnnl_memory_set_data_handle(e->bia, (void *)bias), "bias");
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->wei}, {DNNL_ARG_DST, e->dst},
+                               {DNNL_ARG_BIAS, e->bia}};
+    CK(dnnl_primitive_execute(e->prim, mm.stream, e->bia ? 4 : 3, args), "execute");
     CK(dnnl_stream_wait(mm.stream), "wait");
-}
-
-// y[M, N] (+)= a[M, K] · B[K, N], B from the row-major weight W (see the file comment)
-static void mm_run(float *y, const uint16_t *a, const uint16_t *W, int64_t M, int64_t K, int64_t N, int wt,
-                   int acc) {
-    if (M == 0 || N == 0) return;
-    pthread_once(&mm.once, mm_init);
-    pthread_mutex_lock(&mm.lock);
-    mm_key k = {.M = M, .K = K, .N = N, .wt = wt, .acc = acc};
-    mm_entry *e = entry_get(&k);
-    if (!e->prim) {
-        pthread_mutex_unlock(&mm.lock);
-        mm_widened(y, a, W, M, K, N, wt, acc);
-        return;
-    }
-    entry_exec(e, a, W, y);
-    pthread_mutex_unlock(&mm.lock);
 }
 
 uint16_t *mm16_operand(int64_t n) {
@@ -203,6 +205,58 @@ static uint16_t *round_operand(const float *x, int64_t n) {
     uint16_t *buf = mm16_operand(n);
     bf16_round(buf, x, n);
     return buf;
+}
+
+// y[M, N] (+)= a[M, K] · B[K, N], B from the row-major weight W (see the file comment)
+static void mm_run(float *y, const uint16_t *a, const uint16_t *W, int64_t M, int64_t K, int64_t N, int wt,
+                   int acc) {
+    if (M == 0 || N == 0) return;
+    pthread_once(&mm.once, mm_init);
+    pthread_mutex_lock(&mm.lock);
+    mm_key k = {.M = M, .K = K, .N = N, .wt = wt, .acc = acc, .alpha = 1.0f};
+    mm_entry *e = entry_get(&k);
+    if (!e->prim) {
+        pthread_mutex_unlock(&mm.lock);
+        mm_widened(y, a, W, M, K, N, wt, acc);
+        return;
+    }
+    entry_exec(e, a, W, NULL, y);
+    pthread_mutex_unlock(&mm.lock);
+}
+
+// The epilogue of mm_linear where oneDNN has no BF16 matmul: y (+)= act(z + b) row by row.
+static void linear_epilogue(float *y, const float *z, const float *b, int64_t M, int64_t N, mm_act act, int acc) {
+#pragma omp parallel for schedule(static) if (M * N >= PAR_MIN)
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            float v = z[i * N + j] + (b ? b[j] : 0.0f);
+            if (act == MM_GELU_TANH)
+                v = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+            else if (act == MM_GELU_ERF)
+                v = 0.5f * v * (1.0f + erff(v * 0.7071067811865476f));
+            y[i * N + j] = acc ? y[i * N + j] + v : v;
+        }
+}
+
+void mm_linear(float *y, const float *x, const float *W32, const uint16_t *W16, const float *b, int64_t M, int64_t O,
+               int64_t In, mm_act act, int accumulate) {
+    if (M == 0 || O == 0) return;
+    const void *a = W16 ? (const void *)round_operand(x, M * In) : (const void *)x;
+    pthread_once(&mm.once, mm_init);
+    pthread_mutex_lock(&mm.lock);
+    mm_key k = {.M = M, .K = In, .N = O, .wt = 1, .acc = accumulate, .f32 = !W16, .alpha = 1.0f, .bias = b != NULL,
+                .act = act};
+    mm_entry *e = entry_get(&k);
+    if (!e->prim) {   // BF16 without a oneDNN BF16 matmul: the widened product, then the epilogue
+        pthread_mutex_unlock(&mm.lock);
+        float *z = xmalloc((size_t)(M * O) * sizeof *z);
+        mm_widened(z, a, W16, M, In, O, 1, 0);
+        linear_epilogue(y, z, b, M, O, act, accumulate);
+        free(z);
+        return;
+    }
+    entry_exec(e, a, W16 ? (const void *)W16 : (const void *)W32, b, y);
+    pthread_mutex_unlock(&mm.lock);
 }
 
 void mm16_xwt_b16(float *y, const uint16_t *xb, const uint16_t *W, int64_t M, int64_t O, int64_t In,

@@ -38,6 +38,18 @@ void mm16_xwt_b16(float *y, const uint16_t *xb, const uint16_t *W, int64_t M, in
 void mm16_xw_b16(float *y, const uint16_t *xb, const uint16_t *W, int64_t M, int64_t O, int64_t In,
                  int accumulate);
 
+// --- fused linear: y[M, O] (+)= act(x[M, In] · Wᵀ + b[O]), W [O, In] row-major
+// fp32 (W32; every operand fp32, oneDNN's AVX-512 fp32 kernels) or BF16 (W16; x rounded to
+// BF16 as in mm16_xwt); b may be NULL. The bias is added to the fp32 accumulator, then the
+// activation (oneDNN eltwise post-op), then, with `accumulate`, the output's old value (sum
+// post-op): y_old + act(x·Wᵀ + b), the order PyTorch's `y + act(F.linear(x, W, b))` computes.
+// Results are deterministic and the same at any thread count (oneDNN splits the output, never
+// the reduction, on these shapes). One call replaces ag_linear + activation + ag_add in
+// no-grad forwards (the SigLIP tower).
+typedef enum mm_act { MM_ACT_NONE = 0, MM_GELU_TANH, MM_GELU_ERF } mm_act;
+void mm_linear(float *y, const float *x, const float *W32, const uint16_t *W16, const float *b, int64_t M, int64_t O,
+               int64_t In, mm_act act, int accumulate);
+
 // --- CPU capability
 
 // 1 when the CPU multiplies BF16 natively (AVX512-BF16 or AMX, as oneDNN detects it), 0 when

@@ -302,13 +302,15 @@ static void tile_range(const attn_dims *a, int64_t i0, int64_t i1, int32_t *lo, 
     *lo = l, *hi = h;
 }
 
-// multiply-adds of one pass over the (query row, key) pairs of every head: below AG_PAR_MIN
-// (tens of microseconds, e.g. one decoded token) the tiles run on one thread; each tile writes
-// only its own rows, so the result is the same either way
+// multiply-adds of one pass over the (query row, key) pairs of every head: below ATTN_PAR_MIN
+// (4M: ~0.1 ms on one core, e.g. a decoded token or the short records of a small model) the
+// tiles run on one thread, so no barrier waits for a thread parked behind another process
+// (issue 17); each tile writes only its own rows, so the result is the same either way
+#define ATTN_PAR_MIN (1 << 22)
 static int attn_parallel(const attn_dims *a) {
     int64_t keys = 0;
     for (int64_t i = 0; i < a->Nq; i++) keys += a->end[i] - a->beg[i];
-    return keys * a->H * a->D >= AG_PAR_MIN;
+    return keys * a->H * a->D >= ATTN_PAR_MIN;
 }
 
 static int attn_setup(ag_ctx *c, attn_dims *a) {

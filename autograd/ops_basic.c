@@ -4,16 +4,16 @@
 // accumulates (+=) into the gradient of every input that requires one (see ag.h).
 //
 // Shapes follow the legend of ag.h. Row-wise ops see a tensor [..., C] as [N, C] with N the
-// product of the leading dims. Large products go through cblas_sgemm (row-major), always
-// called outside OpenMP regions; OpenMP loops write disjoint outputs. Reductions over rows
+// product of the leading dims. Products go through ag_sgemm (blas.h: OpenBLAS, one thread for
+// small ones), always called outside OpenMP regions; OpenMP loops write disjoint outputs. Reductions over rows
 // (bias / norm-weight / broadcast gradients) are split by column blocks, each summed serially
 // over the rows, so results are bit-identical run to run and for any thread count.
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ag.h"
+#include "blas.h"
 #include "loramm.h"
 #include "mm16.h"
 #include "vmath.h"
@@ -33,15 +33,14 @@ static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 static void frozen_dx_acc(float *dx, const float *dy, const ag_tensor *W, int N, int In, int O) {
     if (W->dtype == AG_BF16) mm16_xw(dx, dy, W->w16, N, O, In, 1);
     else if (W->dtype == AG_BF16X) w16_xw(dx, dy, W->w16, N, O, In, 1);
-    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, In, O, 1.0f, dy, O, W->data, In, 1.0f, dx, In);
+    else ag_sgemm(0, 0, N, In, O, 1.0f, dy, O, W->data, In, 1.0f, dx, In);
 }
 
 // y[N,O] (+)= x[N,In] · W[O,In]ᵀ for a frozen W of either storage
 static void frozen_xwt(float *y, const float *x, const ag_tensor *W, int N, int O, int In, int accumulate) {
     if (W->dtype == AG_BF16) mm16_xwt(y, x, W->w16, N, O, In, accumulate);
     else if (W->dtype == AG_BF16X) w16_xwt(y, x, W->w16, N, O, In, accumulate);
-    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, In, 1.0f, x, In, W->data, In,
-                     accumulate ? 1.0f : 0.0f, y, O);
+    else ag_sgemm(0, 1, N, O, In, 1.0f, x, In, W->data, In, accumulate ? 1.0f : 0.0f, y, O);
 }
 
 // product of all dims but the last (the rows of a [..., C] tensor)
@@ -118,8 +117,7 @@ static void linear_backward(ag_ctx *c, ag_node *n) {
     if (N == 0) return;
     if (dx) frozen_dx_acc(dx, dy, W, N, In, O);   // dx[N,In] += dy[N,O] · W[O,In]
     if (dW)   // dW[O,In] += dyᵀ · x
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, In, N, 1.0f, dy, O, x->data, In, 1.0f, dW,
-                    In);
+        ag_sgemm(1, 0, O, In, N, 1.0f, dy, O, x->data, In, 1.0f, dW, In);
     if (db) colsum_acc(db, dy, N, O);
 }
 
@@ -173,7 +171,7 @@ ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *b) {
 // only; backward's du [N,r] and the dropout buffers are transient scratch.
 //
 // With a BF16 W (precision bf16) the LoRA products are loramm's one-pass kernels, the mask made
-// on the fly; with an fp32 W they are cblas_sgemm calls around dropout_rows (results exactly
+// on the fly; with an fp32 W they are ag_sgemm calls around dropout_rows (results exactly
 // as always).
 
 // Rows [r0, r1) of x[N,In] through dropout (stream s0): xd[i-r0, :] = kept ? x·inv : 0.
@@ -209,11 +207,11 @@ static int64_t dropout_block_rows(int64_t N, int64_t In) {
 }
 
 // The LoRA factors' small products of an fp32 W: C[M,N] (+)= alpha · op(A) · op(B) (contiguous
-// row-major operands; ta: A is [K,M], tb: B is [N,K]).
+// row-major operands; ta: A is [K,M], tb: B is [N,K]); ag_sgemm (OpenBLAS, one thread below
+// AG_SGEMM_PAR_MIN, as all fp32 products).
 static void lora_mm(float *C, const float *A, const float *B, int M, int N, int K, int ta, int tb, float alpha,
                     int acc) {
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
-                ta ? M : K, B, tb ? K : N, acc ? 1.0f : 0.0f, C, N);
+    ag_sgemm(ta, tb, M, N, K, alpha, A, ta ? M : K, B, tb ? K : N, acc ? 1.0f : 0.0f, C, N);
 }
 
 // Backward of a BF16 W: dB[O,r] += s · dyᵀ u; du = s · dy B (rounding dy to BF16 in the same
@@ -578,6 +576,21 @@ static void layernorm_backward(ag_ctx *c, ag_node *n) {
     if (db) colsum_acc(db, dy, N, C);
 }
 
+// Σ x[j] (sq 0) or Σ (x[j] − m)² (sq 1) over a row, in double: 8 interleaved partial sums
+// (lane j mod 8, added pairwise at the end) so the loop vectorizes; with 29 more mantissa
+// bits than fp32 the order does not show in the fp32 mean and 1/std derived from it.
+static double row_sum_d(const float *x, int64_t n, double m, int sq) {
+    double p[8] = {0}, t = 0;
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int l = 0; l < 8; l++) {
+            double d = (double)x[j + l] - m;
+            p[l] += sq ? d * d : d;
+        }
+    for (; j < n; j++) t += sq ? ((double)x[j] - m) * ((double)x[j] - m) : (double)x[j] - m;
+    return (((p[0] + p[4]) + (p[1] + p[5])) + ((p[2] + p[6]) + (p[3] + p[7]))) + t;
+}
+
 ag_tensor *ag_layernorm(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *b, float eps) {
     if (!x || !w) return NULL;
     int64_t C = last_dim(x), N = lead_rows(x);
@@ -607,10 +620,7 @@ ag_tensor *ag_layernorm(ag_ctx *c, ag_tensor *x, ag_tensor *w, ag_tensor *b, flo
     for (int64_t i = 0; i < N; i++) {
         const float *xi = xd + i * C;
         float *yi = yd + i * C;
-        double s = 0, ss = 0;
-        for (int64_t j = 0; j < C; j++) s += xi[j];
-        double md = s / (double)C;
-        for (int64_t j = 0; j < C; j++) ss += (xi[j] - md) * (xi[j] - md);
+        double md = row_sum_d(xi, C, 0.0, 0) / (double)C, ss = row_sum_d(xi, C, md, 1);
         float m = (float)md, r = (float)(1.0 / sqrt(ss / (double)C + (double)eps));
         if (bd)
             for (int64_t j = 0; j < C; j++) yi[j] = (xi[j] - m) * r * wd[j] + bd[j];

@@ -15,17 +15,22 @@
 // precision (AG_BF16X) is widened exactly a chunk at a time into a reusable buffer (wide16.h)
 // and then runs the same fp32 products, so results equal those of an fp32 lm-head bit for bit.
 #include "ag.h"
+#include "blas.h"
 #include "mm16.h"
 #include "vmath.h"
 #include "wide16.h"
 
-#include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define CE_CHUNK 4096   // vocabulary columns per logits chunk (default)
-#define CE_ROWS 1024    // supervised rows per block: scratch ≤ CE_ROWS × (CE_CHUNK + 2C) floats
+#define CE_CHUNK 4096   // vocabulary columns per logits chunk (default, BF16 matmuls)
+#define CE_CHUNK_FLOATS (1 << 21)   // fp32 products: chunk × C ≤ 2M floats (8 MB: stays in the L3
+                                    // cache while every row block of the chunk reads it)
+#define CE_ROWS 1024    // supervised rows per pass: bounds the scratch (see ce_scratch_floats)
+#define CE_RB 32        // rows per block of work in the fp32 products (see ce_pass_f32)
+#define CE_WIDEN_ROWS 256   // lm-head rows per piece of widening work (BF16X)
 
 // Scratch from the arena, released by the caller (arena.used = mark); from the heap when the
 // arena is full (*heap is then set and must be freed).
@@ -47,10 +52,21 @@ typedef struct ce_problem {
     int chunk;               // vocabulary columns per sgemm
 } ce_problem;
 
-static int64_t ce_scratch_floats(const ce_problem *p, int with_grad) {
+// The default chunk: fixed for the BF16 matmuls; for the fp32 products sized by C (a shape,
+// never the thread count, so the numbers stay independent of it).
+static int ce_default_chunk(const ag_tensor *W) {
+    if (W->dtype == AG_BF16) return CE_CHUNK;
+    int64_t n = CE_CHUNK_FLOATS / W->shape[1] / 64 * 64;
+    return (int)(n < 256 ? 256 : n > 16384 ? 16384 : n);
+}
+
+// scratch of ce_forward: the gathered rows hg [rb, C] (rb ≤ CE_ROWS), and logits: [rb, chunk]
+// plus the BF16 copy of hg (half a float per element) with a BF16 lm-head; CE_RB × chunk per
+// thread for the fp32 products.
+static int64_t ce_scratch_floats(const ce_problem *p) {
     int64_t rb = p->M < CE_ROWS ? p->M : CE_ROWS;
-    // + the BF16 copy of the gathered rows (half a float each) with a BF16 lm-head
-    return rb * (p->C + p->chunk + (with_grad ? p->C : 0) + (p->W16 ? (p->C + 1) / 2 : 0)) + 64;
+    if (p->W16) return rb * (p->C + p->chunk + (p->C + 1) / 2) + 64;
+    return rb * p->C + (int64_t)omp_get_max_threads() * CE_RB * p->chunk + 64;
 }
 
 // hg[mb, C] = h rows rows[r0 .. r0+mb)
@@ -84,90 +100,141 @@ static double exp_sum(float *l, int64_t n, float m, int store) {
     return ((a0[0] + a1[0]) + (a0[1] + a1[1])) + ((a0[2] + a1[2]) + (a0[3] + a1[3]));
 }
 
-// lse[M] and nll[M] (double) for every supervised row. scr: ce_scratch_floats(p, dhs != NULL).
+// Per-row state of the online log-sum-exp over the vocabulary chunks (rows of one block of
+// at most CE_ROWS supervised rows): running max mx, Σ_{j≠t} e^(l_j − mx), the target's logit
+// and e^(l_t − mx) in double; acc (training) = Σ_{j≠t} e^(l_j − mx)·W_j, rescaled when mx grows.
+typedef struct ce_rows {
+    float *mx;
+    double *sum, *tlogit, *texp;
+    float *acc;   // [rows, C] or NULL
+} ce_rows;
+
+// Folds one chunk of logits l[cv] (columns v0 ..) into row r's state. With acc, l becomes the
+// unnormalized probabilities e^(l − mx) with the target's entry zeroed (the coefficients of the
+// acc product that follows).
+static void ce_row_chunk(const ce_problem *p, ce_rows *s, int64_t r, int32_t target, float *l, int64_t cv,
+                         int64_t v0) {
+    float m = -INFINITY;
+    for (int64_t j = 0; j < cv; j++) m = l[j] > m ? l[j] : m;
+    if (m > s->mx[r]) {
+        double f = exp((double)s->mx[r] - (double)m);
+        s->sum[r] *= f;
+        s->texp[r] *= f;
+        if (s->acc) {
+            float ff = (float)f, *ar = s->acc + r * p->C;
+            for (int64_t j = 0; j < p->C; j++) ar[j] *= ff;
+        }
+        s->mx[r] = m;
+    }
+    int64_t t = target - v0;
+    float lt = t >= 0 && t < cv ? l[t] : 0;
+    double e = exp_sum(l, cv, s->mx[r], s->acc != NULL);
+    if (t >= 0 && t < cv) {   // the target's term is kept apart (see ce_forward)
+        float pt = vm_exp(vm_splat(lt - s->mx[r]))[0];
+        s->tlogit[r] = lt;
+        s->texp[r] += pt;
+        e -= pt;
+        if (s->acc) l[t] = 0;
+    }
+    s->sum[r] += e;
+}
+
+// The fp32 products (an fp32 lm-head, or a BF16X one widened a chunk at a time) for the rows
+// hg[mb, C] (supervised rows r0 ..): per vocabulary chunk, blocks of CE_RB rows are handed out
+// to the threads one at a time (schedule dynamic: a thread slowed by another process on its
+// core takes fewer), each block a pair of single-threaded sgemms and its rows' softmax update.
+// A row's numbers depend only on its block (the shape), never on the thread count or on which
+// thread ran it. One barrier per chunk: the next chunk is widened (into the other half of a
+// double buffer) by whoever is free, and no block starts a chunk before its rows finished the
+// previous one. lg: CE_RB × chunk floats per thread.
+static void ce_pass_f32(const ce_problem *p, ce_rows *s, const float *hg, float *lg, float *wx, int64_t r0,
+                        int64_t mb) {
+    int64_t C = p->C, V = p->V, chunk = p->chunk, nblk = (mb + CE_RB - 1) / CE_RB;
+    int64_t nchunk = (V + chunk - 1) / chunk, wrows = CE_WIDEN_ROWS;
+#pragma omp parallel
+    {
+        float *l = lg + (int64_t)omp_get_thread_num() * CE_RB * chunk;
+        for (int64_t k = -1; k < nchunk; k++) {
+            if (k >= 0) {   // this chunk's row blocks
+                int64_t v0 = k * chunk, cv = V - v0 < chunk ? V - v0 : chunk;
+                const float *Wc = p->W ? p->W + v0 * C : wx + (k & 1) * chunk * C;   // [cv, C]
+#pragma omp for schedule(dynamic, 1) nowait
+                for (int64_t b = 0; b < nblk; b++) {
+                    int64_t b0 = b * CE_RB, nb = mb - b0 < CE_RB ? mb - b0 : CE_RB;
+                    ag_sgemm_1(0, 1, nb, cv, C, 1.0f, hg + b0 * C, C, Wc, C, 0.0f, l, cv);
+                    for (int64_t r = b0; r < b0 + nb; r++)
+                        ce_row_chunk(p, s, r, p->tgt[r0 + r], l + (r - b0) * cv, cv, v0);
+                    if (s->acc) ag_sgemm_1(0, 0, nb, C, cv, 1.0f, l, cv, Wc, C, 1.0f, s->acc + b0 * C, C);
+                }
+            }
+            if (k + 1 < nchunk && p->W16x) {   // widen the next chunk into the other buffer half
+                int64_t v1 = (k + 1) * chunk, cv1 = V - v1 < chunk ? V - v1 : chunk;
+                float *dst = wx + ((k + 1) & 1) * chunk * C;
+#pragma omp for schedule(dynamic, 1) nowait
+                for (int64_t w0 = 0; w0 < cv1; w0 += wrows) {
+                    const uint16_t *src = p->W16x + (v1 + w0) * C;
+                    int64_t n = (cv1 - w0 < wrows ? cv1 - w0 : wrows) * C;
+                    for (int64_t i = 0; i < n; i++) dst[w0 * C + i] = bf16_to_f32(src[i]);
+                }
+            }
+#pragma omp barrier
+        }
+    }
+}
+
+// lse[M] and nll[M] (double) for every supervised row. scr: ce_scratch_floats(p).
 // With dhs[M, C] (training), the gradient is computed in the same pass over the vocabulary
 // (no second lm-head product in backward): per row, running max m, Σ_{j≠t} e^(l_j − m) and
-// e^(l_t − m) in double, and acc = Σ_{j≠t} e^(l_j − m)·W_j (sgemm; rescaled when m grows).
-// Then dhs = acc/Σ − (Σ_{j≠t}/Σ)·W_t = Σ_j softmax_j W_j − W_t, with the target's
-// coefficient formed without cancellation.
+// e^(l_t − m) in double, and acc = Σ_{j≠t} e^(l_j − m)·W_j (accumulated in dhs; rescaled
+// when m grows). Then dhs = acc/Σ − (Σ_{j≠t}/Σ)·W_t = Σ_j softmax_j W_j − W_t, with the
+// target's coefficient formed without cancellation.
 static void ce_forward(const ce_problem *p, float *scr, double *lse, double *nll, float *dhs) {
     int64_t C = p->C, V = p->V;
     int64_t rb = p->M < CE_ROWS ? p->M : CE_ROWS;
-    double *sum = xmalloc((size_t)rb * 3 * sizeof *sum), *tlogit = sum + rb, *texp = tlogit + rb;
-    float *wx = NULL;   // [chunk, C] the widened chunk of a BF16X lm-head
-    if (p->W16x) AG_ASSERT(wx = w16_buffer(p->chunk * C), "%s", err_get());
+    double *sum = xmalloc((size_t)rb * 3 * sizeof *sum);
     float *mx = xmalloc((size_t)rb * sizeof *mx);
+    float *wx = NULL;   // [2, chunk, C] the widened chunks of a BF16X lm-head
+    if (p->W16x) AG_ASSERT(wx = w16_buffer(2 * p->chunk * C), "%s", err_get());
     for (int64_t r0 = 0; r0 < p->M; r0 += CE_ROWS) {
         int64_t mb = p->M - r0 < CE_ROWS ? p->M - r0 : CE_ROWS;
-        float *hg = scr, *logits = scr + mb * C, *acc = logits + mb * p->chunk;
-        uint16_t *hb = (uint16_t *)(acc + (dhs ? mb * C : 0));   // [mb, C] BF16 rows (W16 only)
+        ce_rows s = {.mx = mx, .sum = sum, .tlogit = sum + rb, .texp = sum + 2 * rb,
+                     .acc = dhs ? dhs + r0 * C : NULL};
+        float *hg = scr, *logits = scr + mb * C;
         ce_gather(p, hg, r0, mb);
-        if (p->W16) bf16_round(hb, hg, mb * C);
-        for (int64_t r = 0; r < mb; r++) sum[r] = 0, mx[r] = -INFINITY, tlogit[r] = 0, texp[r] = 0;
-        if (dhs) memset(acc, 0, (size_t)(mb * C) * sizeof *acc);
-        for (int64_t v0 = 0; v0 < V; v0 += p->chunk) {
-            int64_t cv = V - v0 < p->chunk ? V - v0 : p->chunk;
-            const float *Wc = p->W ? p->W + v0 * C : wx;   // [cv, C] this chunk's rows in fp32
-            if (p->W16x) w16_rows(wx, p->W16x, v0, cv, C);
-            if (p->W16)
+        for (int64_t r = 0; r < mb; r++) s.sum[r] = 0, s.mx[r] = -INFINITY, s.tlogit[r] = 0, s.texp[r] = 0;
+        if (dhs) memset(s.acc, 0, (size_t)(mb * C) * sizeof *s.acc);
+        if (p->W16) {   // BF16 matmuls (oneDNN, all threads per product)
+            uint16_t *hb = (uint16_t *)(logits + mb * p->chunk);   // [mb, C] BF16 rows
+            bf16_round(hb, hg, mb * C);
+            for (int64_t v0 = 0; v0 < V; v0 += p->chunk) {
+                int64_t cv = V - v0 < p->chunk ? V - v0 : p->chunk;
                 mm16_xwt_b16(logits, hb, p->W16 + v0 * C, mb, cv, C, 0);
-            else
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mb, (int)cv, (int)C, 1.0f, hg, (int)C,
-                            Wc, (int)C, 0.0f, logits, (int)cv);
-            // online log-sum-exp: running max mx and Σ exp(logit − mx) in double
 #pragma omp parallel for schedule(static)
-            for (int64_t r = 0; r < mb; r++) {
-                float *l = logits + r * cv;
-                float m = -INFINITY;
-                for (int64_t j = 0; j < cv; j++) m = l[j] > m ? l[j] : m;
-                if (m > mx[r]) {
-                    double f = exp((double)mx[r] - (double)m);
-                    sum[r] *= f;
-                    texp[r] *= f;
-                    if (dhs) {
-                        float ff = (float)f, *ar = acc + r * C;
-                        for (int64_t j = 0; j < C; j++) ar[j] *= ff;
-                    }
-                    mx[r] = m;
-                }
-                int64_t t = p->tgt[r0 + r] - v0;
-                float lt = t >= 0 && t < cv ? l[t] : 0;
-                double s = exp_sum(l, cv, mx[r], dhs != NULL);
-                if (t >= 0 && t < cv) {   // the target's term is kept apart (see above)
-                    float pt = vm_exp(vm_splat(lt - mx[r]))[0];
-                    tlogit[r] = lt;
-                    texp[r] += pt;
-                    s -= pt;
-                    if (dhs) l[t] = 0;
-                }
-                sum[r] += s;
+                for (int64_t r = 0; r < mb; r++) ce_row_chunk(p, &s, r, p->tgt[r0 + r], logits + r * cv, cv, v0);
+                if (dhs) mm16_xw(s.acc, logits, p->W16 + v0 * C, mb, cv, C, 1);
             }
-            if (dhs && p->W16)
-                mm16_xw(acc, logits, p->W16 + v0 * C, mb, cv, C, 1);
-            else if (dhs)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mb, (int)C, (int)cv, 1.0f, logits,
-                            (int)cv, Wc, (int)C, 1.0f, acc, (int)C);
+        } else {
+            ce_pass_f32(p, &s, hg, logits, wx, r0, mb);
         }
         for (int64_t r = 0; r < mb; r++) {
-            double tot = sum[r] + texp[r];
-            double L = (double)mx[r] + log(tot);
+            double tot = s.sum[r] + s.texp[r];
+            double L = (double)s.mx[r] + log(tot);
             lse[r0 + r] = L;
-            nll[r0 + r] = L - tlogit[r];
+            nll[r0 + r] = L - s.tlogit[r];
         }
         if (dhs) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (mb * C >= AG_PAR_MIN)
             for (int64_t r = 0; r < mb; r++) {
-                double tot = sum[r] + texp[r];
-                float inv = (float)(1.0 / tot), ct = (float)(-sum[r] / tot);
-                const float *ar = acc + r * C;
-                float *d = dhs + (r0 + r) * C;
+                double tot = s.sum[r] + s.texp[r];
+                float inv = (float)(1.0 / tot), ct = (float)(-s.sum[r] / tot);
+                float *d = s.acc + r * C;   // acc, turned into dhs in place
                 int64_t t = p->tgt[r0 + r];
                 if (p->W16 || p->W16x) {
                     const uint16_t *wt = (p->W16 ? p->W16 : p->W16x) + t * C;
-                    for (int64_t j = 0; j < C; j++) d[j] = ar[j] * inv + ct * bf16_to_f32(wt[j]);
+                    for (int64_t j = 0; j < C; j++) d[j] = d[j] * inv + ct * bf16_to_f32(wt[j]);
                 } else {
                     const float *wt = p->W + t * C;
-                    for (int64_t j = 0; j < C; j++) d[j] = ar[j] * inv + ct * wt[j];
+                    for (int64_t j = 0; j < C; j++) d[j] = d[j] * inv + ct * wt[j];
                 }
             }
         }
@@ -221,7 +288,7 @@ ag_tensor *ag_cross_entropy_chunked(ag_ctx *c, ag_tensor *h, ag_tensor *W, const
                                     int chunk) {
     if (!h || !W) return NULL;
     if (!(norm > 0)) return err_set("cross_entropy: the normalizer must be > 0, got %g", (double)norm), NULL;
-    if (chunk <= 0) chunk = CE_CHUNK;
+    if (chunk <= 0) chunk = ce_default_chunk(W);
     int64_t M = ce_check("cross_entropy", h, W, targets, NULL, NULL);
     if (M < 0) return NULL;
     ag_tensor *out = ag_new1(c, 1);
@@ -241,7 +308,7 @@ ag_tensor *ag_cross_entropy_chunked(ag_ctx *c, ag_tensor *h, ag_tensor *W, const
     if (M > 0) {
         double *lse = xmalloc((size_t)M * 2 * sizeof *lse), *nll = lse + M;
         void *heap = NULL;
-        float *scr = scratch(c, (size_t)ce_scratch_floats(&p, grad) * sizeof(float), &heap);
+        float *scr = scratch(c, (size_t)ce_scratch_floats(&p) * sizeof(float), &heap);
         ce_forward(&p, scr, lse, nll, dhs);
         for (int64_t r = 0; r < M; r++) total += nll[r];
         free(lse);
@@ -269,7 +336,7 @@ ag_tensor *ag_cross_entropy(ag_ctx *c, ag_tensor *h, ag_tensor *W, const int32_t
 int ag_nll_rows_chunked(ag_ctx *c, const ag_tensor *h, const ag_tensor *W, const int32_t *targets, float *nll,
                         int chunk) {
     if (!h || !W) return -1;
-    if (chunk <= 0) chunk = CE_CHUNK;
+    if (chunk <= 0) chunk = ce_default_chunk(W);
     int64_t M = ce_check("nll_rows", h, W, targets, NULL, NULL);
     if (M < 0) return -1;
     for (int64_t i = 0; i < h->shape[0]; i++) nll[i] = 0;
@@ -283,7 +350,7 @@ int ag_nll_rows_chunked(ag_ctx *c, const ag_tensor *h, const ag_tensor *W, const
                     .rows = rows, .tgt = rows + M, .chunk = chunk};
     size_t mark = c->arena.used;
     void *heap;
-    float *scr = scratch(c, (size_t)ce_scratch_floats(&p, 0) * sizeof(float), &heap);
+    float *scr = scratch(c, (size_t)ce_scratch_floats(&p) * sizeof(float), &heap);
     ce_forward(&p, scr, lse, d, NULL);
     for (int64_t r = 0; r < M; r++) nll[rows[r]] = (float)d[r];
     ag_prof_mark(c, AG_OP_CROSS_ENTROPY);

@@ -5,12 +5,12 @@
 //
 // Shapes (legend in ag.h): B images, P patches per image, N pooled tokens per image,
 // C feature width. x [B·P, C] holds the images one after the other; outputs [B·N, C].
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ag.h"
+#include "blas.h"
 
 #define SHP(t) ag_shape_str((t), (char[64]){0}, 64)
 
@@ -31,11 +31,9 @@ static void pool_backward(ag_ctx *c, ag_node *n) {
     for (int64_t b = 0; b < B; b++) {
         const float *dyb = dy + b * N * C, *xb = x->data + b * P * C;
         if (dx)   // dx_b[P,C] += Wᵀ[P,N] · dy_b[N,C]
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)P, (int)C, (int)N, 1.0f, W->data, (int)P, dyb,
-                        (int)C, 1.0f, dx + b * P * C, (int)C);
+            ag_sgemm(1, 0, P, C, N, 1.0f, W->data, P, dyb, C, 1.0f, dx + b * P * C, C);
         if (dW)   // dW[N,P] += dy_b[N,C] · x_bᵀ[C,P]
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)P, (int)C, 1.0f, dyb, (int)C, xb, (int)C,
-                        1.0f, dW, (int)P);
+            ag_sgemm(0, 1, N, P, C, 1.0f, dyb, C, xb, C, 1.0f, dW, P);
     }
     if (db)   // db[n] += Σ_b Σ_c dy_b[n,c], summed in double, images then columns in order
         for (int64_t r = 0; r < N; r++) {
@@ -52,8 +50,7 @@ void ag_pool_rows_fwd(float *y, const float *x, const float *W, const float *bia
         float *yb = y + b * N * C;
         for (int64_t r = 0; r < N; r++)
             for (int64_t j = 0; j < C; j++) yb[r * C + j] = bias ? bias[r] : 0.0f;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)C, (int)P, 1.0f, W, (int)P, x + b * P * C,
-                    (int)C, 1.0f, yb, (int)C);
+        ag_sgemm(0, 0, N, C, P, 1.0f, W, P, x + b * P * C, C, 1.0f, yb, C);
     }
 }
 

@@ -2,7 +2,7 @@
 // (see wide16.h for why the results equal those of an fp32-stored weight bit for bit).
 #include "wide16.h"
 
-#include <cblas.h>
+#include "blas.h"
 #include <stdlib.h>
 
 #include "mm16.h"
@@ -45,14 +45,12 @@ static float *widened(const uint16_t *W, int64_t O, int64_t In) {
 
 void w16_xwt(float *y, const float *x, const uint16_t *W, int64_t N, int64_t O, int64_t In, int accumulate) {
     float *Wf = widened(W, O, In);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)O, (int)In, 1.0f, x, (int)In, Wf, (int)In,
-                accumulate ? 1.0f : 0.0f, y, (int)O);
+    ag_sgemm(0, 1, N, O, In, 1.0f, x, In, Wf, In, accumulate ? 1.0f : 0.0f, y, O);
 }
 
 void w16_xw(float *y, const float *x, const uint16_t *W, int64_t N, int64_t O, int64_t In, int accumulate) {
     float *Wf = widened(W, O, In);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)In, (int)O, 1.0f, x, (int)O, Wf, (int)In,
-                accumulate ? 1.0f : 0.0f, y, (int)In);
+    ag_sgemm(0, 0, N, In, O, 1.0f, x, O, Wf, In, accumulate ? 1.0f : 0.0f, y, In);
 }
 
 void w16_gemv(float *y, const uint16_t *W16, const float *W32, const float *x, int64_t O, int64_t In) {

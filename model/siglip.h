@@ -11,6 +11,9 @@
 //   per layer: x = x + out_proj(attn(LN1(x)))   (full attention within each image, scale D^-0.5)
 //              x = x + fc2(act(fc1(LN2(x))))     (act: tanh GELU, or exact GELU for "gelu")
 //   last_hidden_state = post_layernorm(x)
+// Linears run as one fused oneDNN matmul each (bias, GELU and the residual add on the fp32
+// accumulator), in fp32 or, in bf16 precision, with BF16 operands; the features are the same
+// bits at any thread count.
 // The folder may be a SiglipVisionModel (`vision_model.*` keys) or a full SiglipModel whose
 // `text_model.*` keys (and the pooling head `vision_model.head.*`) are never read.
 #ifndef LORAC_SIGLIP_H

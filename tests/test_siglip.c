@@ -1,6 +1,7 @@
 // test_siglip.c — the SigLIP vision tower and the projector against PyTorch fixtures
 // (tests/gen_siglip.py): every hidden state, batching, folder variants and errors; the
 // projector's forward/backward, init, save/load round trip and load errors.
+#include <omp.h>
 #include <unistd.h>
 
 #include "ag.h"
@@ -108,6 +109,36 @@ static void test_batching(void) {
     ag_ctx_free(&c);
     fixture_free(fx);
     siglip_free(&m);
+}
+
+// The features are the same bits at 1 and 2 threads, in fp32 and bf16 (every matmul splits
+// its output, never its reduction: tests/test_mm_linear.c checks that on larger products).
+static void test_threads(void) {
+    for (int bf = 0; bf < 2; bf++) {
+        siglip_model m;
+        if (siglip_load_precision(TINY, &m, bf ? AG_PREC_BF16 : AG_PREC_FP32) != 0) {
+            CHECK(0, "load: %s", err_get());
+            return;
+        }
+        int B = 8, S = m.cfg.image_size;
+        int64_t n = (int64_t)B * m.cfg.num_patches * m.cfg.hidden_size;
+        float *pix = malloc(sizeof(float) * B * 3 * S * S), *one = malloc(sizeof(float) * n),
+              *two = malloc(sizeof(float) * n);
+        uint64_t s = 5;
+        for (long i = 0; i < (long)B * 3 * S * S; i++) pix[i] = 2 * ag_rng_uniform(&s) - 1;
+        ag_ctx c;
+        ag_ctx_init(&c, siglip_arena_bytes(&m, B));
+        int nt = omp_get_max_threads();
+        omp_set_num_threads(1);
+        CHECK(siglip_features(&c, &m, pix, B, -1, one) == 0, "%s", err_get());
+        omp_set_num_threads(2);
+        CHECK(siglip_features(&c, &m, pix, B, -1, two) == 0, "%s", err_get());
+        omp_set_num_threads(nt);
+        CHECK(!memcmp(one, two, sizeof(float) * n), "%s: features at 1 and 2 threads differ", bf ? "bf16" : "fp32");
+        ag_ctx_free(&c);
+        free(pix), free(one), free(two);
+        siglip_free(&m);
+    }
 }
 
 // The tiny weights under another config.json: features `sel` must match fixture `ref`.
@@ -473,6 +504,7 @@ static void test_projector_load_errors(void) {
 int main(void) {
     RUN(test_hidden_states);
     RUN(test_batching);
+    RUN(test_threads);
     RUN(test_full_siglip_config);
     RUN(test_exact_gelu_config);
     RUN(test_bad_folders);

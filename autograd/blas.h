@@ -1,0 +1,25 @@
+// blas.h — lorac's one door to OpenBLAS's fp32 matrix product (issue 17: thread count by size).
+//
+// ag_sgemm is cblas_sgemm (row-major) with one rule on top: a product smaller than
+// AG_SGEMM_PAR_MIN multiply-adds runs on the calling thread alone. A parallel sgemm wakes the
+// other threads and ends on a barrier; for a small product that costs more than the second
+// core gives back, and on a busy machine the barrier waits for a thread parked behind another
+// process (milliseconds per product). The rule depends only on the shape, so a small product
+// gets the same single-thread bits whatever OMP_NUM_THREADS is; a large one is split as
+// OpenBLAS splits it (its bits depend on the thread count, as they always did).
+// Must be called outside OpenMP parallel regions (inside one OpenBLAS runs single-threaded).
+#pragma once
+#include <cblas.h>
+#include <stdint.h>
+
+// multiply-adds (M·N·K) below which a product stays on one thread: measured on the 2-core
+// EPYC (scripts/bench_busy.sh, issue 17): see blas.c
+#define AG_SGEMM_PAR_MIN (64ll << 20)
+
+// C[M,N] = alpha · op(A) · op(B) + beta · C, row-major, as cblas_sgemm
+void ag_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+              const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
+// the same product always on the calling thread (for callers that split the work themselves)
+void ag_sgemm_1(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                const float *B, int64_t ldb, float beta, float *C, int64_t ldc);

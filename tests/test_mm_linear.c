@@ -1,0 +1,127 @@
+// test_mm_linear.c — the fused linear of the SigLIP tower (mm_linear, autograd/mm16.h):
+// y (+)= act(x·Wᵀ + b) with fp32 and BF16 weights, every activation, with and without the
+// residual add, against a double-precision reference on the same operands; the same bits at
+// 1 and 2 threads; and the emulated BF16 path (oneDNN limited to AVX2, as on a CPU without
+// AVX-512: widened sgemm + lorac's epilogue) against the same reference.
+#include <omp.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "mm16.h"
+#include "test.h"
+
+static float frand(uint64_t *s) {   // uniform in [-1, 1)
+    *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((*s >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+static double act_ref(double v, mm_act act) {
+    if (act == MM_GELU_TANH) return 0.5 * v * (1.0 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+    if (act == MM_GELU_ERF) return 0.5 * v * (1.0 + erf(v * 0.7071067811865476));
+    return v;
+}
+
+// One product of [M, In] · [O, In]ᵀ for every (storage, activation, accumulate); returns the
+// number of failed cases. Bound per element: fp32 accumulation of In products errs by at most
+// In·u·Σ|x_k·w_k| (u = 2⁻²⁴, any summation order), + a few ulp of |b|, |y_old| and the
+// activation (GELU's slope is below 1.13, oneDNN's GELU within a few ulp): (In + 8)·u times
+// the sum of the magnitudes.
+static int check_products(int M, int O, int In, const char *where) {
+    int bad = 0;
+    uint64_t s = (uint64_t)M * 1000003 + (uint64_t)O * 101 + (uint64_t)In;
+    float *x = malloc(sizeof(float) * M * In), *W = malloc(sizeof(float) * O * In), *b = malloc(sizeof(float) * O);
+    float *y0 = malloc(sizeof(float) * M * O), *y = malloc(sizeof(float) * M * O);
+    uint16_t *W16 = malloc(sizeof(uint16_t) * O * In), *x16 = malloc(sizeof(uint16_t) * M * In);
+    for (int i = 0; i < M * In; i++) x[i] = 2 * frand(&s);
+    for (int i = 0; i < O * In; i++) W[i] = 0.1f * frand(&s);
+    for (int i = 0; i < O; i++) b[i] = frand(&s);
+    for (int i = 0; i < M * O; i++) y0[i] = frand(&s);
+    bf16_round(W16, W, O * In);
+    bf16_round(x16, x, M * In);
+    for (int bf = 0; bf < 2; bf++)
+        for (int act = MM_ACT_NONE; act <= MM_GELU_ERF; act++)
+            for (int acc = 0; acc < 2; acc++) {
+                memcpy(y, y0, sizeof(float) * M * O);
+                mm_linear(y, x, bf ? NULL : W, bf ? W16 : NULL, b, M, O, In, (mm_act)act, acc);
+                double worst = 0;
+                for (int i = 0; i < M; i++)
+                    for (int o = 0; o < O; o++) {
+                        double z = b[o], mag = fabs(b[o]);
+                        for (int k = 0; k < In; k++) {
+                            double xv = bf ? bf16_to_f32(x16[i * In + k]) : x[i * In + k];
+                            double wv = bf ? bf16_to_f32(W16[o * In + k]) : W[o * In + k];
+                            z += xv * wv, mag += fabs(xv * wv);
+                        }
+                        double want = act_ref(z, (mm_act)act) + (acc ? y0[i * O + o] : 0.0);
+                        mag += acc ? fabs(y0[i * O + o]) : 0.0;
+                        double e = fabs(y[i * O + o] - want) / ((In + 8) * ldexp(mag, -24));
+                        if (!(e <= worst)) worst = e;   // NaN counts as the worst
+                    }
+                if (!(worst <= 1.0)) {
+                    test_fail("%s [%d,%d]x[%d,%d]ᵀ %s act %d acc %d: error %.3g of the bound", where, M, In, O, In,
+                              bf ? "bf16" : "fp32", act, acc, worst);
+                    bad++;
+                }
+            }
+    free(x), free(W), free(b), free(y0), free(y), free(W16), free(x16);
+    return bad;
+}
+
+static void test_fused(void) {
+    check_products(37, 48, 40, "native");
+    check_products(196, 96, 160, "native");
+}
+
+// The fp32 and BF16 products give the same bits at 1 and 2 threads (oneDNN splits the output
+// rows/columns, never the reduction, so the SigLIP features do not depend on the thread count).
+static void test_threads(void) {
+    int M = 392, O = 192, In = 128;
+    uint64_t s = 7;
+    float *x = malloc(sizeof(float) * M * In), *W = malloc(sizeof(float) * O * In), *b = malloc(sizeof(float) * O);
+    float *y1 = malloc(sizeof(float) * M * O), *y2 = malloc(sizeof(float) * M * O);
+    uint16_t *W16 = malloc(sizeof(uint16_t) * O * In);
+    for (int i = 0; i < M * In; i++) x[i] = frand(&s);
+    for (int i = 0; i < O * In; i++) W[i] = frand(&s);
+    for (int i = 0; i < O; i++) b[i] = frand(&s);
+    bf16_round(W16, W, O * In);
+    int nt = omp_get_max_threads();
+    for (int bf = 0; bf < 2; bf++) {
+        for (int i = 0; i < M * O; i++) y1[i] = y2[i] = (float)i;
+        omp_set_num_threads(1);
+        mm_linear(y1, x, bf ? NULL : W, bf ? W16 : NULL, b, M, O, In, MM_GELU_TANH, 1);
+        omp_set_num_threads(2);
+        mm_linear(y2, x, bf ? NULL : W, bf ? W16 : NULL, b, M, O, In, MM_GELU_TANH, 1);
+        CHECK(!memcmp(y1, y2, sizeof(float) * M * O), "%s: 1 and 2 threads differ", bf ? "bf16" : "fp32");
+    }
+    omp_set_num_threads(nt);
+    free(x), free(W), free(b), free(y1), free(y2), free(W16);
+}
+
+static pid_t emu_pid;   // the child running the emulated products (forked first in main)
+
+static void test_emulated(void) {
+    int st = 0;
+    if (emu_pid < 0 || waitpid(emu_pid, &st, 0) != emu_pid || !WIFEXITED(st))
+        CHECK(0, "the emulated child did not run or crashed (status %d)", st);
+    else
+        CHECK(WEXITSTATUS(st) == 0, "%s", WEXITSTATUS(st) == 100 ? "ONEDNN_MAX_CPU_ISA=AVX2 did not disable oneDNN's BF16 matmul"
+                                                               : "emulated products failed (see above)");
+}
+
+int main(void) {
+    // the emulated path first, in a child that limits oneDNN to AVX2 before its first use
+    // (oneDNN reads ONEDNN_MAX_CPU_ISA once): no BF16 matmul there, so mm_linear runs
+    // lorac's widened product and epilogue; fp32 runs oneDNN's AVX2 kernels
+    fflush(stdout);
+    emu_pid = fork();
+    if (emu_pid == 0) {
+        setenv("ONEDNN_MAX_CPU_ISA", "AVX2", 1);
+        int bad = mm16_native() ? -1 : check_products(37, 48, 40, "emulated");
+        fflush(stdout);
+        _exit(bad < 0 ? 100 : bad ? 1 : 0);
+    }
+    RUN(test_fused);
+    RUN(test_threads);
+    RUN(test_emulated);
+    return test_summary();
+}
