@@ -145,12 +145,13 @@ int ag_ctx_init(ag_ctx *c, size_t arena_bytes) {
 void ag_ctx_free(ag_ctx *c) {
     ag_arena_free(&c->arena);
     free(c->nodes);
+    free(c->free_bufs);
     memset(c, 0, sizeof *c);
 }
 
 void ag_ctx_reset(ag_ctx *c) {
     c->nnodes = 0;
-    c->nfree_grads = 0;
+    c->nfree = 0;
     ag_arena_reset(&c->arena);
     if (ag_prof_enabled()) c->prof_mark = now_seconds();
 }
@@ -265,10 +266,10 @@ float *ag_grad(ag_ctx *c, ag_tensor *t) {
     if (!t->grad) {
         AG_ASSERT(!t->is_param, "parameter %s has no gradient buffer", t->name ? t->name : "?");
         size_t bytes = (size_t)t->numel * sizeof(float);
-        for (int i = c->nfree_grads - 1; i >= 0 && !t->grad; i--)
-            if (c->free_grads[i].bytes == bytes) {   // a recycled buffer of the same size
-                t->grad = c->free_grads[i].p;
-                c->free_grads[i] = c->free_grads[--c->nfree_grads];
+        for (int i = c->nfree - 1; i >= 0 && !t->grad; i--)
+            if (c->free_bufs[i].bytes == bytes) {   // a given-back buffer of the same size
+                t->grad = c->free_bufs[i].p;
+                c->free_bufs[i] = c->free_bufs[--c->nfree];
             }
         if (!t->grad && !(t->grad = ag_alloc(c, bytes, "gradient"))) return NULL;
         memset(t->grad, 0, bytes);
@@ -286,11 +287,78 @@ int ag_backward(ag_ctx *c, ag_tensor *loss) {
     return ag_backward_from(c, loss, &one);
 }
 
+// A checkpoint node's saved state (ag_checkpoint). A kept one (ag_checkpoint_tail during a
+// recomputation) has fn's nodes [n0, node) right below it and their arena above `mark`.
+typedef struct ckpt_saved {
+    ag_ckpt_fn fn;
+    const ag_tensor *x;   // the kept input (it may not require a gradient)
+    uint64_t rng;         // c->rng when fn first ran
+    void *user;           // [user_bytes] copy of the caller's closure
+    int kept, n0, node;   // kept: fn's nodes stayed on the tape, [n0, node)
+    size_t mark;          // kept: the arena use before fn ran
+    ag_tensor *r;         // kept: fn's result (the node's output shares its data)
+} ckpt_saved;
+
+static int is_kept(const ag_node *n) { return n->op == AG_OP_CHECKPOINT && ((const ckpt_saved *)n->saved)->kept; }
+
 static int checkpoint_backward(ag_ctx *c, ag_node *n);
+
+// Ops whose backward reads their inputs, saved state and output gradient but not their output's
+// values: such an output's data is dead once every node reading it has run backward. Any other
+// op (attention reads its output) keeps its output's data until its own backward has run.
+static int reads_own_output(ag_op op) {
+    switch (op) {
+    case AG_OP_LINEAR: case AG_OP_LORA_LINEAR: case AG_OP_ADD: case AG_OP_MUL: case AG_OP_SCALE:
+    case AG_OP_RMSNORM: case AG_OP_LAYERNORM: case AG_OP_ROPE: case AG_OP_SWIGLU: case AG_OP_GELU:
+    case AG_OP_GELU_TANH: case AG_OP_EMBEDDING: case AG_OP_CONCAT_ROWS: case AG_OP_SCATTER_ROWS:
+    case AG_OP_GATED_ADD: case AG_OP_CHECKPOINT:
+        return 0;
+    default:
+        return 1;
+    }
+}
+
+static void give_back(ag_ctx *c, float *p, size_t bytes) {
+    if (c->nfree == c->cap_free) {
+        c->cap_free = c->cap_free ? 2 * c->cap_free : 64;
+        c->free_bufs = xrealloc(c->free_bufs, (size_t)c->cap_free * sizeof *c->free_bufs);
+    }
+    c->free_bufs[c->nfree++] = (struct ag_free_buf){p, bytes};
+}
+
+// For the outputs of nodes [first, nnodes): the node after whose backward the output's data
+// is dead (its lowest reader, or its producer when it has none or reads its output). A kept
+// checkpoint's own nodes belong to its backward's pass: its input counts as read by it.
+static void plan_frees(ag_ctx *c, int first, int pass) {
+    for (int i = first; i < c->nnodes; i++) {
+        c->nodes[i].out->free_pass = pass;
+        c->nodes[i].out->free_after = -1;
+    }
+    for (int i = c->nnodes - 1; i >= first; i--) {
+        ag_node *n = &c->nodes[i];
+        ag_tensor *o = n->out;
+        if (o->free_pass == pass && (o->free_after < 0 || reads_own_output(n->op))) o->free_after = i;
+        for (int j = 0; j < n->nin; j++)
+            if (n->in[j] && n->in[j]->free_pass == pass) n->in[j]->free_after = i;   // the lowest reader wins
+        if (is_kept(n)) i = ((ckpt_saved *)n->saved)->n0;
+    }
+}
+
+// After node i's backward: t's data goes back to the free buffers when node i was its last
+// reader and t is data_transient, in the arena and not the pass's seed `out`.
+static void free_if_dead(ag_ctx *c, ag_tensor *t, int i, int pass, const ag_tensor *out) {
+    if (!t || t->free_pass != pass || t->free_after != i) return;
+    t->free_pass = 0;   // (an input listed twice is given back once)
+    if (!t->data_transient || t->is_param || t == out || !t->data) return;
+    if ((char *)t->data < c->arena.base || (char *)t->data >= c->arena.base + c->arena.used) return;
+    give_back(c, t->data, (size_t)t->numel * sizeof(float));
+    t->data = NULL;   // dead: a use after this is a crash, not a silent wrong value
+}
 
 // Runs nodes [first, nnodes) of the tape backwards; out->grad holds the seed gradient.
 static int run_tape(ag_ctx *c, int first, ag_tensor *out) {
-    int prof_on = ag_prof_enabled();
+    int prof_on = ag_prof_enabled(), pass = ++c->pass;
+    plan_frees(c, first, pass);
     for (int i = c->nnodes - 1; i >= first; i--) {
         ag_node *n = &c->nodes[i];
         if (!n->out->grad) continue;   // nothing flowed into this output
@@ -300,8 +368,9 @@ static int run_tape(ag_ctx *c, int first, ag_tensor *out) {
         ag_tensor *o = n->out;
         ag_op op = n->op;
         double t0 = prof_on ? now_seconds() : 0;
-        if (op == AG_OP_CHECKPOINT) {   // grows the tape (c->nodes may move): n is stale after it
+        if (op == AG_OP_CHECKPOINT) {   // grows the tape (c->nodes may move); a kept one shrinks it
             if (checkpoint_backward(c, n) != 0) return -1;
+            n = &c->nodes[i];   // (still readable when the tape shrank below it)
         } else {
             n->backward(c, n);
         }
@@ -310,11 +379,13 @@ static int run_tape(ag_ctx *c, int first, ag_tensor *out) {
             prof.nbwd[op]++;
         }
         // the output's gradient is complete and consumed: recycle a model-internal one
-        if (o->grad_transient && o != out && !o->is_param && c->nfree_grads < (int)(sizeof c->free_grads / sizeof c->free_grads[0])) {
-            c->free_grads[c->nfree_grads].p = o->grad;
-            c->free_grads[c->nfree_grads++].bytes = (size_t)o->numel * sizeof(float);
+        if (o->grad_transient && o != out && !o->is_param) {
+            give_back(c, o->grad, (size_t)o->numel * sizeof(float));
             o->grad = NULL;
         }
+        for (int j = 0; j < n->nin; j++) free_if_dead(c, n->in[j], i, pass, out);
+        free_if_dead(c, o, i, pass, out);
+        if (i > c->nnodes) i = c->nnodes;   // a kept checkpoint ran (and dropped) the nodes below it
     }
     return 0;
 }
@@ -335,18 +406,19 @@ int ag_backward_from(ag_ctx *c, ag_tensor *out, const float *dout) {
 
 // --- activation checkpointing
 
-typedef struct ckpt_saved {
-    ag_ckpt_fn fn;
-    const ag_tensor *x;   // the kept input (it may not require a gradient)
-    uint64_t rng;         // c->rng when fn first ran
-    void *user;           // [user_bytes] copy of the caller's closure
-} ckpt_saved;
-
-// Gives back the arena above `mark` and drops the recycled gradient buffers that lay there.
+// Gives back the arena above `mark` and drops the free buffers that lay there.
 static void release_above(ag_ctx *c, size_t mark) {
     c->arena.used = mark;
-    for (int i = c->nfree_grads - 1; i >= 0; i--)
-        if ((char *)c->free_grads[i].p >= c->arena.base + mark) c->free_grads[i] = c->free_grads[--c->nfree_grads];
+    for (int i = c->nfree - 1; i >= 0; i--)
+        if ((char *)c->free_bufs[i].p >= c->arena.base + mark) c->free_bufs[i] = c->free_bufs[--c->nfree];
+}
+
+static int same_shape_result(const ag_tensor *r, const ag_tensor *x) {
+    if (ag_same_shape(r, x)) return 1;
+    char a[64], b[64];
+    err_set("checkpoint: the function returned %s for an input of shape %s", ag_shape_str(r, a, sizeof a),
+            ag_shape_str(x, b, sizeof b));
+    return 0;
 }
 
 ag_tensor *ag_checkpoint(ag_ctx *c, ag_ckpt_fn fn, const void *user, size_t user_bytes, ag_tensor *x) {
@@ -361,13 +433,7 @@ ag_tensor *ag_checkpoint(ag_ctx *c, ag_ckpt_fn fn, const void *user, size_t user
     int n0 = c->nnodes;
     size_t mark = c->arena.used;
     ag_tensor *r = fn(c, u, x);
-    if (!r) return NULL;
-    if (!ag_same_shape(r, x)) {
-        char a[64], b[64];
-        return err_set("checkpoint: the function returned %s for an input of shape %s", ag_shape_str(r, a, sizeof a),
-                       ag_shape_str(x, b, sizeof b)),
-               NULL;
-    }
+    if (!r || !same_shape_result(r, x)) return NULL;
     memcpy(y->data, r->data, (size_t)y->numel * sizeof(float));
     int needs = r->requires_grad;
     c->nnodes = n0;
@@ -383,10 +449,63 @@ ag_tensor *ag_checkpoint(ag_ctx *c, ag_ckpt_fn fn, const void *user, size_t user
     return y;
 }
 
+ag_tensor *ag_checkpoint_tail(ag_ctx *c, ag_ckpt_fn fn, const void *user, size_t user_bytes, ag_tensor *x) {
+    if (!x) return NULL;
+    if (!c->recomputing || !c->grad_enabled) return ag_checkpoint(c, fn, user, user_bytes, x);
+    // x's gradient below the kept region (released right after this call's backward)
+    if (x->requires_grad && !ag_grad(c, x)) return NULL;
+    ckpt_saved *s = ag_alloc(c, sizeof *s, "checkpoint");
+    ag_tensor *y = ag_alloc(c, sizeof *y, "checkpoint output");
+    if (!s || !y) return NULL;
+    int n0 = c->nnodes;
+    size_t mark = c->arena.used;
+    ag_tensor *r = fn(c, user, x);
+    if (!r || !same_shape_result(r, x)) return NULL;
+    if (!r->requires_grad) return r;   // nothing in fn needed a gradient: no node, nothing to keep
+    *y = *r;   // the result's values, as the node's own output
+    y->grad = NULL;
+    y->free_pass = 0;
+    *s = (ckpt_saved){.fn = fn, .x = x, .rng = c->rng, .kept = 1, .n0 = n0, .node = c->nnodes, .mark = mark, .r = r};
+    ag_node *n = tape_push(c, AG_OP_CHECKPOINT);
+    n->out = y;
+    n->in[0] = x->requires_grad ? x : NULL;
+    n->nin = 1;
+    n->saved = s;
+    return y;
+}
+
+// A recomputation's result r (the seed of its backward pass): its values were copied out in
+// the forward, so when its producer (the top node) does not read them its data is dead from the
+// start. Not for a kept checkpoint's output, which shares its result's data and gives it back
+// in its own pass.
+static void free_seed(ag_ctx *c, ag_tensor *r) {
+    const ag_node *top = c->nnodes > 0 ? &c->nodes[c->nnodes - 1] : NULL;
+    if (!top || top->out != r || is_kept(top) || reads_own_output(top->op)) return;
+    if (!r->data_transient || !r->data) return;
+    give_back(c, r->data, (size_t)r->numel * sizeof(float));
+    r->data = NULL;
+}
+
+// Backpropagates a kept checkpoint's output gradient through its nodes (right below it), then
+// drops them and gives their arena back.
+static int kept_backward(ag_ctx *c, ag_node *n) {
+    ckpt_saved *s = n->saved;
+    AG_ASSERT(c->nnodes == s->node + 1, "checkpoint: a kept sub-tape is not at the top of the tape");
+    s->r->grad = n->out->grad;
+    c->nnodes = s->node;
+    free_seed(c, s->r);
+    n->out->data = NULL;   // (it was s->r's)
+    int rc = run_tape(c, s->n0, s->r);
+    c->nnodes = s->n0;
+    release_above(c, s->mark);
+    return rc;
+}
+
 // Re-runs the function on the tape above the arena's current use, backpropagates the
 // output's gradient through those nodes alone, then drops them and their memory.
 static int checkpoint_backward(ag_ctx *c, ag_node *n) {
     ckpt_saved *s = n->saved;
+    if (s->kept) return kept_backward(c, n);
     ag_tensor *out = n->out;
     int n0 = c->nnodes, grad = c->grad_enabled;
     size_t mark = c->arena.used;
@@ -396,13 +515,19 @@ static int checkpoint_backward(ag_ctx *c, ag_node *n) {
     *x = *s->x;   // the same values; its gradient (if any) accumulates into the kept input's buffer
     c->grad_enabled = 1;
     c->rng = s->rng;
+    c->recomputing++;
     ag_tensor *r = s->fn(c, s->user, x);
+    c->recomputing--;
     c->rng = rng;
     c->grad_enabled = grad;
     int rc = -1;
     if (r) {
         AG_ASSERT(r->requires_grad && r->numel == out->numel, "checkpoint: the recomputation differs from the forward");
+        for (int i = n0; i < c->nnodes; i++)   // a kept (tail) checkpoint must be fn's last op
+            AG_ASSERT(!is_kept(&c->nodes[i]) || (i == c->nnodes - 1 && c->nodes[i].out == r),
+                      "ag_checkpoint_tail: not the last op of the function being recomputed");
         r->grad = out->grad;   // the seed: y's complete gradient
+        free_seed(c, r);
         rc = run_tape(c, n0, r);
     }
     c->nnodes = n0;

@@ -77,6 +77,10 @@ typedef struct ag_tensor {
     int is_param;               // trainable leaf (its grad lives in an ag_params block)
     int grad_transient;         // model-internal intermediate: once backward has consumed its
                                 // grad (after its producer's backward), the buffer is recycled
+    int data_transient;         // model-internal, values read by nothing but the tape: its data
+                                // buffer is recycled (and data set to NULL) once the last node
+                                // reading it has run backward
+    int free_pass, free_after;  // (ag_backward bookkeeping: after which node the data is dead)
     const char *name;           // optional, for error messages
 } ag_tensor;
 
@@ -163,10 +167,14 @@ struct ag_ctx {
     uint64_t rng;               // dropout RNG state (saved in checkpoints)
     int checkpoint;             // activation checkpointing: llama_forward runs each decoder
                                 // layer through ag_checkpoint (only its input is kept)
-    // gradient buffers of grad_transient tensors given back during backward, reused by
-    // ag_grad for a tensor of the same size (intermediate grads then cost ~one layer)
-    struct { float *p; size_t bytes; } free_grads[64];
-    int nfree_grads;
+    // buffers given back during backward (gradients of grad_transient tensors once consumed,
+    // data of data_transient ones once no node's backward reads it), reused by ag_grad for
+    // a gradient of the same size (intermediate grads then cost ~one layer, mostly in dead
+    // activations' memory)
+    struct ag_free_buf { float *p; size_t bytes; } *free_bufs;
+    int nfree, cap_free;
+    int pass;                   // backward passes run (sub-tapes of checkpoints included)
+    int recomputing;            // > 0 while a checkpoint's function is re-run in backward
     double prof_mark;           // LORAC_PROFILE: time of the previous ag_prof_mark
 };
 
@@ -211,6 +219,15 @@ int ag_backward_from(ag_ctx *c, ag_tensor *out, const float *dout);
 // the step, and consume c->rng the same way every time. Without grad mode fn is just called.
 typedef ag_tensor *(*ag_ckpt_fn)(ag_ctx *c, const void *user, ag_tensor *x);
 ag_tensor *ag_checkpoint(ag_ctx *c, ag_ckpt_fn fn, const void *user, size_t user_bytes, ag_tensor *x);
+// Nested checkpointing: the same, for the LAST op of a function that is itself run through
+// ag_checkpoint (its result is the enclosing function's result). When the enclosing function
+// is re-run in backward, the backward of this call comes right next, so it keeps fn's nodes
+// and activations instead of dropping and re-running them, and gives them back as soon as its
+// backward is done: an enclosing function split into ag_checkpoint(first part) +
+// ag_checkpoint_tail(last part) holds one part's activations at a time in backward, for one
+// more forward of the first part. Called anywhere else it is ag_checkpoint. Checked: the
+// enclosing function must return this call's result.
+ag_tensor *ag_checkpoint_tail(ag_ctx *c, ag_ckpt_fn fn, const void *user, size_t user_bytes, ag_tensor *x);
 
 // --- profiling (LORAC_PROFILE=1 in the environment): per-op wall time, printed as a table
 // on stderr at exit. Forward: the time since the previous mark (ag_ctx_reset, the previous
