@@ -12,9 +12,13 @@
 #include <cblas.h>
 #include <stdint.h>
 
-// multiply-adds (M·N·K) below which a product stays on one thread: measured on the 2-core
-// EPYC (scripts/bench_busy.sh, issue 17): see blas.c
-#define AG_SGEMM_PAR_MIN (64ll << 20)
+// multiply-adds (M·N·K) below which a product stays on one thread (~0.15 ms on one core of
+// the 2-core EPYC). Measured on the small model of `make bench-busy` (hidden 256, ~240 rows a
+// step, quiet machine): at 64M its projections (16M-63M) on one thread made the quiet step ~5%
+// slower; at 8M it runs as fast as with every product split, while its rank-8 LoRA products
+// (≤ 2M) and the tiny test models' products stay on one thread. `lorac bench threads` prints
+// one thread against all threads for the shapes lorac runs.
+#define AG_SGEMM_PAR_MIN (8ll << 20)
 
 // C[M,N] = alpha · op(A) · op(B) + beta · C, row-major, as cblas_sgemm
 void ag_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,

@@ -26,11 +26,12 @@
 #include <string.h>
 
 #define CE_CHUNK 4096   // vocabulary columns per logits chunk (default, BF16 matmuls)
-#define CE_CHUNK_FLOATS (1 << 21)   // row blocks: chunk × C ≤ 2M floats (8 MB: stays in the L3
-                                    // cache while every row block of the chunk reads it)
+#define CE_CHUNK_FLOATS (1 << 21)   // small passes: chunk × C ≤ 2M floats (8 MB; fewer chunks,
+                                    // fewer barriers)
 #define CE_ROWS 1024    // supervised rows per pass: bounds the scratch (see ce_scratch_floats)
-#define CE_RB_MAX 256   // rows per block of work in the row blocks, at most (see ce_rb)
-#define CE_WIDEN_ROWS 256   // lm-head rows per piece of widening work (BF16X)
+#define CE_PIECE 512    // small passes: vocabulary columns per logits piece (see ce_pass_split)
+#define CE_KPIECE 2048  // small passes: vocabulary columns per piece of the acc product's sum
+#define CE_ROWGROUP 16  // small passes: rows per piece of the softmax update
 
 // Scratch from the arena, released by the caller (arena.used = mark); from the heap when the
 // arena is full (*heap is then set and must be freed).
@@ -52,44 +53,31 @@ typedef struct ce_problem {
     int chunk;               // vocabulary columns per sgemm
 } ce_problem;
 
-// The fp32 products of a pass over mb rows run as fixed row blocks handed out to the threads
-// (ce_pass_f32) when the pass is smaller than CE_SPLIT_MIN multiply-adds per product (a small
-// model: the hidden-256 test model at 240 rows is 7.9G), else as one all-thread sgemm per
-// chunk (ce_pass_chunks): each block's sgemm packs the whole vocabulary chunk again, which on
-// the Llama-3.2-1B shapes at 512 rows made the loss 13% slower with 128-row blocks (bench eval
-// --precision fp32, LORAC_PROFILE), while their large products keep both threads busy anyway.
-// A rule on the shape alone: results never depend on the thread count through it.
+// The fp32 products of a pass over mb rows smaller than CE_SPLIT_MIN multiply-adds per product
+// (a small model: hidden 256 at 240 rows is 7.9G) run as fixed pieces handed out to the
+// threads (ce_pass_split: one parallel region, three barriers per chunk, results independent
+// of the thread count); larger ones (Llama-3.2-1B at 128 rows and more) as one all-thread
+// sgemm per chunk, whose products are long enough that a region's start and end do not
+// matter. A rule on the shape alone.
 #define CE_SPLIT_MIN (32ll << 30)
-static int ce_rowblocks(const ce_problem *p, int64_t mb) {
+static int ce_small(const ce_problem *p, int64_t mb) {
     return !p->W16 && (double)mb * (double)p->V * (double)p->C < (double)CE_SPLIT_MIN;
 }
 
-// The default chunk: CE_CHUNK, or for the row blocks sized by C (chunk × C ≤ CE_CHUNK_FLOATS).
+// The default chunk: CE_CHUNK, or for a small pass sized by C (chunk × C ≤ CE_CHUNK_FLOATS).
 static int ce_default_chunk(const ce_problem *p) {
-    if (!ce_rowblocks(p, p->M < CE_ROWS ? p->M : CE_ROWS)) return CE_CHUNK;
+    if (!ce_small(p, p->M < CE_ROWS ? p->M : CE_ROWS)) return CE_CHUNK;
     int64_t n = CE_CHUNK_FLOATS / p->C / 64 * 64;
     return (int)(n < 256 ? 256 : n > 16384 ? 16384 : n);
 }
 
-// Rows per block of work in the fp32 products: about a quarter of the rows (so a thread slowed
-// by another process can leave the others three of four blocks), a multiple of 16, 32 ..
-// CE_RB_MAX. Each block's sgemm packs the whole vocabulary chunk once, so smaller blocks cost
-// more packing (measured on the Llama-3.2-1B shapes on one thread: 32-row blocks took 28% longer
-// than one product over all rows).
-// A function of the row count only, never of the thread count.
-static int64_t ce_rb(int64_t M) {
-    int64_t rb = (M / 4 + 15) / 16 * 16;
-    return rb < 32 ? 32 : rb > CE_RB_MAX ? CE_RB_MAX : rb;
-}
-
-// scratch of ce_forward: the gathered rows hg [rb, C] (rb ≤ CE_ROWS), and logits: [rb, chunk]
-// (plus the BF16 copy of hg, half a float per element, with a BF16 lm-head), or ce_rb(rb) ×
-// chunk per thread for the row blocks.
+// scratch of ce_forward: the gathered rows hg [rb, C] (rb ≤ CE_ROWS) and logits [rb, chunk],
+// plus the BF16 copy of hg (half a float per element) with a BF16 lm-head, or the acc partials
+// of a small pass (chunk / CE_KPIECE of [rb, C]).
 static int64_t ce_scratch_floats(const ce_problem *p) {
     int64_t rb = p->M < CE_ROWS ? p->M : CE_ROWS;
-    if (p->W16) return rb * (p->C + p->chunk + (p->C + 1) / 2) + 64;
-    if (!ce_rowblocks(p, rb)) return rb * (p->C + p->chunk) + 64;
-    return rb * p->C + (int64_t)omp_get_max_threads() * ce_rb(rb) * p->chunk + 64;
+    int64_t extra = p->W16 ? (p->C + 1) / 2 : ce_small(p, rb) ? (p->chunk + CE_KPIECE - 1) / CE_KPIECE * p->C : 0;
+    return rb * (p->C + p->chunk + extra) + 64;
 }
 
 // hg[mb, C] = h rows rows[r0 .. r0+mb)
@@ -162,46 +150,55 @@ static void ce_row_chunk(const ce_problem *p, ce_rows *s, int64_t r, int32_t tar
     s->sum[r] += e;
 }
 
-// The fp32 products (an fp32 lm-head, or a BF16X one widened a chunk at a time) for the rows
-// hg[mb, C] (supervised rows r0 ..): per vocabulary chunk, blocks of ce_rb(mb) rows are handed out
-// to the threads one at a time (schedule dynamic: a thread slowed by another process on its
-// core takes fewer), each block a pair of single-threaded sgemms and its rows' softmax update.
-// A row's numbers depend only on its block (the shape), never on the thread count or on which
-// thread ran it. One barrier per chunk: the next chunk is widened (into the other half of a
-// double buffer) by whoever is free, and no block starts a chunk before its rows finished the
-// previous one. lg: ce_rb(mb) × chunk floats per thread.
-static void ce_pass_f32(const ce_problem *p, ce_rows *s, const float *hg, float *lg, float *wx, int64_t r0,
-                        int64_t mb) {
-    int64_t C = p->C, V = p->V, chunk = p->chunk, RB = ce_rb(mb), nblk = (mb + RB - 1) / RB;
-    int64_t nchunk = (V + chunk - 1) / chunk, wrows = CE_WIDEN_ROWS;
+// The fp32 products of a small pass (an fp32 lm-head, or a BF16X one widened here a piece at
+// a time) for the rows hg[mb, C] (supervised rows r0 ..), in one parallel region. Per chunk of
+// the vocabulary, three phases with a barrier after each, each phase a list of pieces of fixed
+// size handed out one at a time (schedule dynamic: a thread slowed by another process on its
+// core takes fewer pieces):
+//   1. logits[:, piece] = hg · W[piece]ᵀ, CE_PIECE columns a piece (widened first if BF16X);
+//   2. per row: the previous chunk's acc partials added in order, then this chunk's softmax
+//      update (ce_row_chunk, which turns the logits into the acc product's coefficients);
+//   3. acc partial i = P[:, piece i] · W[piece i], CE_KPIECE columns a piece, each [mb, C]
+//      (the sum over the vocabulary split in fixed pieces, added in step 2 of the next chunk).
+// Each sgemm runs on one thread and packs its slice of W once (row blocks would pack the whole
+// chunk once per block). The pieces and the order of every sum depend on the shape alone, so
+// the result is the same whichever thread ran what and however many there are.
+// lg: [mb, chunk]; part: [chunk / CE_KPIECE, mb, C] (training); wx: [chunk, C] (BF16X).
+static void ce_pass_split(const ce_problem *p, ce_rows *s, const float *hg, float *lg, float *part, float *wx,
+                          int64_t r0, int64_t mb) {
+    int64_t C = p->C, V = p->V, chunk = p->chunk, nchunk = (V + chunk - 1) / chunk;
+    int64_t nrg = (mb + CE_ROWGROUP - 1) / CE_ROWGROUP, nparts = 0;   // partials waiting from the last chunk
 #pragma omp parallel
-    {
-        float *l = lg + (int64_t)omp_get_thread_num() * RB * chunk;
-        for (int64_t k = -1; k < nchunk; k++) {
-            if (k >= 0) {   // this chunk's row blocks
-                int64_t v0 = k * chunk, cv = V - v0 < chunk ? V - v0 : chunk;
-                const float *Wc = p->W ? p->W + v0 * C : wx + (k & 1) * chunk * C;   // [cv, C]
-#pragma omp for schedule(dynamic, 1) nowait
-                for (int64_t b = 0; b < nblk; b++) {
-                    int64_t b0 = b * RB, nb = mb - b0 < RB ? mb - b0 : RB;
-                    ag_sgemm_1(0, 1, nb, cv, C, 1.0f, hg + b0 * C, C, Wc, C, 0.0f, l, cv);
-                    for (int64_t r = b0; r < b0 + nb; r++)
-                        ce_row_chunk(p, s, r, p->tgt[r0 + r], l + (r - b0) * cv, cv, v0);
-                    if (s->acc) ag_sgemm_1(0, 0, nb, C, cv, 1.0f, l, cv, Wc, C, 1.0f, s->acc + b0 * C, C);
-                }
-            }
-            if (k + 1 < nchunk && p->W16x) {   // widen the next chunk into the other buffer half
-                int64_t v1 = (k + 1) * chunk, cv1 = V - v1 < chunk ? V - v1 : chunk;
-                float *dst = wx + ((k + 1) & 1) * chunk * C;
-#pragma omp for schedule(dynamic, 1) nowait
-                for (int64_t w0 = 0; w0 < cv1; w0 += wrows) {
-                    const uint16_t *src = p->W16x + (v1 + w0) * C;
-                    int64_t n = (cv1 - w0 < wrows ? cv1 - w0 : wrows) * C;
-                    for (int64_t i = 0; i < n; i++) dst[w0 * C + i] = bf16_to_f32(src[i]);
-                }
-            }
-#pragma omp barrier
+    for (int64_t k = 0; k <= nchunk; k++) {
+        int64_t v0 = k * chunk, cv = k < nchunk ? (V - v0 < chunk ? V - v0 : chunk) : 0;
+        const float *Wc = p->W ? p->W + v0 * C : wx;   // [cv, C]
+        int64_t np = (cv + CE_PIECE - 1) / CE_PIECE, nk = (cv + CE_KPIECE - 1) / CE_KPIECE;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < np; i++) {   // 1. logits (k == nchunk: none)
+            int64_t j0 = i * CE_PIECE, n = cv - j0 < CE_PIECE ? cv - j0 : CE_PIECE;
+            if (p->W16x)
+                for (int64_t e = 0; e < n * C; e++) wx[j0 * C + e] = bf16_to_f32(p->W16x[(v0 + j0) * C + e]);
+            ag_sgemm_1(0, 1, mb, n, C, 1.0f, hg, C, Wc + j0 * C, C, 0.0f, lg + j0, cv);
         }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t g = 0; g < nrg; g++)   // 2. the last chunk's partials, then this chunk's softmax update
+            for (int64_t r = g * CE_ROWGROUP; r < mb && r < (g + 1) * CE_ROWGROUP; r++) {
+                if (s->acc)
+                    for (int64_t i = 0; i < nparts; i++) {
+                        float *ar = s->acc + r * C;
+                        const float *pr = part + (i * mb + r) * C;
+                        for (int64_t j = 0; j < C; j++) ar[j] += pr[j];
+                    }
+                if (k < nchunk) ce_row_chunk(p, s, r, p->tgt[r0 + r], lg + r * cv, cv, v0);
+            }
+        if (!s->acc || k == nchunk) continue;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t i = 0; i < nk; i++) {   // 3. this chunk's acc partials
+            int64_t j0 = i * CE_KPIECE, n = cv - j0 < CE_KPIECE ? cv - j0 : CE_KPIECE;
+            ag_sgemm_1(0, 0, mb, C, n, 1.0f, lg + j0, cv, Wc + j0 * C, C, 0.0f, part + i * mb * C, C);
+        }
+#pragma omp single
+        nparts = nk;   // (the single's barrier: every thread sees it before the next chunk)
     }
 }
 
@@ -216,8 +213,8 @@ static void ce_forward(const ce_problem *p, float *scr, double *lse, double *nll
     int64_t rb = p->M < CE_ROWS ? p->M : CE_ROWS;
     double *sum = xmalloc((size_t)rb * 3 * sizeof *sum);
     float *mx = xmalloc((size_t)rb * sizeof *mx);
-    float *wx = NULL;   // [2, chunk, C] the widened chunks of a BF16X lm-head
-    if (p->W16x) AG_ASSERT(wx = w16_buffer(2 * p->chunk * C), "%s", err_get());
+    float *wx = NULL;   // [chunk, C] the widened chunk of a BF16X lm-head
+    if (p->W16x) AG_ASSERT(wx = w16_buffer(p->chunk * C), "%s", err_get());
     for (int64_t r0 = 0; r0 < p->M; r0 += CE_ROWS) {
         int64_t mb = p->M - r0 < CE_ROWS ? p->M - r0 : CE_ROWS;
         ce_rows s = {.mx = mx, .sum = sum, .tlogit = sum + rb, .texp = sum + 2 * rb,
@@ -226,8 +223,8 @@ static void ce_forward(const ce_problem *p, float *scr, double *lse, double *nll
         ce_gather(p, hg, r0, mb);
         for (int64_t r = 0; r < mb; r++) s.sum[r] = 0, s.mx[r] = -INFINITY, s.tlogit[r] = 0, s.texp[r] = 0;
         if (dhs) memset(s.acc, 0, (size_t)(mb * C) * sizeof *s.acc);
-        if (ce_rowblocks(p, mb)) {
-            ce_pass_f32(p, &s, hg, logits, wx, r0, mb);
+        if (ce_small(p, mb)) {
+            ce_pass_split(p, &s, hg, logits, logits + mb * p->chunk, wx, r0, mb);
         } else {   // one all-thread product per chunk: BF16 matmuls (oneDNN) or fp32 sgemms
             uint16_t *hb = (uint16_t *)(logits + mb * p->chunk);   // [mb, C] BF16 rows (W16 only)
             if (p->W16) bf16_round(hb, hg, mb * C);
