@@ -46,7 +46,7 @@ typedef struct mm_key {
     int wt;                 // weights operand is Wᵀ of a row-major W[N, K] (strides 1, K)
     int at;                 // source operand is Aᵀ of a row-major A[K, M] (strides 1, M); fp32 only
     int acc;                // sum post-op
-    int f32;                // fp32 operands (mm32) instead of BF16
+    int f32;                // fp32 operands (mm_linear with an fp32 W) instead of BF16
     float alpha;            // output scale (fp32 only; 1 for BF16)
     int bias;               // a bias row [N] added to every output row (mm_linear)
     mm_act act;             // eltwise post-op after the bias, before the sum (mm_linear)
@@ -189,8 +189,7 @@ static void entry_exec(mm_entry *e, const void *a, const void *b, const float *b
     CK(dnnl_stream_wait(mm.stream), "wait");
 }
 
-// The activation operand rounded to BF16, in a per-thread buffer (grown, never shrunk)
-static uint16_t *round_operand(const float *x, int64_t n) {
+uint16_t *mm16_operand(int64_t n) {
     static __thread uint16_t *buf;
     static __thread size_t cap;
     if ((size_t)n > cap) {
@@ -198,6 +197,12 @@ static uint16_t *round_operand(const float *x, int64_t n) {
         cap = (size_t)n + ((size_t)n >> 3);
         buf = xmalloc(cap * sizeof *buf);
     }
+    return buf;
+}
+
+// The activation operand rounded to BF16, in the per-thread buffer
+static uint16_t *round_operand(const float *x, int64_t n) {
+    uint16_t *buf = mm16_operand(n);
     bf16_round(buf, x, n);
     return buf;
 }
@@ -216,22 +221,6 @@ static void mm_run(float *y, const uint16_t *a, const uint16_t *W, int64_t M, in
         return;
     }
     entry_exec(e, a, W, NULL, y);
-    pthread_mutex_unlock(&mm.lock);
-}
-
-void mm32(float *C, const float *A, const float *B, int64_t M, int64_t N, int64_t K, int ta, int tb, float alpha,
-          int accumulate) {
-    if (M == 0 || N == 0) return;
-    pthread_once(&mm.once, mm_init);
-    pthread_mutex_lock(&mm.lock);
-    mm_key k = {.M = M, .K = K, .N = N, .wt = tb, .at = ta, .acc = accumulate, .f32 = 1, .alpha = alpha};
-    mm_entry *e = entry_get(&k);
-    if (!e->prim) {   // not expected (oneDNN always has an fp32 matmul): the same product from BLAS
-        pthread_mutex_unlock(&mm.lock);
-        ag_sgemm(ta, tb, M, N, K, alpha, A, (ta ? M : K), B, (tb ? K : N), accumulate ? 1.0f : 0.0f, C, N);
-        return;
-    }
-    entry_exec(e, A, B, NULL, C);
     pthread_mutex_unlock(&mm.lock);
 }
 

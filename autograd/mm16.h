@@ -26,18 +26,17 @@ void bf16_widen(float *dst, const uint16_t *src, int64_t n);    // dst[n] = src[
 
 // --- matmuls (accumulate: 0 writes y, 1 adds to y)
 
+// The calling thread's buffer for an activation operand in BF16 (room for n values; grown,
+// never shrunk): fill it (e.g. loramm_rows rounds x while it reads it) and pass it to a *_b16
+// call. The float-operand calls below round into it too.
+uint16_t *mm16_operand(int64_t n);
+
 void mm16_xwt(float *y, const float *x, const uint16_t *W, int64_t M, int64_t O, int64_t In, int accumulate);
 void mm16_xw(float *y, const float *x, const uint16_t *W, int64_t M, int64_t O, int64_t In, int accumulate);
 void mm16_xwt_b16(float *y, const uint16_t *xb, const uint16_t *W, int64_t M, int64_t O, int64_t In,
                   int accumulate);
 void mm16_xw_b16(float *y, const uint16_t *xb, const uint16_t *W, int64_t M, int64_t O, int64_t In,
                  int accumulate);
-
-// --- fp32 matmuls through oneDNN (AVX-512 kernels where OpenBLAS runs its AVX2 ones)
-//   C[M, N] (+)= alpha · op(A) · op(B), every operand row-major and contiguous:
-//   op(A) = A [M, K], or Aᵀ of A [K, M] (ta); op(B) = B [K, N], or Bᵀ of B [N, K] (tb).
-void mm32(float *C, const float *A, const float *B, int64_t M, int64_t N, int64_t K, int ta, int tb, float alpha,
-          int accumulate);
 
 // --- fused linear: y[M, O] (+)= act(x[M, In] · Wᵀ + b[O]), W [O, In] row-major
 // fp32 (W32; every operand fp32, oneDNN's AVX-512 fp32 kernels) or BF16 (W16; x rounded to

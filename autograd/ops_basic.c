@@ -14,6 +14,7 @@
 
 #include "ag.h"
 #include "blas.h"
+#include "loramm.h"
 #include "mm16.h"
 #include "vmath.h"
 #include "wide16.h"
@@ -168,42 +169,31 @@ ag_tensor *ag_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *b) {
 // is the mix of s0 + (k+1)·γ. Any row can be regenerated on its own (in parallel), and
 // backward replays the forward's mask from the saved s0. Saved state: u = drop(x)Aᵀ [N,r]
 // only; backward's du [N,r] and the dropout buffers are transient scratch.
-
-#define RNG_GAMMA 0x9E3779B97F4A7C15ULL   // splitmix64's increment (ag_rng_next)
-
-// Draw j (0-based) after state st, exactly as ag_rng_uniform: (mix(st + (j+1)·γ) >> 40)·2⁻²⁴.
-// It is < p iff the integer (mix >> 40) is < ceil(p·2²⁴) (both sides exact), so the mask
-// compares integers; each element's state is computed directly, which lets the loops below
-// vectorize.
-static inline uint64_t rng_draw24(uint64_t st, int64_t j) {
-    uint64_t z = st + (uint64_t)(j + 1) * RNG_GAMMA;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return (z ^ (z >> 31)) >> 40;
-}
-
-static uint64_t drop_threshold(float p) { return (uint64_t)ceil((double)p * 16777216.0); }
+//
+// With a BF16 W (precision bf16) the LoRA products are loramm's one-pass kernels, the mask made
+// on the fly; with an fp32 W they are ag_sgemm calls around dropout_rows (results exactly
+// as always).
 
 // Rows [r0, r1) of x[N,In] through dropout (stream s0): xd[i-r0, :] = kept ? x·inv : 0.
 // With dx (backward) also dx[i, :] += kept ? t[i-r0, :]·inv : 0.
 static void dropout_rows(float *xd, float *dx, const float *t, const float *x, int64_t r0, int64_t r1,
                          int64_t In, uint64_t s0, float p, float inv) {
-    uint64_t thr = drop_threshold(p);
+    uint64_t thr = loramm_drop_of(0, p).thr;
 #pragma omp parallel for schedule(static) if ((r1 - r0) * In >= PAR_MIN / 4)
     for (int64_t i = r0; i < r1; i++) {
-        uint64_t st = s0 + (uint64_t)(i * In) * RNG_GAMMA;
+        uint64_t st = s0 + (uint64_t)(i * In) * LORA_RNG_GAMMA;
         const float *xi = x + i * In;
         float *xdi = xd + (i - r0) * In;
         if (dx) {
             const float *ti = t + (i - r0) * In;
             float *dxi = dx + i * In;
             for (int64_t j = 0; j < In; j++) {
-                int keep = rng_draw24(st, j) >= thr;
+                int keep = lora_rng_draw24(st, j) >= thr;
                 xdi[j] = keep ? xi[j] * inv : 0.0f;
                 dxi[j] += keep ? ti[j] * inv : 0.0f;
             }
         } else {
-            for (int64_t j = 0; j < In; j++) xdi[j] = rng_draw24(st, j) >= thr ? xi[j] * inv : 0.0f;
+            for (int64_t j = 0; j < In; j++) xdi[j] = lora_rng_draw24(st, j) >= thr ? xi[j] * inv : 0.0f;
         }
     }
 }
@@ -216,15 +206,33 @@ static int64_t dropout_block_rows(int64_t N, int64_t In) {
     return imin(bs, N > 0 ? N : 1);
 }
 
-// The LoRA factors' small products, fp32 in either precision: C[M,N] (+)= alpha · op(A) · op(B)
-// (contiguous row-major operands; ta: A is [K,M], tb: B is [N,K]). ag_sgemm in fp32
-// precision (OpenBLAS; one thread below AG_SGEMM_PAR_MIN, as all fp32 products); with a BF16 W (precision bf16) oneDNN's fp32 matmul
-// (mm32): AVX-512 kernels on the same OpenMP pool as the BF16 matmuls, faster than OpenBLAS's
-// AVX2 ones on these thin shapes (and, measured on the 1B shapes, the same bits at 1 and 2 threads).
-static void lora_mm(const ag_tensor *W, float *C, const float *A, const float *B, int M, int N, int K, int ta,
-                    int tb, float alpha, int acc) {
-    if (W->dtype == AG_BF16) mm32(C, A, B, M, N, K, ta, tb, alpha, acc);
-    else ag_sgemm(ta, tb, M, N, K, alpha, A, ta ? M : K, B, tb ? K : N, acc ? 1.0f : 0.0f, C, N);
+// The LoRA factors' small products of an fp32 W: C[M,N] (+)= alpha · op(A) · op(B) (contiguous
+// row-major operands; ta: A is [K,M], tb: B is [N,K]); ag_sgemm (OpenBLAS, one thread below
+// AG_SGEMM_PAR_MIN, as all fp32 products).
+static void lora_mm(float *C, const float *A, const float *B, int M, int N, int K, int ta, int tb, float alpha,
+                    int acc) {
+    ag_sgemm(ta, tb, M, N, K, alpha, A, ta ? M : K, B, tb ? K : N, acc ? 1.0f : 0.0f, C, N);
+}
+
+// Backward of a BF16 W: dB[O,r] += s · dyᵀ u; du = s · dy B (rounding dy to BF16 in the same
+// pass), dx += dy W (BF16); then one pass over x for dx += mask∘(du A)/(1-p), dA += duᵀ drop(x).
+static void lora16_backward(ag_ctx *c, ag_node *n, float *dx, float *dA, float *dB) {
+    ag_tensor *x = n->in[0], *W = n->in[1], *A = n->in[2], *B = n->in[3];
+    const float *dy = n->out->grad;   // [N, O]
+    int64_t N = n->i[0], In = n->i[1], O = n->i[2], r = n->i[3];
+    float s = n->f[0];
+    loramm_drop d = loramm_drop_of((uint64_t)n->i[5], n->f[1]);
+    const float *u = n->saved;   // [N, r]
+    if (dB) loramm_cols(NULL, 0, dB, 1, s, u, NULL, dy, N, O, r, NULL);
+    if (!dx && !dA) return;
+    scratch sd;
+    float *du = scratch_get(c, &sd, (size_t)(N * r + r * O) * sizeof(float)), *Bt = du + N * r;   // [N,r], [r,O]
+    loramm_transpose(Bt, B->data, O, r);
+    uint16_t *dyb = dx ? mm16_operand(N * O) : NULL;   // bf16(dy), made by the du pass
+    loramm_rows(du, dyb, dy, Bt, N, O, r, s, NULL);
+    if (dx) mm16_xw_b16(dx, dyb, W->w16, N, O, In, 1);   // dx[N,In] += dy W (the large product)
+    loramm_cols(dx, 1.0f, dA, 0, 1.0f, du, A->data, x->data, N, In, r, n->i[4] ? &d : NULL);
+    scratch_release(c, &sd);
 }
 
 static void lora_linear_backward(ag_ctx *c, ag_node *n) {
@@ -237,16 +245,17 @@ static void lora_linear_backward(ag_ctx *c, ag_node *n) {
     float *u = n->saved;   // [N, r]
     float *dx = ag_grad(c, x), *dA = ag_grad(c, A), *dB = ag_grad(c, B);
     if (N == 0) return;
-    if (dB) lora_mm(W, dB, dy, u, O, r, N, 1, 0, s, 1);   // dB[O,r] += s · dyᵀ u
+    if (W->dtype == AG_BF16) return lora16_backward(c, n, dx, dA, dB);
+    if (dB) lora_mm(dB, dy, u, O, r, N, 1, 0, s, 1);   // dB[O,r] += s · dyᵀ u
     if (dx) frozen_dx_acc(dx, dy, W, N, In, O);   // dx[N,In] += dy W  (the large product)
     if (!dx && !dA) return;
     // du[N,r] = s · dy B
     scratch sd;
     float *du = scratch_get(c, &sd, (size_t)N * (size_t)r * sizeof(float));
-    lora_mm(W, du, dy, B->data, N, r, O, 0, 0, s, 0);
+    lora_mm(du, dy, B->data, N, r, O, 0, 0, s, 0);
     if (!drop) {
-        if (dA) lora_mm(W, dA, du, x->data, r, In, N, 1, 0, 1.0f, 1);   // dA[r,In] += duᵀ x
-        if (dx) lora_mm(W, dx, du, A->data, N, In, r, 0, 0, 1.0f, 1);   // dx += du A
+        if (dA) lora_mm(dA, du, x->data, r, In, N, 1, 0, 1.0f, 1);   // dA[r,In] += duᵀ x
+        if (dx) lora_mm(dx, du, A->data, N, In, r, 0, 0, 1.0f, 1);   // dx += du A
         scratch_release(c, &sd);
         return;
     }
@@ -259,9 +268,9 @@ static void lora_linear_backward(ag_ctx *c, ag_node *n) {
     for (int64_t r0 = 0; r0 < N; r0 += bs) {
         int m = (int)imin(bs, N - r0);
         const float *dub = du + r0 * r;
-        if (dx) lora_mm(W, t, dub, A->data, m, In, r, 0, 0, 1.0f, 0);
+        if (dx) lora_mm(t, dub, A->data, m, In, r, 0, 0, 1.0f, 0);
         dropout_rows(xd, dx, dx ? t : NULL, x->data, r0, r0 + m, In, s0, p, inv);
-        if (dA) lora_mm(W, dA, dub, xd, r, In, m, 1, 0, 1.0f, 1);
+        if (dA) lora_mm(dA, dub, xd, r, In, m, 1, 0, 1.0f, 1);
     }
     scratch_release(c, &sc);
     scratch_release(c, &sd);
@@ -302,7 +311,7 @@ ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, a
     if (!y) return NULL;
     int drop = c->training && dropout > 0.0f;
     uint64_t s0 = c->rng;
-    if (drop) c->rng = s0 + (uint64_t)(N * In) * RNG_GAMMA;   // N·In draws, as if made one by one
+    if (drop) c->rng = s0 + (uint64_t)(N * In) * LORA_RNG_GAMMA;   // N·In draws, as if made one by one
 
     ag_tensor *in[4] = {x, W, A, B};
     ag_node *nd = ag_record(c, AG_OP_LORA_LINEAR, y, in, 4, lora_linear_backward);
@@ -328,9 +337,23 @@ ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, a
         c->arena.used = mark;
         return y;
     }
+    if (W->dtype == AG_BF16) {   // u = drop(x) Aᵀ (and bf16(x)), y = x Wᵀ (BF16), y += s · u Bᵀ
+        loramm_drop d = loramm_drop_of(s0, dropout);
+        scratch sb;
+        float *Bt = scratch_get(c, &sb, (size_t)(r * O) * sizeof(float));   // [r, O]
+        uint16_t *xb = mm16_operand(N * In);   // bf16(x), made by the u pass
+        loramm_rows(u, xb, x->data, A->data, N, In, r, 1.0f, drop ? &d : NULL);
+        mm16_xwt_b16(y->data, xb, W->w16, N, O, In, 0);
+        loramm_transpose(Bt, B->data, O, r);
+        loramm_cols(y->data, scale, NULL, 0, 0, u, Bt, NULL, N, O, r, NULL);
+        scratch_release(c, &sb);
+        c->arena.used = mark;
+        ag_prof_mark(c, AG_OP_LORA_LINEAR);
+        return y;
+    }
     // u = drop(x) Aᵀ (first: the OpenMP dropout pass and the BLAS calls are not interleaved)
     if (!drop) {
-        lora_mm(W, u, x->data, A->data, (int)N, (int)r, (int)In, 0, 1, 1.0f, 0);
+        lora_mm(u, x->data, A->data, (int)N, (int)r, (int)In, 0, 1, 1.0f, 0);
     } else {
         int64_t bs = dropout_block_rows(N, In);
         scratch sc;
@@ -339,13 +362,13 @@ ag_tensor *ag_lora_linear(ag_ctx *c, ag_tensor *x, ag_tensor *W, ag_tensor *A, a
         for (int64_t r0 = 0; r0 < N; r0 += bs) {
             int64_t m = imin(bs, N - r0);
             dropout_rows(xd, NULL, NULL, x->data, r0, r0 + m, In, s0, dropout, inv);
-            lora_mm(W, u + r0 * r, xd, A->data, (int)m, (int)r, (int)In, 0, 1, 1.0f, 0);
+            lora_mm(u + r0 * r, xd, A->data, (int)m, (int)r, (int)In, 0, 1, 1.0f, 0);
         }
         scratch_release(c, &sc);
     }
     // y = x Wᵀ + s · u Bᵀ
     frozen_xwt(y->data, x->data, W, (int)N, (int)O, (int)In, 0);
-    lora_mm(W, y->data, u, B->data, (int)N, (int)O, (int)r, 0, 1, scale, 1);
+    lora_mm(y->data, u, B->data, (int)N, (int)O, (int)r, 0, 1, scale, 1);
     c->arena.used = mark;
     ag_prof_mark(c, AG_OP_LORA_LINEAR);   // it records before computing
     return y;

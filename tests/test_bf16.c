@@ -3,8 +3,8 @@
 // 1. The kernels, exactly: every product against a BF16 weight (linear and LoRA linear forward
 //    and dx, the lm-head loss's logits and dh, the decode matrix-vector product) equals the
 //    double-precision product of the BF16-rounded operands up to fp32 accumulation error;
-//    LoRA factors and their gradients stay fp32 (bit-identical to the fp32-storage op fed the
-//    widened weight); embedding rows are widened exactly.
+//    LoRA factors and their gradients stay fp32 (fp32 products, within fp32 accumulation error
+//    of the double reference, dropout mask included); embedding rows are widened exactly.
 // 2. Loading: a BF16 checkpoint is held as stored, an F32 one rounded to nearest-even once;
 //    no fp32 copy of a BF16-held weight remains; norms stay fp32.
 // 3. The tiny model against PyTorch autocast (tests/gen_bf16.py: torch.autocast("cpu",
@@ -43,6 +43,7 @@
 #include "fixture.h"
 #include "llama.h"
 #include "lora.h"
+#include "loramm.h"
 #include "mm16.h"
 #include "safetensors.h"
 #include "siglip.h"
@@ -140,30 +141,43 @@ static void test_linear_exact(void) {
     ag_ctx_free(&c);
 }
 
-// LoRA linear with a BF16 W: y = bf16(x)·Wᵀ + s·(x·Aᵀ)·Bᵀ. The LoRA part and dA, dB are fp32
-// products (oneDNN's fp32 matmul with a BF16 W, OpenBLAS with an fp32 one: the same math, other
-// summation orders); dx's W part is the BF16 product.
-static void test_lora_linear(void) {
-    int M = 29, O = 48, In = 40, r = 4;
+// LoRA linear with a BF16 W: y = bf16(x)·Wᵀ + s·(drop(x)·Aᵀ)·Bᵀ. The LoRA part and dA, dB are
+// fp32 products (loramm's one-pass kernels with a BF16 W, OpenBLAS around a separate dropout
+// pass with an fp32 one: the same math, other summation orders); dx's W part is the BF16
+// product. Without dropout at rank 4, and with dropout 0.25 (training mode) at rank 20 (more
+// than one block of 16 rank rows): the mask is the one of loramm.h's draws, replayed here.
+static void lora_linear_case(int r, float p) {
+    int M = 29, O = 48, In = 40;   // In, O not multiples of the kernels' 16 / 128 columns
     float s = 2.0f;
+    uint64_t s0 = 0x1234567ULL;
     ag_ctx c;
     ag_ctx_init(&c, (size_t)1 << 26);
+    c.training = 1;
     float *xd = randn((int64_t)M * In, 1), *Ad = randn((int64_t)r * In, 0.3f), *Bd = randn((int64_t)O * r, 0.3f);
     float *dy = randn((int64_t)M * O, 1);
     uint16_t *w16 = randn16((int64_t)O * In, 0.2f);
     float *wf = widened(w16, (int64_t)O * In);
+    // mk[i, j]: the dropout factor of x[i, j] (0 or 1/(1-p); 1 without dropout), as the op draws it
+    double *mk = malloc(sizeof(double) * M * In);
+    loramm_drop dd = loramm_drop_of(s0, p);
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < In; j++)
+            mk[i * In + j] = p == 0 ? 1.0
+                             : lora_rng_draw24(s0 + (uint64_t)i * In * LORA_RNG_GAMMA, j) >= dd.thr ? (double)dd.inv
+                                                                                                      : 0.0;
     float *out[2][4];   // [storage][y, dx, dA, dB]
     for (int st = 0; st < 2; st++) {
         ag_ctx_reset(&c);
-        ag_params p = {0};
-        ag_tensor *A = ag_params_add(&p, "A", 2, (int64_t[2]){r, In}), *B = ag_params_add(&p, "B", 2, (int64_t[2]){O, r});
-        ag_params_alloc(&p);
+        c.rng = s0;
+        ag_params prm = {0};
+        ag_tensor *A = ag_params_add(&prm, "A", 2, (int64_t[2]){r, In}), *B = ag_params_add(&prm, "B", 2, (int64_t[2]){O, r});
+        ag_params_alloc(&prm);
         memcpy(A->data, Ad, sizeof(float) * r * In);
         memcpy(B->data, Bd, sizeof(float) * O * r);
         ag_tensor x = ag_wrap2(xd, M, In, "x");
         x.requires_grad = 1;
         ag_tensor W = st ? ag_wrap_bf16(w16, 2, (int64_t[2]){O, In}, "W") : ag_wrap2(wf, O, In, "W");
-        ag_tensor *y = ag_lora_linear(&c, &x, &W, A, B, s, 0.0f);
+        ag_tensor *y = ag_lora_linear(&c, &x, &W, A, B, s, p);
         CHECK(y && ag_backward_from(&c, y, dy) == 0, "lora_linear: %s", err_get());
         if (!y) return;
         int64_t n[4] = {(int64_t)M * O, (int64_t)M * In, (int64_t)r * In, (int64_t)O * r};
@@ -172,17 +186,17 @@ static void test_lora_linear(void) {
             out[st][q] = malloc(sizeof(float) * n[q]);
             memcpy(out[st][q], src[q], sizeof(float) * n[q]);
         }
-        ag_params_free(&p);
+        ag_params_free(&prm);
     }
     // dA and dB of both storages against a double reference, within fp32 accumulation bounds: u and
     // du (sums of In and O products) and then dB and dA (sums of M products) each add at most
-    // (terms)·2⁻²⁴ of the sum of the magnitudes of their terms
+    // (terms)·2⁻²⁴ of the sum of the magnitudes of their terms (+1 term for the dropout scaling)
     double *u = calloc((size_t)M * r, sizeof *u), *um = calloc((size_t)M * r, sizeof *um);
     double *du = calloc((size_t)M * r, sizeof *du), *dm = calloc((size_t)M * r, sizeof *dm);
     for (int i = 0; i < M; i++)
         for (int k = 0; k < r; k++) {
             for (int j = 0; j < In; j++) {
-                double t = (double)xd[i * In + j] * Ad[k * In + j];
+                double t = mk[i * In + j] * xd[i * In + j] * Ad[k * In + j];
                 u[i * r + k] += t, um[i * r + k] += fabs(t);
             }
             for (int o = 0; o < O; o++) {
@@ -195,8 +209,10 @@ static void test_lora_linear(void) {
         for (int k = 0; k < r; k++)
             for (int j = 0; j < In; j++) {
                 double ref = 0, mag = 0;
-                for (int i = 0; i < M; i++)
-                    ref += du[i * r + k] * xd[i * In + j], mag += dm[i * r + k] * fabs(xd[i * In + j]);
+                for (int i = 0; i < M; i++) {
+                    double xv = mk[i * In + j] * xd[i * In + j];
+                    ref += du[i * r + k] * xv, mag += dm[i * r + k] * fabs(xv);
+                }
                 badA += fabs(out[st][2][k * In + j] - ref) > (O + M + 4) * U_F32 * mag;
             }
         for (int o = 0; o < O; o++)
@@ -206,10 +222,9 @@ static void test_lora_linear(void) {
                     ref += s * dy[i * O + o] * u[i * r + k], mag += fabs(s * dy[i * O + o]) * um[i * r + k];
                 badB += fabs(out[st][3][o * r + k] - ref) > (In + M + 4) * U_F32 * mag;
             }
-        CHECK(badA == 0 && badB == 0, "lora_linear (%s W): %d dA and %d dB values beyond fp32 accumulation error",
-              st ? "BF16" : "fp32", badA, badB);
+        CHECK(badA == 0 && badB == 0, "lora_linear r %d p %g (%s W): %d dA and %d dB values beyond fp32 accumulation error",
+              r, (double)p, st ? "BF16" : "fp32", badA, badB);
     }
-    free(u), free(um), free(du), free(dm);
     // y and dx: the BF16 result minus the fp32-storage result is the W part's operand rounding
     // only; against a double reference of bf16(x)·W + fp32 LoRA part, fp32 accumulation bounds
     int bad = 0;
@@ -220,14 +235,10 @@ static void test_lora_linear(void) {
                 double pw = rbf(xd[i * In + j]) * wf[o * In + j];
                 ref += pw, mag += fabs(pw);
             }
-            for (int k = 0; k < r; k++) {
-                double u = 0, um = 0;
-                for (int j = 0; j < In; j++) u += (double)xd[i * In + j] * Ad[k * In + j], um += fabs((double)xd[i * In + j] * Ad[k * In + j]);
-                ref += s * u * Bd[o * r + k], mag += s * um * fabs(Bd[o * r + k]);
-            }
+            for (int k = 0; k < r; k++) ref += s * u[i * r + k] * Bd[o * r + k], mag += s * um[i * r + k] * fabs(Bd[o * r + k]);
             bad += fabs(out[1][0][i * O + o] - ref) > (In + r + 4) * U_F32 * mag;
         }
-    CHECK(bad == 0, "lora_linear y: %d outputs beyond fp32 accumulation error", bad);
+    CHECK(bad == 0, "lora_linear r %d p %g y: %d outputs beyond fp32 accumulation error", r, (double)p, bad);
     bad = 0;
     for (int i = 0; i < M; i++)
         for (int j = 0; j < In; j++) {
@@ -237,23 +248,24 @@ static void test_lora_linear(void) {
                 ref += pw, mag += fabs(pw);
             }
             for (int k = 0; k < r; k++) {
-                double du = 0, dm = 0;
-                for (int o = 0; o < O; o++) du += (double)dy[i * O + o] * Bd[o * r + k], dm += fabs((double)dy[i * O + o] * Bd[o * r + k]);
-                ref += s * du * Ad[k * In + j], mag += s * dm * fabs(Ad[k * In + j]);
+                double t = mk[i * In + j] * du[i * r + k] * Ad[k * In + j];
+                ref += t, mag += mk[i * In + j] * dm[i * r + k] * fabs(Ad[k * In + j]);
             }
             bad += fabs(out[1][1][i * In + j] - ref) > (O + r + 4) * U_F32 * mag;
         }
-    CHECK(bad == 0, "lora_linear dx: %d values beyond fp32 accumulation error", bad);
+    CHECK(bad == 0, "lora_linear r %d p %g dx: %d values beyond fp32 accumulation error", r, (double)p, bad);
+    free(u), free(um), free(du), free(dm), free(mk);
     for (int st = 0; st < 2; st++)
         for (int q = 0; q < 4; q++) free(out[st][q]);
     free(xd), free(Ad), free(Bd), free(dy), free(w16), free(wf);
     ag_ctx_free(&c);
 }
 
-// The lm-head loss with a BF16 W[V,C], several vocabulary chunks: nll against double logits of
-// the rounded operands (bound: fp32 accumulation of the logits, twice for the log-sum-exp);
-// dh = softmax·W − W_t against the exact double value: the probabilities are rounded to BF16
-// for the second product, so |error_k| ≤ 2⁻⁹·Σⱼ pⱼ|Wⱼₖ| (+ fp32 accumulation).
+static void test_lora_linear(void) {
+    lora_linear_case(4, 0.0f);
+    lora_linear_case(20, 0.25f);
+}
+
 static void test_cross_entropy(void) {
     int N = 21, C = 48, V = 100;
     ag_ctx c;
