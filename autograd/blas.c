@@ -7,21 +7,11 @@
 #include "blas.h"
 
 #include <omp.h>
-#include <stdlib.h>
 
 static void sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N,
                 (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
-}
-
-static int64_t par_min(void) {   // TEMPORARY experiment knob
-    static int64_t v = -1;
-    if (v < 0) {
-        const char *e = getenv("LORAC_SGEMM_MIN");
-        v = e ? atoll(e) : AG_SGEMM_PAR_MIN;
-    }
-    return v;
 }
 
 void ag_sgemm_1(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
@@ -38,7 +28,7 @@ void ag_sgemm_1(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, co
 
 void ag_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
               const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    if ((double)M * (double)N * (double)K < (double)par_min())
+    if ((double)M * (double)N * (double)K < (double)AG_SGEMM_PAR_MIN)
         ag_sgemm_1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     else
         sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

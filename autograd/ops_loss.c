@@ -26,10 +26,10 @@
 #include <string.h>
 
 #define CE_CHUNK 4096   // vocabulary columns per logits chunk (default, BF16 matmuls)
-#define CE_CHUNK_FLOATS (1 << 21)   // fp32 products: chunk × C ≤ 2M floats (8 MB: stays in the L3
+#define CE_CHUNK_FLOATS (1 << 21)   // row blocks: chunk × C ≤ 2M floats (8 MB: stays in the L3
                                     // cache while every row block of the chunk reads it)
 #define CE_ROWS 1024    // supervised rows per pass: bounds the scratch (see ce_scratch_floats)
-#define CE_RB 32        // rows per block of work in the fp32 products (see ce_pass_f32)
+#define CE_RB_MAX 256   // rows per block of work in the row blocks, at most (see ce_rb)
 #define CE_WIDEN_ROWS 256   // lm-head rows per piece of widening work (BF16X)
 
 // Scratch from the arena, released by the caller (arena.used = mark); from the heap when the
@@ -52,21 +52,44 @@ typedef struct ce_problem {
     int chunk;               // vocabulary columns per sgemm
 } ce_problem;
 
-// The default chunk: fixed for the BF16 matmuls; for the fp32 products sized by C (a shape,
-// never the thread count, so the numbers stay independent of it).
-static int ce_default_chunk(const ag_tensor *W) {
-    if (W->dtype == AG_BF16) return CE_CHUNK;
-    int64_t n = CE_CHUNK_FLOATS / W->shape[1] / 64 * 64;
+// The fp32 products of a pass over mb rows run as fixed row blocks handed out to the threads
+// (ce_pass_f32) when the pass is smaller than CE_SPLIT_MIN multiply-adds per product (a small
+// model: the hidden-256 test model at 240 rows is 7.9G), else as one all-thread sgemm per
+// chunk (ce_pass_chunks): each block's sgemm packs the whole vocabulary chunk again, which on
+// the Llama-3.2-1B shapes at 512 rows made the loss 13% slower with 128-row blocks (bench eval
+// --precision fp32, LORAC_PROFILE), while their large products keep both threads busy anyway.
+// A rule on the shape alone: results never depend on the thread count through it.
+#define CE_SPLIT_MIN (32ll << 30)
+static int ce_rowblocks(const ce_problem *p, int64_t mb) {
+    return !p->W16 && (double)mb * (double)p->V * (double)p->C < (double)CE_SPLIT_MIN;
+}
+
+// The default chunk: CE_CHUNK, or for the row blocks sized by C (chunk × C ≤ CE_CHUNK_FLOATS).
+static int ce_default_chunk(const ce_problem *p) {
+    if (!ce_rowblocks(p, p->M < CE_ROWS ? p->M : CE_ROWS)) return CE_CHUNK;
+    int64_t n = CE_CHUNK_FLOATS / p->C / 64 * 64;
     return (int)(n < 256 ? 256 : n > 16384 ? 16384 : n);
 }
 
+// Rows per block of work in the fp32 products: about a quarter of the rows (so a thread slowed
+// by another process can leave the others three of four blocks), a multiple of 16, 32 ..
+// CE_RB_MAX. Each block's sgemm packs the whole vocabulary chunk once, so smaller blocks cost
+// more packing (measured on the Llama-3.2-1B shapes on one thread: 32-row blocks took 28% longer
+// than one product over all rows).
+// A function of the row count only, never of the thread count.
+static int64_t ce_rb(int64_t M) {
+    int64_t rb = (M / 4 + 15) / 16 * 16;
+    return rb < 32 ? 32 : rb > CE_RB_MAX ? CE_RB_MAX : rb;
+}
+
 // scratch of ce_forward: the gathered rows hg [rb, C] (rb ≤ CE_ROWS), and logits: [rb, chunk]
-// plus the BF16 copy of hg (half a float per element) with a BF16 lm-head; CE_RB × chunk per
-// thread for the fp32 products.
+// (plus the BF16 copy of hg, half a float per element, with a BF16 lm-head), or ce_rb(rb) ×
+// chunk per thread for the row blocks.
 static int64_t ce_scratch_floats(const ce_problem *p) {
     int64_t rb = p->M < CE_ROWS ? p->M : CE_ROWS;
     if (p->W16) return rb * (p->C + p->chunk + (p->C + 1) / 2) + 64;
-    return rb * p->C + (int64_t)omp_get_max_threads() * CE_RB * p->chunk + 64;
+    if (!ce_rowblocks(p, rb)) return rb * (p->C + p->chunk) + 64;
+    return rb * p->C + (int64_t)omp_get_max_threads() * ce_rb(rb) * p->chunk + 64;
 }
 
 // hg[mb, C] = h rows rows[r0 .. r0+mb)
@@ -140,27 +163,27 @@ static void ce_row_chunk(const ce_problem *p, ce_rows *s, int64_t r, int32_t tar
 }
 
 // The fp32 products (an fp32 lm-head, or a BF16X one widened a chunk at a time) for the rows
-// hg[mb, C] (supervised rows r0 ..): per vocabulary chunk, blocks of CE_RB rows are handed out
+// hg[mb, C] (supervised rows r0 ..): per vocabulary chunk, blocks of ce_rb(mb) rows are handed out
 // to the threads one at a time (schedule dynamic: a thread slowed by another process on its
 // core takes fewer), each block a pair of single-threaded sgemms and its rows' softmax update.
 // A row's numbers depend only on its block (the shape), never on the thread count or on which
 // thread ran it. One barrier per chunk: the next chunk is widened (into the other half of a
 // double buffer) by whoever is free, and no block starts a chunk before its rows finished the
-// previous one. lg: CE_RB × chunk floats per thread.
+// previous one. lg: ce_rb(mb) × chunk floats per thread.
 static void ce_pass_f32(const ce_problem *p, ce_rows *s, const float *hg, float *lg, float *wx, int64_t r0,
                         int64_t mb) {
-    int64_t C = p->C, V = p->V, chunk = p->chunk, nblk = (mb + CE_RB - 1) / CE_RB;
+    int64_t C = p->C, V = p->V, chunk = p->chunk, RB = ce_rb(mb), nblk = (mb + RB - 1) / RB;
     int64_t nchunk = (V + chunk - 1) / chunk, wrows = CE_WIDEN_ROWS;
 #pragma omp parallel
     {
-        float *l = lg + (int64_t)omp_get_thread_num() * CE_RB * chunk;
+        float *l = lg + (int64_t)omp_get_thread_num() * RB * chunk;
         for (int64_t k = -1; k < nchunk; k++) {
             if (k >= 0) {   // this chunk's row blocks
                 int64_t v0 = k * chunk, cv = V - v0 < chunk ? V - v0 : chunk;
                 const float *Wc = p->W ? p->W + v0 * C : wx + (k & 1) * chunk * C;   // [cv, C]
 #pragma omp for schedule(dynamic, 1) nowait
                 for (int64_t b = 0; b < nblk; b++) {
-                    int64_t b0 = b * CE_RB, nb = mb - b0 < CE_RB ? mb - b0 : CE_RB;
+                    int64_t b0 = b * RB, nb = mb - b0 < RB ? mb - b0 : RB;
                     ag_sgemm_1(0, 1, nb, cv, C, 1.0f, hg + b0 * C, C, Wc, C, 0.0f, l, cv);
                     for (int64_t r = b0; r < b0 + nb; r++)
                         ce_row_chunk(p, s, r, p->tgt[r0 + r], l + (r - b0) * cv, cv, v0);
@@ -203,18 +226,22 @@ static void ce_forward(const ce_problem *p, float *scr, double *lse, double *nll
         ce_gather(p, hg, r0, mb);
         for (int64_t r = 0; r < mb; r++) s.sum[r] = 0, s.mx[r] = -INFINITY, s.tlogit[r] = 0, s.texp[r] = 0;
         if (dhs) memset(s.acc, 0, (size_t)(mb * C) * sizeof *s.acc);
-        if (p->W16) {   // BF16 matmuls (oneDNN, all threads per product)
-            uint16_t *hb = (uint16_t *)(logits + mb * p->chunk);   // [mb, C] BF16 rows
-            bf16_round(hb, hg, mb * C);
+        if (ce_rowblocks(p, mb)) {
+            ce_pass_f32(p, &s, hg, logits, wx, r0, mb);
+        } else {   // one all-thread product per chunk: BF16 matmuls (oneDNN) or fp32 sgemms
+            uint16_t *hb = (uint16_t *)(logits + mb * p->chunk);   // [mb, C] BF16 rows (W16 only)
+            if (p->W16) bf16_round(hb, hg, mb * C);
             for (int64_t v0 = 0; v0 < V; v0 += p->chunk) {
                 int64_t cv = V - v0 < p->chunk ? V - v0 : p->chunk;
-                mm16_xwt_b16(logits, hb, p->W16 + v0 * C, mb, cv, C, 0);
+                const float *Wc = p->W ? p->W + v0 * C : wx;   // [cv, C] this chunk's rows in fp32
+                if (p->W16x) w16_rows(wx, p->W16x, v0, cv, C);
+                if (p->W16) mm16_xwt_b16(logits, hb, p->W16 + v0 * C, mb, cv, C, 0);
+                else ag_sgemm(0, 1, mb, cv, C, 1.0f, hg, C, Wc, C, 0.0f, logits, cv);
 #pragma omp parallel for schedule(static)
                 for (int64_t r = 0; r < mb; r++) ce_row_chunk(p, &s, r, p->tgt[r0 + r], logits + r * cv, cv, v0);
-                if (dhs) mm16_xw(s.acc, logits, p->W16 + v0 * C, mb, cv, C, 1);
+                if (dhs && p->W16) mm16_xw(s.acc, logits, p->W16 + v0 * C, mb, cv, C, 1);
+                else if (dhs) ag_sgemm(0, 0, mb, C, cv, 1.0f, logits, cv, Wc, C, 1.0f, s.acc, C);
             }
-        } else {
-            ce_pass_f32(p, &s, hg, logits, wx, r0, mb);
         }
         for (int64_t r = 0; r < mb; r++) {
             double tot = s.sum[r] + s.texp[r];
@@ -288,7 +315,6 @@ ag_tensor *ag_cross_entropy_chunked(ag_ctx *c, ag_tensor *h, ag_tensor *W, const
                                     int chunk) {
     if (!h || !W) return NULL;
     if (!(norm > 0)) return err_set("cross_entropy: the normalizer must be > 0, got %g", (double)norm), NULL;
-    if (chunk <= 0) chunk = ce_default_chunk(W);
     int64_t M = ce_check("cross_entropy", h, W, targets, NULL, NULL);
     if (M < 0) return NULL;
     ag_tensor *out = ag_new1(c, 1);
@@ -304,6 +330,7 @@ ag_tensor *ag_cross_entropy_chunked(ag_ctx *c, ag_tensor *h, ag_tensor *W, const
     ce_problem p = {.h = h->data, .W = W->data, .W16 = W->dtype == AG_BF16 ? W->w16 : NULL,
                     .W16x = W->dtype == AG_BF16X ? W->w16 : NULL, .C = h->shape[1], .V = W->shape[0], .M = M,
                     .rows = rows, .tgt = tgt, .chunk = chunk};
+    if (p.chunk <= 0) p.chunk = ce_default_chunk(&p);
     double total = 0;
     if (M > 0) {
         double *lse = xmalloc((size_t)M * 2 * sizeof *lse), *nll = lse + M;
@@ -336,7 +363,6 @@ ag_tensor *ag_cross_entropy(ag_ctx *c, ag_tensor *h, ag_tensor *W, const int32_t
 int ag_nll_rows_chunked(ag_ctx *c, const ag_tensor *h, const ag_tensor *W, const int32_t *targets, float *nll,
                         int chunk) {
     if (!h || !W) return -1;
-    if (chunk <= 0) chunk = ce_default_chunk(W);
     int64_t M = ce_check("nll_rows", h, W, targets, NULL, NULL);
     if (M < 0) return -1;
     for (int64_t i = 0; i < h->shape[0]; i++) nll[i] = 0;
@@ -348,6 +374,7 @@ int ag_nll_rows_chunked(ag_ctx *c, const ag_tensor *h, const ag_tensor *W, const
     ce_problem p = {.h = h->data, .W = W->data, .W16 = W->dtype == AG_BF16 ? W->w16 : NULL,
                     .W16x = W->dtype == AG_BF16X ? W->w16 : NULL, .C = h->shape[1], .V = W->shape[0], .M = M,
                     .rows = rows, .tgt = rows + M, .chunk = chunk};
+    if (p.chunk <= 0) p.chunk = ce_default_chunk(&p);
     size_t mark = c->arena.used;
     void *heap;
     float *scr = scratch(c, (size_t)ce_scratch_floats(&p) * sizeof(float), &heap);

@@ -20,12 +20,14 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
+#include "blas.h"
 #include "cli.h"
 #include "opts.h"
 #include "lora.h"
@@ -169,7 +171,7 @@ static double bf16_pass(const gemm_ceiling *g) {
 
 // --- options
 
-enum { B_GEMM = 1, B_LORA = 2, B_EVAL = 4, B_SIGLIP = 8, B_MODEL = B_LORA | B_EVAL, B_ALL = 15 };
+enum { B_GEMM = 1, B_LORA = 2, B_EVAL = 4, B_SIGLIP = 8, B_THREADS = 16, B_MODEL = B_LORA | B_EVAL, B_ALL = 31 };
 
 typedef struct bench_opts {
     const char *what, *model, *vision, *sup, *precision, *weights;
@@ -211,11 +213,12 @@ static int parse_opts(int argc, char **argv, bench_opts *o, int kind, const char
          .help = "skip the plain GEMM ceilings: peak_rss_mb is the step's alone (lora, eval)"},
     };
     const cli_spec spec = {
-        "bench", "gemm|lora|eval|siglip [options]",
+        "bench", "gemm|lora|eval|siglip|threads [options]",
         "  gemm     plain cblas_sgemm and oneDNN BF16 matmul GFLOP/s on the Llama-3.2-1B projection shapes\n"
         "  lora     one LoRA training step (forward, loss, backward, AdamW) of batch 1 x T tokens\n"
         "  eval     no-grad forward + per-token NLL over one window of T tokens\n"
         "  siglip   no-grad SigLIP vision forward of a batch of random images\n"
+        "  threads  one fp32 product on one thread vs on all threads, by size (the rule of autograd/blas.h)\n"
         "(each option only where it applies)\n",
         opts, CLI_NOPTS(opts),
         "output: JSON lines on stdout; the last is the summary (median, min and max over the iterations)\n", 1};
@@ -437,22 +440,68 @@ static int bench_llama(const bench_opts *o) {
     return 0;
 }
 
+// --- threads: where splitting one fp32 product over the threads starts to pay
+
+// Products of the shapes lorac runs (the small model's projections at 256 rows, LoRA's rank-16
+// factors and the base projections of Llama-3.2-1B at 512 rows), smallest to largest in
+// multiply-adds; each timed on the calling thread alone (ag_sgemm_1) and split over all threads
+// (cblas_sgemm outside a parallel region), taking turns, ITERS rounds of enough repetitions for
+// ~2 ms. Prints per shape the median microseconds of both and their ratio.
+static int bench_threads(const bench_opts *o) {
+    static const int shapes[][3] = {   // M, N, K
+        {64, 64, 64},    {256, 64, 256},  {512, 16, 2048}, {256, 256, 256},  {512, 2048, 16},  {256, 1024, 256},
+        {512, 8192, 16}, {256, 256, 1024}, {512, 512, 512}, {512, 1024, 512}, {512, 2048, 512}, {512, 2048, 2048}};
+    int ns = (int)(sizeof shapes / sizeof shapes[0]), it = o->iters;
+    float *a = xmalloc((size_t)512 * 8192 * sizeof *a), *b = xmalloc((size_t)8192 * 2048 * sizeof *b),
+          *c = xmalloc((size_t)512 * 8192 * sizeof *c);
+    for (int64_t i = 0; i < (int64_t)512 * 8192; i++) a[i] = (float)((i * 7919) % 1000) * 1e-3f, c[i] = 0;
+    for (int64_t i = 0; i < (int64_t)8192 * 2048; i++) b[i] = (float)((i * 104729) % 1000) * 1e-3f;
+    double *t1 = xmalloc((size_t)it * 2 * sizeof *t1), *tn = t1 + it;
+    for (int s = 0; s < ns; s++) {
+        int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        double mnk = (double)M * N * K;
+        int reps = (int)(2e-3 * 60e9 / mnk) + 1;   // ~2 ms at ~60 G multiply-adds/s
+        for (int w = -1; w < it; w++)   // round -1: warm-up
+            for (int way = 0; way < 2; way++) {
+                double t0 = now_seconds();
+                for (int r = 0; r < reps; r++)
+                    if (way == 0) ag_sgemm_1(0, 1, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
+                    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
+                double us = (now_seconds() - t0) / reps * 1e6;
+                if (w >= 0) (way == 0 ? t1 : tn)[w] = us;
+            }
+        double m1, lo1, hi1, mn, lon, hin;
+        spread(t1, it, &m1, &lo1, &hi1);
+        spread(tn, it, &mn, &lon, &hin);
+        printf("{\"impl\": \"lorac\", \"bench\": \"threads\", \"shape\": [%d, %d, %d], \"madds\": %.0f, "
+               "\"one_thread_us\": %.1f, \"one_thread_us_min\": %.1f, \"one_thread_us_max\": %.1f, \"threads\": %d, "
+               "\"all_threads_us\": %.1f, \"all_threads_us_min\": %.1f, \"all_threads_us_max\": %.1f, "
+               "\"speedup\": %.2f, \"split_by_rule\": %s}\n",
+               M, N, K, mnk, m1, lo1, hi1, omp_get_max_threads(), mn, lon, hin, m1 / mn,
+               mnk >= (double)AG_SGEMM_PAR_MIN ? "true" : "false");
+    }
+    free(t1), free(a), free(b), free(c);
+    return 0;
+}
+
 int cmd_bench(int argc, char **argv) {
     bench_opts o;
-    static const struct { const char *w; int kind; } kinds[] = {{"gemm", B_GEMM}, {"lora", B_LORA}, {"eval", B_EVAL}, {"siglip", B_SIGLIP}};
+    static const struct { const char *w; int kind; } kinds[] = {
+        {"gemm", B_GEMM}, {"lora", B_LORA}, {"eval", B_EVAL}, {"siglip", B_SIGLIP}, {"threads", B_THREADS}};
     int k = 0;
-    while (argc >= 2 && k < 4 && strcmp(argv[1], kinds[k].w)) k++;
-    if (argc < 2 || k == 4) {   // no benchmark named: --help, or a usage error
+    while (argc >= 2 && k < 5 && strcmp(argv[1], kinds[k].w)) k++;
+    if (argc < 2 || k == 5) {   // no benchmark named: --help, or a usage error
         if (argc >= 2 && argv[1][0] == '-') {
             int rc = parse_opts(argc, argv, &o, 0, NULL);
             if (rc) return rc == 1 ? 0 : rc;
         }
-        if (argc < 2 || argv[1][0] == '-') return cli_usage("bench", "expected gemm, lora, eval or siglip");
-        return cli_usage("bench", "unknown benchmark '%s' (expected gemm, lora, eval or siglip)", argv[1]);
+        if (argc < 2 || argv[1][0] == '-') return cli_usage("bench", "expected gemm, lora, eval, siglip or threads");
+        return cli_usage("bench", "unknown benchmark '%s' (expected gemm, lora, eval, siglip or threads)", argv[1]);
     }
     int rc = parse_opts(argc - 1, argv + 1, &o, kinds[k].kind, kinds[k].w);
     if (rc) return rc == 1 ? 0 : rc;
     if (o.kind == B_SIGLIP) return bench_siglip(&o);
+    if (o.kind == B_THREADS) return bench_threads(&o);
     if (o.kind & B_MODEL) return bench_llama(&o);
     gemm_ceiling g;   // gemm: the ceilings alone on the Llama-3.2-1B shapes
     bench_run r;

@@ -112,7 +112,17 @@ check "no summary after stdin closed" [ "$(grep -c '"impl"' "$T/out")" -eq 0 ]
 
 # --- usage
 expect 0 "--help" -- "$LORAC" bench --help
-check "--help lists the benchmarks" grep -q "gemm|lora|eval|siglip" "$T/out"
+check "--help lists the benchmarks" grep -q "gemm|lora|eval|siglip|threads" "$T/out"
+
+# --- threads: one product on one thread vs all threads, by size (autograd/blas.h's rule)
+expect 0 "bench threads" -- "$LORAC" bench threads --iters 1
+check "threads: one line per shape" [ "$(grep -c '"bench": "threads"' "$T/out")" -eq 12 ]
+check "threads: times and the rule" /usr/bin/python3 -c '
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert all(r["one_thread_us"] > 0 and r["all_threads_us"] > 0 for r in rows)
+assert [r["split_by_rule"] for r in rows] == sorted(r["split_by_rule"] for r in rows)   # small ones first
+assert not rows[0]["split_by_rule"] and rows[-1]["split_by_rule"]' "$T/out"
 expect 1 "missing model folder" -- "$LORAC" bench eval --model "$T/nope"
 
 # usage_err NAME TEXT args...: exit 2, one error line that contains TEXT
@@ -121,7 +131,7 @@ usage_err() {
   expect 2 "$name" -- "$LORAC" bench "$@"
   check "$name: message" err_has "$text"
 }
-usage_err "no benchmark" "expected gemm, lora, eval or siglip"
+usage_err "no benchmark" "expected gemm, lora, eval, siglip or threads"
 usage_err "unknown benchmark" "unknown benchmark 'sgemm'" sgemm
 usage_err "trailing garbage" "found '512x'" eval --model "$M" --tokens 512x
 usage_err "exponent" "found '1e3'" eval --model "$M" --tokens 1e3
