@@ -77,48 +77,66 @@ static v16 *pack_cols(const float *M, int64_t J, int64_t r) {
 }
 
 // --- loramm_rows: out[i, k] = alpha · Σ_j drop(x)[i, j] · M[k, j]
+//
+// Two rows at a time against KC rank rows of M (2·KC accumulators in registers): each vector
+// of Mp loaded once serves both rows. Every output's sum runs over j in the same order
+// whatever the blocking.
 
-// acc[k] (k < kc ≤ LN) = the lane-wise partial sums of row xr against rank rows k0.. of Mp
-static inline __attribute__((always_inline)) void rows_dot(v16 *acc, const float *xr, const v16 *Mp, int64_t J,
-                                                           int64_t r, int64_t k0, int kc) {
-    for (int k = 0; k < kc; k++) acc[k] = (v16){0};
+#define KC 8   // rank rows per pass
+
+// acc[q][k] (k < kc ≤ KC): the lane-wise partial sums of rows xr[q] (q < nr ≤ 2) against rank
+// rows k0.. of Mp
+static inline __attribute__((always_inline)) void rows_dot(v16 acc[2][KC], const float *const xr[2], int nr,
+                                                           const v16 *Mp, int64_t J, int64_t r, int64_t k0, int kc) {
+    for (int q = 0; q < 2; q++)
+        for (int k = 0; k < kc; k++) acc[q][k] = (v16){0};
     int64_t nv = (J + LN - 1) / LN;
     for (int64_t v = 0; v < nv; v++) {
-        v16 xv = ld(xr + v * LN, (int)imin(LN, J - v * LN));
+        int w = (int)imin(LN, J - v * LN);
+        v16 x0 = ld(xr[0] + v * LN, w), x1 = nr > 1 ? ld(xr[1] + v * LN, w) : (v16){0};
         const v16 *m = Mp + v * r + k0;
-#pragma GCC unroll 16
-        for (int k = 0; k < kc; k++) acc[k] += xv * m[k];
+#pragma GCC unroll 8
+        for (int k = 0; k < kc; k++) {
+            acc[0][k] += x0 * m[k];
+            if (nr > 1) acc[1][k] += x1 * m[k];
+        }
     }
 }
 
-void loramm_rows(float *out, uint16_t *xb, const float *x, const float *M, int64_t N, int64_t J, int64_t r, float alpha,
-                 const loramm_drop *d) {
+void loramm_rows(float *out, uint16_t *xb, const float *x, const float *M, int64_t N, int64_t J, int64_t r,
+                 float alpha, const loramm_drop *d) {
     v16 *Mp = pack_cols(M, J, r);
+    int64_t npair = (N + 1) / 2;
 #pragma omp parallel if (N * J >= PAR_WORK)
     {
-        float *xd = d ? xmalloc((size_t)J * sizeof *xd) : NULL;   // the row through dropout
+        float *xd = d ? xmalloc((size_t)(2 * J) * sizeof *xd) : NULL;   // the rows through dropout
 #pragma omp for schedule(static)
-        for (int64_t i = 0; i < N; i++) {
-            const float *xr = x + i * J;
-            if (xb)
-                for (int64_t j = 0; j < J; j++) xb[i * J + j] = f32_to_bf16(xr[j]);
-            if (d) {
-                for (int64_t j = 0; j < J; j += LN) {
-                    int w = (int)imin(LN, J - j);
-                    st(xd + j, masked(ld(xr + j, w), d->inv, keep_mask(d, i, J, j)), w);
+        for (int64_t pr = 0; pr < npair; pr++) {
+            int nr = (int)imin(2, N - 2 * pr);
+            const float *xr[2] = {x + 2 * pr * J, x + (2 * pr + 1) * J};
+            for (int q = 0; q < nr; q++) {
+                int64_t i = 2 * pr + q;
+                if (xb)
+                    for (int64_t j = 0; j < J; j++) xb[i * J + j] = f32_to_bf16(xr[q][j]);
+                if (d) {
+                    for (int64_t j = 0; j < J; j += LN) {
+                        int w = (int)imin(LN, J - j);
+                        st(xd + q * J + j, masked(ld(xr[q] + j, w), d->inv, keep_mask(d, i, J, j)), w);
+                    }
+                    xr[q] = xd + q * J;
                 }
-                xr = xd;
             }
-            for (int64_t k0 = 0; k0 < r; k0 += LN) {
-                int kc = (int)imin(LN, r - k0);
-                v16 acc[LN];
-                if (kc == LN) rows_dot(acc, xr, Mp, J, r, k0, LN);
-                else rows_dot(acc, xr, Mp, J, r, k0, kc);
-                for (int k = 0; k < kc; k++) {
-                    float s = 0;
-                    for (int l = 0; l < LN; l++) s += acc[k][l];
-                    out[i * r + k0 + k] = alpha * s;
-                }
+            for (int64_t k0 = 0; k0 < r; k0 += KC) {
+                int kc = (int)imin(KC, r - k0);
+                v16 acc[2][KC];
+                if (kc == KC && nr == 2) rows_dot(acc, xr, 2, Mp, J, r, k0, KC);
+                else rows_dot(acc, xr, nr, Mp, J, r, k0, kc);
+                for (int q = 0; q < nr; q++)
+                    for (int k = 0; k < kc; k++) {
+                        float s = 0;
+                        for (int l = 0; l < LN; l++) s += acc[q][k][l];
+                        out[(2 * pr + q) * r + k0 + k] = alpha * s;
+                    }
             }
         }
         free(xd);

@@ -104,7 +104,7 @@ label = {"1b-512-f32": "Llama-3.2-1B LoRA step 1x512, fp32, weights f32 (widened
          "1b-4096-ckpt": "″ + activation checkpointing",
          "8b-512-ckpt": "Llama-3.1-8B shapes LoRA step 1x512, bf16, activation checkpointing"}
 w = "16-bit (auto)" if sys.argv[2] == "1" else "as loaded (fp32 widening)"
-print("| row | tokens/s median (min-max) | peak RSS | arena peak | budget |")
+print("| row | tokens/s median (min-max) | peak RSS (GB = 10^9 bytes) | arena peak (GiB) | budget |")
 print("|---|---|---|---|---|")
 for r in rows:
     n = r["row"]
@@ -116,7 +116,7 @@ for r in rows:
     gb = r["peak_rss_mb"] * 1048576 / 1e9
     b = budget.get(n)
     verdict = "" if b is None else f"≤ {b} GB {'✓' if gb <= b else '✗'}"
-    print(f"| {lab} | {r['tok_s']:.2f} ({r['tok_s_min']:.2f}-{r['tok_s_max']:.2f}) | {gb:.2f} GB | "
+    print(f"| {lab} | {r['tok_s']:.2f} ({r['tok_s_min']:.2f}-{r['tok_s_max']:.2f}) | {gb:.3f} GB ({r['peak_rss_mb']:.0f} MiB) | "
           f"{r['arena_high_mb'] / 1024:.2f} GiB | {verdict} |")
 for a, b in (("1b-4096", "1b-4096-ckpt"), ("1b-512", "1b-512-ckpt"), ("3b-512", "3b-512-ckpt")):
     if a in byname and b in byname and not byname[a].get("failed") and not byname[b].get("failed"):
