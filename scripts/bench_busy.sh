@@ -11,7 +11,7 @@
 # Prints per row the median (min-max) tokens/s over the measured steps and the busy/quiet ratio.
 # Targets (issue 17): busy/quiet >= 0.4 for both models.
 # On a shared machine (other users' jobs) the numbers are noisy: look at min-max, run twice.
-#   SMALL_STEPS=12 ITERS_1B=3 TOKENS_1B=512 MODELS="small 1b" LORAC=build/lorac OUT=build/bench-busy \
+#   SMALL_STEPS=12 ITERS_1B=3 TOKENS_1B=512 MODELS="small 1b" SPINS="default 300000" LORAC=build/lorac OUT=build/bench-busy \
 #     bash scripts/bench_busy.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,7 @@ SMALL_STEPS=${SMALL_STEPS:-12}
 ITERS_1B=${ITERS_1B:-3}
 TOKENS_1B=${TOKENS_1B:-512}
 MODELS=${MODELS:-small 1b}
+SPINS=${SPINS:-default 300000}   # default: lorac's own spin count; 300000: libgomp's
 M1B=${MODEL_1B:-/tmp/busy-1b}
 out=${OUT:-build/bench-busy}
 mkdir -p "$out"
@@ -85,7 +86,7 @@ with open(sys.argv[1], "w") as f:
     for _ in range(64):
         f.write(json.dumps({"text": " ".join(random.choice(words) for _ in range(random.randrange(20, 41)))}) + "\n")
 PY
-  for spin in default 300000; do
+  for spin in $SPINS; do
     for load in quiet busy; do echo "+ small $load spin=$spin" >&2; small $load $spin; done
   done
 fi
@@ -94,7 +95,7 @@ if [[ " $MODELS " == *" 1b "* ]]; then
   exec 9>/tmp/lorac-heavy.lock
   flock 9
   [ -s "$M1B/model.safetensors" ] || $L make-tiny --preset llama-3.2-1b --tokenizer .cache/tokenizer --out "$M1B" --force >/dev/null
-  for spin in default 300000; do
+  for spin in $SPINS; do
     for load in quiet busy; do echo "+ 1b $load spin=$spin" >&2; big $load $spin; done
   done
   flock -u 9
