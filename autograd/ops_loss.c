@@ -3,7 +3,9 @@
 //
 // Logits are never materialized as [N, V]: only supervised rows (targets >= 0) are gathered
 // into a compact hg[M, C], and logits are computed a block of rows × a chunk of the vocabulary
-// at a time (cblas_sgemm against rows of W) while an online log-sum-exp per row runs in double.
+// at a time (sgemm against rows of W: one all-thread product per chunk, or for a small pass
+// fixed pieces handed out in one parallel region, see ce_small) while an online log-sum-exp
+// per row runs in double.
 // When h needs a gradient, the same pass over the vocabulary also accumulates
 // dh_rows = (softmax − onehot)·W (a second sgemm per chunk, rescaled online like the sum), so the
 // backward is only dh[row] += dloss/norm · dh_rows (no second lm-head product); saved state is
@@ -176,8 +178,7 @@ static void ce_pass_split(const ce_problem *p, ce_rows *s, const float *hg, floa
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < np; i++) {   // 1. logits (k == nchunk: none)
             int64_t j0 = i * CE_PIECE, n = cv - j0 < CE_PIECE ? cv - j0 : CE_PIECE;
-            if (p->W16x)
-                for (int64_t e = 0; e < n * C; e++) wx[j0 * C + e] = bf16_to_f32(p->W16x[(v0 + j0) * C + e]);
+            if (p->W16x) w16_rows(wx + j0 * C, p->W16x, v0 + j0, n, C);   // serial inside this region
             ag_sgemm_1(0, 1, mb, n, C, 1.0f, hg, C, Wc + j0 * C, C, 0.0f, lg + j0, cv);
         }
 #pragma omp for schedule(dynamic, 1)
