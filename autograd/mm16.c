@@ -13,10 +13,12 @@
 #include "blas.h"
 
 #include <math.h>
+#include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "ag.h"
 #include "util.h"
@@ -277,6 +279,90 @@ void mm16_xwt(float *y, const float *x, const uint16_t *W, int64_t M, int64_t O,
 void mm16_xw(float *y, const float *x, const uint16_t *W, int64_t M, int64_t O, int64_t In, int accumulate) {
     if (M == 0) return;
     mm16_xw_b16(y, round_operand(x, M * O), W, M, O, In, accumulate);
+}
+
+// --- mm32_1: per-thread fp32 primitives (oneDNN's library scratchpad allows a primitive to be
+// run by the thread that created it, concurrently with others; so each thread keeps its own)
+
+typedef struct mm32_entry {
+    int64_t M, N, K, lda, ldb, ldc;
+    int bt;
+    dnnl_primitive_t prim;   // NULL: oneDNN has only its reference kernel here (ag_sgemm_1)
+    dnnl_memory_t a, b, c;
+} mm32_entry;
+
+#define MM32_CACHE 32   // per thread: the shapes of a few passes (rows change from step to step)
+
+static void mm32_create(mm32_entry *e) {
+    char what[96];
+    snprintf(what, sizeof what, "fp32 matmul [%lld, %lld] x [%lld, %lld]%s", (long long)e->M, (long long)e->K,
+             (long long)e->K, (long long)e->N, e->bt ? " (transposed weight)" : "");
+    dnnl_memory_desc_t a, b, c;
+    dnnl_dims_t da = {e->M, e->K}, db = {e->K, e->N}, dc = {e->M, e->N};
+    dnnl_dims_t sa = {e->lda, 1}, sb = {e->ldb, 1}, sb_t = {1, e->ldb}, sc = {e->ldc, 1};
+    CK(dnnl_memory_desc_init_by_strides(&a, 2, da, dnnl_f32, sa), what);
+    CK(dnnl_memory_desc_init_by_strides(&b, 2, db, dnnl_f32, e->bt ? sb_t : sb), what);
+    CK(dnnl_memory_desc_init_by_strides(&c, 2, dc, dnnl_f32, sc), what);
+    dnnl_matmul_desc_t md;
+    CK(dnnl_matmul_desc_init(&md, &a, &b, NULL, &c), what);
+    // designed for one thread: this thread's OpenMP thread count is what oneDNN reads
+    int nt = omp_get_max_threads();
+    if (nt > 1) omp_set_num_threads(1);
+    dnnl_primitive_desc_t pd;
+    CK(dnnl_primitive_desc_create(&pd, &md, NULL, mm.eng, NULL), what);
+    const char *impl = "";
+    CK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl), what);
+    e->prim = NULL;
+    if (strncmp(impl, "ref", 3) != 0) {
+        CK(dnnl_primitive_create(&e->prim, pd), what);
+        CK(dnnl_memory_create(&e->a, &a, mm.eng, DNNL_MEMORY_NONE), what);
+        CK(dnnl_memory_create(&e->b, &b, mm.eng, DNNL_MEMORY_NONE), what);
+        CK(dnnl_memory_create(&e->c, &c, mm.eng, DNNL_MEMORY_NONE), what);
+    }
+    dnnl_primitive_desc_destroy(pd);
+    if (nt > 1) omp_set_num_threads(nt);
+}
+
+void mm32_1(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
+            int64_t K, int bt) {
+    if (M == 0 || N == 0) return;
+    static __thread mm32_entry cache[MM32_CACHE];
+    static __thread int n, next;
+    static __thread dnnl_stream_t stream;
+    pthread_once(&mm.once, mm_init);
+    mm32_entry *e = NULL;
+    for (int i = 0; i < n && !e; i++) {
+        mm32_entry *x = &cache[i];
+        if (x->M == M && x->N == N && x->K == K && x->bt == bt && x->lda == lda && x->ldb == ldb && x->ldc == ldc)
+            e = x;
+    }
+    if (!e) {
+        if (n < MM32_CACHE) {
+            e = &cache[n++];
+        } else {
+            e = &cache[next];
+            next = (next + 1) % MM32_CACHE;
+            if (e->prim) {
+                dnnl_primitive_destroy(e->prim);
+                dnnl_memory_destroy(e->a);
+                dnnl_memory_destroy(e->b);
+                dnnl_memory_destroy(e->c);
+            }
+        }
+        *e = (mm32_entry){.M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .bt = bt};
+        mm32_create(e);
+    }
+    if (!e->prim) {
+        ag_sgemm_1(0, bt, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
+        return;
+    }
+    if (!stream) CK(dnnl_stream_create(&stream, mm.eng, dnnl_stream_default_flags), "stream");
+    CK(dnnl_memory_set_data_handle(e->a, (void *)A), "src");
+    CK(dnnl_memory_set_data_handle(e->b, (void *)B), "weights");
+    CK(dnnl_memory_set_data_handle(e->c, C), "dst");
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
+    CK(dnnl_primitive_execute(e->prim, stream, 3, args), "execute");
+    CK(dnnl_stream_wait(stream), "wait");
 }
 
 // --- CPU capability

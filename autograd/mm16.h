@@ -50,6 +50,15 @@ typedef enum mm_act { MM_ACT_NONE = 0, MM_GELU_TANH, MM_GELU_ERF } mm_act;
 void mm_linear(float *y, const float *x, const float *W32, const uint16_t *W16, const float *b, int64_t M, int64_t O,
                int64_t In, mm_act act, int accumulate);
 
+// --- fp32 product on the calling thread alone, safe inside an OpenMP parallel region
+// C[M, N] = A[M, K] · op(B): op(B) = Bᵀ of a row-major B[N, K] (bt) or B[K, N]; row strides
+// lda, ldb, ldc. oneDNN's fp32 kernels (AVX-512 where it has them; 1.3-1.5x OpenBLAS's sgemm
+// on the cross-entropy pieces of a small model), through primitives each thread creates for
+// itself and for ONE thread, so the result depends on the shape alone (not on which thread ran
+// it or how many there are). Where oneDNN has only its reference matmul, ag_sgemm_1.
+void mm32_1(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
+            int64_t K, int bt);
+
 // --- CPU capability
 
 // 1 when the CPU multiplies BF16 natively (AVX512-BF16 or AMX, as oneDNN detects it), 0 when

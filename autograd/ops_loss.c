@@ -3,8 +3,8 @@
 //
 // Logits are never materialized as [N, V]: only supervised rows (targets >= 0) are gathered
 // into a compact hg[M, C], and logits are computed a block of rows × a chunk of the vocabulary
-// at a time (sgemm against rows of W: one all-thread product per chunk, or for a small pass
-// fixed pieces handed out in one parallel region, see ce_small) while an online log-sum-exp
+// at a time (products against rows of W: one all-thread sgemm per chunk, or for a small pass
+// fixed pieces on oneDNN's fp32 kernels handed out in one parallel region, see ce_small) while an online log-sum-exp
 // per row runs in double.
 // When h needs a gradient, the same pass over the vocabulary also accumulates
 // dh_rows = (softmax − onehot)·W (a second sgemm per chunk, rescaled online like the sum), so the
@@ -162,8 +162,9 @@ static void ce_row_chunk(const ce_problem *p, ce_rows *s, int64_t r, int32_t tar
 //      update (ce_row_chunk, which turns the logits into the acc product's coefficients);
 //   3. acc partial i = P[:, piece i] · W[piece i], CE_KPIECE columns a piece, each [mb, C]
 //      (the sum over the vocabulary split in fixed pieces, added in step 2 of the next chunk).
-// Each sgemm runs on one thread and packs its slice of W once (row blocks would pack the whole
-// chunk once per block). The pieces and the order of every sum depend on the shape alone, so
+// Each product runs on one thread (mm32_1: oneDNN's AVX-512 fp32 kernels, 1.3-1.5x OpenBLAS's
+// on these pieces; the small model's step ran 1.5x faster with them) and packs its slice of W
+// once (row blocks would pack the whole chunk once per block). The pieces and the order of every sum depend on the shape alone, so
 // the result is the same whichever thread ran what and however many there are.
 // lg: [mb, chunk]; part: [chunk / CE_KPIECE, mb, C] (training); wx: [chunk, C] (BF16X).
 static void ce_pass_split(const ce_problem *p, ce_rows *s, const float *hg, float *lg, float *part, float *wx,
@@ -179,7 +180,7 @@ static void ce_pass_split(const ce_problem *p, ce_rows *s, const float *hg, floa
         for (int64_t i = 0; i < np; i++) {   // 1. logits (k == nchunk: none)
             int64_t j0 = i * CE_PIECE, n = cv - j0 < CE_PIECE ? cv - j0 : CE_PIECE;
             if (p->W16x) w16_rows(wx + j0 * C, p->W16x, v0 + j0, n, C);   // serial inside this region
-            ag_sgemm_1(0, 1, mb, n, C, 1.0f, hg, C, Wc + j0 * C, C, 0.0f, lg + j0, cv);
+            mm32_1(lg + j0, cv, hg, C, Wc + j0 * C, C, mb, n, C, 1);
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t g = 0; g < nrg; g++)   // 2. the last chunk's partials, then this chunk's softmax update
@@ -196,7 +197,7 @@ static void ce_pass_split(const ce_problem *p, ce_rows *s, const float *hg, floa
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < nk; i++) {   // 3. this chunk's acc partials
             int64_t j0 = i * CE_KPIECE, n = cv - j0 < CE_KPIECE ? cv - j0 : CE_KPIECE;
-            ag_sgemm_1(0, 0, mb, C, n, 1.0f, lg + j0, cv, Wc + j0 * C, C, 0.0f, part + i * mb * C, C);
+            mm32_1(part + i * mb * C, C, lg + j0, cv, Wc + j0 * C, C, mb, C, n, 0);
         }
 #pragma omp single
         nparts = nk;   // (the single's barrier: every thread sees it before the next chunk)

@@ -3,6 +3,9 @@
 // residual add, against a double-precision reference on the same operands; the same bits at
 // 1 and 2 threads; and the emulated BF16 path (oneDNN limited to AVX2, as on a CPU without
 // AVX-512: widened sgemm + lorac's epilogue) against the same reference.
+// And mm32_1, the one-thread fp32 product of the cross-entropy's small pass: strided operands,
+// both orientations, against the reference; the same bits outside and inside a parallel
+// region, on every thread of it, and at 1 and 3 threads.
 #include <omp.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -97,6 +100,73 @@ static void test_threads(void) {
     free(x), free(W), free(b), free(y1), free(y2), free(W16);
 }
 
+
+// mm32_1: C[M, N] = A[M, K]·op(B) with row strides larger than the rows (as the cross-entropy
+// pieces: a column slice of the logits), B as Bᵀ of [N, K] or as [K, N]; returns failed cases.
+// Bound as above: K·u·Σ|a·b| (fp32 accumulation of K products, any order).
+static int check_mm32(int M, int N, int K, const char *where) {
+    int bad = 0;
+    uint64_t s = (uint64_t)M * 7919 + (uint64_t)N * 31 + (uint64_t)K;
+    int64_t lda = K + 5, ldb = (N > K ? N : K) + 3, ldc = N + 7;
+    float *A = malloc(sizeof(float) * M * lda), *B = malloc(sizeof(float) * (N > K ? N : K) * ldb);
+    float *C = malloc(sizeof(float) * M * ldc), *C2 = malloc(sizeof(float) * M * ldc);
+    for (int64_t i = 0; i < M * lda; i++) A[i] = frand(&s);
+    for (int64_t i = 0; i < (N > K ? N : K) * ldb; i++) B[i] = frand(&s);
+    int nt = omp_get_max_threads();
+    for (int bt = 0; bt < 2; bt++) {
+        for (int64_t i = 0; i < M * ldc; i++) C[i] = C2[i] = -7.0f;
+        mm32_1(C, ldc, A, lda, B, ldb, M, N, K, bt);
+        double worst = 0;
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double z = 0, mag = 0;
+                for (int k = 0; k < K; k++) {
+                    double p = (double)A[i * lda + k] * (bt ? B[j * ldb + k] : B[k * ldb + j]);
+                    z += p, mag += fabs(p);
+                }
+                double e = fabs(C[i * ldc + j] - z) / ((K + 2) * ldexp(mag, -24));
+                if (!(e <= worst)) worst = e;
+            }
+        int pad = 0;   // the stride's gap is not written
+        for (int i = 0; i < M; i++)
+            for (int64_t j = N; j < ldc && i * ldc + j < M * ldc; j++) pad |= C[i * ldc + j] != -7.0f;
+        if (!(worst <= 1.0) || pad) {
+            test_fail("%s mm32_1 [%d,%d]x%s bt %d: error %.3g of the bound%s", where, M, K, bt ? "[N,K]ᵀ" : "[K,N]", bt,
+                      worst, pad ? ", wrote past N" : "");
+            bad++;
+        }
+        int diff = 0;   // every thread of a region, and 1 / 3 threads outside one: the same bits
+#pragma omp parallel num_threads(2) reduction(| : diff)
+        {
+            float *Ct = malloc(sizeof(float) * M * ldc);
+            memcpy(Ct, C2, sizeof(float) * M * ldc);
+            mm32_1(Ct, ldc, A, lda, B, ldb, M, N, K, bt);
+            diff |= memcmp(Ct, C, sizeof(float) * M * ldc) != 0;
+            free(Ct);
+        }
+        for (int t = 1; t <= 3; t += 2) {
+            omp_set_num_threads(t);
+            memcpy(C2, C, sizeof(float) * M * ldc);
+            for (int64_t i = 0; i < M * ldc; i++) C2[i] = (i % ldc) < N ? 0.0f : -7.0f;
+            mm32_1(C2, ldc, A, lda, B, ldb, M, N, K, bt);
+            diff |= memcmp(C2, C, sizeof(float) * M * ldc) != 0;
+        }
+        omp_set_num_threads(nt);
+        if (diff) {
+            test_fail("%s mm32_1 [%d,%d] bt %d: bits differ inside a parallel region or at 1 / 3 threads", where, M, K, bt);
+            bad++;
+        }
+    }
+    free(A), free(B), free(C), free(C2);
+    return bad;
+}
+
+static void test_mm32(void) {
+    check_mm32(37, 48, 40, "native");
+    check_mm32(240, 512, 256, "native");   // a logits piece of the small model
+    check_mm32(240, 256, 2048, "native");  // an acc piece
+}
+
 static pid_t emu_pid;   // the child running the emulated products (forked first in main)
 
 static void test_emulated(void) {
@@ -116,12 +186,13 @@ int main(void) {
     emu_pid = fork();
     if (emu_pid == 0) {
         setenv("ONEDNN_MAX_CPU_ISA", "AVX2", 1);
-        int bad = mm16_native() ? -1 : check_products(37, 48, 40, "emulated");
+        int bad = mm16_native() ? -1 : check_products(37, 48, 40, "emulated") + check_mm32(37, 48, 40, "emulated");
         fflush(stdout);
         _exit(bad < 0 ? 100 : bad ? 1 : 0);
     }
     RUN(test_fused);
     RUN(test_threads);
+    RUN(test_mm32);
     RUN(test_emulated);
     return test_summary();
 }
