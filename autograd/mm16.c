@@ -16,6 +16,7 @@
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,6 +136,171 @@ static void entry_create(mm_entry *e, const mm_key *k) {
     dnnl_primitive_attr_destroy(attr);
 }
 
+// Every oneDNN execute runs with the asynchronous signals blocked on its thread. oneDNN 2.6's
+// JIT kernels keep data below the stack pointer beyond the 128-byte red zone the ABI reserves
+// (seen: the fp32 product y = x·W with a 64-wide output, the cross-entropy's acc piece of the
+// tiny model), so a signal handler's frame pushed onto the thread's stack mid-kernel overwrites
+// it and the kernel goes on with garbage: heap corruption after a Ctrl-C (trainer.c handles
+// SIGINT/SIGTERM). Reproduced with a timer signal every 30 µs (tests/test_mm_linear.c); none
+// with the handler on an alternate stack, none with the signals blocked. A signal meanwhile
+// waits for the end of the product (milliseconds) or goes to a thread that is not in one.
+// Faults (SIGSEGV, ...) stay unblocked.
+static sigset_t exec_mask;
+static pthread_once_t exec_mask_once = PTHREAD_ONCE_INIT;
+static void exec_mask_init(void) {
+    sigfillset(&exec_mask);
+    int sync[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS};
+    for (size_t i = 0; i < sizeof sync / sizeof *sync; i++) sigdelset(&exec_mask, sync[i]);
+}
+
+static void exec_guarded(dnnl_primitive_t prim, dnnl_stream_t stream, int nargs, const dnnl_exec_arg_t *args) {
+    sigset_t old;
+    pthread_once(&exec_mask_once, exec_mask_init);
+    pthread_sigmask(SIG_BLOCK, &exec_mask, &old);
+    dnnl_status_t s1 = dnnl_primitive_execute(prim, stream, nargs, args);
+    dnnl_status_t s2 = s1 == dnnl_success ? dnnl_stream_wait(stream) : dnnl_success;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    AG_ASSERT(s1 == dnnl_success && s2 == dnnl_success, "oneDNN execute failed with status %d", (int)(s1 ? s1 : s2));
+}
+
+// --- per-thread primitives, made for ONE thread (mm32_1 and the column pieces of mm_run).
+// oneDNN's library scratchpad lets a primitive run on the thread that created it, concurrently
+// with other threads' primitives, so each thread keeps its own. Made for one thread (this
+// thread's OpenMP count is what oneDNN reads), a primitive's result depends on its shape alone.
+
+typedef struct tl_key {
+    int64_t M, N, K, lda, ldb, ldc;
+    int bt;    // B is Bᵀ of a row-major [N, K] (strides 1, ldb); else row-major [K, N]
+    int acc;   // sum post-op: C += A·op(B)
+    int f32;   // fp32 operands; else BF16 (output fp32 either way)
+} tl_key;
+
+typedef struct tl_entry {
+    tl_key k;
+    dnnl_primitive_t prim;   // NULL: oneDNN has only its reference kernel for this
+    dnnl_memory_t a, b, c;
+} tl_entry;
+
+#define TL_CACHE 64   // per thread: the shapes of a step's products (rows change from step to step)
+
+static void tl_create(tl_entry *e) {
+    const tl_key *k = &e->k;
+    char what[112];
+    snprintf(what, sizeof what, "%s one-thread matmul [%lld, %lld] x [%lld, %lld]%s%s", k->f32 ? "fp32" : "bf16",
+             (long long)k->M, (long long)k->K, (long long)k->K, (long long)k->N, k->bt ? " (transposed weight)" : "",
+             k->acc ? " accumulating" : "");
+    dnnl_data_type_t dt = k->f32 ? dnnl_f32 : dnnl_bf16;
+    dnnl_memory_desc_t a, b, c;
+    dnnl_dims_t da = {k->M, k->K}, db = {k->K, k->N}, dc = {k->M, k->N};
+    dnnl_dims_t sa = {k->lda, 1}, sb = {k->ldb, 1}, sb_t = {1, k->ldb}, sc = {k->ldc, 1};
+    CK(dnnl_memory_desc_init_by_strides(&a, 2, da, dt, sa), what);
+    CK(dnnl_memory_desc_init_by_strides(&b, 2, db, dt, k->bt ? sb_t : sb), what);
+    CK(dnnl_memory_desc_init_by_strides(&c, 2, dc, dnnl_f32, sc), what);
+    dnnl_matmul_desc_t md;
+    CK(dnnl_matmul_desc_init(&md, &a, &b, NULL, &c), what);
+    dnnl_primitive_attr_t attr;
+    dnnl_post_ops_t po = NULL;
+    CK(dnnl_primitive_attr_create(&attr), what);
+    if (k->acc) {
+        CK(dnnl_post_ops_create(&po), what);
+        CK(dnnl_post_ops_append_sum(po, 1.0f), what);
+        CK(dnnl_primitive_attr_set_post_ops(attr, po), what);
+    }
+    int nt = omp_get_max_threads();
+    if (nt > 1) omp_set_num_threads(1);
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &md, attr, mm.eng, NULL);
+    const char *impl = "ref";
+    if (st == dnnl_success) CK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl), what);
+    else AG_ASSERT(st == dnnl_unimplemented, "oneDNN primitive_desc_create failed with status %d (%s)", (int)st, what);
+    e->prim = NULL;
+    if (strncmp(impl, "ref", 3) != 0) {
+        CK(dnnl_primitive_create(&e->prim, pd), what);
+        CK(dnnl_memory_create(&e->a, &a, mm.eng, DNNL_MEMORY_NONE), what);
+        CK(dnnl_memory_create(&e->b, &b, mm.eng, DNNL_MEMORY_NONE), what);
+        CK(dnnl_memory_create(&e->c, &c, mm.eng, DNNL_MEMORY_NONE), what);
+    }
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    dnnl_primitive_attr_destroy(attr);
+    if (nt > 1) omp_set_num_threads(nt);
+}
+
+// This thread's entry for k (created on first use)
+static tl_entry *tl_get(const tl_key *k) {
+    static __thread tl_entry cache[TL_CACHE];
+    static __thread int n, next;
+    pthread_once(&mm.once, mm_init);
+    for (int i = 0; i < n; i++) {
+        const tl_key *c = &cache[i].k;
+        if (c->M == k->M && c->N == k->N && c->K == k->K && c->lda == k->lda && c->ldb == k->ldb &&
+            c->ldc == k->ldc && c->bt == k->bt && c->acc == k->acc && c->f32 == k->f32)
+            return &cache[i];
+    }
+    tl_entry *e;
+    if (n < TL_CACHE) {
+        e = &cache[n++];
+    } else {   // full: replace round-robin
+        e = &cache[next];
+        next = (next + 1) % TL_CACHE;
+        if (e->prim) {
+            dnnl_primitive_destroy(e->prim);
+            dnnl_memory_destroy(e->a);
+            dnnl_memory_destroy(e->b);
+            dnnl_memory_destroy(e->c);
+        }
+    }
+    memset(e, 0, sizeof *e);
+    e->k = *k;
+    tl_create(e);
+    return e;
+}
+
+static void tl_exec(tl_entry *e, const void *A, const void *B, float *C) {
+    static __thread dnnl_stream_t stream;
+    if (!stream) CK(dnnl_stream_create(&stream, mm.eng, dnnl_stream_default_flags), "stream");
+    CK(dnnl_memory_set_data_handle(e->a, (void *)A), "src");
+    CK(dnnl_memory_set_data_handle(e->b, (void *)B), "weights");
+    CK(dnnl_memory_set_data_handle(e->c, C), "dst");
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
+    exec_guarded(e->prim, stream, 3, args);
+}
+
+void mm32_1(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
+            int64_t K, int bt) {
+    if (M == 0 || N == 0) return;
+    tl_key k = {.M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .bt = bt, .f32 = 1};
+    tl_entry *e = tl_get(&k);
+    if (e->prim) tl_exec(e, A, B, C);
+    else ag_sgemm_1(0, bt, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
+}
+
+// Large BF16 products as fixed pieces of MM_PIECE output columns handed out to the threads in
+// one parallel region, each piece a one-thread primitive that packs only its own slice of W.
+// oneDNN's own split of y = x·W (row-major W: the dx of a linear, the cross-entropy's acc
+// product) runs at 520-810 GF/s on the 1B shapes on this 2-core machine, the pieces at
+// 870-920 (the ceiling); for y = x·Wᵀ pieces win only for wide outputs (the lm-head's logits
+// 745 -> 910, gate/up 885 -> 910; q/o equal, down a little slower: x is re-packed per piece).
+// The pieces depend on the shape alone, so the result is the same at any thread count.
+#define MM_PIECE 512
+static int mm_pieces_pay(int64_t M, int64_t N, int64_t K, int wt) {
+    return N >= (wt ? 8 : 2) * MM_PIECE && (double)M * N * K >= (double)(64ll << 20) && mm16_native();
+}
+
+static void mm_pieces(float *y, const uint16_t *a, const uint16_t *W, int64_t M, int64_t K, int64_t N, int wt,
+                      int acc) {
+    int64_t np = (N + MM_PIECE - 1) / MM_PIECE;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t i = 0; i < np; i++) {
+        int64_t j0 = i * MM_PIECE, n = N - j0 < MM_PIECE ? N - j0 : MM_PIECE;
+        tl_key k = {.M = M, .N = n, .K = K, .lda = K, .ldb = wt ? K : N, .ldc = N, .bt = wt, .acc = acc};
+        tl_entry *e = tl_get(&k);
+        AG_ASSERT(e->prim, "oneDNN has no BF16 matmul [%lld, %lld] x [%lld, %lld] here", (long long)M, (long long)K,
+                  (long long)K, (long long)n);
+        tl_exec(e, a, wt ? W + j0 * K : W + j0, y + j0);
+    }
+}
+
 // The emulation: y (+)= widen(a) · widen(B) with cblas_sgemm, B a block of WBLK weight rows
 // at a time (the widened copies are the only extra memory). Same operands, fp32 products.
 #define WBLK 256
@@ -187,8 +353,7 @@ static void entry_exec(mm_entry *e, const void *a, const void *b, const float *b
     if (e->bia) CK(dnnl_memory_set_data_handle(e->bia, (void *)bias), "bias");
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->wei}, {DNNL_ARG_DST, e->dst},
                                {DNNL_ARG_BIAS, e->bia}};
-    CK(dnnl_primitive_execute(e->prim, mm.stream, e->bia ? 4 : 3, args), "execute");
-    CK(dnnl_stream_wait(mm.stream), "wait");
+    exec_guarded(e->prim, mm.stream, e->bia ? 4 : 3, args);
 }
 
 uint16_t *mm16_operand(int64_t n) {
@@ -213,6 +378,10 @@ static uint16_t *round_operand(const float *x, int64_t n) {
 static void mm_run(float *y, const uint16_t *a, const uint16_t *W, int64_t M, int64_t K, int64_t N, int wt,
                    int acc) {
     if (M == 0 || N == 0) return;
+    if (mm_pieces_pay(M, N, K, wt)) {
+        mm_pieces(y, a, W, M, K, N, wt, acc);
+        return;
+    }
     pthread_once(&mm.once, mm_init);
     pthread_mutex_lock(&mm.lock);
     mm_key k = {.M = M, .K = K, .N = N, .wt = wt, .acc = acc, .alpha = 1.0f};
@@ -279,90 +448,6 @@ void mm16_xwt(float *y, const float *x, const uint16_t *W, int64_t M, int64_t O,
 void mm16_xw(float *y, const float *x, const uint16_t *W, int64_t M, int64_t O, int64_t In, int accumulate) {
     if (M == 0) return;
     mm16_xw_b16(y, round_operand(x, M * O), W, M, O, In, accumulate);
-}
-
-// --- mm32_1: per-thread fp32 primitives (oneDNN's library scratchpad allows a primitive to be
-// run by the thread that created it, concurrently with others; so each thread keeps its own)
-
-typedef struct mm32_entry {
-    int64_t M, N, K, lda, ldb, ldc;
-    int bt;
-    dnnl_primitive_t prim;   // NULL: oneDNN has only its reference kernel here (ag_sgemm_1)
-    dnnl_memory_t a, b, c;
-} mm32_entry;
-
-#define MM32_CACHE 32   // per thread: the shapes of a few passes (rows change from step to step)
-
-static void mm32_create(mm32_entry *e) {
-    char what[96];
-    snprintf(what, sizeof what, "fp32 matmul [%lld, %lld] x [%lld, %lld]%s", (long long)e->M, (long long)e->K,
-             (long long)e->K, (long long)e->N, e->bt ? " (transposed weight)" : "");
-    dnnl_memory_desc_t a, b, c;
-    dnnl_dims_t da = {e->M, e->K}, db = {e->K, e->N}, dc = {e->M, e->N};
-    dnnl_dims_t sa = {e->lda, 1}, sb = {e->ldb, 1}, sb_t = {1, e->ldb}, sc = {e->ldc, 1};
-    CK(dnnl_memory_desc_init_by_strides(&a, 2, da, dnnl_f32, sa), what);
-    CK(dnnl_memory_desc_init_by_strides(&b, 2, db, dnnl_f32, e->bt ? sb_t : sb), what);
-    CK(dnnl_memory_desc_init_by_strides(&c, 2, dc, dnnl_f32, sc), what);
-    dnnl_matmul_desc_t md;
-    CK(dnnl_matmul_desc_init(&md, &a, &b, NULL, &c), what);
-    // designed for one thread: this thread's OpenMP thread count is what oneDNN reads
-    int nt = omp_get_max_threads();
-    if (nt > 1) omp_set_num_threads(1);
-    dnnl_primitive_desc_t pd;
-    CK(dnnl_primitive_desc_create(&pd, &md, NULL, mm.eng, NULL), what);
-    const char *impl = "";
-    CK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl), what);
-    e->prim = NULL;
-    if (strncmp(impl, "ref", 3) != 0) {
-        CK(dnnl_primitive_create(&e->prim, pd), what);
-        CK(dnnl_memory_create(&e->a, &a, mm.eng, DNNL_MEMORY_NONE), what);
-        CK(dnnl_memory_create(&e->b, &b, mm.eng, DNNL_MEMORY_NONE), what);
-        CK(dnnl_memory_create(&e->c, &c, mm.eng, DNNL_MEMORY_NONE), what);
-    }
-    dnnl_primitive_desc_destroy(pd);
-    if (nt > 1) omp_set_num_threads(nt);
-}
-
-void mm32_1(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
-            int64_t K, int bt) {
-    if (M == 0 || N == 0) return;
-    static __thread mm32_entry cache[MM32_CACHE];
-    static __thread int n, next;
-    static __thread dnnl_stream_t stream;
-    pthread_once(&mm.once, mm_init);
-    mm32_entry *e = NULL;
-    for (int i = 0; i < n && !e; i++) {
-        mm32_entry *x = &cache[i];
-        if (x->M == M && x->N == N && x->K == K && x->bt == bt && x->lda == lda && x->ldb == ldb && x->ldc == ldc)
-            e = x;
-    }
-    if (!e) {
-        if (n < MM32_CACHE) {
-            e = &cache[n++];
-        } else {
-            e = &cache[next];
-            next = (next + 1) % MM32_CACHE;
-            if (e->prim) {
-                dnnl_primitive_destroy(e->prim);
-                dnnl_memory_destroy(e->a);
-                dnnl_memory_destroy(e->b);
-                dnnl_memory_destroy(e->c);
-            }
-        }
-        *e = (mm32_entry){.M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .bt = bt};
-        mm32_create(e);
-    }
-    if (!e->prim) {
-        ag_sgemm_1(0, bt, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
-        return;
-    }
-    if (!stream) CK(dnnl_stream_create(&stream, mm.eng, dnnl_stream_default_flags), "stream");
-    CK(dnnl_memory_set_data_handle(e->a, (void *)A), "src");
-    CK(dnnl_memory_set_data_handle(e->b, (void *)B), "weights");
-    CK(dnnl_memory_set_data_handle(e->c, C), "dst");
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
-    CK(dnnl_primitive_execute(e->prim, stream, 3, args), "execute");
-    CK(dnnl_stream_wait(stream), "wait");
 }
 
 // --- CPU capability

@@ -5,8 +5,12 @@
 // AVX-512: widened sgemm + lorac's epilogue) against the same reference.
 // And mm32_1, the one-thread fp32 product of the cross-entropy's small pass: strided operands,
 // both orientations, against the reference; the same bits outside and inside a parallel
-// region, on every thread of it, and at 1 and 3 threads.
+// region, on every thread of it, and at 1 and 3 threads; and no harm from signals arriving
+// mid-product (a timer signal every 30 µs: oneDNN's kernels keep data below the stack pointer,
+// so mm16.c blocks signals around each execute; without that this case crashed every time).
 #include <omp.h>
+#include <signal.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -167,6 +171,57 @@ static void test_mm32(void) {
     check_mm32(240, 256, 2048, "native");  // an acc piece
 }
 
+// A child multiplies under a storm of timer signals (handler on the thread's own stack, as the
+// trainer's Ctrl-C handler): the cross-entropy's pieces of the tiny model (logits [40, 512] and
+// acc [40, 64] = P[40, 2048] · W[2048, 64]) 300 times each; the same bits as before the storm,
+// and the heap intact (the frees at the end check it). Exit 0, or 2 (bits), 3 (no signal came).
+static volatile sig_atomic_t sig_hits;
+static void on_alarm(int sig) { (void)sig; sig_hits++; }
+
+static int storm_child(void) {
+    int M = 40, C = 64, cv = 16384;
+    float *lg = malloc(sizeof(float) * M * cv), *W = malloc(sizeof(float) * cv * C), *hg = malloc(sizeof(float) * M * C);
+    float *acc0 = malloc(sizeof(float) * M * C * 8), *acc = malloc(sizeof(float) * M * C * 8);
+    uint64_t s = 11;
+    for (int64_t i = 0; i < (int64_t)cv * C; i++) W[i] = 0.1f * frand(&s);
+    for (int64_t i = 0; i < (int64_t)M * C; i++) hg[i] = frand(&s);
+    for (int j0 = 0; j0 < cv; j0 += 512) mm32_1(lg + j0, cv, hg, C, W + (int64_t)j0 * C, C, M, 512, C, 1);
+    for (int j0 = 0; j0 < cv; j0 += 2048) mm32_1(acc0 + (j0 / 2048) * M * C, C, lg + j0, cv, W + (int64_t)j0 * C, C, M, C, 2048, 0);
+    float *lg0 = malloc(sizeof(float) * M * cv);
+    memcpy(lg0, lg, sizeof(float) * M * cv);
+    struct sigaction sa = {0};
+    sa.sa_handler = on_alarm;
+    sigaction(SIGALRM, &sa, NULL);
+    struct itimerval it = {{0, 30}, {0, 30}};
+    setitimer(ITIMER_REAL, &it, NULL);
+    int bits = 0;
+    for (int rep = 0; rep < 300; rep++) {
+        for (int j0 = 0; j0 < cv; j0 += 512) mm32_1(lg + j0, cv, hg, C, W + (int64_t)j0 * C, C, M, 512, C, 1);
+        for (int j0 = 0; j0 < cv; j0 += 2048) mm32_1(acc + (j0 / 2048) * M * C, C, lg + j0, cv, W + (int64_t)j0 * C, C, M, C, 2048, 0);
+        bits |= memcmp(lg, lg0, sizeof(float) * M * cv) != 0 || memcmp(acc, acc0, sizeof(float) * M * C * 8) != 0;
+    }
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, NULL);
+    free(lg), free(lg0), free(W), free(hg), free(acc0), free(acc);
+    return bits ? 2 : sig_hits == 0 ? 3 : 0;
+}
+
+static void test_signals(void) {
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        omp_set_num_threads(1);
+        _exit(storm_child());
+    }
+    int st = 0;
+    CHECK(pid > 0 && waitpid(pid, &st, 0) == pid, "fork/waitpid failed");
+    CHECK(WIFEXITED(st), "products under a signal storm: the child died of signal %d (heap corrupted)",
+          WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    if (WIFEXITED(st))
+        CHECK(WEXITSTATUS(st) == 0, "products under a signal storm: %s",
+              WEXITSTATUS(st) == 2 ? "results changed" : WEXITSTATUS(st) == 3 ? "no signal arrived" : "the child failed");
+}
+
 static pid_t emu_pid;   // the child running the emulated products (forked first in main)
 
 static void test_emulated(void) {
@@ -193,6 +248,7 @@ int main(void) {
     RUN(test_fused);
     RUN(test_threads);
     RUN(test_mm32);
+    RUN(test_signals);
     RUN(test_emulated);
     return test_summary();
 }
