@@ -287,18 +287,26 @@ static int mm_pieces_pay(int64_t M, int64_t N, int64_t K, int wt) {
     return N >= (wt ? 8 : 2) * MM_PIECE && (double)M * N * K >= (double)(64ll << 20) && mm16_native();
 }
 
-static void mm_pieces(float *y, const uint16_t *a, const uint16_t *W, int64_t M, int64_t K, int64_t N, int wt,
-                      int acc) {
+// y[M, N] (+)= a[M, K] · op(W) in pieces (a, W: BF16, or fp32 with f32)
+static void mm_pieces(float *y, const void *a, const void *W, int64_t M, int64_t K, int64_t N, int wt, int acc,
+                      int f32) {
     int64_t np = (N + MM_PIECE - 1) / MM_PIECE;
+    size_t es = f32 ? sizeof(float) : sizeof(uint16_t);
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t i = 0; i < np; i++) {
         int64_t j0 = i * MM_PIECE, n = N - j0 < MM_PIECE ? N - j0 : MM_PIECE;
-        tl_key k = {.M = M, .N = n, .K = K, .lda = K, .ldb = wt ? K : N, .ldc = N, .bt = wt, .acc = acc};
+        tl_key k = {.M = M, .N = n, .K = K, .lda = K, .ldb = wt ? K : N, .ldc = N, .bt = wt, .acc = acc, .f32 = f32};
         tl_entry *e = tl_get(&k);
-        AG_ASSERT(e->prim, "oneDNN has no BF16 matmul [%lld, %lld] x [%lld, %lld] here", (long long)M, (long long)K,
-                  (long long)K, (long long)n);
-        tl_exec(e, a, wt ? W + j0 * K : W + j0, y + j0);
+        const void *Wp = (const char *)W + (size_t)(wt ? j0 * K : j0) * es;
+        if (e->prim) tl_exec(e, a, Wp, y + j0);
+        else if (f32) ag_sgemm_1(0, wt, M, n, K, 1.0f, a, K, Wp, wt ? K : N, acc ? 1.0f : 0.0f, y + j0, N);
+        else AG_ASSERT(0, "oneDNN has no BF16 matmul [%lld, %lld] x [%lld, %lld] here", (long long)M, (long long)K,
+                       (long long)K, (long long)n);
     }
+}
+
+void mm32_pieces(float *y, const float *x, const float *W, int64_t M, int64_t K, int64_t N, int wt, int acc) {
+    if (M > 0 && N > 0) mm_pieces(y, x, W, M, K, N, wt, acc, 1);
 }
 
 // The emulation: y (+)= widen(a) · widen(B) with cblas_sgemm, B a block of WBLK weight rows
@@ -379,7 +387,7 @@ static void mm_run(float *y, const uint16_t *a, const uint16_t *W, int64_t M, in
                    int acc) {
     if (M == 0 || N == 0) return;
     if (mm_pieces_pay(M, N, K, wt)) {
-        mm_pieces(y, a, W, M, K, N, wt, acc);
+        mm_pieces(y, a, W, M, K, N, wt, acc, 0);
         return;
     }
     pthread_once(&mm.once, mm_init);

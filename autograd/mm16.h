@@ -59,6 +59,12 @@ void mm_linear(float *y, const float *x, const float *W32, const uint16_t *W16, 
 void mm32_1(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
             int64_t K, int bt);
 
+// The same kernels on all threads for a large fp32 product: y[M, N] (+)= x[M, K] · op(W)
+// (op(W) = Wᵀ of a row-major W[N, K] with wt, else W[K, N]; all rows dense), as fixed pieces
+// of 512 output columns handed out in one parallel region, each a one-thread product: the
+// same bits at any thread count. Call outside parallel regions.
+void mm32_pieces(float *y, const float *x, const float *W, int64_t M, int64_t K, int64_t N, int wt, int acc);
+
 // --- CPU capability
 
 // 1 when the CPU multiplies BF16 natively (AVX512-BF16 or AMX, as oneDNN detects it), 0 when

@@ -3,11 +3,12 @@
 //
 // Logits are never materialized as [N, V]: only supervised rows (targets >= 0) are gathered
 // into a compact hg[M, C], and logits are computed a block of rows × a chunk of the vocabulary
-// at a time (products against rows of W: one all-thread sgemm per chunk, or for a small pass
-// fixed pieces on oneDNN's fp32 kernels handed out in one parallel region, see ce_small) while an online log-sum-exp
+// at a time (products against rows of W on oneDNN's kernels, in fixed pieces of output columns
+// that each run on one thread: one parallel region per product, or for a small pass one for
+// the whole pass, see ce_small) while an online log-sum-exp
 // per row runs in double.
 // When h needs a gradient, the same pass over the vocabulary also accumulates
-// dh_rows = (softmax − onehot)·W (a second sgemm per chunk, rescaled online like the sum), so the
+// dh_rows = (softmax − onehot)·W (a second product per chunk, rescaled online like the sum), so the
 // backward is only dh[row] += dloss/norm · dh_rows (no second lm-head product); saved state is
 // dh_rows [M, C] and the gathered row indices.
 //
@@ -52,15 +53,15 @@ typedef struct ce_problem {
     int64_t C, V, M;
     const int32_t *rows;     // [M] rows of h with a target
     const int32_t *tgt;      // [M] their targets
-    int chunk;               // vocabulary columns per sgemm
+    int chunk;               // vocabulary columns per chunk
 } ce_problem;
 
 // The fp32 products of a pass over mb rows smaller than CE_SPLIT_MIN multiply-adds per product
 // (a small model: hidden 256 at 240 rows is 7.9G) run as fixed pieces handed out to the
-// threads (ce_pass_split: one parallel region, three barriers per chunk, results independent
-// of the thread count); larger ones (Llama-3.2-1B at 128 rows and more) as one all-thread
-// sgemm per chunk, whose products are long enough that a region's start and end do not
-// matter. A rule on the shape alone.
+// threads (ce_pass_split: one parallel region, three barriers per chunk); larger ones
+// (Llama-3.2-1B at 128 rows and more) as one pieced product per step of a chunk (mm32_pieces,
+// mm16_*: a parallel region each, long enough that its start and end do not matter). Either
+// way the pieces are fixed by the shape, so results do not depend on the thread count.
 #define CE_SPLIT_MIN (32ll << 30)
 static int ce_small(const ce_problem *p, int64_t mb) {
     return !p->W16 && (double)mb * (double)p->V * (double)p->C < (double)CE_SPLIT_MIN;
@@ -227,7 +228,7 @@ static void ce_forward(const ce_problem *p, float *scr, double *lse, double *nll
         if (dhs) memset(s.acc, 0, (size_t)(mb * C) * sizeof *s.acc);
         if (ce_small(p, mb)) {
             ce_pass_split(p, &s, hg, logits, logits + mb * p->chunk, wx, r0, mb);
-        } else {   // one all-thread product per chunk: BF16 matmuls (oneDNN) or fp32 sgemms
+        } else {   // per chunk: BF16 matmuls (mm16.h) or fp32 pieces (mm32_pieces), all threads
             uint16_t *hb = (uint16_t *)(logits + mb * p->chunk);   // [mb, C] BF16 rows (W16 only)
             if (p->W16) bf16_round(hb, hg, mb * C);
             for (int64_t v0 = 0; v0 < V; v0 += p->chunk) {
@@ -235,11 +236,11 @@ static void ce_forward(const ce_problem *p, float *scr, double *lse, double *nll
                 const float *Wc = p->W ? p->W + v0 * C : wx;   // [cv, C] this chunk's rows in fp32
                 if (p->W16x) w16_rows(wx, p->W16x, v0, cv, C);
                 if (p->W16) mm16_xwt_b16(logits, hb, p->W16 + v0 * C, mb, cv, C, 0);
-                else ag_sgemm(0, 1, mb, cv, C, 1.0f, hg, C, Wc, C, 0.0f, logits, cv);
+                else mm32_pieces(logits, hg, Wc, mb, C, cv, 1, 0);
 #pragma omp parallel for schedule(static)
                 for (int64_t r = 0; r < mb; r++) ce_row_chunk(p, &s, r, p->tgt[r0 + r], logits + r * cv, cv, v0);
                 if (dhs && p->W16) mm16_xw(s.acc, logits, p->W16 + v0 * C, mb, cv, C, 1);
-                else if (dhs) ag_sgemm(0, 0, mb, C, cv, 1.0f, logits, cv, Wc, C, 1.0f, s.acc, C);
+                else if (dhs) mm32_pieces(s.acc, logits, Wc, mb, cv, C, 0, 1);
             }
         }
         for (int64_t r = 0; r < mb; r++) {

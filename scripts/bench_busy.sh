@@ -9,13 +9,17 @@
 # each with lorac's own wait policy (GOMP_SPINCOUNT=20000, cli/threads.c) and with libgomp's old
 # default spelled out (GOMP_SPINCOUNT=300000), so the table shows what the spin setting does.
 # Prints per row the median (min-max) tokens/s over the measured steps and the busy/quiet ratio.
-# Targets (issue 17): busy/quiet >= 0.4 for both models.
+# Targets (issue 17): busy/quiet >= 0.4 for both models; quiet throughput not below the build
+# before the busy-machine work: BASELINE=path/to/old/lorac adds that build's small-model rows,
+# run in turns with this build's (quiet old, quiet new, busy old, busy new).
 # On a shared machine (other users' jobs) the numbers are noisy: look at min-max, run twice.
 #   SMALL_STEPS=12 ITERS_1B=3 TOKENS_1B=512 MODELS="small 1b" SPINS="default 300000" LORAC=build/lorac OUT=build/bench-busy \
+#   BASELINE= \
 #     bash scripts/bench_busy.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 L=${LORAC:-build/lorac}
+BASELINE=${BASELINE:-}
 SMALL_STEPS=${SMALL_STEPS:-12}
 ITERS_1B=${ITERS_1B:-3}
 TOKENS_1B=${TOKENS_1B:-512}
@@ -33,17 +37,18 @@ stop_busy() { if [ -n "$busy_pid" ]; then kill "$busy_pid" 2>/dev/null || true; 
 trap stop_busy EXIT
 start_busy() { bash -c 'while :; do :; done' & busy_pid=$!; sleep 0.5; }
 
-record() {   # MODEL LOAD SPIN RSS_MB TPS... -> one JSON line
+record() {   # MODEL BUILD LOAD SPIN RSS_MB TPS... -> one JSON line
   /usr/bin/python3 - "$@" >>"$out/results.jsonl" <<'PY'
 import json, sys
-m, load, spin, rss, *tps = sys.argv[1:]
-print(json.dumps({"model": m, "load": load, "spin": spin, "peak_rss_mb": float(rss),
+m, build, load, spin, rss, *tps = sys.argv[1:]
+print(json.dumps({"model": m, "build": build, "load": load, "spin": spin, "peak_rss_mb": float(rss),
                   "tokens_per_s": [float(t) for t in tps]}))
 PY
 }
 
-small() {   # LOAD SPIN
-  local load=$1 spin=$2 env=()
+small() {   # LOAD SPIN [BUILD]: BUILD "baseline" runs $BASELINE
+  local load=$1 spin=$2 build=${3:-now} env=() L=$L
+  [ "$build" = baseline ] && L=$BASELINE
   [ "$spin" = default ] || env=(GOMP_SPINCOUNT="$spin")
   rm -rf "$out/small-run"
   [ "$load" = busy ] && start_busy
@@ -54,7 +59,7 @@ small() {   # LOAD SPIN
     { stop_busy; tail -5 "$out/small.err" >&2; exit 1; }
   stop_busy
   # steps after the first two (warm-up: arena growth, first-touch pages)
-  record small "$load" "$spin" $(/usr/bin/python3 -c '
+  record small "$build" "$load" "$spin" $(/usr/bin/python3 -c '
 import json, sys
 s = [json.loads(l) for l in open(sys.argv[1]) if "\"loss\"" in l]
 print(max(x["peak_rss_mb"] for x in s), " ".join("%.1f" % (x["tokens"] / x["step_s"]) for x in s[2:]))' "$out/small-run/metrics.jsonl")
@@ -67,7 +72,7 @@ big() {   # LOAD SPIN
   env "${env[@]}" $L bench lora --model "$M1B" --tokens "$TOKENS_1B" --iters "$ITERS_1B" --warmup 1 \
       >"$out/1b.out" 2>"$out/1b.err" || { stop_busy; tail -5 "$out/1b.err" >&2; exit 1; }
   stop_busy
-  record 1b "$load" "$spin" $(/usr/bin/python3 -c '
+  record 1b now "$load" "$spin" $(/usr/bin/python3 -c '
 import json, sys
 r = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")][-1]   # the summary line
 print(r["peak_rss_mb"], " ".join("%.2f" % (r["tokens"] / s) for s in r["sec_all"]))' "$out/1b.out")
@@ -87,7 +92,10 @@ with open(sys.argv[1], "w") as f:
         f.write(json.dumps({"text": " ".join(random.choice(words) for _ in range(random.randrange(20, 41)))}) + "\n")
 PY
   for spin in $SPINS; do
-    for load in quiet busy; do echo "+ small $load spin=$spin" >&2; small $load $spin; done
+    for load in quiet busy; do
+      if [ -n "$BASELINE" ]; then echo "+ small $load spin=$spin baseline" >&2; small $load $spin baseline; fi
+      echo "+ small $load spin=$spin" >&2; small $load $spin
+    done
   done
 fi
 if [[ " $MODELS " == *" 1b "* ]]; then
@@ -103,16 +111,19 @@ fi
 /usr/bin/python3 - "$out/results.jsonl" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-med = {(r["model"], r["load"], r["spin"]): statistics.median(r["tokens_per_s"]) for r in rows}
-print("\n| model | GOMP_SPINCOUNT | load | tokens/s median (min-max) | n | busy/quiet | peak RSS |")
-print("|---|---|---|---|---|---|---|")
+key = lambda r, load: (r["model"], r["build"], load, r["spin"])
+med = {key(r, r["load"]): statistics.median(r["tokens_per_s"]) for r in rows}
+print("\n| model | build | GOMP_SPINCOUNT | load | tokens/s median (min-max) | n | busy/quiet | quiet vs baseline | peak RSS |")
+print("|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     t = r["tokens_per_s"]
     spin = "20000 (lorac default)" if r["spin"] == "default" else r["spin"] + " (libgomp default)"
-    ratio = f"{med[(r['model'], 'busy', r['spin'])] / med[(r['model'], 'quiet', r['spin'])]:.2f}" \
-        if r["load"] == "busy" and (r["model"], "quiet", r["spin"]) in med else ""
-    print(f"| {r['model']} | {spin} | {r['load']} | {statistics.median(t):.1f} ({min(t):.1f}-{max(t):.1f}) | {len(t)} | {ratio} | {r['peak_rss_mb'] / 1024:.2f} GB |")
+    ratio = f"{med[key(r, 'busy')] / med[key(r, 'quiet')]:.2f}" if r["load"] == "busy" and key(r, "quiet") in med else ""
+    base = (r["model"], "baseline", "quiet", r["spin"])
+    vs = f"{med[key(r, 'quiet')] / med[base]:.2f}x" if r["load"] == "quiet" and r["build"] == "now" and base in med else ""
+    print(f"| {r['model']} | {r['build']} | {spin} | {r['load']} | {statistics.median(t):.1f} ({min(t):.1f}-{max(t):.1f}) | {len(t)} | {ratio} | {vs} | {r['peak_rss_mb'] / 1024:.2f} GB |")
 print("\nsmall: hidden 256, 4 layers, batch 8 records of ~30-60 tokens, lorac train; "
       "1b: bench lora, batch 1; 2 OpenMP threads; busy = one `while :; do :; done` shell.")
-print("Target (issue 17): busy/quiet >= 0.4 for both models. The machine may be shared: numbers are noisy.")
+print("Targets (issue 17): busy/quiet >= 0.4 for both models; quiet not below the baseline build (BASELINE=). "
+      "The machine may be shared: numbers are noisy.")
 PY

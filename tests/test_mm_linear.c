@@ -165,10 +165,50 @@ static int check_mm32(int M, int N, int K, const char *where) {
     return bad;
 }
 
+// mm32_pieces (the 1B-sized cross-entropy's fp32 products): y += x·op(W) with a tail piece,
+// both orientations, against the reference; the same bits at 1 and 3 threads.
+static int check_pieces(int M, int K, int N) {
+    int bad = 0, nt = omp_get_max_threads();
+    uint64_t s = 5;
+    float *x = malloc(sizeof(float) * M * K), *W = malloc(sizeof(float) * K * N);
+    float *y0 = malloc(sizeof(float) * M * N), *y = malloc(sizeof(float) * M * N), *y3 = malloc(sizeof(float) * M * N);
+    for (int i = 0; i < M * K; i++) x[i] = frand(&s);
+    for (int i = 0; i < K * N; i++) W[i] = frand(&s);
+    for (int i = 0; i < M * N; i++) y0[i] = frand(&s);
+    for (int wt = 0; wt < 2; wt++) {
+        memcpy(y, y0, sizeof(float) * M * N);
+        memcpy(y3, y0, sizeof(float) * M * N);
+        omp_set_num_threads(1);
+        mm32_pieces(y, x, W, M, K, N, wt, 1);
+        omp_set_num_threads(3);
+        mm32_pieces(y3, x, W, M, K, N, wt, 1);
+        omp_set_num_threads(nt);
+        double worst = 0;
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double z = y0[i * N + j], mag = fabs(z);
+                for (int k = 0; k < K; k++) {
+                    double p = (double)x[i * K + k] * (wt ? W[j * K + k] : W[k * N + j]);
+                    z += p, mag += fabs(p);
+                }
+                double e = fabs(y[i * N + j] - z) / ((K + 4) * ldexp(mag, -24));
+                if (!(e <= worst)) worst = e;
+            }
+        if (!(worst <= 1.0) || memcmp(y, y3, sizeof(float) * M * N)) {
+            test_fail("mm32_pieces [%d,%d] N %d wt %d: error %.3g of the bound%s", M, K, N, wt, worst,
+                      memcmp(y, y3, sizeof(float) * M * N) ? ", 1 and 3 threads differ" : "");
+            bad++;
+        }
+    }
+    free(x), free(W), free(y0), free(y), free(y3);
+    return bad;
+}
+
 static void test_mm32(void) {
     check_mm32(37, 48, 40, "native");
     check_mm32(240, 512, 256, "native");   // a logits piece of the small model
     check_mm32(240, 256, 2048, "native");  // an acc piece
+    check_pieces(37, 300, 1100);
 }
 
 // A child multiplies under a storm of timer signals (handler on the thread's own stack, as the
