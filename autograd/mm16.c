@@ -1,6 +1,7 @@
-// mm16.c — BF16 matmuls through oneDNN (see mm16.h): one CPU engine and stream, a cache of
-// matmul primitives keyed by shape, and the activation operand rounded to BF16 into a
-// per-thread buffer that grows to the largest operand seen.
+// mm16.c — oneDNN matmuls (see mm16.h): one CPU engine and stream, a cache of matmul
+// primitives keyed by shape, per-thread caches of one-thread primitives (the pieces), and the
+// activation operand rounded to BF16 into a per-thread buffer that grows to the largest
+// operand seen.
 //
 // Weights are used in the plain row-major layout they are stored in: W [O, In] is the
 // weights operand [In, O] with strides (1, In) for y = x·Wᵀ and [O, In] with strides (In, 1)

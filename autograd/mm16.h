@@ -1,5 +1,6 @@
-// mm16.h — BF16 matmuls against frozen BF16 weights (precision: bf16) through oneDNN's matmul
-// primitive, and the BF16 <-> fp32 conversions.
+// mm16.h — lorac's oneDNN matmuls: BF16 ones against frozen BF16 weights (precision: bf16),
+// the BF16 <-> fp32 conversions, the fused linear (SigLIP), and one-thread fp32 products
+// (the lm-head loss's pieces, mm32_1 / mm32_pieces).
 //
 // Numerics: both operands BF16 (the weight as stored; the activation operand rounded to
 // nearest-even, as torch's .to(torch.bfloat16)), products accumulated in fp32, output fp32
@@ -10,8 +11,12 @@
 //   mm16_xw:   y[M, In] (+)=  bf16(x)[M, O]  · W      (dx of a linear, the lm-head's dh)
 // The *_b16 variants take the activation operand already in BF16 (when one operand feeds
 // several products). Primitives are created once per (M, O, In, orientation, accumulate)
-// and cached. oneDNN runs on the OpenMP (libgomp) pool shared with OpenBLAS and lorac's
-// loops; call these outside OpenMP parallel regions.
+// and cached; a large product (the 1B shapes) runs as fixed pieces of 512 output columns, each
+// a primitive made for one thread, handed out in one parallel region (oneDNN's own split of
+// x·W left 10-40% of the machine idle here), so its bits do not depend on the thread count.
+// oneDNN runs on the OpenMP (libgomp) pool shared with OpenBLAS and lorac's loops; call these
+// outside OpenMP parallel regions. Every execute runs with asynchronous signals blocked on its
+// thread (see exec_guarded in mm16.c).
 #ifndef LORAC_MM16_H
 #define LORAC_MM16_H
 
