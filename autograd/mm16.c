@@ -267,13 +267,18 @@ static void tl_exec(tl_entry *e, const void *A, const void *B, float *C) {
     exec_guarded(e->prim, stream, 3, args);
 }
 
-void mm32_1(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
-            int64_t K, int bt) {
+void mm32_1x(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
+            int64_t K, int bt, int acc) {
     if (M == 0 || N == 0) return;
-    tl_key k = {.M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .bt = bt, .f32 = 1};
+    tl_key k = {.M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .bt = bt, .acc = acc, .f32 = 1};
     tl_entry *e = tl_get(&k);
     if (e->prim) tl_exec(e, A, B, C);
-    else ag_sgemm_1(0, bt, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
+    else ag_sgemm_1(0, bt, M, N, K, 1.0f, A, lda, B, ldb, acc ? 1.0f : 0.0f, C, ldc);
+}
+
+void mm32_1(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
+            int64_t K, int bt) {
+    mm32_1x(C, ldc, A, lda, B, ldb, M, N, K, bt, 0);
 }
 
 // Large BF16 products as fixed pieces of MM_PIECE output columns handed out to the threads in

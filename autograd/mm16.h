@@ -68,6 +68,8 @@ void mm32_1(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, 
 // (op(W) = Wᵀ of a row-major W[N, K] with wt, else W[K, N]; all rows dense), as fixed pieces
 // of 512 output columns handed out in one parallel region, each a one-thread product: the
 // same bits at any thread count. Call outside parallel regions.
+void mm32_1x(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
+             int64_t K, int bt, int acc);
 void mm32_pieces(float *y, const float *x, const float *W, int64_t M, int64_t K, int64_t N, int wt, int acc);
 
 // --- CPU capability
