@@ -4,6 +4,8 @@
 # else"), for two models:
 #   small  make-tiny --hidden-size 256 --layers 4 (Llama tokenizer), `lorac train`, batch 8 short
 #          text records, r=8 on all linear layers; tokens/s per step from metrics.jsonl
+#   instr  the same model and step on instruction records (data/demo/train.jsonl, alpaca: the
+#          prompt unsupervised, so the lm-head loss is a smaller part of the step)
 #   1b     make-tiny --preset llama-3.2-1b (random weights), `lorac bench lora` (batch 1 x TOKENS_1B,
 #          r=16, fp32), under flock /tmp/lorac-heavy.lock (the process needs ~7 GB)
 # each with lorac's own wait policy (GOMP_SPINCOUNT=20000, cli/threads.c) and with libgomp's old
@@ -13,7 +15,7 @@
 # before the busy-machine work: BASELINE=path/to/old/lorac adds that build's small-model rows,
 # run in turns with this build's (quiet old, quiet new, busy old, busy new).
 # On a shared machine (other users' jobs) the numbers are noisy: look at min-max, run twice.
-#   SMALL_STEPS=12 ITERS_1B=3 TOKENS_1B=512 MODELS="small 1b" SPINS="default 300000" LORAC=build/lorac OUT=build/bench-busy \
+#   SMALL_STEPS=12 ITERS_1B=3 TOKENS_1B=512 MODELS="small instr 1b" SPINS="default 300000" LORAC=build/lorac OUT=build/bench-busy \
 #   BASELINE= \
 #     bash scripts/bench_busy.sh
 set -euo pipefail
@@ -23,7 +25,7 @@ BASELINE=${BASELINE:-}
 SMALL_STEPS=${SMALL_STEPS:-12}
 ITERS_1B=${ITERS_1B:-3}
 TOKENS_1B=${TOKENS_1B:-512}
-MODELS=${MODELS:-small 1b}
+MODELS=${MODELS:-small instr 1b}
 SPINS=${SPINS:-default 300000}   # default: lorac's own spin count; 300000: libgomp's
 M1B=${MODEL_1B:-/tmp/busy-1b}
 out=${OUT:-build/bench-busy}
@@ -46,20 +48,21 @@ print(json.dumps({"model": m, "build": build, "load": load, "spin": spin, "peak_
 PY
 }
 
-small() {   # LOAD SPIN [BUILD]: BUILD "baseline" runs $BASELINE
-  local load=$1 spin=$2 build=${3:-now} env=() L=$L
+small() {   # MODEL LOAD SPIN [BUILD]: MODEL small or instr; BUILD "baseline" runs $BASELINE
+  local m=$1 load=$2 spin=$3 build=${4:-now} env=() L=$L data=("data.train=$out/small.jsonl" data.format=text)
   [ "$build" = baseline ] && L=$BASELINE
+  [ "$m" = instr ] && data=(data.train=data/demo/train.jsonl)
   [ "$spin" = default ] || env=(GOMP_SPINCOUNT="$spin")
   rm -rf "$out/small-run"
   [ "$load" = busy ] && start_busy
-  env "${env[@]}" $L train configs/tiny-lora.yaml model="$out/small-model" data.train="$out/small.jsonl" \
-      data.eval=null data.format=text data.max_seq_len=64 data.shuffle=false train.batch_size=8 \
+  env "${env[@]}" $L train configs/tiny-lora.yaml model="$out/small-model" "${data[@]}" \
+      data.eval=null data.max_seq_len=64 data.shuffle=false train.batch_size=8 \
       train.grad_accum=1 train.epochs=1000 train.max_steps="$SMALL_STEPS" train.save_every=100000 \
       train.eval_every=0 train.log_every=1 output_dir="$out/small-run" >"$out/small.out" 2>"$out/small.err" ||
     { stop_busy; tail -5 "$out/small.err" >&2; exit 1; }
   stop_busy
   # steps after the first two (warm-up: arena growth, first-touch pages)
-  record small "$build" "$load" "$spin" $(/usr/bin/python3 -c '
+  record "$m" "$build" "$load" "$spin" $(/usr/bin/python3 -c '
 import json, sys
 s = [json.loads(l) for l in open(sys.argv[1]) if "\"loss\"" in l]
 print(max(x["peak_rss_mb"] for x in s), " ".join("%.1f" % (x["tokens"] / x["step_s"]) for x in s[2:]))' "$out/small-run/metrics.jsonl")
@@ -79,7 +82,7 @@ print(r["peak_rss_mb"], " ".join("%.2f" % (r["tokens"] / s) for s in r["sec_all"
 }
 
 echo "bench-busy: the machine may be shared; other jobs add noise to every number (see min-max)" >&2
-if [[ " $MODELS " == *" small "* ]]; then
+if [[ " $MODELS " == *" small "* || " $MODELS " == *" instr "* ]]; then
   [ -s "$out/small-model/model.safetensors" ] ||
     $L make-tiny --hidden-size 256 --layers 4 --tokenizer .cache/tokenizer --out "$out/small-model" --force >/dev/null
   # 64 short plain-text records of 20-40 words (about 30-60 tokens each)
@@ -91,10 +94,13 @@ with open(sys.argv[1], "w") as f:
     for _ in range(64):
         f.write(json.dumps({"text": " ".join(random.choice(words) for _ in range(random.randrange(20, 41)))}) + "\n")
 PY
-  for spin in $SPINS; do
-    for load in quiet busy; do
-      if [ -n "$BASELINE" ]; then echo "+ small $load spin=$spin baseline" >&2; small $load $spin baseline; fi
-      echo "+ small $load spin=$spin" >&2; small $load $spin
+  for m in small instr; do
+    [[ " $MODELS " == *" $m "* ]] || continue
+    for spin in $SPINS; do
+      for load in quiet busy; do
+        if [ -n "$BASELINE" ]; then echo "+ $m $load spin=$spin baseline" >&2; small $m $load $spin baseline; fi
+        echo "+ $m $load spin=$spin" >&2; small $m $load $spin
+      done
     done
   done
 fi
@@ -122,7 +128,8 @@ for r in rows:
     base = (r["model"], "baseline", "quiet", r["spin"])
     vs = f"{med[key(r, 'quiet')] / med[base]:.2f}x" if r["load"] == "quiet" and r["build"] == "now" and base in med else ""
     print(f"| {r['model']} | {r['build']} | {spin} | {r['load']} | {statistics.median(t):.1f} ({min(t):.1f}-{max(t):.1f}) | {len(t)} | {ratio} | {vs} | {r['peak_rss_mb'] / 1024:.2f} GB |")
-print("\nsmall: hidden 256, 4 layers, batch 8 records of ~30-60 tokens, lorac train; "
+print("\nsmall: hidden 256, 4 layers, batch 8 records of ~30-60 tokens, lorac train; instr: the same on "
+      "data/demo/train.jsonl (alpaca records, prompt unsupervised, ~270 tokens a step); "
       "1b: bench lora, batch 1; 2 OpenMP threads; busy = one `while :; do :; done` shell.")
 print("Targets (issue 17): busy/quiet >= 0.4 for both models; quiet not below the baseline build (BASELINE=). "
       "The machine may be shared: numbers are noisy.")
