@@ -1,4 +1,4 @@
-// blas.h — lorac's one door to OpenBLAS's fp32 matrix product (issue 17: thread count by size).
+// blas.h — lorac's one door to the fp32 matrix product (issue 17: thread count by size).
 //
 // ag_sgemm is cblas_sgemm (row-major) with one rule on top: a product smaller than
 // AG_SGEMM_PAR_MIN multiply-adds runs on the calling thread alone (on oneDNN's fp32 kernels
@@ -8,7 +8,7 @@
 // process (milliseconds per product). The rule depends only on the shape, so a small product
 // gets the same single-thread bits whatever OMP_NUM_THREADS is; a large one is split as
 // OpenBLAS splits it (its bits depend on the thread count, as they always did).
-// Must be called outside OpenMP parallel regions (inside one OpenBLAS runs single-threaded).
+// Call it outside OpenMP parallel regions (inside one, OpenBLAS runs single-threaded).
 #pragma once
 #include <cblas.h>
 #include <stdint.h>

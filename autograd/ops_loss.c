@@ -165,8 +165,9 @@ static void ce_row_chunk(const ce_problem *p, ce_rows *s, int64_t r, int32_t tar
 //      (the sum over the vocabulary split in fixed pieces, added in step 2 of the next chunk).
 // Each product runs on one thread (mm32_1: oneDNN's AVX-512 fp32 kernels, 1.3-1.5x OpenBLAS's
 // on these pieces; the small model's step ran 1.5x faster with them) and packs its slice of W
-// once (row blocks would pack the whole chunk once per block). The pieces and the order of every sum depend on the shape alone, so
-// the result is the same whichever thread ran what and however many there are.
+// once (row blocks would pack the whole chunk once per block). The pieces and the order of
+// every sum depend on the shape alone, so the result is the same whichever thread ran what and
+// however many there are.
 // lg: [mb, chunk]; part: [chunk / CE_KPIECE, mb, C] (training); wx: [chunk, C] (BF16X).
 static void ce_pass_split(const ce_problem *p, ce_rows *s, const float *hg, float *lg, float *part, float *wx,
                           int64_t r0, int64_t mb) {
