@@ -1,7 +1,7 @@
 // blas.c — the fp32 matrix product with its thread count chosen by size (see blas.h).
 //
 // A product below AG_SGEMM_PAR_MIN runs on the calling thread on oneDNN's fp32 kernels
-// (mm32_1x: AVX-512 where OpenBLAS runs its AVX2 kernels here, 1.3-1.5x per thread) when it is
+// (mm32_1: AVX-512 where OpenBLAS runs its AVX2 kernels here, 1.3-1.5x per thread) when it is
 // of the form C (+)= A·op(B); the rest (Aᵀ, the weight gradients' form) on OpenBLAS.
 //
 // OpenBLAS (OpenMP build) runs a product on omp_get_max_threads() threads when called outside
@@ -35,7 +35,7 @@ void ag_sgemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha, cons
               const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if ((double)M * (double)N * (double)K < (double)AG_SGEMM_PAR_MIN) {
         if (!ta && alpha == 1.0f && (beta == 0.0f || beta == 1.0f))   // oneDNN's fp32 kernels
-            mm32_1x(C, ldc, A, lda, B, ldb, M, N, K, tb, beta == 1.0f);
+            mm32_1(C, ldc, A, lda, B, ldb, M, N, K, tb, beta == 1.0f);
         else
             ag_sgemm_1(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     }

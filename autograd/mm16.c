@@ -47,30 +47,35 @@ void bf16_widen(float *dst, const uint16_t *src, int64_t n) {
 
 typedef struct mm_key {
     int64_t M, K, N;
-    int wt;                 // weights operand is Wᵀ of a row-major W[N, K] (strides 1, K)
-    int at;                 // source operand is Aᵀ of a row-major A[K, M] (strides 1, M); fp32 only
+    int64_t lda, ldb, ldc;  // row strides of a [M, K], B's row-major storage, y [M, N]; 0: dense
+    int wt;                 // weights operand is Wᵀ of a row-major W[N, K] (strides 1, ldb)
     int acc;                // sum post-op
-    int f32;                // fp32 operands (mm_linear with an fp32 W) instead of BF16
-    float alpha;            // output scale (fp32 only; 1 for BF16)
+    int f32;                // fp32 operands (an fp32 W) instead of BF16
     int bias;               // a bias row [N] added to every output row (mm_linear)
     mm_act act;             // eltwise post-op after the bias, before the sum (mm_linear)
+    int one;                // made for one thread (the per-thread pieces); see cache_get
 } mm_key;
 
 typedef struct mm_entry {
     mm_key k;
-    dnnl_primitive_t prim;  // NULL: oneDNN has no BF16 matmul here (widened sgemm instead)
+    dnnl_primitive_t prim;  // NULL: oneDNN has no such matmul here (BF16 without AVX-512: the widened
+                            // sgemm; a one-thread fp32 one with only the reference kernel: ag_sgemm_1)
     dnnl_memory_t src, wei, dst, bia;   // memory objects reused with new data handles (bia: with a bias)
 } mm_entry;
 
 #define MM_CACHE 256
 
-static struct {
-    pthread_once_t once;
-    pthread_mutex_t lock;
-    dnnl_engine_t eng;
-    dnnl_stream_t stream;
+typedef struct mm_cache {
     mm_entry e[MM_CACHE];
     int n, next;            // entries in use; the next slot to evict when full
+} mm_cache;
+
+static struct {
+    pthread_once_t once;
+    pthread_mutex_t lock;   // guards cache and stream
+    dnnl_engine_t eng;
+    dnnl_stream_t stream;
+    mm_cache cache;
 } mm = {.once = PTHREAD_ONCE_INIT, .lock = PTHREAD_MUTEX_INITIALIZER};
 
 static void mm_init(void) {
@@ -87,27 +92,30 @@ static void entry_free(mm_entry *e) {
     if (e->bia) dnnl_memory_destroy(e->bia);
 }
 
+// A one-thread primitive is made while this thread's OpenMP count is 1 (what oneDNN reads), so
+// its result depends on the shape alone; one that gets only oneDNN's reference kernel is not
+// made (the caller uses ag_sgemm_1).
 static void entry_create(mm_entry *e, const mm_key *k) {
     int64_t M = k->M, K = k->K, N = k->N;
+    int64_t lda = k->lda ? k->lda : K, ldb = k->ldb ? k->ldb : k->wt ? K : N, ldc = k->ldc ? k->ldc : N;
     char what[128];
-    snprintf(what, sizeof what, "%s matmul [%lld, %lld] x [%lld, %lld]%s%s%s%s%s", k->f32 ? "fp32" : "bf16",
-             (long long)M, (long long)K, (long long)K, (long long)N, k->at ? " (transposed source)" : "",
+    snprintf(what, sizeof what, "%s%s matmul [%lld, %lld] x [%lld, %lld]%s%s%s%s", k->f32 ? "fp32" : "bf16",
+             k->one ? " one-thread" : "", (long long)M, (long long)K, (long long)K, (long long)N,
              k->wt ? " (transposed weight)" : "", k->bias ? " + bias" : "",
              k->act == MM_GELU_TANH ? " gelu_tanh" : k->act == MM_GELU_ERF ? " gelu" : "", k->acc ? " accumulating" : "");
     dnnl_data_type_t dt = k->f32 ? dnnl_f32 : dnnl_bf16;
     dnnl_memory_desc_t a, b, c, bias;
     dnnl_dims_t da = {M, K}, db = {K, N}, dc = {M, N}, dbias = {1, N};
-    dnnl_dims_t sa_t = {1, M}, sa = {K, 1}, sb_t = {1, K}, sb = {N, 1};
-    CK(dnnl_memory_desc_init_by_strides(&a, 2, da, dt, k->at ? sa_t : sa), what);
+    dnnl_dims_t sa = {lda, 1}, sb_t = {1, ldb}, sb = {ldb, 1}, sc = {ldc, 1};
+    CK(dnnl_memory_desc_init_by_strides(&a, 2, da, dt, sa), what);
     CK(dnnl_memory_desc_init_by_strides(&b, 2, db, dt, k->wt ? sb_t : sb), what);
-    CK(dnnl_memory_desc_init_by_tag(&c, 2, dc, dnnl_f32, dnnl_ab), what);
+    CK(dnnl_memory_desc_init_by_strides(&c, 2, dc, dnnl_f32, sc), what);
     if (k->bias) CK(dnnl_memory_desc_init_by_tag(&bias, 2, dbias, dnnl_f32, dnnl_ab), what);
     dnnl_matmul_desc_t md;
     CK(dnnl_matmul_desc_init(&md, &a, &b, k->bias ? &bias : NULL, &c), what);
     dnnl_primitive_attr_t attr;
     dnnl_post_ops_t po = NULL;
     CK(dnnl_primitive_attr_create(&attr), what);
-    if (k->alpha != 1.0f) CK(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->alpha), what);
     if (k->acc || k->act) {   // act(x·W + b), then + the output's old value
         CK(dnnl_post_ops_create(&po), what);
         if (k->act)
@@ -116,25 +124,53 @@ static void entry_create(mm_entry *e, const mm_key *k) {
         if (k->acc) CK(dnnl_post_ops_append_sum(po, 1.0f), what);
         CK(dnnl_primitive_attr_set_post_ops(attr, po), what);
     }
-    e->k = *k;
-    dnnl_primitive_desc_t pd;
+    int nt = omp_get_max_threads();
+    if (k->one && nt > 1) omp_set_num_threads(1);
+    dnnl_primitive_desc_t pd = NULL;
     dnnl_status_t st = dnnl_primitive_desc_create(&pd, &md, attr, mm.eng, NULL);
-    if (st == dnnl_unimplemented) {   // no BF16 matmul on this CPU: emulated by mm_widened
-        e->prim = NULL;
-        if (po) dnnl_post_ops_destroy(po);
-        dnnl_primitive_attr_destroy(attr);
-        return;
+    AG_ASSERT(st == dnnl_success || st == dnnl_unimplemented, "oneDNN primitive_desc_create failed with status %d (%s)",
+              (int)st, what);
+    const char *impl = "";
+    if (pd && k->one) CK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl), what);
+    memset(e, 0, sizeof *e);
+    e->k = *k;
+    if (pd && strncmp(impl, "ref", 3) != 0) {
+        CK(dnnl_primitive_create(&e->prim, pd), what);
+        CK(dnnl_memory_create(&e->src, &a, mm.eng, DNNL_MEMORY_NONE), what);
+        CK(dnnl_memory_create(&e->wei, &b, mm.eng, DNNL_MEMORY_NONE), what);
+        CK(dnnl_memory_create(&e->dst, &c, mm.eng, DNNL_MEMORY_NONE), what);
+        if (k->bias) CK(dnnl_memory_create(&e->bia, &bias, mm.eng, DNNL_MEMORY_NONE), what);
     }
-    CK(st, what);
-    CK(dnnl_primitive_create(&e->prim, pd), what);
-    CK(dnnl_memory_create(&e->src, &a, mm.eng, DNNL_MEMORY_NONE), what);
-    CK(dnnl_memory_create(&e->wei, &b, mm.eng, DNNL_MEMORY_NONE), what);
-    CK(dnnl_memory_create(&e->dst, &c, mm.eng, DNNL_MEMORY_NONE), what);
-    e->bia = NULL;
-    if (k->bias) CK(dnnl_memory_create(&e->bia, &bias, mm.eng, DNNL_MEMORY_NONE), what);
-    dnnl_primitive_desc_destroy(pd);
+    if (k->one && nt > 1) omp_set_num_threads(nt);
+    if (pd) dnnl_primitive_desc_destroy(pd);
     if (po) dnnl_post_ops_destroy(po);
     dnnl_primitive_attr_destroy(attr);
+}
+
+static int key_eq(const mm_key *a, const mm_key *b) {
+    return a->M == b->M && a->K == b->K && a->N == b->N && a->lda == b->lda && a->ldb == b->ldb &&
+           a->ldc == b->ldc && a->wt == b->wt && a->acc == b->acc && a->f32 == b->f32 && a->bias == b->bias &&
+           a->act == b->act && a->one == b->one;
+}
+
+// The entry for k in cache c (created on first use; when full, one is replaced round-robin).
+// Two kinds of cache: the shared one (mm.cache, under mm.lock, primitives for all threads) and
+// each thread's own (one-thread primitives: oneDNN's library scratchpad lets a primitive run on
+// the thread that created it concurrently with other threads' primitives).
+static mm_entry *cache_get(mm_cache *c, const mm_key *k) {
+    pthread_once(&mm.once, mm_init);
+    for (int i = 0; i < c->n; i++)
+        if (key_eq(&c->e[i].k, k)) return &c->e[i];
+    mm_entry *e;
+    if (c->n < MM_CACHE) {
+        e = &c->e[c->n++];
+    } else {
+        e = &c->e[c->next];
+        c->next = (c->next + 1) % MM_CACHE;
+        entry_free(e);
+    }
+    entry_create(e, k);
+    return e;
 }
 
 // Every oneDNN execute runs with the asynchronous signals blocked on its thread. oneDNN 2.6's
@@ -154,131 +190,51 @@ static void exec_mask_init(void) {
     for (size_t i = 0; i < sizeof sync / sizeof *sync; i++) sigdelset(&exec_mask, sync[i]);
 }
 
-static void exec_guarded(dnnl_primitive_t prim, dnnl_stream_t stream, int nargs, const dnnl_exec_arg_t *args) {
+// Runs e's primitive on the given buffers and waits for it (stream: mm.stream under mm.lock,
+// or the calling thread's own)
+static void entry_exec(mm_entry *e, dnnl_stream_t stream, const void *a, const void *b, const float *bias, float *y) {
+    CK(dnnl_memory_set_data_handle(e->src, (void *)a), "src");
+    CK(dnnl_memory_set_data_handle(e->wei, (void *)b), "weights");
+    CK(dnnl_memory_set_data_handle(e->dst, y), "dst");
+    if (e->bia) CK(dnnl_memory_set_data_handle(e->bia, (void *)bias), "bias");
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->wei}, {DNNL_ARG_DST, e->dst},
+                               {DNNL_ARG_BIAS, e->bia}};
     sigset_t old;
     pthread_once(&exec_mask_once, exec_mask_init);
     pthread_sigmask(SIG_BLOCK, &exec_mask, &old);
-    dnnl_status_t s1 = dnnl_primitive_execute(prim, stream, nargs, args);
+    dnnl_status_t s1 = dnnl_primitive_execute(e->prim, stream, e->bia ? 4 : 3, args);
     dnnl_status_t s2 = s1 == dnnl_success ? dnnl_stream_wait(stream) : dnnl_success;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     AG_ASSERT(s1 == dnnl_success && s2 == dnnl_success, "oneDNN execute failed with status %d", (int)(s1 ? s1 : s2));
 }
 
-// --- per-thread primitives, made for ONE thread (mm32_1 and the column pieces of mm_run).
-// oneDNN's library scratchpad lets a primitive run on the thread that created it, concurrently
-// with other threads' primitives, so each thread keeps its own. Made for one thread (this
-// thread's OpenMP count is what oneDNN reads), a primitive's result depends on its shape alone.
+// --- one-thread products (mm32_1 and the pieces of mm_run / mm32_pieces), from the calling
+// thread's own cache and stream
 
-typedef struct tl_key {
-    int64_t M, N, K, lda, ldb, ldc;
-    int bt;    // B is Bᵀ of a row-major [N, K] (strides 1, ldb); else row-major [K, N]
-    int acc;   // sum post-op: C += A·op(B)
-    int f32;   // fp32 operands; else BF16 (output fp32 either way)
-} tl_key;
-
-typedef struct tl_entry {
-    tl_key k;
-    dnnl_primitive_t prim;   // NULL: oneDNN has only its reference kernel for this
-    dnnl_memory_t a, b, c;
-} tl_entry;
-
-#define TL_CACHE 64   // per thread: the shapes of a step's products (rows change from step to step)
-
-static void tl_create(tl_entry *e) {
-    const tl_key *k = &e->k;
-    char what[112];
-    snprintf(what, sizeof what, "%s one-thread matmul [%lld, %lld] x [%lld, %lld]%s%s", k->f32 ? "fp32" : "bf16",
-             (long long)k->M, (long long)k->K, (long long)k->K, (long long)k->N, k->bt ? " (transposed weight)" : "",
-             k->acc ? " accumulating" : "");
-    dnnl_data_type_t dt = k->f32 ? dnnl_f32 : dnnl_bf16;
-    dnnl_memory_desc_t a, b, c;
-    dnnl_dims_t da = {k->M, k->K}, db = {k->K, k->N}, dc = {k->M, k->N};
-    dnnl_dims_t sa = {k->lda, 1}, sb = {k->ldb, 1}, sb_t = {1, k->ldb}, sc = {k->ldc, 1};
-    CK(dnnl_memory_desc_init_by_strides(&a, 2, da, dt, sa), what);
-    CK(dnnl_memory_desc_init_by_strides(&b, 2, db, dt, k->bt ? sb_t : sb), what);
-    CK(dnnl_memory_desc_init_by_strides(&c, 2, dc, dnnl_f32, sc), what);
-    dnnl_matmul_desc_t md;
-    CK(dnnl_matmul_desc_init(&md, &a, &b, NULL, &c), what);
-    dnnl_primitive_attr_t attr;
-    dnnl_post_ops_t po = NULL;
-    CK(dnnl_primitive_attr_create(&attr), what);
-    if (k->acc) {
-        CK(dnnl_post_ops_create(&po), what);
-        CK(dnnl_post_ops_append_sum(po, 1.0f), what);
-        CK(dnnl_primitive_attr_set_post_ops(attr, po), what);
-    }
-    int nt = omp_get_max_threads();
-    if (nt > 1) omp_set_num_threads(1);
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &md, attr, mm.eng, NULL);
-    const char *impl = "ref";
-    if (st == dnnl_success) CK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl), what);
-    else AG_ASSERT(st == dnnl_unimplemented, "oneDNN primitive_desc_create failed with status %d (%s)", (int)st, what);
-    e->prim = NULL;
-    if (strncmp(impl, "ref", 3) != 0) {
-        CK(dnnl_primitive_create(&e->prim, pd), what);
-        CK(dnnl_memory_create(&e->a, &a, mm.eng, DNNL_MEMORY_NONE), what);
-        CK(dnnl_memory_create(&e->b, &b, mm.eng, DNNL_MEMORY_NONE), what);
-        CK(dnnl_memory_create(&e->c, &c, mm.eng, DNNL_MEMORY_NONE), what);
-    }
-    if (pd) dnnl_primitive_desc_destroy(pd);
-    if (po) dnnl_post_ops_destroy(po);
-    dnnl_primitive_attr_destroy(attr);
-    if (nt > 1) omp_set_num_threads(nt);
-}
-
-// This thread's entry for k (created on first use)
-static tl_entry *tl_get(const tl_key *k) {
-    static __thread tl_entry cache[TL_CACHE];
-    static __thread int n, next;
-    pthread_once(&mm.once, mm_init);
-    for (int i = 0; i < n; i++) {
-        const tl_key *c = &cache[i].k;
-        if (c->M == k->M && c->N == k->N && c->K == k->K && c->lda == k->lda && c->ldb == k->ldb &&
-            c->ldc == k->ldc && c->bt == k->bt && c->acc == k->acc && c->f32 == k->f32)
-            return &cache[i];
-    }
-    tl_entry *e;
-    if (n < TL_CACHE) {
-        e = &cache[n++];
-    } else {   // full: replace round-robin
-        e = &cache[next];
-        next = (next + 1) % TL_CACHE;
-        if (e->prim) {
-            dnnl_primitive_destroy(e->prim);
-            dnnl_memory_destroy(e->a);
-            dnnl_memory_destroy(e->b);
-            dnnl_memory_destroy(e->c);
-        }
-    }
-    memset(e, 0, sizeof *e);
-    e->k = *k;
-    tl_create(e);
-    return e;
-}
-
-static void tl_exec(tl_entry *e, const void *A, const void *B, float *C) {
+// y[M, N] (+)= a[M, K] · op(B) on the calling thread; strides as in mm_key. An fp32 product
+// oneDNN has only its reference kernel for runs on ag_sgemm_1 instead.
+static void mm_one(float *y, int64_t ldc, const void *a, int64_t lda, const void *B, int64_t ldb, int64_t M,
+                   int64_t N, int64_t K, int wt, int acc, int f32) {
+    static __thread mm_cache *cache;
     static __thread dnnl_stream_t stream;
-    if (!stream) CK(dnnl_stream_create(&stream, mm.eng, dnnl_stream_default_flags), "stream");
-    CK(dnnl_memory_set_data_handle(e->a, (void *)A), "src");
-    CK(dnnl_memory_set_data_handle(e->b, (void *)B), "weights");
-    CK(dnnl_memory_set_data_handle(e->c, C), "dst");
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
-    exec_guarded(e->prim, stream, 3, args);
-}
-
-void mm32_1x(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
-            int64_t K, int bt, int acc) {
     if (M == 0 || N == 0) return;
-    tl_key k = {.M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc, .bt = bt, .acc = acc, .f32 = 1};
-    tl_entry *e = tl_get(&k);
-    if (e->prim) tl_exec(e, A, B, C);
-    else ag_sgemm_1(0, bt, M, N, K, 1.0f, A, lda, B, ldb, acc ? 1.0f : 0.0f, C, ldc);
+    if (!cache) cache = xcalloc(1, sizeof *cache);
+    mm_key k = {.M = M, .K = K, .N = N, .lda = lda, .ldb = ldb, .ldc = ldc, .wt = wt, .acc = acc, .f32 = f32,
+                .one = 1};
+    mm_entry *e = cache_get(cache, &k);
+    if (e->prim) {
+        if (!stream) CK(dnnl_stream_create(&stream, mm.eng, dnnl_stream_default_flags), "stream");
+        entry_exec(e, stream, a, B, NULL, y);
+    } else {
+        AG_ASSERT(f32, "oneDNN has no BF16 matmul [%lld, %lld] x [%lld, %lld] here", (long long)M, (long long)K,
+                  (long long)K, (long long)N);
+        ag_sgemm_1(0, wt, M, N, K, 1.0f, a, lda, B, ldb, acc ? 1.0f : 0.0f, y, ldc);
+    }
 }
 
 void mm32_1(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
-            int64_t K, int bt) {
-    mm32_1x(C, ldc, A, lda, B, ldb, M, N, K, bt, 0);
+            int64_t K, int bt, int acc) {
+    mm_one(C, ldc, A, lda, B, ldb, M, N, K, bt, acc, 1);
 }
 
 // Large BF16 products as fixed pieces of MM_PIECE output columns handed out to the threads in
@@ -301,13 +257,7 @@ static void mm_pieces(float *y, const void *a, const void *W, int64_t M, int64_t
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t i = 0; i < np; i++) {
         int64_t j0 = i * MM_PIECE, n = N - j0 < MM_PIECE ? N - j0 : MM_PIECE;
-        tl_key k = {.M = M, .N = n, .K = K, .lda = K, .ldb = wt ? K : N, .ldc = N, .bt = wt, .acc = acc, .f32 = f32};
-        tl_entry *e = tl_get(&k);
-        const void *Wp = (const char *)W + (size_t)(wt ? j0 * K : j0) * es;
-        if (e->prim) tl_exec(e, a, Wp, y + j0);
-        else if (f32) ag_sgemm_1(0, wt, M, n, K, 1.0f, a, K, Wp, wt ? K : N, acc ? 1.0f : 0.0f, y + j0, N);
-        else AG_ASSERT(0, "oneDNN has no BF16 matmul [%lld, %lld] x [%lld, %lld] here", (long long)M, (long long)K,
-                       (long long)K, (long long)n);
+        mm_one(y + j0, N, a, K, (const char *)W + (size_t)(wt ? j0 * K : j0) * es, wt ? K : N, M, n, K, wt, acc, f32);
     }
 }
 
@@ -336,40 +286,6 @@ static void mm_widened(float *y, const uint16_t *a, const uint16_t *W, int64_t M
     free(af);
 }
 
-static int key_eq(const mm_key *a, const mm_key *b) {
-    return a->M == b->M && a->K == b->K && a->N == b->N && a->wt == b->wt && a->at == b->at && a->acc == b->acc &&
-           a->f32 == b->f32 && a->alpha == b->alpha && a->bias == b->bias && a->act == b->act;
-}
-
-// The cached entry for k (created on first use); with mm.lock held.
-static mm_entry *entry_get(const mm_key *k) {
-    mm_entry *e = NULL;
-    for (int i = 0; i < mm.n && !e; i++)
-        if (key_eq(&mm.e[i].k, k)) e = &mm.e[i];
-    if (!e) {
-        if (mm.n < MM_CACHE) {
-            e = &mm.e[mm.n++];
-        } else {   // full (many distinct batch sizes): replace round-robin
-            e = &mm.e[mm.next];
-            mm.next = (mm.next + 1) % MM_CACHE;
-            entry_free(e);
-        }
-        entry_create(e, k);
-    }
-    return e;
-}
-
-// Runs a cached primitive on the given buffers; with mm.lock held.
-static void entry_exec(mm_entry *e, const void *a, const void *b, const float *bias, float *y) {
-    CK(dnnl_memory_set_data_handle(e->src, (void *)a), "src");
-    CK(dnnl_memory_set_data_handle(e->wei, (void *)b), "weights");
-    CK(dnnl_memory_set_data_handle(e->dst, y), "dst");
-    if (e->bia) CK(dnnl_memory_set_data_handle(e->bia, (void *)bias), "bias");
-    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->wei}, {DNNL_ARG_DST, e->dst},
-                               {DNNL_ARG_BIAS, e->bia}};
-    exec_guarded(e->prim, mm.stream, e->bia ? 4 : 3, args);
-}
-
 uint16_t *mm16_operand(int64_t n) {
     static __thread uint16_t *buf;
     static __thread size_t cap;
@@ -396,16 +312,15 @@ static void mm_run(float *y, const uint16_t *a, const uint16_t *W, int64_t M, in
         mm_pieces(y, a, W, M, K, N, wt, acc, 0);
         return;
     }
-    pthread_once(&mm.once, mm_init);
     pthread_mutex_lock(&mm.lock);
-    mm_key k = {.M = M, .K = K, .N = N, .wt = wt, .acc = acc, .alpha = 1.0f};
-    mm_entry *e = entry_get(&k);
+    mm_key k = {.M = M, .K = K, .N = N, .wt = wt, .acc = acc};
+    mm_entry *e = cache_get(&mm.cache, &k);
     if (!e->prim) {
         pthread_mutex_unlock(&mm.lock);
         mm_widened(y, a, W, M, K, N, wt, acc);
         return;
     }
-    entry_exec(e, a, W, NULL, y);
+    entry_exec(e, mm.stream, a, W, NULL, y);
     pthread_mutex_unlock(&mm.lock);
 }
 
@@ -427,11 +342,9 @@ void mm_linear(float *y, const float *x, const float *W32, const uint16_t *W16, 
                int64_t In, mm_act act, int accumulate) {
     if (M == 0 || O == 0) return;
     const void *a = W16 ? (const void *)round_operand(x, M * In) : (const void *)x;
-    pthread_once(&mm.once, mm_init);
     pthread_mutex_lock(&mm.lock);
-    mm_key k = {.M = M, .K = In, .N = O, .wt = 1, .acc = accumulate, .f32 = !W16, .alpha = 1.0f, .bias = b != NULL,
-                .act = act};
-    mm_entry *e = entry_get(&k);
+    mm_key k = {.M = M, .K = In, .N = O, .wt = 1, .acc = accumulate, .f32 = !W16, .bias = b != NULL, .act = act};
+    mm_entry *e = cache_get(&mm.cache, &k);
     if (!e->prim) {   // BF16 without a oneDNN BF16 matmul: the widened product, then the epilogue
         pthread_mutex_unlock(&mm.lock);
         float *z = xmalloc((size_t)(M * O) * sizeof *z);
@@ -440,7 +353,7 @@ void mm_linear(float *y, const float *x, const float *W32, const uint16_t *W16, 
         free(z);
         return;
     }
-    entry_exec(e, a, W16 ? (const void *)W16 : (const void *)W32, b, y);
+    entry_exec(e, mm.stream, a, W16 ? (const void *)W16 : (const void *)W32, b, y);
     pthread_mutex_unlock(&mm.lock);
 }
 

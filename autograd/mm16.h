@@ -16,7 +16,7 @@
 // x·W left 10-40% of the machine idle here), so its bits do not depend on the thread count.
 // oneDNN runs on the OpenMP (libgomp) pool shared with OpenBLAS and lorac's loops; call these
 // outside OpenMP parallel regions. Every execute runs with asynchronous signals blocked on its
-// thread (see exec_guarded in mm16.c).
+// thread (see entry_exec in mm16.c).
 #ifndef LORAC_MM16_H
 #define LORAC_MM16_H
 
@@ -56,20 +56,13 @@ void mm_linear(float *y, const float *x, const float *W32, const uint16_t *W16, 
                int64_t In, mm_act act, int accumulate);
 
 // --- fp32 product on the calling thread alone, safe inside an OpenMP parallel region
-// C[M, N] = A[M, K] · op(B): op(B) = Bᵀ of a row-major B[N, K] (bt) or B[K, N]; row strides
+// C[M, N] (+)= A[M, K] · op(B) (acc: +=): op(B) = Bᵀ of a row-major B[N, K] (bt) or B[K, N]; row strides
 // lda, ldb, ldc. oneDNN's fp32 kernels (AVX-512 where it has them; 1.3-1.5x OpenBLAS's sgemm
 // on the cross-entropy pieces of a small model), through primitives each thread creates for
 // itself and for ONE thread, so the result depends on the shape alone (not on which thread ran
 // it or how many there are). Where oneDNN has only its reference matmul, ag_sgemm_1.
 void mm32_1(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
-            int64_t K, int bt);
-
-// The same kernels on all threads for a large fp32 product: y[M, N] (+)= x[M, K] · op(W)
-// (op(W) = Wᵀ of a row-major W[N, K] with wt, else W[K, N]; all rows dense), as fixed pieces
-// of 512 output columns handed out in one parallel region, each a one-thread product: the
-// same bits at any thread count. Call outside parallel regions.
-void mm32_1x(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int64_t M, int64_t N,
-             int64_t K, int bt, int acc);
+            int64_t K, int bt, int acc);
 void mm32_pieces(float *y, const float *x, const float *W, int64_t M, int64_t K, int64_t N, int wt, int acc);
 
 // --- CPU capability

@@ -4,8 +4,8 @@
 // accumulates (+=) into the gradient of every input that requires one (see ag.h).
 //
 // Shapes follow the legend of ag.h. Row-wise ops see a tensor [..., C] as [N, C] with N the
-// product of the leading dims. Products go through ag_sgemm (blas.h: OpenBLAS, one thread for
-// small ones), always called outside OpenMP regions; OpenMP loops write disjoint outputs. Reductions over rows
+// product of the leading dims. Products go through ag_sgemm (blas.h: one thread, on oneDNN's
+// kernels, for small ones; OpenBLAS for large ones), always called outside OpenMP regions; OpenMP loops write disjoint outputs. Reductions over rows
 // (bias / norm-weight / broadcast gradients) are split by column blocks, each summed serially
 // over the rows, so results are bit-identical run to run and for any thread count.
 #include <math.h>
@@ -207,7 +207,7 @@ static int64_t dropout_block_rows(int64_t N, int64_t In) {
 }
 
 // The LoRA factors' small products of an fp32 W: C[M,N] (+)= alpha · op(A) · op(B) (contiguous
-// row-major operands; ta: A is [K,M], tb: B is [N,K]); ag_sgemm (OpenBLAS, one thread below
+// row-major operands; ta: A is [K,M], tb: B is [N,K]); ag_sgemm (one thread below
 // AG_SGEMM_PAR_MIN, as all fp32 products).
 static void lora_mm(float *C, const float *A, const float *B, int M, int N, int K, int ta, int tb, float alpha,
                     int acc) {

@@ -182,7 +182,7 @@ static void ce_pass_split(const ce_problem *p, ce_rows *s, const float *hg, floa
         for (int64_t i = 0; i < np; i++) {   // 1. logits (k == nchunk: none)
             int64_t j0 = i * CE_PIECE, n = cv - j0 < CE_PIECE ? cv - j0 : CE_PIECE;
             if (p->W16x) w16_rows(wx + j0 * C, p->W16x, v0 + j0, n, C);   // serial inside this region
-            mm32_1(lg + j0, cv, hg, C, Wc + j0 * C, C, mb, n, C, 1);
+            mm32_1(lg + j0, cv, hg, C, Wc + j0 * C, C, mb, n, C, 1, 0);
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t g = 0; g < nrg; g++)   // 2. the last chunk's partials, then this chunk's softmax update
@@ -199,7 +199,7 @@ static void ce_pass_split(const ce_problem *p, ce_rows *s, const float *hg, floa
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < nk; i++) {   // 3. this chunk's acc partials
             int64_t j0 = i * CE_KPIECE, n = cv - j0 < CE_KPIECE ? cv - j0 : CE_KPIECE;
-            mm32_1(part + i * mb * C, C, lg + j0, cv, Wc + j0 * C, C, mb, C, n, 0);
+            mm32_1(part + i * mb * C, C, lg + j0, cv, Wc + j0 * C, C, mb, C, n, 0, 0);
         }
 #pragma omp single
         nparts = nk;   // (the single's barrier: every thread sees it before the next chunk)

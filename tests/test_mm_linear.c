@@ -119,7 +119,7 @@ static int check_mm32(int M, int N, int K, const char *where) {
     int nt = omp_get_max_threads();
     for (int bt = 0; bt < 2; bt++) {
         for (int64_t i = 0; i < M * ldc; i++) C[i] = C2[i] = -7.0f;
-        mm32_1(C, ldc, A, lda, B, ldb, M, N, K, bt);
+        mm32_1(C, ldc, A, lda, B, ldb, M, N, K, bt, 0);
         double worst = 0;
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) {
@@ -144,7 +144,7 @@ static int check_mm32(int M, int N, int K, const char *where) {
         {
             float *Ct = malloc(sizeof(float) * M * ldc);
             memcpy(Ct, C2, sizeof(float) * M * ldc);
-            mm32_1(Ct, ldc, A, lda, B, ldb, M, N, K, bt);
+            mm32_1(Ct, ldc, A, lda, B, ldb, M, N, K, bt, 0);
             diff |= memcmp(Ct, C, sizeof(float) * M * ldc) != 0;
             free(Ct);
         }
@@ -152,7 +152,7 @@ static int check_mm32(int M, int N, int K, const char *where) {
             omp_set_num_threads(t);
             memcpy(C2, C, sizeof(float) * M * ldc);
             for (int64_t i = 0; i < M * ldc; i++) C2[i] = (i % ldc) < N ? 0.0f : -7.0f;
-            mm32_1(C2, ldc, A, lda, B, ldb, M, N, K, bt);
+            mm32_1(C2, ldc, A, lda, B, ldb, M, N, K, bt, 0);
             diff |= memcmp(C2, C, sizeof(float) * M * ldc) != 0;
         }
         omp_set_num_threads(nt);
@@ -225,8 +225,8 @@ static int storm_child(void) {
     uint64_t s = 11;
     for (int64_t i = 0; i < (int64_t)cv * C; i++) W[i] = 0.1f * frand(&s);
     for (int64_t i = 0; i < (int64_t)M * C; i++) hg[i] = frand(&s);
-    for (int j0 = 0; j0 < cv; j0 += 512) mm32_1(lg + j0, cv, hg, C, W + (int64_t)j0 * C, C, M, 512, C, 1);
-    for (int j0 = 0; j0 < cv; j0 += 2048) mm32_1(acc0 + (j0 / 2048) * M * C, C, lg + j0, cv, W + (int64_t)j0 * C, C, M, C, 2048, 0);
+    for (int j0 = 0; j0 < cv; j0 += 512) mm32_1(lg + j0, cv, hg, C, W + (int64_t)j0 * C, C, M, 512, C, 1, 0);
+    for (int j0 = 0; j0 < cv; j0 += 2048) mm32_1(acc0 + (j0 / 2048) * M * C, C, lg + j0, cv, W + (int64_t)j0 * C, C, M, C, 2048, 0, 0);
     float *lg0 = malloc(sizeof(float) * M * cv);
     memcpy(lg0, lg, sizeof(float) * M * cv);
     struct sigaction sa = {0};
@@ -236,8 +236,8 @@ static int storm_child(void) {
     setitimer(ITIMER_REAL, &it, NULL);
     int bits = 0;
     for (int rep = 0; rep < 300; rep++) {
-        for (int j0 = 0; j0 < cv; j0 += 512) mm32_1(lg + j0, cv, hg, C, W + (int64_t)j0 * C, C, M, 512, C, 1);
-        for (int j0 = 0; j0 < cv; j0 += 2048) mm32_1(acc + (j0 / 2048) * M * C, C, lg + j0, cv, W + (int64_t)j0 * C, C, M, C, 2048, 0);
+        for (int j0 = 0; j0 < cv; j0 += 512) mm32_1(lg + j0, cv, hg, C, W + (int64_t)j0 * C, C, M, 512, C, 1, 0);
+        for (int j0 = 0; j0 < cv; j0 += 2048) mm32_1(acc + (j0 / 2048) * M * C, C, lg + j0, cv, W + (int64_t)j0 * C, C, M, C, 2048, 0, 0);
         bits |= memcmp(lg, lg0, sizeof(float) * M * cv) != 0 || memcmp(acc, acc0, sizeof(float) * M * C * 8) != 0;
     }
     struct itimerval off = {{0, 0}, {0, 0}};
