@@ -31,6 +31,7 @@
 #include "cli.h"
 #include "opts.h"
 #include "lora.h"
+#include "mm16.h"
 #include "safetensors.h"
 #include "siglip.h"
 #include "trainer.h"
@@ -444,8 +445,8 @@ static int bench_llama(const bench_opts *o) {
 
 // Products of the shapes lorac runs (the small model's projections at 256 rows, LoRA's rank-16
 // factors and the base projections of Llama-3.2-1B at 512 rows), smallest to largest in
-// multiply-adds; each timed on the calling thread alone (ag_sgemm_1) and split over all threads
-// (cblas_sgemm outside a parallel region), taking turns, ITERS rounds of enough repetitions for
+// multiply-adds; each timed on the calling thread alone (mm32_1: what ag_sgemm runs below
+// AG_SGEMM_PAR_MIN) and split over all threads (cblas_sgemm outside a parallel region), taking turns, ITERS rounds of enough repetitions for
 // ~2 ms. Prints per shape the median microseconds of both and their ratio.
 static int bench_threads(const bench_opts *o) {
     static const int shapes[][3] = {   // M, N, K
@@ -465,7 +466,7 @@ static int bench_threads(const bench_opts *o) {
             for (int way = 0; way < 2; way++) {
                 double t0 = now_seconds();
                 for (int r = 0; r < reps; r++)
-                    if (way == 0) ag_sgemm_1(0, 1, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
+                    if (way == 0) mm32_1(c, N, a, K, b, K, M, N, K, 1, 0);
                     else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
                 double us = (now_seconds() - t0) / reps * 1e6;
                 if (w >= 0) (way == 0 ? t1 : tn)[w] = us;
@@ -488,9 +489,9 @@ int cmd_bench(int argc, char **argv) {
     bench_opts o;
     static const struct { const char *w; int kind; } kinds[] = {
         {"gemm", B_GEMM}, {"lora", B_LORA}, {"eval", B_EVAL}, {"siglip", B_SIGLIP}, {"threads", B_THREADS}};
-    int k = 0;
-    while (argc >= 2 && k < 5 && strcmp(argv[1], kinds[k].w)) k++;
-    if (argc < 2 || k == 5) {   // no benchmark named: --help, or a usage error
+    int k = 0, nk = (int)(sizeof kinds / sizeof *kinds);
+    while (argc >= 2 && k < nk && strcmp(argv[1], kinds[k].w)) k++;
+    if (argc < 2 || k == nk) {   // no benchmark named: --help, or a usage error
         if (argc >= 2 && argv[1][0] == '-') {
             int rc = parse_opts(argc, argv, &o, 0, NULL);
             if (rc) return rc == 1 ? 0 : rc;
