@@ -24,7 +24,6 @@ typedef uint64_t v8u __attribute__((vector_size(LN * 4)));
 typedef int64_t v8l __attribute__((vector_size(LN * 4)));
 typedef int32_t v8i __attribute__((vector_size(LN * 2)));
 
-static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
 loramm_drop loramm_drop_of(uint64_t s0, float p) {
     loramm_drop d = {.s0 = s0, .thr = (uint64_t)ceil((double)p * 16777216.0), .inv = 1.0f / (1.0f - p)};

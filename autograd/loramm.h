@@ -16,7 +16,7 @@
 // 16 columns (loramm_cols) are split over the OpenMP threads; call outside parallel regions.
 //
 // Dropout (inverted, p ∈ [0, 1)): element (i, j) of x is kept when draw i·J + j of the
-// splitmix64 stream after state s0 is ≥ p (ag_rng_uniform's draws; see lora_drop_keep), and a
+// splitmix64 stream after state s0 is ≥ p (ag_rng_uniform's draws; see lora_rng_draw24), and a
 // kept value is scaled by inv = 1/(1-p). With d == NULL nothing is dropped.
 #ifndef LORAC_LORAMM_H
 #define LORAC_LORAMM_H

@@ -27,7 +27,6 @@
 // shape string for error messages; the buffer lives until the end of the enclosing block
 #define SHP(t) ag_shape_str((t), (char[64]){0}, 64)
 
-static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
 // dx[N,In] += dy[N,O] · W[O,In] for a frozen W of either storage (the large backward product)
 static void frozen_dx_acc(float *dx, const float *dy, const ag_tensor *W, int N, int In, int O) {

@@ -18,6 +18,8 @@
 #define AG_PRINTF(a, b)
 #endif
 
+static inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+
 // --- errors
 
 // Records the message (printf-style, thread-local) and returns -1, so `return err_set(...)`.
